@@ -1,18 +1,23 @@
 // Builds one executable per cmd/<name>/main.ts into dist/bin/<name>, and copies the
 // native netlink addon to dist/lib so the bundles find it beside them.
 import { build } from 'esbuild';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-// A sh/JS polyglot header: sh drops NODE_EXTRA_CA_CERTS (it costs ~60 ms of start-up and
-// no plugin needs the system CA bundle) and re-executes the same file with node; for node,
-// line 2 is a string statement followed by a comment.
-const banner = [
-  '#!/bin/sh',
-  `':' //; unset NODE_EXTRA_CA_CERTS; exec "\${KNIT_NODE:-node}" "$0" "$@"`,
-].join('\n');
-
 const root = new URL('.', import.meta.url).pathname;
+
+// The versions VERSION answers with, from their one home in pkg/cni/version.ts.
+const versionSrc = readFileSync(join(root, 'pkg/cni/version.ts'), 'utf8');
+const supported = /SUPPORTED_VERSIONS[^=]*=\s*\[([^\]]*)\]/.exec(versionSrc)?.[1]?.match(/\d+\.\d+\.\d+/g);
+const latest = /LATEST_VERSION\s*=\s*'([\d.]+)'/.exec(versionSrc)?.[1];
+if (!supported?.length || !latest) throw new Error('esbuild.config: cannot read SUPPORTED_VERSIONS/LATEST_VERSION from pkg/cni/version.ts');
+
+// The launcher (cmd/launcher.sh) heads every bundle; it answers VERSION without Node.
+const banner = readFileSync(join(root, 'cmd/launcher.sh'), 'utf8').trimEnd()
+  .replaceAll('@LATEST@', latest)
+  .replaceAll('@SUPPORTED_ALT@', supported.join('|'))
+  .replaceAll('@SUPPORTED_JSON@', supported.map((x) => `"${x}"`).join(','));
+
 const names = readdirSync(join(root, 'cmd'), { withFileTypes: true })
   .filter((d) => d.isDirectory() && existsSync(join(root, 'cmd', d.name, 'main.ts')))
   .map((d) => d.name);

@@ -3,7 +3,7 @@
 // A suite is a file scripts/bench/suites/<name>.ts exporting `suite: Suite`. Results go to
 // <out>/<suite>.json, .md and .svg (default bench/results/); the table is also printed.
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import { cpus, hostname, release } from 'node:os';
+import { cpus, hostname, loadavg, release } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { markdownTable, svgChart } from './bench/report';
@@ -61,6 +61,7 @@ async function loadSuite(name: string): Promise<Suite> {
 }
 
 async function runSuite(suite: Suite, args: Args): Promise<SuiteResult> {
+  const loadBefore = loadavg()[0];
   const { cases, notes } = await suite.setup({ root, runs: args.runs });
   const results: CaseResult[] = [];
   try {
@@ -76,7 +77,10 @@ async function runSuite(suite: Suite, args: Args): Promise<SuiteResult> {
     suite: suite.name,
     description: suite.description,
     date: new Date().toISOString(),
-    host: { hostname: hostname(), cpus: cpus().length, kernel: release(), node: process.version },
+    host: {
+      hostname: hostname(), cpus: cpus().length, kernel: release(), node: process.version,
+      load: [loadBefore, loadavg()[0]],
+    },
     runs: args.runs,
     warmup: args.warmup,
     notes,

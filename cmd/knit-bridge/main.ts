@@ -54,12 +54,12 @@ export const bridge: Plugin = {
           const ips = withGateways(ipam.ips, cfg);
           const routes = withDefaultRoutes(ipam.routes ?? [], ips, cfg);
           configureInterface(pod, { netns: ctx.netns, ifName: ctx.ifName, index: podLink.index }, ips, routes);
-          if (cfg.isGateway) setGateways(host, br, ips, cfg, undo);
+          if (cfg.isGateway) setGateways(host, br, ips, cfg, id, undo);
           failpoint('forward');
           for (const f of familiesOf(ips)) setSysctl(null, f === 4 ? 'net/ipv4/ip_forward' : 'net/ipv6/conf/all/forwarding', '1');
           if (cfg.ipMasq) {
             ensureMasq(cfg.network, subnetsOf(ips));
-            undo.add('masquerade', () => { if (!othersRemain(host, id)) removeMasq(cfg.network); });
+            undo.add('masquerade', () => { if (!othersRemain(host, id)) dropMasq(cfg.network, () => othersRemain(host, id)); });
             failpoint('masq');
           }
           result.ips = ips.map((ip) => ({ ...ip, interface: 2 }));
@@ -93,7 +93,7 @@ export const bridge: Plugin = {
       if (hostVeth && isOurs(hostVeth, id)) deleteLink(host, hostVeth.index);
       else if (ctx.netns) deletePodLink(ctx);
       if (cfg?.hasIpam ?? !!ctx.conf.ipam?.type) await runIpam('DEL', ctx, ctx.conf);
-      if (cfg?.ipMasq && !othersRemain(host, id)) removeMasq(ctx.conf.name);
+      if (cfg?.ipMasq && !othersRemain(host, id)) dropMasq(ctx.conf.name, () => othersRemain(host, id));
     } finally {
       host.close();
     }
@@ -181,7 +181,8 @@ export const bridge: Plugin = {
           deleteLink(host, l.index);
         }
       }
-      if (cfg.ipMasq && !linkList(host).some((l) => parseAttachmentAlias(l.alias)?.network === cfg.network)) removeMasq(cfg.network);
+      const any = (): boolean => linkList(host).some((l) => parseAttachmentAlias(l.alias)?.network === cfg.network);
+      if (cfg.ipMasq && !any()) dropMasq(cfg.network, any);
     });
     if (cfg.hasIpam) await runIpam('GC', ctx, ctx.conf);
   },
@@ -261,7 +262,7 @@ function withDefaultRoutes(routes: Route[], ips: IPConfig[], cfg: BridgeConf): R
  * an address of an overlapping subnet is replaced only with forceAddress (the reference's key),
  * otherwise the error names both addresses and the fix.
  */
-function setGateways(host: Netlink, br: Link, ips: IPConfig[], cfg: BridgeConf, undo: Rollback): void {
+function setGateways(host: Netlink, br: Link, ips: IPConfig[], cfg: BridgeConf, id: AttachmentId, undo: Rollback): void {
   failpoint('gateway');
   const existing = addrList(host, { link: br.index });
   for (const ip of ips) {
@@ -281,7 +282,8 @@ function setGateways(host: Netlink, br: Link, ips: IPConfig[], cfg: BridgeConf, 
     try {
       addrAdd(host, { link: br.index, address: gwText, nodad: true });
       undo.add(`gateway ${gwText} on ${cfg.bridge}`, () => {
-        if (!linkList(host).some((l) => l.master === br.index && parseAttachmentAlias(l.alias)?.network === cfg.network)) {
+        // Undo runs before this attachment's own veth is removed: only other attachments keep it.
+        if (!linkList(host).some((l) => l.master === br.index && isOtherOf(l, id))) {
           addrDel(host, { link: br.index, address: gwText });
         }
       });
@@ -306,12 +308,25 @@ function isOurs(l: Link, id: AttachmentId): boolean {
   return !!a && a.network === id.network && a.containerId === id.containerId && a.ifName === id.ifName;
 }
 
+/** Whether link l is the host end of another attachment of the same network. */
+function isOtherOf(l: Link, id: AttachmentId): boolean {
+  const a = parseAttachmentAlias(l.alias);
+  return !!a && a.network === id.network && !(a.containerId === id.containerId && a.ifName === id.ifName);
+}
+
 /** Whether any other attachment of the network still has a host link here. */
 function othersRemain(host: Netlink, id: AttachmentId): boolean {
-  return linkList(host).some((l) => {
-    const a = parseAttachmentAlias(l.alias);
-    return !!a && a.network === id.network && !(a.containerId === id.containerId && a.ifName === id.ifName);
-  });
+  return linkList(host).some((l) => isOtherOf(l, id));
+}
+
+/**
+ * Removes a network's masquerade after its last attachment went. An ADD of the network may join
+ * between the caller's check and the removal; it sets its link's alias before it installs NAT, so
+ * a second look after the removal sees it, and what was removed is put back.
+ */
+function dropMasq(network: string, othersNow: () => boolean): void {
+  const removed = removeMasq(network);
+  if (removed.length && othersNow()) ensureMasq(network, removed.map((s) => parseCIDR(s)).filter((n): n is IPNet => !!n));
 }
 
 function deleteLink(nl: Netlink, index: number): void {

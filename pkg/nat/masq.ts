@@ -112,15 +112,32 @@ export function masqState(network: string): MasqState {
   return state;
 }
 
-/** Removes a network's entries and chain; a no-op when nothing is there. */
-export function removeMasq(network: string): void {
+/**
+ * Removes a network's entries and chain; a no-op when nothing is there. Returns the subnets that
+ * were mapped (so a caller that lost a race with an ADD can put them back). Concurrent DELs of the
+ * network's last attachments may both get here: when the transaction fails because the other
+ * one removed (part of) it first, read the state again and retry with what is left.
+ */
+export function removeMasq(network: string): string[] {
   const chain = chainName(network);
-  const table = listTable();
-  if (!table) return;
-  const hasChain = table.nftables.some((i) => i.chain?.name === chain);
-  const st = masqState(network);
-  const lines: string[] = [];
-  for (const s of st.subnets) lines.push(`delete element inet ${NAT_TABLE} ${s.includes(':') ? 'masq6' : 'masq4'} { ${s} }`);
-  if (hasChain) lines.push(`flush chain inet ${NAT_TABLE} ${chain}`, `delete chain inet ${NAT_TABLE} ${chain}`);
-  if (lines.length) nft(['-f', '-'], lines.join('\n') + '\n');
+  const seen = new Set<string>();
+  for (let attempt = 0; ; attempt++) {
+    const table = listTable();
+    if (!table) return [...seen];
+    const hasChain = table.nftables.some((i) => i.chain?.name === chain);
+    const st = masqState(network);
+    const lines: string[] = [];
+    for (const s of st.subnets) {
+      seen.add(s);
+      lines.push(`delete element inet ${NAT_TABLE} ${s.includes(':') ? 'masq6' : 'masq4'} { ${s} }`);
+    }
+    if (hasChain) lines.push(`flush chain inet ${NAT_TABLE} ${chain}`, `delete chain inet ${NAT_TABLE} ${chain}`);
+    if (!lines.length) return [...seen];
+    try {
+      nft(['-f', '-'], lines.join('\n') + '\n');
+      return [...seen];
+    } catch (e) {
+      if (attempt >= 4) throw e;
+    }
+  }
 }

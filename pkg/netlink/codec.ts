@@ -284,7 +284,7 @@ export interface NlErr {
 export function decodeError(msg: NlMsg): NlErr {
   const d = msg.data;
   if (d.length < 4) return { errno: 0 };
-  const errno = -d.readInt32LE(0);
+  const errno = -d.readInt32LE(0) || 0; // never -0
   const out: NlErr = { errno };
   if (!(msg.flags & NLM_F_ACK_TLVS) || d.length < 4 + NLMSG_HDRLEN) return out;
   const echoed = msg.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : d.readUInt32LE(4);
@@ -300,7 +300,7 @@ export function decodeError(msg: NlMsg): NlErr {
 export function decodeDone(msg: NlMsg): NlErr {
   const d = msg.data;
   if (d.length < 4) return { errno: 0 };
-  const out: NlErr = { errno: -d.readInt32LE(0) };
+  const out: NlErr = { errno: -d.readInt32LE(0) || 0 };
   if (msg.flags & NLM_F_ACK_TLVS) {
     const text = getStr(parseAttrs(d, 4), NLMSGERR_ATTR_MSG);
     if (text) out.extack = text;

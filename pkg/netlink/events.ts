@@ -59,6 +59,10 @@ export function decodeEvent(m: NlMsg): NetlinkEvent | undefined {
   return undefined;
 }
 
+// Live watch handles: the addon stops a watch whose handle is garbage collected, so keep
+// them reachable until unsubscribed even if the caller drops the returned function.
+const live = new Set<object>();
+
 /** Subscribes to rtnetlink changes; returns the function that unsubscribes (idempotent). */
 export function subscribe(opts: SubscribeOptions, onEvent: (ev: NetlinkEvent) => void): () => void {
   let groups = 0;
@@ -107,10 +111,12 @@ export function subscribe(opts: SubscribeOptions, onEvent: (ev: NetlinkEvent) =>
     if (status < 0) onEvent({ kind: 'error', error: new NetlinkError('netlink event poll', -status) });
     else drain();
   });
+  live.add(handle);
   if (opts.ref === false) N.setWatchRef(handle, false);
   return () => {
     if (closed) return;
     closed = true;
+    live.delete(handle);
     N.unwatch(handle);
     N.close(fd);
   };

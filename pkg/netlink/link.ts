@@ -33,7 +33,8 @@ export interface VethPeer {
   name: string;
   mtu?: number;
   mac?: string;
-  up?: boolean;
+  // No "up": veth configures the peer before the pair is joined, so opening it then
+  // fails with ENOTCONN. Bring it up afterwards with a handle in its namespace.
   /** Create the peer directly in this namespace (decision 2: never move links). */
   netns?: NetnsRef;
 }
@@ -222,8 +223,8 @@ export function encodeLinkAdd(spec: LinkSpec, fds: { peer?: number; self?: numbe
       case 'veth': {
         const p = spec.peer;
         w.nest(C.IFLA_INFO_DATA, () => w.nest(C.VETH_INFO_PEER, () => {
-          // The peer's attributes follow its own ifinfomsg; its "up" is applied by veth_newlink.
-          w.bytes(encodeIfInfo({ family: C.AF_UNSPEC, ...upFlags(p.up) }));
+          // The peer's attributes follow its own ifinfomsg.
+          w.bytes(encodeIfInfo({ family: C.AF_UNSPEC }));
           putCommon(w, { ...p, mtu: p.mtu ?? spec.mtu });
           if (fds.peer !== undefined) w.u32(C.IFLA_NET_NS_FD, fds.peer);
         }));

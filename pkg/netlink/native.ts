@@ -23,14 +23,26 @@ export interface NativeAddon {
 
 let addon: NativeAddon | undefined;
 
+function isSingleExecutable(): boolean {
+  try {
+    return (require('node:sea') as { isSea(): boolean }).isSea();
+  } catch {
+    return false; // Node without node:sea
+  }
+}
+
 export function addonCandidates(): string[] {
   const list: string[] = [];
   if (process.env.KNIT_NATIVE) list.push(process.env.KNIT_NATIVE);
+  const besideExe = path.join(path.dirname(process.execPath), 'knit_netlink.node');
+  // A release single executable ships the addon beside itself; look there first, so an
+  // unrelated ../lib next to the install directory is never picked up.
+  if (isSingleExecutable()) list.push(besideExe);
   list.push(
     path.join(__dirname, '../lib/knit_netlink.node'),
     path.join(__dirname, '../../build/Release/knit_netlink.node'),
-    path.join(path.dirname(process.execPath), 'knit_netlink.node'),
   );
+  if (!isSingleExecutable()) list.push(besideExe);
   return list;
 }
 

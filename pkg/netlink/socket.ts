@@ -3,7 +3,7 @@
 // receives until the matching ack or NLMSG_DONE): rtnetlink replies in microseconds
 // and a plugin runs its steps in order anyway.
 import { NETLINK_ROUTE, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN } from './constants';
-import { align4, decodeDone, decodeError, MsgWriter, NLMSG_HDRLEN, NlMsg } from './codec';
+import { decodeDone, decodeError, MsgWriter, NlMsg, parseMessages } from './codec';
 import { fromNative, NetlinkError } from './errors';
 import { native } from './native';
 
@@ -103,17 +103,13 @@ export class Netlink {
       } catch (err) {
         fromNative(err, op);
       }
-      for (let off = 0; off + NLMSG_HDRLEN <= n;) {
-        const len = buf.readUInt32LE(off);
-        if (len < NLMSG_HDRLEN || off + len > n) throw new NetlinkError(op, 74 /* EBADMSG */, `malformed reply length ${len}`);
-        const msg: NlMsg = {
-          type: buf.readUInt16LE(off + 4),
-          flags: buf.readUInt16LE(off + 6),
-          seq: buf.readUInt32LE(off + 8),
-          pid: buf.readUInt32LE(off + 12),
-          data: buf.subarray(off + NLMSG_HDRLEN, off + len),
-        };
-        off += align4(len);
+      let msgs: NlMsg[];
+      try {
+        msgs = parseMessages(buf, n);
+      } catch (err) {
+        throw new NetlinkError(op, 74 /* EBADMSG */, (err as Error).message);
+      }
+      for (const msg of msgs) {
         // A reply to an earlier request that was abandoned (timeout, exception): skip it.
         if (msg.seq !== seq) continue;
         if (msg.type === NLMSG_ERROR) {

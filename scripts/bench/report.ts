@@ -18,7 +18,8 @@ export function markdownTable(result: SuiteResult): string {
   const lines: string[] = [
     `## ${result.suite}: ${result.description}`,
     '',
-    `${result.date} · ${result.host.hostname} · ${result.host.cpus} CPUs · Linux ${result.host.kernel} · ` +
+    `${result.date} · ${result.host.hostname} · ${result.host.cpus} CPUs · ` +
+      `load ${result.host.load.map((l) => l.toFixed(1)).join('→')} · Linux ${result.host.kernel} · ` +
       `node ${result.host.node} · ${result.runs} interleaved runs after ${result.warmup} warm-up · ` +
       'milliseconds, exec to exit',
     '',

@@ -11,8 +11,11 @@ export interface CommandSpec {
   okCodes?: number[];
 }
 
-/** Something to time: a process, or an in-process async action (timed around its await). */
-export type Target = CommandSpec | (() => Promise<void>);
+/**
+ * Something to time: a process, or an in-process async action, timed around its await unless
+ * it resolves to a number: the milliseconds of the part it timed itself.
+ */
+export type Target = CommandSpec | (() => Promise<void | number>);
 
 /** One comparison: a knit operation beside the reference plugin's equivalent. */
 export interface BenchCase {
@@ -67,7 +70,8 @@ export interface SuiteResult {
   suite: string;
   description: string;
   date: string;
-  host: { hostname: string; cpus: number; kernel: string; node: string };
+  /** load: 1-minute load average before and after the suite (other work skews timings). */
+  host: { hostname: string; cpus: number; kernel: string; node: string; load: [number, number] };
   runs: number;
   warmup: number;
   notes: string[];

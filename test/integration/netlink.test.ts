@@ -1,5 +1,7 @@
 // pkg/netlink against the kernel, inside lab namespaces only, with `ip -json` / `bridge
 // -json` as the oracle for every operation.
+// Every assert.ok carries a message: without one, Node re-reads the source to describe the
+// failure, which can spin forever on tsx-transformed files.
 import assert from 'node:assert/strict';
 import { Lab, Netns, requireRoot } from '../lab/lab';
 import * as nl from '../../pkg/netlink';
@@ -64,7 +66,7 @@ describe('pkg/netlink (integration, netns lab)', function () {
       const [host] = await lab.ipJson(A, ['link', 'show', 'veth0']);
       assert.equal(host.address, MAC_HOST);
       assert.equal(host.mtu, 1400);
-      assert.ok(host.flags.includes('UP'));
+      assert.ok(host.flags.includes('UP'), 'host.flags.includes(\'UP\')');
 
       const l = nl.linkGet(hA, 'veth0');
       assert.equal(l.index, host.ifindex);
@@ -86,7 +88,7 @@ describe('pkg/netlink (integration, netns lab)', function () {
       assert.equal(e.errno, 17);
       assert.equal(e.op, 'RTM_NEWLINK veth veth0');
       assert.match(e.message, /^RTM_NEWLINK veth veth0: File exists \(EEXIST\)/);
-      assert.ok(nl.isExist(e));
+      assert.ok(nl.isExist(e), 'nl.isExist(e)');
     });
 
     it('surfaces an unsupported link kind (vlan without 8021q) as EOPNOTSUPP with a clear message', async () => {
@@ -94,7 +96,7 @@ describe('pkg/netlink (integration, netns lab)', function () {
       try {
         nl.linkAdd(hA, { kind: 'vlan', name: 'veth0.100', parent, vlanId: 100 });
       } catch (err) {
-        assert.ok(err instanceof NetlinkError);
+        assert.ok(err instanceof NetlinkError, 'err instanceof NetlinkError');
         assert.equal(err.errno, 95);
         assert.equal(err.code, 'EOPNOTSUPP');
         assert.match(err.message, /^RTM_NEWLINK vlan veth0\.100: Operation not supported \(EOPNOTSUPP\)/);
@@ -142,15 +144,15 @@ describe('pkg/netlink (integration, netns lab)', function () {
       nl.linkAdd(hA, { kind: 'veth', name: 'vp1', master: br, up: true, peer: { name: 'vp1p' } });
       const [p] = await lab.ipJson(A, ['link', 'show', 'vp1']);
       assert.equal(p.master, 'br0');
-      assert.ok(p.flags.includes('UP'));
+      assert.ok(p.flags.includes('UP'), 'p.flags.includes(\'UP\')');
       nl.linkDel(hA, 'vp1');
     });
 
     it('sets up/down, MTU, MAC, promisc and name', async () => {
       nl.linkSet(hB, 'eth0', { up: true, mtu: 1380, mac: '02:00:00:bb:00:02', promisc: true });
       let [p] = await lab.ipJson(B, ['-d', 'link', 'show', 'eth0']);
-      assert.ok(p.flags.includes('UP'));
-      assert.ok(p.flags.includes('PROMISC'));
+      assert.ok(p.flags.includes('UP'), 'p.flags.includes(\'UP\')');
+      assert.ok(p.flags.includes('PROMISC'), 'p.flags.includes(\'PROMISC\')');
       assert.equal(p.promiscuity, 1);
       assert.equal(p.mtu, 1380);
       assert.equal(p.address, '02:00:00:bb:00:02');
@@ -163,8 +165,8 @@ describe('pkg/netlink (integration, netns lab)', function () {
       nl.linkSetMtu(hB, 'eth0', 1400);
       nl.linkSetMac(hB, 'eth0', MAC_POD);
       [p] = await lab.ipJson(B, ['-d', 'link', 'show', 'eth0']);
-      assert.ok(!p.flags.includes('UP'));
-      assert.ok(!p.flags.includes('PROMISC'));
+      assert.ok(!p.flags.includes('UP'), '!p.flags.includes(\'UP\')');
+      assert.ok(!p.flags.includes('PROMISC'), '!p.flags.includes(\'PROMISC\')');
       assert.equal(p.mtu, 1400);
       assert.equal(p.address, MAC_POD);
 
@@ -221,10 +223,10 @@ describe('pkg/netlink (integration, netns lab)', function () {
       nl.linkDel(hA, 'tmpbr0');
       nl.linkDel(hA, nl.linkGet(hA, 'tmpbr1').index);
       const names = (await lab.ipJson(A, ['link', 'show'])).map((l: any) => l.ifname);
-      assert.ok(!names.includes('tmpbr0') && !names.includes('tmpbr1'));
+      assert.ok(!names.includes('tmpbr0') && !names.includes('tmpbr1'), '!names.includes(\'tmpbr0\') && !names.includes(\'tmpbr1\')');
       const e = throwsNl(() => nl.linkDel(hA, 'tmpbr0'), 'ENODEV');
       assert.equal(e.op, 'RTM_DELLINK tmpbr0');
-      assert.ok(nl.isNotFound(e));
+      assert.ok(nl.isNotFound(e), 'nl.isNotFound(e)');
     });
   });
 
@@ -247,7 +249,7 @@ describe('pkg/netlink (integration, netns lab)', function () {
       const a4 = mine.find((a) => a.family === 4)!;
       assert.equal(a4.broadcast, '10.1.0.255');
       assert.equal(a4.label, 'eth0');
-      assert.ok(mine.find((a) => a.family === 6)!.flags & nl.IFA_F_NODAD);
+      assert.ok(mine.find((a) => a.family === 6)!.flags & nl.IFA_F_NODAD, 'mine.find((a) => a.family === 6)!.flags & nl.IFA_F_NODAD');
       assert.deepEqual(nl.addrList(hB, { family: 4 }).map((a) => a.cidr).sort(), ['10.1.0.2/24', '127.0.0.1/8']);
     });
 
@@ -295,7 +297,7 @@ describe('pkg/netlink (integration, netns lab)', function () {
       const by = (dst: string): any => j.find((r: any) => r.dst === dst);
       assert.equal(by('10.5.0.0/24').metric, 5);
       assert.deepEqual(by('10.5.0.0/24').metrics, [{ mtu: 1300, advmss: 1200 }]);
-      assert.ok(by('10.6.0.0/24').flags.includes('onlink'));
+      assert.ok(by('10.6.0.0/24').flags.includes('onlink'), 'by(\'10.6.0.0/24\').flags.includes(\'onlink\')');
       assert.equal(by('10.7.0.0/24').prefsrc, '10.1.0.2');
       assert.equal(by('10.7.0.0/24').scope, 'link');
       assert.equal(by('10.9.9.9').scope, 'link');
@@ -315,9 +317,9 @@ describe('pkg/netlink (integration, netns lab)', function () {
       assert.ok(nl.routeList(hB, { table: 0 }).some((r) => r.table === 255), 'table 0 lists every table');
       assert.deepEqual(nl.routeList(hB, { family: 6, protocol: nl.KNIT_RTPROT }).map((r) => [r.dst, r.gw]), [['::/0', 'fd00:1::1']]);
       const eth0 = nl.linkGet(hB, 'eth0').index;
-      assert.ok(nl.routeList(hB, { dev: 'eth0' }).every((r) => r.dev === eth0));
+      assert.ok(nl.routeList(hB, { dev: 'eth0' }).every((r) => r.dev === eth0), 'nl.routeList(hB, { dev: \'eth0\' }).every((r) => r.dev === eth0)');
       // The kernel's own prefix route is there and untagged.
-      assert.ok(nl.routeList(hB).some((r) => r.dst === '10.1.0.0/24' && r.protocol === nl.RTPROT_KERNEL));
+      assert.ok(nl.routeList(hB).some((r) => r.dst === '10.1.0.0/24' && r.protocol === nl.RTPROT_KERNEL), 'nl.routeList(hB).some((r) => r.dst === \'10.1.0.0/24\' && r.protocol === nl.RTPROT_KERNEL)');
     });
 
     it('deletes routes; ESRCH when none matches', async () => {
@@ -341,7 +343,7 @@ describe('pkg/netlink (integration, netns lab)', function () {
       const n4 = j.find((n: any) => n.dst === '10.1.0.9');
       assert.equal(n4.lladdr, '02:00:00:ee:00:0a');
       assert.deepEqual(n4.state, ['PERMANENT']);
-      assert.ok(j.some((n: any) => n.dst === 'fd00:1::9' && n.state.includes('PERMANENT')));
+      assert.ok(j.some((n: any) => n.dst === 'fd00:1::9' && n.state.includes('PERMANENT')), 'j.some((n: any) => n.dst === \'fd00:1::9\' && n.state.includes(\'PERMANENT\'))');
       const list = nl.neighList(hB, { link: 'eth0' }).filter((n) => n.permanent);
       assert.deepEqual(list.map((n) => [n.ip, n.mac]).sort(), [['10.1.0.9', '02:00:00:ee:00:0a'], ['fd00:1::9', '02:00:00:ee:00:09']]);
       nl.neighDel(hB, { link: 'eth0', ip: '10.1.0.9' });
@@ -363,7 +365,7 @@ describe('pkg/netlink (integration, netns lab)', function () {
         ['00:00:00:00:00:00', '10.1.0.3', 'permanent'],
         ['02:00:00:ff:00:01', '10.1.0.5', 'permanent'],
       ]);
-      assert.ok(j.every((e: any) => e.flags.includes('self')));
+      assert.ok(j.every((e: any) => e.flags.includes('self')), 'j.every((e: any) => e.flags.includes(\'self\'))');
       const list = nl.fdbList(hA, { link: 'vx0' }).filter((f) => f.dst);
       assert.deepEqual(list.map((f) => [f.mac, f.dst, f.self, f.permanent]).sort(), [
         ['00:00:00:00:00:00', '10.1.0.2', true, true],
@@ -387,15 +389,17 @@ describe('pkg/netlink (integration, netns lab)', function () {
         nl.routeAdd(hA, { dst: '10.45.0.0/24', gw: '10.44.0.2' });
         nl.neighAdd(hA, { link: 'evbr0', ip: '10.44.0.3', mac: '02:00:00:44:00:03' });
         nl.fdbAppend(hA, { link: 'vx0', mac: '00:00:00:00:00:00', dst: '10.1.0.7' });
+        // IPv4 routes flushed with their device are not announced, so delete explicitly.
+        nl.routeDel(hA, { dst: '10.45.0.0/24' });
         nl.linkDel(hA, 'evbr0');
         await waitFor('RTM_DELLINK evbr0', () => seen.find((e) => e.kind === 'link' && e.type === 'del' && e.link.name === 'evbr0'));
         const has = (p: (e: nl.NetlinkEvent) => boolean): boolean => seen.some(p);
-        assert.ok(has((e) => e.kind === 'link' && e.type === 'new' && e.link.name === 'evbr0' && e.link.kind === 'bridge'));
-        assert.ok(has((e) => e.kind === 'addr' && e.type === 'new' && e.addr.cidr === '10.44.0.1/24'));
-        assert.ok(has((e) => e.kind === 'route' && e.type === 'new' && e.route.dst === '10.45.0.0/24' && e.route.protocol === nl.KNIT_RTPROT));
-        assert.ok(has((e) => e.kind === 'neigh' && e.type === 'new' && e.neigh.ip === '10.44.0.3'));
-        assert.ok(has((e) => e.kind === 'fdb' && e.type === 'new' && e.fdb.dst === '10.1.0.7'));
-        assert.ok(has((e) => e.kind === 'route' && e.type === 'del' && e.route.dst === '10.45.0.0/24'));
+        assert.ok(has((e) => e.kind === 'link' && e.type === 'new' && e.link.name === 'evbr0' && e.link.kind === 'bridge'), 'has((e) => e.kind === \'link\' && e.type === \'new\' && e.link.name === \'evbr0\' && e....');
+        assert.ok(has((e) => e.kind === 'addr' && e.type === 'new' && e.addr.cidr === '10.44.0.1/24'), 'has((e) => e.kind === \'addr\' && e.type === \'new\' && e.addr.cidr === \'10.44.0.1/24\')');
+        assert.ok(has((e) => e.kind === 'route' && e.type === 'new' && e.route.dst === '10.45.0.0/24' && e.route.protocol === nl.KNIT_RTPROT), 'has((e) => e.kind === \'route\' && e.type === \'new\' && e.route.dst === \'10.45.0.0/24...');
+        assert.ok(has((e) => e.kind === 'neigh' && e.type === 'new' && e.neigh.ip === '10.44.0.3'), 'has((e) => e.kind === \'neigh\' && e.type === \'new\' && e.neigh.ip === \'10.44.0.3\')');
+        assert.ok(has((e) => e.kind === 'fdb' && e.type === 'new' && e.fdb.dst === '10.1.0.7'), 'has((e) => e.kind === \'fdb\' && e.type === \'new\' && e.fdb.dst === \'10.1.0.7\')');
+        assert.ok(has((e) => e.kind === 'route' && e.type === 'del' && e.route.dst === '10.45.0.0/24'), 'has((e) => e.kind === \'route\' && e.type === \'del\' && e.route.dst === \'10.45.0.0/24\')');
       } finally {
         stop();
         stop();
@@ -415,7 +419,7 @@ describe('pkg/netlink (integration, netns lab)', function () {
         nl.linkAdd(hA, { kind: 'bridge', name: 'evbr2' });
         nl.linkAdd(hB, { kind: 'bridge', name: 'evbr3' });
         await waitFor('evbr3', () => seen.find((e) => e.kind === 'link' && e.link.name === 'evbr3'));
-        assert.ok(!seen.some((e) => e.kind === 'link' && e.link.name === 'evbr2'));
+        assert.ok(!seen.some((e) => e.kind === 'link' && e.link.name === 'evbr2'), '!seen.some((e) => e.kind === \'link\' && e.link.name === \'evbr2\')');
       } finally {
         stop();
         nl.linkDel(hA, 'evbr2');

@@ -2,7 +2,7 @@
 // knit plugin through its symlink exactly as the dist/bin bundle does, with no Node on PATH.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -19,8 +19,8 @@ function plugins(): string[] {
 
 interface Outcome { status: number | null; stdout: string }
 
-function invoke(file: string, env: Record<string, string>, args: string[] = []): Outcome {
-  const r = spawnSync(file, args, { env, input: STDIN, encoding: 'utf8', timeout: 20000 });
+function invoke(file: string, env: Record<string, string>, args: string[] = [], input = STDIN): Outcome {
+  const r = spawnSync(file, args, { env, input, encoding: 'utf8', timeout: 20000 });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout };
 }
@@ -45,9 +45,13 @@ describe('release: self-contained multi-call executable', function () {
   });
   after(() => { if (out) rmSync(out, { recursive: true, force: true }); });
 
-  it('lays out one binary, a relative symlink per command, and the addon beside it', () => {
+  it('lays out one binary, a launcher (or symlink) per command, and the addon beside it', () => {
     assert.ok(lstatSync(join(out, 'knit')).isFile());
-    for (const n of names) assert.equal(readlinkSync(join(out, n)), 'knit');
+    const launcher = existsSync(join(root, 'cmd/launcher.sh'));
+    for (const n of names) {
+      if (launcher) assert.match(readFileSync(join(out, n), 'utf8'), /^#!\/bin\/sh\n[^]*# knit release launcher/);
+      else assert.equal(readlinkSync(join(out, n)), 'knit');
+    }
     if (existsSync(join(root, 'build/Release/knit_netlink.node'))) {
       assert.ok(existsSync(join(out, 'knit_netlink.node')));
     }
@@ -58,7 +62,7 @@ describe('release: self-contained multi-call executable', function () {
     assert.notEqual(r.status, 0);
   });
 
-  it('answers VERSION through each symlink like the bundle, without Node on PATH', () => {
+  it('answers VERSION through each plugin launcher like the bundle, without Node on PATH', () => {
     for (const n of names) {
       const expected = invoke(join(root, 'dist/bin', n), { CNI_COMMAND: 'VERSION', PATH: process.env.PATH ?? '' });
       assert.equal(expected.status, 0, `bundle ${n} VERSION failed`);
@@ -70,15 +74,34 @@ describe('release: self-contained multi-call executable', function () {
     }
   });
 
-  it('also dispatches as "knit <command>" and reports an error the same way as the bundle', () => {
-    const n = names[0];
-    const viaWord = invoke(join(out, 'knit'), { CNI_COMMAND: 'VERSION', PATH: '/nonexistent' }, [n]);
-    assert.deepEqual(viaWord, invoke(join(out, n), { CNI_COMMAND: 'VERSION', PATH: '/nonexistent' }));
-    // No CNI_COMMAND: a spec error on stdout with a non-zero exit, identical in both forms.
-    const bundleErr = invoke(join(root, 'dist/bin', n), { PATH: process.env.PATH ?? '' });
-    const releaseErr = invoke(join(out, n), { PATH: '/nonexistent' });
-    assert.notEqual(releaseErr.status, 0);
-    assert.deepEqual(releaseErr, bundleErr);
+  it('the single executable answers like the bundle when Node runs: VERSION it cannot answer in sh, errors', () => {
+    const bundleEnv = { PATH: process.env.PATH ?? '' };
+    const bare = { PATH: '/nonexistent' };
+    const odd = '{"cniVersion":"9.9.9"}';
+    for (const n of names) {
+      const expected = invoke(join(root, 'dist/bin', n), { ...bundleEnv, CNI_COMMAND: 'VERSION' }, [], odd);
+      assert.deepEqual(invoke(join(out, n), { ...bare, CNI_COMMAND: 'VERSION' }, [], odd), expected, n);
+      // No CNI_COMMAND: a spec error on stdout with a non-zero exit, identical in both forms.
+      const bundleErr = invoke(join(root, 'dist/bin', n), bundleEnv);
+      const releaseErr = invoke(join(out, n), bare);
+      assert.notEqual(releaseErr.status, 0);
+      assert.deepEqual(releaseErr, bundleErr, n);
+    }
+  });
+
+  it('dispatches on the invoked name through a symlink, and as "knit <command>"', () => {
+    const links = mkdtempSync(join(tmpdir(), 'knit-release-links-'));
+    try {
+      for (const n of names) {
+        symlinkSync(join(out, 'knit'), join(links, n));
+        const env = { CNI_COMMAND: 'VERSION', PATH: '/nonexistent' };
+        const expected = invoke(join(root, 'dist/bin', n), { CNI_COMMAND: 'VERSION', PATH: process.env.PATH ?? '' });
+        assert.deepEqual(invoke(join(links, n), env), expected, `symlink ${n}`);
+        assert.deepEqual(invoke(join(out, 'knit'), env, [n]), expected, `knit ${n}`);
+      }
+    } finally {
+      rmSync(links, { recursive: true, force: true });
+    }
   });
 
   it('prints usage for an unknown command', () => {

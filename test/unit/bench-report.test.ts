@@ -16,7 +16,7 @@ const result: SuiteResult = {
   suite: 'version',
   description: 'VERSION <latency> & co',
   date: '2026-01-01T00:00:00.000Z',
-  host: { hostname: 'vm', cpus: 2, kernel: '6.1.0', node: 'v20.20.2' },
+  host: { hostname: 'vm', cpus: 2, kernel: '6.1.0', node: 'v20.20.2', load: [0.5, 1.25] },
   runs: 3,
   warmup: 1,
   notes: ['release skipped: not built'],
@@ -39,6 +39,7 @@ describe('bench: report writers', () => {
     const lines = md.trimEnd().split('\n');
     assert.equal(lines[0], '## version: VERSION <latency> & co');
     assert.ok(lines[2].includes('3 interleaved runs after 1 warm-up'));
+    assert.ok(lines[2].includes('2 CPUs · load 0.5→1.3 · Linux 6.1.0'), lines[2]);
     assert.equal(lines[4], '| case | knit | median | p10–p90 | reference | median | p10–p90 | knit/ref |');
     assert.equal(lines[6], '| bundle \\| pipe | knit-host-local | 42.0 | 40.4–43.6 | host-local | 6.0 | 5.2–6.8 | 7.00× |');
     assert.equal(lines[7], '| release | knit-host-local | 33.0 | 30.6–35.4 | host-local | 6.0 | 6.0–6.0 | 5.50× |');
