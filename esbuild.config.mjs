@@ -1,5 +1,6 @@
 // Builds one executable per cmd/<name>/main.ts into dist/bin/<name>, and copies the
-// native netlink addon to dist/lib so the bundles find it beside them.
+// native netlink addon and the knitd client (knit-client) to dist/lib, where the bundles and
+// the launcher find them.
 import { build } from 'esbuild';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -45,4 +46,10 @@ writeFileSync(join(root, 'dist/package.json'), '{"type":"commonjs"}\n');
 const addon = join(root, 'build/Release/knit_netlink.node');
 if (existsSync(addon)) copyFileSync(addon, join(root, 'dist/lib/knit_netlink.node'));
 else console.error('esbuild.config: build/Release/knit_netlink.node missing; run npm install');
+// The knitd client, which the launcher finds at bin/../lib/knit-client.
+const client = join(root, 'build/Release/knit-client');
+if (existsSync(client)) {
+  copyFileSync(client, join(root, 'dist/lib/knit-client'));
+  chmodSync(join(root, 'dist/lib/knit-client'), 0o755);
+} else console.error('esbuild.config: build/Release/knit-client missing; run npm install');
 console.error(`built ${names.length} executables into dist/bin: ${names.join(' ')}`);

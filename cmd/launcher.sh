@@ -7,6 +7,8 @@
 #   answered here without Node when stdin is empty or an object naming a supported
 #   cniVersion, exactly as the Node path would answer; anything else goes to the Node path.
 # - NODE_EXTRA_CA_CERTS is dropped: loading a CA bundle costs ~60 ms and no plugin needs it.
+# - Any other verb goes to knitd through the C client when the agent's socket directory exists
+#   (no Node start at all); without an agent for this netns the client execs the Node path.
 unset NODE_EXTRA_CA_CERTS
 if [ "$CNI_COMMAND" = VERSION ]; then
   s= l=
@@ -33,6 +35,16 @@ if [ "$CNI_COMMAND" = VERSION ]; then
   fi
   printf %s "$s" | "${KNIT_NODE:-node}" "$0" "$@"
   exit $?
+fi
+if [ -n "$CNI_COMMAND" ] && [ -d "${KNIT_CNI_SOCKET_DIR:-/run/knit/cni}" ]; then
+  # A node agent may serve this network namespace: knit-client (lib/ beside the real bin/ of
+  # this file) asks knitd and, when none answers, execs the Node path below itself. Only a
+  # symlinked launcher costs a readlink process. (No star-slash here: this is a JS comment.)
+  f=$0
+  if [ -L "$f" ]; then f=$(readlink -f -- "$f"); fi
+  case $f in *[/]*) d=${f%/*} ;; *) d=. ;; esac
+  c=$d/../lib/knit-client
+  if [ -x "$c" ]; then exec "$c" "${f##*[/]}" "${KNIT_NODE:-node}" "$0" "$@"; fi
 fi
 exec "${KNIT_NODE:-node}" "$0" "$@"
 */

@@ -1,6 +1,6 @@
 // Release build: one self-contained multi-call executable, dist/release/knit (a Node
 // single-executable application with every cmd/<name>/main.ts bundled in), the netlink
-// addon beside it, and per command:
+// addon and the knitd client (knit-client) beside it, and per command:
 //  - CNI plugins (knit-*): the sh launcher of the bundles (cmd/launcher.sh), which answers
 //    VERSION without starting Node and otherwise execs `knit <name> "$@"` from its folder;
 //  - anything else (knitd, knitctl): a relative symlink to knit.
@@ -161,10 +161,14 @@ function launcherFor(name) {
   if (!supported?.length || !latest) throw new Error('release: cannot read SUPPORTED_VERSIONS/LATEST_VERSION from pkg/cni/version.ts');
   const nodeCall = '"${KNIT_NODE:-node}" "$0" "$@"';
   const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
-  if (lines.filter((l) => l.includes(nodeCall)).length !== 2 || !lines[1].startsWith("':'")) {
-    throw new Error(`release: cmd/launcher.sh no longer has two ${nodeCall} lines after a ':' line 2; update launcherFor()`);
+  // The knitd client branch: the client sits beside knit, and the plugin's name is this launcher's.
+  const clientPath = 'c=$d/../lib/knit-client';
+  const clientName = '"${f##*[/]}"';
+  if (lines.filter((l) => l.includes(nodeCall)).length !== 3 || !lines[1].startsWith("':'")
+    || lines.filter((l) => l.includes(clientPath)).length !== 1 || lines.filter((l) => l.includes(clientName)).length !== 1) {
+    throw new Error(`release: cmd/launcher.sh no longer has three ${nodeCall} lines after a ':' line 2 and one ${clientPath}; update launcherFor()`);
   }
-  const body = lines.map((l) => l.replace(nodeCall, `"$knit" ${name} "$@"`)).join('\n')
+  const body = lines.map((l) => l.replace(nodeCall, `"$knit" ${name} "$@"`).replace(clientPath, 'c=$d/knit-client').replace(clientName, name)).join('\n')
     .replaceAll('@LATEST@', latest)
     .replaceAll('@SUPPORTED_ALT@', supported.join('|'))
     .replaceAll('@SUPPORTED_JSON@', supported.map((x) => `"${x}"`).join(','));
@@ -261,6 +265,10 @@ try {
   const addon = join(here, 'build/Release/knit_netlink.node');
   if (existsSync(addon)) copyFileSync(addon, join(out, 'knit_netlink.node'));
   else console.error('release: build/Release/knit_netlink.node missing (npm install builds it); not shipped');
+  // The knitd client the plugin launchers exec when the agent's socket directory exists.
+  const client = join(here, 'build/Release/knit-client');
+  if (existsSync(client)) { copyFileSync(client, join(out, 'knit-client')); chmodSync(join(out, 'knit-client'), 0o755); }
+  else console.error('release: build/Release/knit-client missing (npm install builds it); not shipped');
 
   const mb = (f) => (statSync(f).size / 1e6).toFixed(1);
   console.error(`release: ${exe} (${mb(exe)} MB, node ${nodeVersion}, snapshot ${snapshot ? 'on' : 'off'}, ` +

@@ -54,8 +54,15 @@ export interface DispatchOutput {
   exitCode: number;
 }
 
+export interface DispatchOptions {
+  /** Use this logger instead of one made from env and the config. */
+  log?: Logger;
+  /** Where the request's log text goes instead of process.stderr (knitd returns it to the caller). */
+  stderr?: (line: string) => void;
+}
+
 /** Runs one CNI request. Never throws: every failure becomes an error JSON and exit code 1. */
-export async function dispatch(plugin: Plugin, env: Env, stdin: Buffer, opts: { log?: Logger } = {}): Promise<DispatchOutput> {
+export async function dispatch(plugin: Plugin, env: Env, stdin: Buffer, opts: DispatchOptions = {}): Promise<DispatchOutput> {
   let version = LATEST_VERSION;
   let log = opts.log ?? nullLogger;
   try {
@@ -72,6 +79,7 @@ export async function dispatch(plugin: Plugin, env: Env, stdin: Buffer, opts: { 
     if (!opts.log) {
       log = createLogger({
         env,
+        ...(opts.stderr ? { stderr: opts.stderr } : {}),
         file: env.KNIT_LOG_FILE || conf.logFile || undefined,
         fields: { plugin: plugin.name, cmd: e.command, ...(e.containerId ? { containerId: e.containerId, ifName: e.ifName } : {}), net: conf.name },
       });

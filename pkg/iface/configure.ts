@@ -5,11 +5,14 @@ import { addrAdd, linkSetUp, routeReplace, type Netlink } from '../netlink';
 import { setSysctl } from '../netlink';
 import { parseCIDR, type Family } from '../ip/ip';
 import type { IPConfig, Route } from '../cni/types';
+import type { Env } from '../cni/env';
 import { failpoint } from './rollback';
 
 export interface PodInterface {
   /** The pod's netns path (for sysctls). */
   netns: string;
+  /** The request's environment (test failpoints). */
+  env: Env;
   ifName: string;
   index: number;
 }
@@ -29,10 +32,10 @@ export function configureInterface(pod: Netlink, iface: PodInterface, ips: IPCon
   if (ips.some((i) => !i.address.includes(':'))) {
     setSysctl(iface.netns, `net/ipv4/conf/${iface.ifName}/arp_notify`, '1');
   }
-  failpoint('address');
+  failpoint(iface.env, 'address');
   for (const ip of ips) addrAdd(pod, { link: iface.index, address: ip.address, nodad: true });
   linkSetUp(pod, iface.index);
-  failpoint('route');
+  failpoint(iface.env, 'route');
   const gw = gatewaysByFamily(ips);
   for (const r of routes) {
     const dst = parseCIDR(r.dst);

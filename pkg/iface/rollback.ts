@@ -1,5 +1,6 @@
 // Undo steps for a multi-step ADD: each step that changes the node registers its inverse;
 // on failure they run newest first, so a failed ADD leaves nothing behind.
+import type { Env } from '../cni/env';
 import type { Logger } from '../cni/log';
 
 export class Rollback {
@@ -24,7 +25,13 @@ export class Rollback {
 /**
  * Test hook: KNIT_FAILPOINT=<name> makes the named step fail, so tests can prove that a failure
  * at every step of ADD leaves nothing behind (the reference has debugPostIPAMError for one step).
+ * KNIT_FAILPOINT=<name>! instead kills whoever runs the plugin (the exec'd process or knitd) at
+ * that step, as a crash would. Read from the request's environment, never process.env: knitd
+ * serves many requests with one process environment.
  */
-export function failpoint(name: string): void {
-  if (process.env.KNIT_FAILPOINT === name) throw new Error(`failpoint "${name}" reached (KNIT_FAILPOINT)`);
+export function failpoint(env: Env, name: string): void {
+  const fp = env.KNIT_FAILPOINT;
+  if (!fp || !fp.startsWith(name)) return;
+  if (fp === name) throw new Error(`failpoint "${name}" reached (KNIT_FAILPOINT)`);
+  if (fp === `${name}!`) process.kill(process.pid, 'SIGKILL');
 }

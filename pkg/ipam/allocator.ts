@@ -51,7 +51,7 @@ function who(o: Owner): string {
 export class Allocator {
   constructor(readonly cfg: IpamConfig, readonly store: Store) {}
 
-  private allocation(set: RangeSet, r: Range, n: bigint): Allocation {
+  allocation(set: RangeSet, r: Range, n: bigint): Allocation {
     return { rangeSet: set.index, ip: ipText(n, r.family), family: r.family, prefix: r.prefix, gateway: r.gateway === null ? null : ipText(r.gateway, r.family) };
   }
 
@@ -70,7 +70,7 @@ export class Allocator {
   }
 
   /** Why an address of the range's subnet is never handed out. */
-  private blockedReason(r: Range, n: bigint): string | null {
+  blockedReason(r: Range, n: bigint): string | null {
     if (!blockedAt(r, n)) return null;
     if (n === r.network) return r.family === 4 ? `the network address of ${r.subnet}` : `the subnet-router anycast address of ${r.subnet}`;
     if (r.family === 4 && n === r.last) return `the broadcast address of ${r.subnet}`;
@@ -79,7 +79,7 @@ export class Allocator {
   }
 
   /** Maps static requests to range sets; each must lie in a subnet and be allocatable. */
-  private placeRequests(requests: IPAddr[]): Map<number, { range: Range; n: bigint }> {
+  placeRequests(requests: IPAddr[]): Map<number, { range: Range; n: bigint }> {
     const out = new Map<number, { range: Range; n: bigint }>();
     for (const ip of requests) {
       const text = formatIP(ip);

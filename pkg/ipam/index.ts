@@ -12,9 +12,17 @@ export { parseIpamConfig } from './config';
 export { FileStore } from './file-store';
 export type { Store, Owner, Reservation, AttachmentRecord } from './store';
 
-/** The types served in-process. knit-etcd-ipam joins here (lazily required) once it exists;
- *  until then it is exec'd like any other IPAM. */
-export const IN_PROCESS_TYPES: readonly string[] = ['knit-host-local'];
+/** The types served in-process. knit-etcd-ipam is required only when a network uses it, so
+ *  plugins on other IPAMs never load its etcd client. */
+export const IN_PROCESS_TYPES: readonly string[] = ['knit-host-local', 'knit-etcd-ipam'];
+
+type IpamVerbs = Pick<typeof hostLocal, 'add' | 'del' | 'check' | 'status' | 'gc'>;
+
+function inProcess(type: unknown): IpamVerbs | null {
+  if (type === 'knit-host-local') return hostLocal;
+  if (type === 'knit-etcd-ipam') return (require('./etcd-ipam') as typeof import('./etcd-ipam')).etcdIpam;
+  return null;
+}
 
 function confOf(ctx: Context, conf: NetConf | Buffer): NetConf {
   if (!Buffer.isBuffer(conf)) return conf;
@@ -24,13 +32,14 @@ function confOf(ctx: Context, conf: NetConf | Buffer): NetConf {
 /** Runs the IPAM named by conf.ipam.type for `command`; ADD resolves to its result. */
 export const runIpam: IpamRunner = async (command: DelegateCommand, ctx: Context, conf: NetConf | Buffer = ctx.conf): Promise<Result | undefined> => {
   const c = confOf(ctx, conf);
-  if (c.ipam?.type !== 'knit-host-local') return execIpam(command, ctx, conf);
+  const ipam = inProcess(c.ipam?.type);
+  if (!ipam) return execIpam(command, ctx, conf);
   const ictx = { ...ctx, conf: c };
   switch (command) {
-    case 'ADD': return hostLocal.add(ictx);
-    case 'DEL': await hostLocal.del(ictx); return undefined;
-    case 'CHECK': await hostLocal.check(ictx); return undefined;
-    case 'STATUS': await hostLocal.status(ictx); return undefined;
-    case 'GC': await hostLocal.gc(ictx); return undefined;
+    case 'ADD': return ipam.add(ictx);
+    case 'DEL': await ipam.del(ictx); return undefined;
+    case 'CHECK': await ipam.check(ictx); return undefined;
+    case 'STATUS': await ipam.status(ictx); return undefined;
+    case 'GC': await ipam.gc(ictx); return undefined;
   }
 };

@@ -19,6 +19,10 @@ export interface NativeAddon {
   setWatchRef(handle: object, ref: boolean): void;
   writeSysctl(netnsPath: string | null, key: string, value: string): void;
   readSysctl(netnsPath: string | null, key: string): string;
+  /** Opens (creating) path and takes an exclusive flock(2); ETIMEDOUT after timeoutMs (< 0: wait forever). */
+  flock(path: string, timeoutMs?: number): number;
+  /** Releases a flock and closes its fd. */
+  funlock(fd: number): void;
 }
 
 let addon: NativeAddon | undefined;

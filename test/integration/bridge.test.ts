@@ -371,7 +371,7 @@ describe('knit-bridge integration', function () {
       const found = new Set<string>();
       for (const dir of ['cmd/knit-bridge', 'pkg/iface']) {
         for (const f of fs.readdirSync(path.join(ROOT, dir)).filter((n) => n.endsWith('.ts'))) {
-          for (const m of fs.readFileSync(path.join(ROOT, dir, f), 'utf8').matchAll(/\bfailpoint\('([^']+)'\)/g)) found.add(m[1]!);
+          for (const m of fs.readFileSync(path.join(ROOT, dir, f), 'utf8').matchAll(/\bfailpoint\((?:[\w.]+, )?'([^']+)'\)/g)) found.add(m[1]!);
         }
       }
       assert.deepEqual([...found].sort(), [...FAILPOINTS].sort());

@@ -28,9 +28,11 @@ describe('executables (dist/bin)', function () {
     if (!PLUGINS.every((p) => existsSync(join(BIN, p)))) execFileSync('node', ['esbuild.config.mjs'], { cwd: ROOT, stdio: 'ignore' });
   });
 
-  it('every cmd/ folder has an executable', () => {
-    const cmds = readdirSync(join(ROOT, 'cmd'), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+  it('every cmd/ folder with a main.ts has an executable, and the knitd client is in dist/lib', () => {
+    const cmds = readdirSync(join(ROOT, 'cmd'), { withFileTypes: true })
+      .filter((d) => d.isDirectory() && existsSync(join(ROOT, 'cmd', d.name, 'main.ts'))).map((d) => d.name);
     for (const c of cmds) assert.ok(existsSync(join(BIN, c)), `dist/bin/${c}`);
+    assert.ok(existsSync(join(ROOT, 'dist/lib/knit-client')), 'dist/lib/knit-client (cmd/client, built by node-gyp)');
   });
 
   for (const plugin of PLUGINS) {

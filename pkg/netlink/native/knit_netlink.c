@@ -16,8 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -525,6 +527,74 @@ static napi_value nl_read_sysctl(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// ---- file locks (crash-safe mutual exclusion between plugin processes) ------
+
+// flock(path, timeoutMs): fd — opens (creating, mode 0600) and exclusively flock(2)s path.
+// The kernel drops the lock when the fd is closed or the process dies, so a crashed holder
+// never wedges the next one. Waits by polling LOCK_NB (1 ms growing to 10 ms) so the wait is
+// bounded and immune to EINTR; gives up with ETIMEDOUT after timeoutMs (< 0: forever).
+static napi_value nl_flock(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[4096];
+  bool has_path;
+  int32_t timeout_ms = -1;
+  if (argc < 1 || !get_opt_string(env, argv[0], path, sizeof path, &has_path)) return NULL;
+  if (!has_path || !path[0]) {
+    throw_type(env, "flock(path, timeoutMs)");
+    return NULL;
+  }
+  if (argc >= 2 && !get_int(env, argv[1], &timeout_ms)) return NULL;
+  int fd;
+  do fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    throw_errno(env, errno, "open", path);
+    return NULL;
+  }
+  struct timespec start, now;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  long pause_us = 1000;
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+    int err = errno;
+    if (err != EWOULDBLOCK && err != EINTR) {
+      close(fd);
+      throw_errno(env, err, "flock", path);
+      return NULL;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long waited_ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    if (timeout_ms >= 0 && waited_ms >= timeout_ms) {
+      close(fd);
+      throw_errno(env, ETIMEDOUT, "flock", path);
+      return NULL;
+    }
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = pause_us * 1000};
+    nanosleep(&ts, NULL); // EINTR just ends this pause early
+    if (pause_us < 10000) pause_us += 1000;
+  }
+  napi_value out;
+  CHECK_NAPI(napi_create_int32(env, fd, &out));
+  return out;
+}
+
+// funlock(fd) — releases a lock taken by flock and closes its fd.
+static napi_value nl_funlock(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (argc < 1 || !get_int(env, argv[0], &fd)) return NULL;
+  flock(fd, LOCK_UN);
+  if (close(fd) < 0 && errno != EINTR) {
+    throw_errno(env, errno, "close", NULL);
+    return NULL;
+  }
+  return NULL;
+}
+
 // ---- module ----------------------------------------------------------------
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -539,6 +609,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setWatchRef", NULL, nl_watch_ref, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeSysctl", NULL, nl_write_sysctl, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readSysctl", NULL, nl_read_sysctl, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"flock", NULL, nl_flock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"funlock", NULL, nl_funlock, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -1,0 +1,355 @@
+// knit-bridge: a veth pair per container, the host end on a Linux bridge (the docker0/cni0 job).
+// The container end is created inside the pod netns, already named, with its MAC and MTU
+// (never moved); the host end carries an ifalias naming the attachment, which is how DEL, GC
+// and the NAT reference count find what ADD made.
+import type { Context, Plugin } from '../../pkg/cni/skel';
+import { CniError, Code, show } from '../../pkg/cni/errors';
+import { withIpamCleanup } from '../../pkg/cni/exec';
+import type { Env } from '../../pkg/cni/env';
+import type { IPConfig, Result, Route } from '../../pkg/cni/types';
+import { runIpam } from '../../pkg/ipam';
+import {
+  Netlink, addrAdd, addrDel, addrList, bridgePortSet, isExist, isNotFound, linkAdd, linkDel, linkFind, linkGet,
+  linkList, linkSet, routeList, setSysctl, withNetlink, type Link,
+} from '../../pkg/netlink';
+import { addToIP, formatCIDR, formatIP, networkOf, overlaps, parseCIDR, parseIP, type Family, type IPNet } from '../../pkg/ip/ip';
+import { attachmentAlias, hostLinkName, parseAttachmentAlias, type AttachmentId } from '../../pkg/iface/attachment';
+import { configureInterface, gatewaysByFamily } from '../../pkg/iface/configure';
+import { Rollback, failpoint } from '../../pkg/iface/rollback';
+import { ensureMasq, masqState, removeMasq } from '../../pkg/nat/masq';
+import { parseBridgeConf, type BridgeConf } from './config';
+
+const attachmentOf = (ctx: Context): AttachmentId => ({ network: ctx.conf.name, containerId: ctx.containerId, ifName: ctx.ifName });
+
+export const bridge: Plugin = {
+  name: 'knit-bridge',
+  about: 'knit-bridge: CNI plugin (veth pair on a Linux bridge); see https://www.cni.dev/docs/spec/',
+
+  async add(ctx) {
+    const cfg = parseBridgeConf(ctx.conf, ctx.args);
+    const id = attachmentOf(ctx);
+    const host = Netlink.open(null);
+    const pod = Netlink.open(ctx.netns);
+    const undo = new Rollback();
+    try {
+      // A crashed ADD of this very attachment (a killed plugin or knitd) left its host veth,
+      // and with it the pod end: remove it first, so the runtime's retry is not a conflict.
+      removeStale(host, id);
+      if (linkFind(pod, ctx.ifName)) {
+        throw new CniError(Code.Conflict, `CNI_IFNAME ${show(ctx.ifName)} already exists in ${ctx.netns}: pick another interface name or DEL the old attachment`);
+      }
+      const br = ensureBridge(host, cfg, undo);
+      failpoint(ctx.env, 'bridge');
+      const build = async (ipam?: Result): Promise<Result> => {
+        const { hostVeth, podLink } = createVeth(host, pod, ctx, cfg, br, id, undo);
+        const result: Result = {
+          cniVersion: ctx.conf.cniVersion,
+          interfaces: [
+            { name: br.name, mac: br.mac ?? '' },
+            { name: hostVeth.name, mac: hostVeth.mac ?? '' },
+            { name: ctx.ifName, mac: podLink.mac ?? '', sandbox: ctx.netns, ...(cfg.mtu ? { mtu: cfg.mtu } : {}) },
+          ],
+          ips: [], routes: [],
+        };
+        if (!ipam) {
+          linkSet(pod, podLink.index, { up: true });
+        } else {
+          if (!ipam.ips?.length) throw new CniError(Code.DelegateFailed, `IPAM ${show(ctx.conf.ipam?.type)} returned no addresses`);
+          const ips = withGateways(ipam.ips, cfg);
+          const routes = withDefaultRoutes(ipam.routes ?? [], ips, cfg);
+          configureInterface(pod, { netns: ctx.netns, ifName: ctx.ifName, index: podLink.index, env: ctx.env }, ips, routes);
+          if (cfg.isGateway) setGateways(host, br, ips, cfg, id, undo, ctx.env);
+          failpoint(ctx.env, 'forward');
+          for (const f of familiesOf(ips)) setSysctl(null, f === 4 ? 'net/ipv4/ip_forward' : 'net/ipv6/conf/all/forwarding', '1');
+          if (cfg.ipMasq) {
+            ensureMasq(cfg.network, subnetsOf(ips));
+            undo.add('masquerade', () => { if (!othersRemain(host, id)) dropMasq(cfg.network, () => othersRemain(host, id)); });
+            failpoint(ctx.env, 'masq');
+          }
+          result.ips = ips.map((ip) => ({ ...ip, interface: 2 }));
+          result.routes = routes;
+          if (ipam.dns) result.dns = ipam.dns;
+        }
+        if (ctx.conf.dns && Object.keys(ctx.conf.dns).length) result.dns = ctx.conf.dns;
+        // The bridge's MAC can change as the first port joins: report what it is now.
+        result.interfaces![0]!.mac = linkGet(host, br.index).mac ?? '';
+        failpoint(ctx.env, 'result');
+        return result;
+      };
+      return await (cfg.hasIpam ? withIpamCleanup(ctx, runIpam, build) : build());
+    } catch (e) {
+      await undo.run(ctx.log);
+      throw e;
+    } finally {
+      pod.close();
+      host.close();
+    }
+  },
+
+  async del(ctx) {
+    let cfg: BridgeConf | undefined;
+    try { cfg = parseBridgeConf(ctx.conf, ctx.args); } catch (e) { ctx.log.warn(`DEL with an invalid config: ${(e as Error).message}; cleaning up what can be found`); }
+    const id = attachmentOf(ctx);
+    const host = Netlink.open(null);
+    try {
+      // Deleting the host end takes the container end with it, whether or not the netns still exists.
+      const hostVeth = linkFind(host, hostLinkName(id));
+      if (hostVeth && isOurs(hostVeth, id)) deleteLink(host, hostVeth.index);
+      else if (ctx.netns) deletePodLink(ctx);
+      if (cfg?.hasIpam ?? !!ctx.conf.ipam?.type) await runIpam('DEL', ctx, ctx.conf);
+      if (cfg?.ipMasq && !othersRemain(host, id)) dropMasq(ctx.conf.name, () => othersRemain(host, id));
+    } finally {
+      host.close();
+    }
+  },
+
+  async check(ctx) {
+    const cfg = parseBridgeConf(ctx.conf, ctx.args);
+    const prev = ctx.conf.prevResult;
+    if (!prev) throw new CniError(Code.InvalidConfig, 'prevResult is required for CHECK: the result of the ADD being checked');
+    if (cfg.hasIpam) await runIpam('CHECK', ctx, ctx.conf);
+    const id = attachmentOf(ctx);
+    const drift: string[] = [];
+    const host = Netlink.open(null);
+    const pod = Netlink.open(ctx.netns);
+    try {
+      const br = linkFind(host, cfg.bridge);
+      if (!br || br.kind !== 'bridge') drift.push(`bridge ${cfg.bridge} ${br ? `is a ${br.kind ?? 'device'}, not a bridge` : 'is missing'}`);
+      else if (br.promisc !== cfg.promiscMode) drift.push(`bridge ${cfg.bridge} promiscuous mode is ${br.promisc}, config says ${cfg.promiscMode}`);
+      const hostVeth = linkFind(host, hostLinkName(id));
+      if (!hostVeth || !isOurs(hostVeth, id)) drift.push(`host veth ${hostLinkName(id)} is missing`);
+      else {
+        if (br && hostVeth.master !== br.index) drift.push(`host veth ${hostVeth.name} is not on bridge ${cfg.bridge}`);
+        if (hostVeth.bridgePort && hostVeth.bridgePort.hairpin !== cfg.hairpinMode) drift.push(`host veth ${hostVeth.name} hairpin is ${hostVeth.bridgePort.hairpin}, config says ${cfg.hairpinMode}`);
+      }
+      const want = prev.interfaces?.find((i) => i.name === ctx.ifName && i.sandbox);
+      const podLink = linkFind(pod, ctx.ifName);
+      if (!podLink) drift.push(`container interface ${ctx.ifName} is missing from ${ctx.netns}`);
+      else {
+        if (podLink.kind !== 'veth') drift.push(`container interface ${ctx.ifName} is a ${podLink.kind ?? 'device'}, not a veth`);
+        if (want?.sandbox && want.sandbox !== ctx.netns) drift.push(`prevResult sandbox ${want.sandbox} is not CNI_NETNS ${ctx.netns}`);
+        if (want?.mac && podLink.mac !== want.mac.toLowerCase()) drift.push(`container interface MAC is ${podLink.mac}, prevResult says ${want.mac}`);
+        if (cfg.mtu && podLink.mtu !== cfg.mtu) drift.push(`container interface MTU is ${podLink.mtu}, config says ${cfg.mtu}`);
+        if (hostVeth && podLink.link !== hostVeth.index) drift.push(`container interface ${ctx.ifName} is not the peer of ${hostVeth.name}`);
+        if (!podLink.up) drift.push(`container interface ${ctx.ifName} is down`);
+        const have = new Set(addrList(pod, { link: podLink.index }).map((a) => a.cidr));
+        for (const ip of prev.ips ?? []) {
+          const n = parseCIDR(ip.address);
+          if (n && !have.has(formatCIDR(n))) drift.push(`address ${ip.address} is missing from ${ctx.ifName}`);
+        }
+        const routes = routeList(pod, { table: 254 });
+        for (const r of prev.routes ?? []) {
+          const dst = parseCIDR(r.dst);
+          if (!dst) continue;
+          const dstText = formatCIDR(networkOf(dst));
+          if (!routes.some((x) => x.dst === dstText && x.dev === podLink.index && (!r.gw || x.gw === formatIP(parseIP(r.gw)!)))) {
+            drift.push(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''} is missing from the container`);
+          }
+        }
+      }
+      if (cfg.ipMasq) {
+        const st = masqState(cfg.network);
+        for (const s of subnetsOf(prev.ips ?? []).map((n) => formatCIDR(networkOf(n)))) {
+          if (!st.chain || !st.subnets.includes(s)) drift.push(`masquerade for ${s} (network ${cfg.network}) is missing from nftables table inet knit-nat`);
+        }
+      }
+    } finally {
+      pod.close();
+      host.close();
+    }
+    if (drift.length) throw new CniError(Code.Conflict, `CHECK found drift: ${drift.join('; ')}`);
+  },
+
+  async status(ctx) {
+    const cfg = parseBridgeConf(ctx.conf, ctx.args);
+    withNetlink(null, (host) => {
+      const br = linkFind(host, cfg.bridge);
+      if (br && br.kind !== 'bridge') {
+        throw new CniError(Code.PluginNotAvailable, `${cfg.bridge} exists but is a ${br.kind ?? 'device'}, not a bridge: ADD cannot attach to it`);
+      }
+    });
+    if (cfg.ipMasq) {
+      try { masqState(cfg.network); } catch (e) { throw new CniError(Code.PluginNotAvailable, (e as Error).message); }
+    }
+    if (cfg.hasIpam) await runIpam('STATUS', ctx, ctx.conf);
+  },
+
+  async gc(ctx) {
+    const cfg = parseBridgeConf(ctx.conf, ctx.args);
+    const valid = new Set(ctx.validAttachments.map((a) => `${a.containerID}\0${a.ifname}`));
+    withNetlink(null, (host) => {
+      for (const l of linkList(host)) {
+        const a = parseAttachmentAlias(l.alias);
+        if (a && a.network === cfg.network && !valid.has(`${a.containerId}\0${a.ifName}`)) {
+          ctx.log.info(`GC: removing ${l.name} of ${a.containerId}/${a.ifName}`);
+          deleteLink(host, l.index);
+        }
+      }
+      const any = (): boolean => linkList(host).some((l) => parseAttachmentAlias(l.alias)?.network === cfg.network);
+      if (cfg.ipMasq && !any()) dropMasq(cfg.network, any);
+    });
+    if (cfg.hasIpam) await runIpam('GC', ctx, ctx.conf);
+  },
+};
+
+// ---- steps of ADD ----------------------------------------------------------------------
+
+/** The bridge, created (with a fixed MAC, so it does not follow its ports) when missing. */
+function ensureBridge(host: Netlink, cfg: BridgeConf, undo: Rollback): Link {
+  let br = linkFind(host, cfg.bridge);
+  if (!br) {
+    try {
+      linkAdd(host, { kind: 'bridge', name: cfg.bridge, ...(cfg.mtu ? { mtu: cfg.mtu } : {}) });
+      const made = linkGet(host, cfg.bridge);
+      undo.add(`create bridge ${cfg.bridge}`, () => {
+        // Only while nothing else joined it meanwhile.
+        if (!linkList(host).some((l) => l.master === made.index)) deleteLink(host, made.index);
+      });
+      if (made.mac) linkSet(host, made.index, { mac: made.mac });
+      // knit owns the routes of this bridge: no router advertisements.
+      try { setSysctl(null, `net/ipv6/conf/${cfg.bridge}/accept_ra`, '0'); } catch { /* IPv6 disabled */ }
+    } catch (e) {
+      if (!isExist(e)) throw e; // a concurrent ADD made it first
+    }
+    br = linkGet(host, cfg.bridge);
+  }
+  if (br.kind !== 'bridge') {
+    throw new CniError(Code.Conflict, `invalid bridge ${show(cfg.bridge)}: a ${br.kind ?? 'non-bridge'} device of that name exists; name a bridge or a free name`);
+  }
+  const change = { ...(br.up ? {} : { up: true }), ...(cfg.promiscMode && !br.promisc ? { promisc: true } : {}) };
+  if (Object.keys(change).length) linkSet(host, br.index, change);
+  return br;
+}
+
+/** Deletes the host link of attachment id left by a crashed ADD; refuses a same-named link of anyone else. */
+function removeStale(host: Netlink, id: AttachmentId): void {
+  const name = hostLinkName(id);
+  const stale = linkFind(host, name);
+  if (!stale) return;
+  if (!isOurs(stale, id)) throw new CniError(Code.Conflict, `host link ${name} exists and belongs to ${stale.alias ?? 'something else'}; cannot attach ${id.containerId}/${id.ifName}`);
+  deleteLink(host, stale.index);
+}
+
+function createVeth(host: Netlink, pod: Netlink, ctx: Context, cfg: BridgeConf, br: Link, id: AttachmentId, undo: Rollback): { hostVeth: Link; podLink: Link } {
+  const name = hostLinkName(id);
+  removeStale(host, id);
+  failpoint(ctx.env, 'veth');
+  linkAdd(host, {
+    kind: 'veth', name, master: br.index, up: true, ...(cfg.mtu ? { mtu: cfg.mtu } : {}),
+    peer: { name: ctx.ifName, netns: ctx.netns, ...(cfg.mac ? { mac: cfg.mac } : {}), ...(cfg.mtu ? { mtu: cfg.mtu } : {}) },
+  });
+  undo.add(`create veth ${name}`, () => { const l = linkFind(host, name); if (l) deleteLink(host, l.index); });
+  linkSet(host, name, { alias: attachmentAlias(id) });
+  failpoint(ctx.env, 'port');
+  if (cfg.hairpinMode) bridgePortSet(host, name, { hairpin: true });
+  return { hostVeth: linkGet(host, name), podLink: linkGet(pod, ctx.ifName) };
+}
+
+/** Fills in the gateway (the subnet's first address) where IPAM gave none and the bridge is the gateway. */
+function withGateways(ips: IPConfig[], cfg: BridgeConf): IPConfig[] {
+  return ips.map((ip) => {
+    if (ip.gateway || !cfg.isGateway) return { ...ip };
+    const n = parseCIDR(ip.address);
+    return n ? { ...ip, gateway: formatIP(addToIP(networkOf(n).ip, 1n)) } : { ...ip };
+  });
+}
+
+/** isDefaultGateway: a default route per family via its gateway, unless IPAM gave one. */
+function withDefaultRoutes(routes: Route[], ips: IPConfig[], cfg: BridgeConf): Route[] {
+  const out = routes.map((r) => ({ ...r }));
+  if (!cfg.isDefaultGateway) return out;
+  const gw = gatewaysByFamily(ips);
+  for (const [fam, dst] of [[4, '0.0.0.0/0'], [6, '::/0']] as const) {
+    const g = gw[fam];
+    if (g && !out.some((r) => parseCIDR(r.dst)?.prefix === 0 && parseCIDR(r.dst)?.ip.family === fam)) out.push({ dst, gw: g });
+  }
+  return out;
+}
+
+/**
+ * Puts each gateway address on the bridge. Several non-overlapping subnets may share a bridge;
+ * an address of an overlapping subnet is replaced only with forceAddress (the reference's key),
+ * otherwise the error names both addresses and the fix.
+ */
+function setGateways(host: Netlink, br: Link, ips: IPConfig[], cfg: BridgeConf, id: AttachmentId, undo: Rollback, env: Env): void {
+  failpoint(env, 'gateway');
+  const existing = addrList(host, { link: br.index });
+  for (const ip of ips) {
+    const n = parseCIDR(ip.address);
+    if (!n || !ip.gateway) continue;
+    const gw: IPNet = { ip: parseIP(ip.gateway)!, prefix: n.prefix };
+    const gwText = formatCIDR(gw);
+    if (existing.some((a) => a.cidr === gwText)) continue;
+    for (const a of existing) {
+      const have = parseCIDR(a.cidr);
+      if (!have || have.ip.family !== gw.ip.family || !overlaps(have, gw) || (have.ip.family === 6 && have.prefix === 64 && a.scope === 253)) continue;
+      if (!cfg.forceAddress) {
+        throw new CniError(Code.Conflict, `bridge ${cfg.bridge} already has ${a.cidr}, which overlaps the gateway ${gwText} of network ${cfg.network}: remove it, use another bridge, or set forceAddress: true to replace it`);
+      }
+      addrDel(host, { link: br.index, address: a.cidr });
+    }
+    try {
+      addrAdd(host, { link: br.index, address: gwText, nodad: true });
+      undo.add(`gateway ${gwText} on ${cfg.bridge}`, () => {
+        // Undo runs before this attachment's own veth is removed: only other attachments keep it.
+        if (!linkList(host).some((l) => l.master === br.index && isOtherOf(l, id))) {
+          addrDel(host, { link: br.index, address: gwText });
+        }
+      });
+    } catch (e) {
+      if (!isExist(e)) throw e; // a concurrent ADD of this network added it
+    }
+  }
+}
+
+// ---- helpers ---------------------------------------------------------------------------
+
+function familiesOf(ips: IPConfig[]): Family[] {
+  return [...new Set(ips.map((i) => (i.address.includes(':') ? 6 : 4) as Family))];
+}
+
+function subnetsOf(ips: IPConfig[]): IPNet[] {
+  return ips.map((i) => parseCIDR(i.address)).filter((n): n is IPNet => !!n).map(networkOf);
+}
+
+function isOurs(l: Link, id: AttachmentId): boolean {
+  const a = parseAttachmentAlias(l.alias);
+  return !!a && a.network === id.network && a.containerId === id.containerId && a.ifName === id.ifName;
+}
+
+/** Whether link l is the host end of another attachment of the same network. */
+function isOtherOf(l: Link, id: AttachmentId): boolean {
+  const a = parseAttachmentAlias(l.alias);
+  return !!a && a.network === id.network && !(a.containerId === id.containerId && a.ifName === id.ifName);
+}
+
+/** Whether any other attachment of the network still has a host link here. */
+function othersRemain(host: Netlink, id: AttachmentId): boolean {
+  return linkList(host).some((l) => isOtherOf(l, id));
+}
+
+/**
+ * Removes a network's masquerade after its last attachment went. An ADD of the network may join
+ * between the caller's check and the removal; it sets its link's alias before it installs NAT, so
+ * a second look after the removal sees it, and what was removed is put back.
+ */
+function dropMasq(network: string, othersNow: () => boolean): void {
+  const removed = removeMasq(network);
+  if (removed.length && othersNow()) ensureMasq(network, removed.map((s) => parseCIDR(s)).filter((n): n is IPNet => !!n));
+}
+
+function deleteLink(nl: Netlink, index: number): void {
+  try { linkDel(nl, index); } catch (e) { if (!isNotFound(e)) throw e; }
+}
+
+/** DEL without our host link: remove the container's veth if the netns is still there. */
+function deletePodLink(ctx: Context): void {
+  let pod: Netlink;
+  try { pod = Netlink.open(ctx.netns); } catch (e) { if (isNotFound(e)) return; throw e; }
+  try {
+    const l = linkFind(pod, ctx.ifName);
+    if (l?.kind === 'veth') deleteLink(pod, l.index);
+  } finally {
+    pod.close();
+  }
+}

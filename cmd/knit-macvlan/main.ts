@@ -1,0 +1,5 @@
+// knit-macvlan executable: the plugin (./plugin.ts) bound to the process.
+import { main } from '../../pkg/cni/skel';
+import { macvlan } from './plugin';
+
+main(macvlan);

@@ -1,0 +1,66 @@
+// knitd: knit's node agent. Today it serves CNI requests (pkg/agent/cni-server.ts) so a plugin
+// call needs no Node start; subnet leases, VXLAN and routes join as further components.
+//
+//   knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level debug|info|warn|error]
+//
+// --netns runs the agent inside that network namespace (through nsenter, so every thread of the
+// process is there, not only the one that called setns).
+import { spawn } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { createLogger, type Level } from '../../pkg/cni/log';
+import { CniServer, DEFAULT_SOCKET_DIR } from '../../pkg/agent/cni-server';
+import { PLUGINS } from './plugins';
+
+const USAGE = 'usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level debug|info|warn|error]';
+
+function options(): { dir: string; netns?: string; level: Level } {
+  try {
+    const { values } = parseArgs({
+      options: {
+        'cni-socket-dir': { type: 'string', default: process.env.KNIT_CNI_SOCKET_DIR || DEFAULT_SOCKET_DIR },
+        netns: { type: 'string' },
+        'log-level': { type: 'string', default: process.env.KNIT_LOG_LEVEL || 'info' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+    if (values.help) { process.stdout.write(`${USAGE}\n`); process.exit(0); }
+    const level = values['log-level'] as Level;
+    if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new Error(`invalid --log-level ${level}`);
+    return { dir: values['cni-socket-dir']!, ...(values.netns ? { netns: values.netns } : {}), level };
+  } catch (e) {
+    process.stderr.write(`knitd: ${(e as Error).message}\n${USAGE}\n`);
+    process.exit(2);
+  }
+}
+
+/** Runs this same knitd under `nsenter --net=PATH`, forwarding signals and the exit status. */
+function reexecIn(netns: string): void {
+  const args = process.argv.slice(1).filter((a, i, all) => a !== '--netns' && all[i - 1] !== '--netns' && !a.startsWith('--netns='));
+  const child = spawn('nsenter', [`--net=${netns}`, '--', process.execPath, ...process.execArgv, ...args], { stdio: 'inherit' });
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => child.kill(sig));
+  child.on('error', (e) => { process.stderr.write(`knitd: nsenter: ${e.message}\n`); process.exit(1); });
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
+}
+
+async function main(): Promise<void> {
+  const opts = options();
+  if (opts.netns) return reexecIn(opts.netns);
+  const log = createLogger({ level: opts.level, fields: { component: 'knitd' } });
+  let server: CniServer;
+  try {
+    server = await CniServer.start({ dir: opts.dir, plugins: PLUGINS, log });
+  } catch (e) {
+    log.error(`cannot serve CNI requests: ${(e as Error).message}`);
+    process.exitCode = 1;
+    return;
+  }
+  log.info(`serving ${[...PLUGINS.keys()].join(', ')} on ${server.socketPath}`);
+  const stop = (sig: string): void => {
+    log.info(`${sig}: stopping; ${server.active} request(s) in flight`);
+    void server.stop().then(() => { log.info('stopped'); process.exit(0); });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+void main();

@@ -1,0 +1,9 @@
+// The plugins knitd serves in-process, by executable name (what knit-client sends).
+import type { Plugin } from '../../pkg/cni/skel';
+import { hostLocal } from '../../pkg/ipam/host-local';
+import { bridge } from '../knit-bridge/plugin';
+
+export const PLUGINS: ReadonlyMap<string, Plugin> = new Map<string, Plugin>([
+  ['knit-bridge', bridge],
+  ['knit-host-local', hostLocal],
+]);

@@ -1,0 +1,46 @@
+// A simulated node for the etcd IPAM concurrency tests: `count` ADDs for containers
+// <node>-c<i>, `parallel` at a time, each with its own client and allocator (as separate plugin
+// processes on one node would be). An ADD that fails with code 11 (etcd unavailable) is retried
+// as a runtime would. Prints one JSON line per ADD: {cid, ips, tries, codes}.
+//   node --import tsx worker.ts '<json: {conf, node, count, parallel}>'
+import { EtcdClient } from '../../../pkg/datastore/etcd';
+import { EtcdAllocator, etcdCniError } from '../../../pkg/ipam/etcd-allocator';
+import { parseEtcdIpamConfig } from '../../../pkg/ipam/etcd-config';
+import { CniError } from '../../../pkg/cni/errors';
+
+const job = JSON.parse(process.argv[2]!) as { conf: any; node: string; count: number; parallel: number; deadlineMs?: number };
+const cfg = parseEtcdIpamConfig({ ...job.conf, ipam: { ...job.conf.ipam, nodeName: job.node } });
+const deadline = Date.now() + (job.deadlineMs ?? 60_000);
+let next = 0;
+
+async function one(i: number): Promise<void> {
+  const cid = `${job.node}-c${i}`;
+  const codes: number[] = [];
+  for (let tries = 1; ; tries++) {
+    const client = new EtcdClient(cfg.etcd);
+    try {
+      const t0 = Date.now();
+      const alloc = new EtcdAllocator(cfg, client);
+      const allocs = await alloc.allocate({ containerId: cid, ifName: 'eth0' });
+      process.stdout.write(JSON.stringify({ cid, ips: allocs.map((a) => a.ip), tries, codes, conflicts: alloc.conflicts, ms: Date.now() - t0 }) + '\n');
+      return;
+    } catch (e) {
+      const ce = etcdCniError(e);
+      const code = ce instanceof CniError ? ce.code : -1;
+      codes.push(code);
+      if (code !== 11 || Date.now() > deadline) {
+        process.stdout.write(JSON.stringify({ cid, error: (ce as Error).message, code, tries, codes }) + '\n');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      client.close();
+    }
+  }
+}
+
+async function lane(): Promise<void> {
+  while (next < job.count) await one(next++);
+}
+
+Promise.all(Array.from({ length: job.parallel }, lane)).then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
