@@ -158,14 +158,21 @@ export function etcdCniError(e: unknown): unknown {
 
 /**
  * Ops that free the addresses of an attachment index: per address a nested transaction that
- * deletes it only while it still names this owner, and returns its block to the pool when no
- * other address key lies in the block's key range (evaluated before the delete, so "no other").
+ * deletes it only while it still names this owner. When no other address key lies in the
+ * block's key range (compares are evaluated before the delete, so "no other") and the block's
+ * node holds another block of the family, the block goes back to the pool in the same transaction: the two
+ * sibling transactions test "another block before this one" and "another block after it" in the
+ * node's index. A node's last block of a family stays with it (no claim/return churn as pods come and go);
+ * GC by knitctl for a node that left returns every block.
  */
 export function releaseOps(keys: EtcdKeys, node: string, owner: Owner, rec: AttachRecord): Op[] {
   const ops: Op[] = [];
   for (const a of rec.ips) {
     const ip = parseIP(a.ip);
-    if (!ip) continue;
+    if (!ip) {
+      ops.push({ txn: { compare: [cmp.absent(keys.base + 'never')], success: [] } }); // keeps indexes aligned
+      continue;
+    }
     const n = ipToBigInt(ip);
     const key = keys.ip(ip.family, n);
     const inner: Op[] = [{ del: { key } }];
@@ -174,16 +181,34 @@ export function releaseOps(keys: EtcdKeys, node: string, owner: Owner, rec: Atta
       const mask = (1n << BigInt(bitsOf(ip.family) - net.prefix)) - 1n;
       const lo = ipToBigInt(net.ip) & ~mask;
       const [, end] = keys.ipRange(ip.family, lo, lo | mask);
-      const compare: Compare[] = [cmp.value(keys.block(ip.family, lo), blockValue(a.block!, a.blockNode!))];
-      if (n > lo) compare.push(cmp.absent(keys.ip(ip.family, lo), key));
-      compare.push(cmp.absent(Buffer.concat([Buffer.from(key), Buffer.from([0])]), end));
-      inner.push({ txn: { compare, success: [{ del: { key: keys.block(ip.family, lo) } }, { del: { key: keys.nodeBlock(a.blockNode!, ip.family, lo) } }] } });
+      const empty: Compare[] = [cmp.value(keys.block(ip.family, lo), blockValue(a.block!, a.blockNode!))];
+      if (n > lo) empty.push(cmp.absent(keys.ip(ip.family, lo), key));
+      empty.push(cmp.absent(Buffer.concat([Buffer.from(key), Buffer.from([0])]), end));
+      const nodeKey = keys.nodeBlock(a.blockNode!, ip.family, lo);
+      const nodeAll = `${keys.nodeBlocks(a.blockNode!)}${ip.family}/`; // the node's blocks of this family
+      const ret: Op[] = [{ del: { key: keys.block(ip.family, lo) } }, { del: { key: nodeKey } }];
+      const nonEmpty = (k: Buffer | string, e: Buffer | string): Compare => ({ key: k, rangeEnd: e, target: 'CREATE', result: 'GREATER', value: 0 });
+      inner.push(
+        { txn: { compare: [...empty, nonEmpty(nodeAll, nodeKey)], success: ret } },
+        { txn: { compare: [...empty, nonEmpty(Buffer.concat([Buffer.from(nodeKey), Buffer.from([0])]), prefixEnd(nodeAll))], success: ret } },
+      );
     }
     ops.push({ txn: { compare: [cmp.value(key, ipValue(a.ip, node, owner))], success: inner } });
   }
   return ops;
 }
 
+/** What release ops did: the addresses freed and the blocks returned to the pool. */
+export function releaseOutcome(rec: AttachRecord, responses: TxnResult['responses'], offset: number): { freed: string[]; blocks: string[] } {
+  const out = { freed: [] as string[], blocks: [] as string[] };
+  rec.ips.forEach((a, i) => {
+    const r = responses[offset + i];
+    if (r?.kind !== 'txn' || !r.txn.succeeded) return;
+    out.freed.push(a.ip);
+    if (r.txn.responses.slice(1).some((x) => x.kind === 'txn' && x.txn.succeeded) && a.block) out.blocks.push(a.block);
+  });
+  return out;
+}
 
 export class EtcdAllocator {
   readonly keys: EtcdKeys;
@@ -342,16 +367,6 @@ export class EtcdAllocator {
     return releaseOps(this.keys, node, owner, rec);
   }
 
-  /** Which addresses the release ops freed (their nested transactions succeeded). */
-  private freedBy(rec: AttachRecord, responses: TxnResult['responses'], offset: number): string[] {
-    const out: string[] = [];
-    rec.ips.forEach((a, i) => {
-      const r = responses[offset + i];
-      if (r?.kind === 'txn' && r.txn.succeeded) out.push(a.ip);
-    });
-    return out;
-  }
-
   // ---- verbs -----------------------------------------------------------------------------
 
   /**
@@ -448,7 +463,7 @@ export class EtcdAllocator {
           if (c.kind === 'own') c.own.used?.add(c.n);
           if (c.kind === 'claim' && this.own) this.own.set(this.keys.block(c.block.family, c.block.lo), { block: c.block, rev: res.revision, used: new Set([c.n]) });
         }
-        if (dropped.length) this.freedBy({ ips: dropped }, res.responses, relOffset);
+        if (dropped.length) this.forget(releaseOutcome({ ips: dropped }, res.responses, relOffset).blocks);
         return all;
       }
       // Lost a race: learn what changed from the failure branch and try again.
@@ -515,9 +530,10 @@ export class EtcdAllocator {
       });
       if (res.succeeded) {
         this.known.delete(ownerKey(owner));
-        const freed = this.freedBy(cur.rec, res.responses, 1);
-        for (const ip of freed) this.forgetUsed(ip);
-        return freed;
+        const out = releaseOutcome(cur.rec, res.responses, 1);
+        for (const ip of out.freed) this.forgetUsed(ip);
+        this.forget(out.blocks);
+        return out.freed;
       }
       this.conflicts++;
       const kv = res.responses[0]?.kind === 'range' ? res.responses[0].range.kvs[0] : undefined;
@@ -532,13 +548,14 @@ export class EtcdAllocator {
     const p = parseIP(ip);
     if (!p || !this.own) return;
     const n = ipToBigInt(p);
-    for (const [key, o] of this.own) {
-      if (n >= o.block.lo && n <= o.block.hi) {
-        o.used?.delete(n);
-        // The release may have returned the block: read the node's blocks again next time.
-        if (o.used && o.used.size === 0) { this.own = null; return; }
-        void key;
-      }
+    for (const o of this.own.values()) if (n >= o.block.lo && n <= o.block.hi) o.used?.delete(n);
+  }
+
+  /** Blocks a release returned to the pool are ours no more. */
+  private forget(cidrs: string[]): void {
+    for (const c of cidrs) {
+      const b = this.blockFromCidr(c);
+      if (b) this.own?.delete(this.keys.block(b.family, b.lo));
     }
   }
 
@@ -605,7 +622,7 @@ export class EtcdAllocator {
    */
   async gc(valid: Owner[] | null): Promise<EtcdGcReport> {
     this.own = null;
-    return gcNode(this.client, this.keys, this.node, valid);
+    return gcNode(this.client, this.keys, this.node, valid, { keepOneBlock: true });
   }
 
   /** Every block, reservation and attachment of the network (knitctl ipam ls). */
@@ -643,7 +660,7 @@ export class EtcdAllocator {
  * not in `valid`, orphaned reservations, and the node's empty blocks. Each removal is a
  * transaction comparing what was read, so a concurrent ADD or DEL is never undone.
  */
-export async function gcNode(client: EtcdClient, keys: EtcdKeys, node: string, valid: Owner[] | null): Promise<EtcdGcReport> {
+export async function gcNode(client: EtcdClient, keys: EtcdKeys, node: string, valid: Owner[] | null, opts: { keepOneBlock?: boolean } = {}): Promise<EtcdGcReport> {
   const report: EtcdGcReport = { released: [], indexesRemoved: 0, indexesRepaired: 0, tempRemoved: 0, blocksReturned: [] };
   const validKeys = valid ? new Set(valid.map(ownerKey)) : null;
   const attPrefix = keys.attachments(node);
@@ -668,7 +685,9 @@ export async function gcNode(client: EtcdClient, keys: EtcdKeys, node: string, v
       onDone: (r) => {
         if (!r.succeeded) return;
         report.indexesRemoved++;
-        rec.ips.forEach((a, i) => { const x = r.responses[1 + i]; if (x?.kind === 'txn' && x.txn.succeeded) report.released.push({ ip: a.ip, owner, reason: 'not-valid' }); });
+        const out = releaseOutcome(rec, r.responses, 1);
+        for (const ip of out.freed) report.released.push({ ip, owner, reason: 'not-valid' });
+        report.blocksReturned.push(...out.blocks);
       },
     });
   }
@@ -692,7 +711,8 @@ export async function gcNode(client: EtcdClient, keys: EtcdKeys, node: string, v
   // addresses are gone; borrowed addresses of other nodes keep a block in place).
   const own = await client.prefix(keys.nodeBlocks(node));
   const blockOps: typeof txnOps = [];
-  for (const kv of own) {
+  // A node that stays keeps its first block (as a release does), so pods coming back need no claim.
+  for (const kv of opts.keepOneBlock ? own.slice(1) : own) {
     const cidr = String(parseJson(kv.value)?.cidr ?? '');
     const net = parseCIDR(cidr);
     if (!net) continue;

@@ -1,6 +1,6 @@
 // Mocha reporter for runs inside the kernel lane: mocha's spec output for people, plus one
 // machine-readable line per event for test/integration/kernel-lane.test.ts:
-//   ##knit-lane {"event":"pass"|"fail"|"pending"|"suite"|"end", ...}
+//   ##knit-lane {"event":"begin"|"pass"|"fail"|"pending"|"suite"|"end", ...}
 // Plain CommonJS so it loads without tsx. Use: mocha --reporter scripts/kernel/mocha-reporter.js
 'use strict';
 const Mocha = require('mocha');
@@ -14,6 +14,8 @@ class KnitLaneReporter extends Spec {
     super(runner, options);
     const emit = (o) => process.stdout.write(`${MARK}${JSON.stringify(o)}\n`);
     const started = new Map();
+    // Process start to the first test: node, mocha, tsx and loading the test files.
+    runner.once(C.EVENT_RUN_BEGIN, () => emit({ event: 'begin', ms: Math.round(process.uptime() * 1000) }));
     runner.on(C.EVENT_SUITE_BEGIN, (s) => { started.set(s, Date.now()); });
     runner.on(C.EVENT_SUITE_END, (s) => {
       if (s.root || !s.parent || !s.parent.root) return; // top-level suites only

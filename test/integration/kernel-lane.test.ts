@@ -18,7 +18,7 @@ const MARK = '##knit-lane ';
 const LANE_TIMEOUT_S = Number(process.env.KNIT_KERNEL_TIMEOUT || 600);
 
 interface InnerEvent {
-  event: 'pass' | 'fail' | 'pending' | 'suite' | 'end';
+  event: 'begin' | 'pass' | 'fail' | 'pending' | 'suite' | 'end';
   title?: string;
   file?: string;
   ms?: number;
@@ -80,7 +80,11 @@ describe('kernel lane: test/kernel under user-mode-linux 6.1 (8021q)', function 
     console.log(`      ── inside the lane (exit ${run.code}) ──`);
     console.log(indent(human.join('\n')));
     const lane = run.stderr.split('\n').filter((l) => l.startsWith('kernel-run:'));
-    const suites = events.filter((e) => e.event === 'suite').map((e) => `${e.title}: ${((e.ms ?? 0) / 1000).toFixed(1)} s`);
+    const begin = events.find((e) => e.event === 'begin');
+    const suites = [
+      ...(begin ? [`mocha start-up (node, tsx, test files): ${((begin.ms ?? 0) / 1000).toFixed(1)} s`] : []),
+      ...events.filter((e) => e.event === 'suite').map((e) => `suite "${e.title}": ${((e.ms ?? 0) / 1000).toFixed(1)} s`),
+    ];
     console.log(indent([...lane, ...suites, `kernel-run as seen from here: ${(run.ms / 1000).toFixed(1)} s`].join('\n'), '      ⏱ '));
     const innerErr = run.stderr.split('\n').filter((l) => !l.startsWith('kernel-run: boot')).join('\n').trim();
     if (run.code !== 0 && innerErr) console.log(indent(innerErr, '      stderr │ '));

@@ -127,6 +127,28 @@ describe('knitd: CNI requests served by the node agent', function () {
       assert.equal(fs.statSync(sockDir).mode & 0o777, 0o700);
     });
 
+    it('serves knit-macvlan in-process too', async () => {
+      // A parent link for the macvlan children inside the lab host.
+      await lab.ip(host, ['link', 'add', 'kd-up', 'type', 'veth', 'peer', 'name', 'kd-up2']);
+      await lab.ip(host, ['link', 'set', 'kd-up', 'up']);
+      await lab.ip(host, ['link', 'set', 'kd-up2', 'up']);
+      const pod = await lab.pod('kd-mv');
+      const mv = {
+        cniVersion: '1.1.0', name: 'kdmv', type: 'knit-macvlan', master: 'kd-up', mode: 'bridge', runDir: path.join(tmp, 'run'),
+        ipam: { type: 'knit-host-local', dataDir: dir, ranges: [[{ subnet: '10.62.0.0/24' }]] },
+      };
+      const file = path.join(BIN, 'knit-macvlan');
+      const r = ok(await call(host, 'ADD', mv, 'cmv', pod, {}, file), 'macvlan ADD');
+      assert.equal(k.served('ADD', 'cmv'), 1, k.log());
+      assert.match(r.ips[0].address, /^10\.62\.0\.\d+\/24$/);
+      const [l] = await lab.ipJson<Array<{ linkinfo?: { info_kind?: string } }>>(pod, ['-d', 'link', 'show', 'eth0']);
+      assert.equal(l?.linkinfo?.info_kind, 'macvlan', 'the pod has a macvlan eth0');
+      ok(await call(host, 'DEL', mv, 'cmv', pod, {}, file), 'macvlan DEL');
+      assert.equal(k.served('DEL', 'cmv'), 1, k.log());
+      assert.deepEqual(await lab.ipJson(pod, ['link', 'show', 'eth0']).catch(() => []), [], 'eth0 gone from the pod');
+      assert.deepEqual(reservations(dir, 'kdmv'), [], 'address released');
+    });
+
     it('ADD, CHECK and DEL answer as the Node path does (another netns, no knitd), and the pods ping', async () => {
       const [pa, pb, pc] = [await lab.pod('kd-a'), await lab.pod('kd-b'), await lab.pod('kd-c')];
       const c = conf('kdnet', dir, '10.61.0.0/24');

@@ -17,8 +17,8 @@ describe('kernel lane smoke: 802.1Q + macvlan with ip only', function () {
 
   async function macvlanPod(host: Host, parent: string, name: string, cidr: string): Promise<Netns> {
     const pod = await lab.pod(name);
-    // Named eth1 in the pod: on kernels before ~6.6 a link created straight into another netns
-    // must not share a name with a link of the creating netns (here: the host's eth0).
+    // Named eth1 in the pod: 6.1 looks a new link's name up in the namespace that sends the
+    // request, even when IFLA_NET_NS_FD places it elsewhere, so "eth0" collides with the host's.
     await lab.ip(host, ['link', 'add', 'link', parent, 'name', 'eth1', 'netns', pod.name, 'type', 'macvlan', 'mode', 'bridge']);
     await lab.ip(pod, ['addr', 'add', cidr, 'dev', 'eth1']);
     await lab.ip(pod, ['link', 'set', 'eth1', 'up']);

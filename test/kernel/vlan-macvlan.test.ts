@@ -265,9 +265,10 @@ describe('knit-macvlan on 802.1Q VLANs (kernel lane)', function () {
   });
 
   it("creates the pod's eth0 when the host's uplink is eth0 too (the usual names)", async () => {
-    // On 6.1 the kernel checks a new link's name in the namespace that creates it, even when the
-    // link is born in another one (IFLA_NET_NS_FD): a pod's eth0 made from a host with an eth0
-    // fails with EEXIST unless the plugin uses a temporary name and renames inside the pod.
+    // 6.1's RTM_NEWLINK looks the new link's name up in the namespace that sends the request,
+    // even when IFLA_NET_NS_FD creates it in another one: with NLM_F_EXCL a pod's "eth0" made from
+    // a host that has an "eth0" fails with EEXIST (later kernels, e.g. 6.18, look in the target
+    // namespace). A plugin must use a temporary name and rename the link inside the pod.
     const c = await lab.host('c', sw); // uplink eth0
     const N: NetSpec = { name: 'eth0name', vlan: 800, net: '10.80.0', master: 'eth0' };
     const pod = await lab.pod('e1');
