@@ -13,7 +13,7 @@ import {
   linkList, linkSet, routeList, setSysctl, withNetlink, type Link,
 } from '../../pkg/netlink';
 import { addToIP, formatCIDR, formatIP, networkOf, overlaps, parseCIDR, parseIP, type Family, type IPNet } from '../../pkg/ip/ip';
-import { attachmentAlias, hostLinkName, parseAttachmentAlias, type AttachmentId } from '../../pkg/iface/attachment';
+import { attachmentAlias, hostLinkName, parseAttachmentAlias, sameAttachment, type AttachmentId } from '../../pkg/iface/attachment';
 import { configureInterface, gatewaysByFamily } from '../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../pkg/iface/rollback';
 import { ensureMasq, masqState, removeMasq } from '../../pkg/nat/masq';
@@ -312,15 +312,16 @@ function subnetsOf(ips: IPConfig[]): IPNet[] {
   return ips.map((i) => parseCIDR(i.address)).filter((n): n is IPNet => !!n).map(networkOf);
 }
 
+/** Whether link l is the host end of this very attachment. */
 function isOurs(l: Link, id: AttachmentId): boolean {
   const a = parseAttachmentAlias(l.alias);
-  return !!a && a.network === id.network && a.containerId === id.containerId && a.ifName === id.ifName;
+  return !!a && sameAttachment(a, id);
 }
 
 /** Whether link l is the host end of another attachment of the same network. */
 function isOtherOf(l: Link, id: AttachmentId): boolean {
   const a = parseAttachmentAlias(l.alias);
-  return !!a && a.network === id.network && !(a.containerId === id.containerId && a.ifName === id.ifName);
+  return !!a && a.network === id.network && !sameAttachment(a, id);
 }
 
 /** Whether any other attachment of the network still has a host link here. */

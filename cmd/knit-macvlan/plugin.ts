@@ -59,7 +59,7 @@ export const macvlan: Plugin = {
         if (cfg.promisc) ensurePromisc(nl, p, refs);
         failpoint(ctx.env, 'parent');
         checkMtu(cfg, p, cfg.vlan ? 'sub-interface' : 'master');
-        createMacvlan(nl, ctx, cfg, p);
+        createMacvlan(nl, pod, ctx, cfg, p);
         return p;
       });
       failpoint(ctx.env, 'macvlan');
@@ -134,6 +134,7 @@ export const macvlan: Plugin = {
         parent = linkFind(nl, name);
         if (!parent) drift.push(`sub-interface ${name} (vlan ${cfg.vlan} on ${master.name}) is missing`);
         else if (cfg.vlan && (parent.kind !== 'vlan' || parent.vlan?.id !== cfg.vlan)) drift.push(`${name} is not vlan ${cfg.vlan} on ${master.name}`);
+        else if (!parent.up) drift.push(`${name} is down: the pod's traffic cannot pass`);
         else if (cfg.promisc && !parent.promisc) drift.push(`${name} is not in promiscuous mode, config says promisc: true`);
         if (parent && (cfg.vlan || cfg.promisc) && !refsFor(cfg, cfg.linkInContainer ? ctx.netns : null, name).has(attachmentOf(ctx))) {
           drift.push(`knit's record of this attachment on ${name} is missing (another attachment's DEL could remove what it needs)`);
@@ -220,17 +221,37 @@ export const macvlan: Plugin = {
 
 // ---- steps -------------------------------------------------------------------------------
 
-/** The macvlan, born in the pod netns with its name, mode, MAC and MTU. */
-function createMacvlan(nl: Netlink, ctx: Context, cfg: MacvlanConf, parent: Link): void {
+/**
+ * The macvlan, born in the pod netns (never moved) with its mode, MAC and MTU, then named.
+ * Kernels before 6.4 or so look a new link's name up in the requesting namespace even when
+ * IFLA_NET_NS_FD puts the link elsewhere, so "eth0" collides with the host's own eth0: the link
+ * is created under a name free in both namespaces and renamed inside the pod while still down.
+ */
+function createMacvlan(nl: Netlink, pod: Netlink, ctx: Context, cfg: MacvlanConf, parent: Link): void {
+  const inPlace = cfg.linkInContainer; // created in the pod's own namespace: no collision possible
+  const name = inPlace ? ctx.ifName : temporaryName();
   try {
     linkAdd(nl, {
-      kind: 'macvlan', name: ctx.ifName, parent: parent.index, mode: cfg.mode,
-      ...(cfg.linkInContainer ? {} : { netns: ctx.netns }),
+      kind: 'macvlan', name, parent: parent.index, mode: cfg.mode,
+      ...(inPlace ? {} : { netns: ctx.netns }),
       ...(cfg.mac ? { mac: cfg.mac } : {}), ...(cfg.mtu ? { mtu: cfg.mtu } : {}),
     });
   } catch (e) {
     kernelRefused(e, `cannot create macvlan ${ctx.ifName} (mode ${cfg.mode}) on ${parent.name} in ${ctx.netns}`);
   }
+  if (inPlace) return;
+  try {
+    linkSet(pod, name, { name: ctx.ifName });
+  } catch (e) {
+    const l = linkFind(pod, name);
+    if (l) deleteLink(pod, l.index);
+    kernelRefused(e, `cannot name macvlan ${ctx.ifName} in ${ctx.netns}`);
+  }
+}
+
+/** "kmv" + 8 hex digits: unique enough in two namespaces for the instant it exists. */
+function temporaryName(): string {
+  return `kmv${((Math.random() * 0x100000000) >>> 0).toString(16).padStart(8, '0')}`;
 }
 
 /** A macvlan of this very attachment left by a crashed ADD (its record is still there): remove it. */

@@ -13,6 +13,7 @@ import { EtcdAllocator, EtcdKeys, gcNode, type NetworkListing } from '../../pkg/
 import { parseEtcdConn, NODE_RE, type EtcdConnConfig } from '../../pkg/ipam/etcd-config';
 import { CniError } from '../../pkg/cni/errors';
 import type { Owner } from '../../pkg/ipam/store';
+import { OVERLAY_USAGE, OverlayUsageError, overlayCommand } from './overlay';
 
 const USAGE = `usage:
   knitctl ipam ls [--network NAME] [--node N] [--json] [etcd flags]
@@ -20,7 +21,7 @@ const USAGE = `usage:
   knitctl ipam gc --node N [--network NAME] [--keep CID:IFNAME,...] [--dry-run] [--json] [etcd flags]
       release every address node N holds (except --keep) and return its empty blocks:
       for a node that left the cluster without DEL
-etcd flags:
+${OVERLAY_USAGE}etcd flags:
   --etcd-endpoints URL[,URL...]   default $KNIT_ETCD_ENDPOINTS or http://127.0.0.1:2379
   --etcd-prefix PREFIX            default /knit
   --etcd-cafile FILE  --etcd-certfile FILE  --etcd-keyfile FILE
@@ -36,7 +37,7 @@ interface Args {
   bools: Set<string>;
 }
 
-const VALUE_FLAGS = new Set(['network', 'node', 'keep', 'etcd-endpoints', 'etcd-prefix', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password', 'etcd-timeout']);
+const VALUE_FLAGS = new Set(['run-dir', 'network', 'node', 'keep', 'etcd-endpoints', 'etcd-prefix', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password', 'etcd-timeout']);
 const BOOL_FLAGS = new Set(['json', 'dry-run', 'help']);
 
 export function parseArgs(argv: string[]): Args {
@@ -180,12 +181,14 @@ export async function run(argv: string[]): Promise<{ code: number; out: string; 
     const a = parseArgs(argv);
     if (a.bools.has('help') || a.words.length === 0) return { code: a.bools.has('help') ? 0 : 2, out: a.bools.has('help') ? USAGE : '', err: a.bools.has('help') ? '' : USAGE };
     const [group, verb, ...rest] = a.words;
+    const overlay = await overlayCommand(a.words, a.flags, a.bools.has('json'), () => etcdConfFromArgs(a));
+    if (overlay !== null) return { code: 0, out: overlay + '\n', err: '' };
     if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
     if (group === 'ipam' && verb === 'ls') return { code: 0, out: await ipamLs(a) + '\n', err: '' };
     if (group === 'ipam' && verb === 'gc') return { code: 0, out: await ipamGc(a) + '\n', err: '' };
     throw new UsageError(`unknown command ${a.words.join(' ')}`);
   } catch (e) {
-    if (e instanceof UsageError) return { code: 2, out: '', err: `knitctl: ${e.message}\n${USAGE}` };
+    if (e instanceof UsageError || e instanceof OverlayUsageError) return { code: 2, out: '', err: `knitctl: ${e.message}\n${USAGE}` };
     if (e instanceof EtcdError || e instanceof CniError) return { code: 1, out: '', err: `knitctl: ${e.message}\n` };
     return { code: 1, out: '', err: `knitctl: ${(e as Error).message ?? e}\n` };
   }

@@ -10,10 +10,17 @@ import { parseArgs } from 'node:util';
 import { createLogger, type Level } from '../../pkg/cni/log';
 import { CniServer, DEFAULT_SOCKET_DIR } from '../../pkg/agent/cni-server';
 import { PLUGINS } from './plugins';
+import { OVERLAY_FLAGS, overlayFlags, startOverlay, type OverlayFlags } from './overlay';
 
-const USAGE = 'usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level debug|info|warn|error]';
+const USAGE = `usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level debug|info|warn|error]
+             [--etcd-endpoints URL[,URL...] [--etcd-prefix /knit] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F]
+              [--etcd-username U --etcd-password P] [--node-name NAME] [--iface LINK] [--run-dir /run/knit]
+              [--state-dir /var/lib/knit] [--lease-ttl SEC] [--resync-interval SEC] [--metrics-addr HOST:PORT]]
+  with --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS) knitd also runs the overlay agent (docs/overlay.md)`;
 
-function options(): { dir: string; netns?: string; level: Level } {
+interface Options { dir: string; netns?: string; level: Level; overlay?: OverlayFlags }
+
+function options(): Options {
   try {
     const { values } = parseArgs({
       options: {
@@ -21,12 +28,14 @@ function options(): { dir: string; netns?: string; level: Level } {
         netns: { type: 'string' },
         'log-level': { type: 'string', default: process.env.KNIT_LOG_LEVEL || 'info' },
         help: { type: 'boolean', short: 'h' },
+        ...OVERLAY_FLAGS,
       },
     });
     if (values.help) { process.stdout.write(`${USAGE}\n`); process.exit(0); }
     const level = values['log-level'] as Level;
     if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new Error(`invalid --log-level ${level}`);
-    return { dir: values['cni-socket-dir']!, ...(values.netns ? { netns: values.netns } : {}), level };
+    const overlay = overlayFlags(values as unknown as Record<string, string | undefined>);
+    return { dir: values['cni-socket-dir']!, ...(values.netns ? { netns: values.netns } : {}), level, ...(overlay ? { overlay } : {}) };
   } catch (e) {
     process.stderr.write(`knitd: ${(e as Error).message}\n${USAGE}\n`);
     process.exit(2);
@@ -55,7 +64,9 @@ async function main(): Promise<void> {
     return;
   }
   log.info(`serving ${[...PLUGINS.keys()].join(', ')} on ${server.socketPath}`);
+  const overlay = opts.overlay ? startOverlay(opts.overlay, log) : undefined;
   const stop = (sig: string): void => {
+    overlay?.stop();
     log.info(`${sig}: stopping; ${server.active} request(s) in flight`);
     void server.stop().then(() => { log.info('stopped'); process.exit(0); });
   };

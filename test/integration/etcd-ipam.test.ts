@@ -115,11 +115,18 @@ describe('knit-etcd-ipam', function () {
       assert.equal(stat.ips[0].address, '10.231.0.9/28');
       fails(await cni('ADD', c, 's2', { CNI_ARGS: 'IP=10.231.0.9' }), 102, '10.231.0.9', 'already reserved');
       const got = new Set<string>(['10.231.0.9']);
-      // Node n1 takes 8 addresses (3 blocks at least), node n2 the other 4: no block holds 4
-      // free addresses any more, so n2 must borrow from n1's blocks.
-      for (let i = 0; i < 8; i++) got.add(ok(await cni('ADD', c, `a${i}`)).json.ips[0].address.split('/')[0]);
+      // Node n1 takes the other 12 (claiming all 4 blocks of 4), then frees one address in each
+      // of 3 blocks: no block is free, so node n2 must borrow those from n1's blocks.
+      const mine = new Map<string, string>();
+      for (let i = 0; i < 12; i++) mine.set(ok(await cni('ADD', c, `a${i}`)).json.ips[0].address.split('/')[0], `a${i}`);
+      fails(await cni('ADD', c, 'a12'), 102, 'no free address');
+      const blockOf = (ip: string): number => Number(ip.split('.')[3]) >> 2;
+      const freed = new Map<number, string>();
+      for (const [ip, id] of mine) if (ip !== '10.231.0.9' && !freed.has(blockOf(ip)) && freed.size < 3) freed.set(blockOf(ip), id);
+      for (const id of freed.values()) ok(await cni('DEL', c, id));
+      for (const [ip, id] of mine) if (![...freed.values()].includes(id)) got.add(ip);
       const c2 = conf('small', ep, { nodeName: 'n2', blockSize: 30, ranges: [[{ subnet: '10.231.0.0/28' }]] });
-      for (let i = 0; i < 4; i++) got.add(ok(await cni('ADD', c2, `b${i}`)).json.ips[0].address.split('/')[0]);
+      for (let i = 0; i < 3; i++) got.add(ok(await cni('ADD', c2, `b${i}`)).json.ips[0].address.split('/')[0]);
       assert.equal(got.size, 13, 'every address handed out once');
       fails(await cni('ADD', c2, 'b9'), 102, 'no free address');
       fails(await cni('STATUS', c, ''), 50, '0 of 13 free');
@@ -129,16 +136,18 @@ describe('knit-etcd-ipam', function () {
       const table = ok(await knitctl(['ipam', 'ls', '--network', 'small', '--etcd-endpoints', etcd.endpoints.join(',')])).stdout;
       assert.match(table, /NODE\s+ADDRESS\s+CONTAINER/);
       assert.match(table, /borrowed from n1/);
-      // GC on n1 keeps only a0: the rest of n1's go, n2's stay.
-      ok(await cni('GC', { ...c, 'cni.dev/valid-attachments': [{ containerID: 'a0', ifname: 'eth0' }] }));
+      assert.ok(ls.ips.every((r: any) => r.blockNode === 'n1'), 'n1 holds every block');
+      // GC on n1 keeps only one attachment: the rest of n1's go, n2's stay.
+      const keep = [...mine.values()].find((id) => ![...freed.values()].includes(id))!;
+      ok(await cni('GC', { ...c, 'cni.dev/valid-attachments': [{ containerID: keep, ifname: 'eth0' }] }));
       const after = ok(await knitctl(['ipam', 'ls', '--network', 'small', '--etcd-endpoints', etcd.endpoints.join(','), '--json'])).json[0];
-      assert.deepEqual(after.ips.filter((r: any) => r.node === 'n1').map((r: any) => r.containerId), ['a0']);
-      assert.equal(after.ips.filter((r: any) => r.node === 'n2').length, 4);
+      assert.deepEqual(after.ips.filter((r: any) => r.node === 'n1').map((r: any) => r.containerId), [keep]);
+      assert.equal(after.ips.filter((r: any) => r.node === 'n2').length, 3);
       // n2 left the cluster without DEL: the admin releases it.
       const gc = ok(await knitctl(['ipam', 'gc', '--node', 'n2', '--network', 'small', '--etcd-endpoints', etcd.endpoints.join(',')])).stdout;
-      assert.match(gc, /released 4 addresses of node n2/);
+      assert.match(gc, /released 3 addresses of node n2/);
       const end = ok(await knitctl(['ipam', 'ls', '--network', 'small', '--etcd-endpoints', etcd.endpoints.join(','), '--json'])).json[0];
-      assert.deepEqual(end.ips.map((r: any) => r.containerId), ['a0']);
+      assert.deepEqual(end.ips.map((r: any) => r.containerId), [keep]);
       assert.ok(end.blocks.every((b: any) => b.node === 'n1'), `n2's blocks went back to the pool: ${JSON.stringify(end.blocks)}`);
       assert.ok(end.blocks.length <= 2, `n1's GC returned its empty blocks but one: ${JSON.stringify(end.blocks)}`);
     });
@@ -221,7 +230,7 @@ describe('knit-etcd-ipam', function () {
       const outside = await cni('ADD', conf('tlsnet', { ...tlsConf(), prefix: '/other' }), 't2');
       fails(outside, 5, 'permission denied');
       ok(await cni('DEL', c, 't1', env));
-      assert.equal(etcd.dump('/knit/ipam/tlsnet/', 'root:root-pw-knit').size, 0);
+      assert.deepEqual([...etcd.dump('/knit/ipam/tlsnet/', 'root:root-pw-knit').keys()].filter((k) => /\/(ips|attach)\//.test(k)), []);
     });
 
     it('wrong password: code 7, password not shown; no client certificate: refused', async () => {

@@ -88,7 +88,12 @@ describe('knit-macvlan on 802.1Q VLANs (kernel lane)', function () {
 
   /** A link of ns by name, with details (undefined when absent). */
   async function link(ns: Netns, name: string): Promise<any> {
-    return (await lab.ipJson<any[]>(ns, ['-d', 'link', 'show'])).find((l) => l.ifname === name);
+    const res = await lab.exec(null, 'ip', ['-n', ns.name, '-d', '-json', 'link', 'show', 'dev', name], { allowFail: true });
+    if (res.code !== 0) {
+      if (/does not exist/.test(res.stderr)) return undefined;
+      throw new Error(`ip -n ${ns.name} link show dev ${name}: ${res.stderr.trim()}`);
+    }
+    return (JSON.parse(res.stdout) as any[])[0];
   }
 
   async function assertVlanLink(h: Host, vlan: number): Promise<any> {
@@ -145,8 +150,10 @@ describe('knit-macvlan on 802.1Q VLANs (kernel lane)', function () {
     // the connected route sends straight out on VLAN 200, where no VLAN 100 pod can answer.
     await lab.ip(pods.b200!.pod, ['addr', 'add', '10.100.0.250/24', 'dev', 'eth0']);
     try {
-      assert.ok(!(await lab.ping(pods.b200!.pod, pods.a100!.ip)), 'a VLAN 200 pod reached a VLAN 100 pod at layer 2');
-      assert.ok(!(await lab.ping(pods.b200!.pod, pods.b100!.ip)), 'a VLAN 200 pod reached a VLAN 100 pod on its own host');
+      // (Unanswered pings wait: run them side by side.)
+      const [toA, toB] = await Promise.all([lab.ping(pods.b200!.pod, pods.a100!.ip), lab.ping(pods.b200!.pod, pods.b100!.ip)]);
+      assert.ok(!toA, 'a VLAN 200 pod reached a VLAN 100 pod at layer 2');
+      assert.ok(!toB, 'a VLAN 200 pod reached a VLAN 100 pod on its own host');
     } finally {
       await lab.ip(pods.b200!.pod, ['addr', 'del', '10.100.0.250/24', 'dev', 'eth0']);
     }
@@ -182,11 +189,14 @@ describe('knit-macvlan on 802.1Q VLANs (kernel lane)', function () {
       ip[id] = await add(h, n, id, ns[id]!);
       await assertChild(h, ns[id]!, n.vlan!, n.mode);
     }
-    assert.ok(!(await lab.ping(ns.p1!, ip.p2!)), 'private: p1 reached p2, a child of the same parent');
-    assert.ok(!(await lab.ping(ns.p2!, ip.p1!)), 'private: p2 reached p1, a child of the same parent');
-    assert.ok(await lab.ping(ns.p1!, ip.p3!), 'private still reaches the wire: p1 (host a) -> p3 (host b)');
-    assert.ok(await lab.ping(ns.q1!, ip.q2!), 'bridge: q1 -> q2 on the same parent');
-    assert.ok(await lab.ping(ns.q2!, ip.q1!), 'bridge: q2 -> q1 on the same parent');
+    const [p12, p21, p13, q12, q21] = await Promise.all([
+      lab.ping(ns.p1!, ip.p2!), lab.ping(ns.p2!, ip.p1!), lab.ping(ns.p1!, ip.p3!), lab.ping(ns.q1!, ip.q2!), lab.ping(ns.q2!, ip.q1!),
+    ]);
+    assert.ok(!p12, 'private: p1 reached p2, a child of the same parent');
+    assert.ok(!p21, 'private: p2 reached p1, a child of the same parent');
+    assert.ok(p13, 'private still reaches the wire: p1 (host a) -> p3 (host b)');
+    assert.ok(q12, 'bridge: q1 -> q2 on the same parent');
+    assert.ok(q21, 'bridge: q2 -> q1 on the same parent');
   });
 
   it('the last DEL removes a sub-interface knit created; DELs before it keep it', async () => {
@@ -200,8 +210,7 @@ describe('knit-macvlan on 802.1Q VLANs (kernel lane)', function () {
     assert.equal(await link(x1, 'eth0'), undefined, 'x1 still has eth0 after DEL');
     await del(b, N, 'x2', x2);
     assert.equal(await link(b, `${UPLINK}.500`), undefined, `${UPLINK}.500 outlived its last knit child`);
-    await del(b, N, 'x2', x2); // idempotent
-    await del(b, N, 'x2', null); // and without the netns
+    await del(b, N, 'x2', null); // idempotent, also without the netns
   });
 
   it('a sub-interface that existed before knit is kept after the last DEL', async () => {

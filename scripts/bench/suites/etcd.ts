@@ -153,6 +153,18 @@ async function setup(_opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: 
   clusters.push(one);
   const three = await EtcdCluster.start({ members: 3 });
   clusters.push(three);
+  // The ceiling: etcd's rate for the simplest conditional write (one key, compare absent, put)
+  // from 32 concurrent clients through the same client, on this machine, now.
+  for (const [cl, m] of [[one, 1], [three, 3]] as const) {
+    const c = new EtcdClient({ endpoints: cl.endpoints, timeoutMs: 10_000 });
+    const t0 = process.hrtime.bigint();
+    await Promise.all(Array.from({ length: 32 }, async (_, w) => {
+      for (let i = 0; i < 20; i++) await c.txn({ compare: [cmp.absent(`/bench/raw/${w}/${i}`)], success: [{ put: { key: `/bench/raw/${w}/${i}`, value: 'x' } }] });
+    }));
+    const s = Number(process.hrtime.bigint() - t0) / 1e9;
+    notes.push(`ceiling on ${m} member${m > 1 ? 's' : ''}: ${Math.round(640 / s)} single-key compare-and-put transactions/s from 32 concurrent requests (no allocator)`);
+    c.close();
+  }
   const cases: BenchCase[] = [];
   const all: Worker[] = [];
   const plan: Array<[EtcdCluster, number, number, boolean]> = [];

@@ -1,0 +1,5 @@
+// knit-overlay executable: the plugin (./plugin.ts) bound to the process; knitd serves the same object.
+import { main } from '../../pkg/cni/skel';
+import { overlay } from './plugin';
+
+main(overlay);

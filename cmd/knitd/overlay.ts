@@ -1,0 +1,107 @@
+// knitd's second component: the overlay agent (pkg/agent/agent.ts) over etcd, started when
+// --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS) is given. Loaded lazily: a knitd that only serves
+// CNI requests never loads the etcd client.
+import * as os from 'node:os';
+import type { Logger } from '../../pkg/cni/log';
+
+export const OVERLAY_FLAGS = {
+  'etcd-endpoints': { type: 'string' },
+  'etcd-prefix': { type: 'string' },
+  'etcd-cafile': { type: 'string' },
+  'etcd-certfile': { type: 'string' },
+  'etcd-keyfile': { type: 'string' },
+  'etcd-username': { type: 'string' },
+  'etcd-password': { type: 'string' },
+  'node-name': { type: 'string' },
+  iface: { type: 'string' },
+  'run-dir': { type: 'string' },
+  'state-dir': { type: 'string' },
+  'lease-ttl': { type: 'string' },
+  'resync-interval': { type: 'string' },
+  'metrics-addr': { type: 'string' },
+} as const;
+
+export interface OverlayFlags {
+  endpoints: string[];
+  prefix: string;
+  tls?: { ca?: string; cert?: string; key?: string };
+  username?: string;
+  password?: string;
+  nodeName: string;
+  iface?: string;
+  runDir: string;
+  stateDir: string;
+  ttlSec: number;
+  resyncSec: number;
+  /** HOST:PORT for /metrics and /healthz. */
+  metricsAddr?: string;
+}
+
+const posInt = (flag: string, v: string | undefined, dflt: number): number => {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`invalid --${flag} ${v}: a whole number of seconds ≥ 1`);
+  return n;
+};
+
+/** The overlay flags, or undefined when no etcd endpoint is configured (CNI serving only). */
+export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): OverlayFlags | undefined {
+  const eps = v['etcd-endpoints'] ?? env.KNIT_ETCD_ENDPOINTS;
+  if (!eps) return undefined;
+  const endpoints = eps.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const e of endpoints) if (!/^https?:\/\/[^/]+/.test(e)) throw new Error(`invalid --etcd-endpoints ${e}: http://HOST:PORT or https://HOST:PORT`);
+  const tls = { ...(v['etcd-cafile'] ? { ca: v['etcd-cafile'] } : {}), ...(v['etcd-certfile'] ? { cert: v['etcd-certfile'] } : {}), ...(v['etcd-keyfile'] ? { key: v['etcd-keyfile'] } : {}) };
+  if (!!tls.cert !== !!tls.key) throw new Error('--etcd-certfile and --etcd-keyfile go together');
+  const nodeName = v['node-name'] ?? env.KNIT_NODE_NAME ?? os.hostname();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(nodeName)) throw new Error(`invalid --node-name ${nodeName}: letters, digits, . _ -`);
+  const password = v['etcd-password'] ?? env.KNIT_ETCD_PASSWORD;
+  return {
+    endpoints, prefix: (v['etcd-prefix'] ?? '/knit').replace(/\/+$/, '') || '/knit',
+    ...(Object.keys(tls).length ? { tls } : {}),
+    ...(v['etcd-username'] ? { username: v['etcd-username'] } : {}), ...(password ? { password } : {}),
+    nodeName, ...(v.iface ? { iface: v.iface } : {}),
+    runDir: v['run-dir'] ?? '/run/knit', stateDir: v['state-dir'] ?? '/var/lib/knit',
+    ttlSec: posInt('lease-ttl', v['lease-ttl'], 300), resyncSec: posInt('resync-interval', v['resync-interval'], 60),
+    ...(v['metrics-addr'] ? { metricsAddr: v['metrics-addr'] } : {}),
+  };
+}
+
+/** Starts the agent in the background, retrying its start until it succeeds or knitd stops. */
+export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } {
+  const { EtcdDatastore } = require('../../pkg/datastore/etcd-overlay') as typeof import('../../pkg/datastore/etcd-overlay');
+  const { OverlayAgent } = require('../../pkg/agent/agent') as typeof import('../../pkg/agent/agent');
+  const log = parent.child({ component: 'overlay' });
+  const store = new EtcdDatastore({
+    endpoints: f.endpoints, prefix: f.prefix, ...(f.tls ? { tls: f.tls } : {}),
+    ...(f.username ? { username: f.username } : {}), ...(f.password ? { password: f.password } : {}),
+  });
+  let agent: InstanceType<typeof OverlayAgent> | null = null;
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  const attempt = (delay: number): void => {
+    agent = new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
+    agent.start().then(() => log.info(`overlay agent up: node ${f.nodeName}, subnet ${agent!.status.subnet}, ${agent!.status.backend}`), (e: Error) => {
+      agent?.stop();
+      if (stopped) return;
+      log.error(`overlay agent cannot start: ${e.message}; retrying in ${delay / 1000} s`);
+      timer = setTimeout(() => attempt(Math.min(delay * 2, 30_000)), delay);
+    });
+  };
+  attempt(1000);
+  let metrics: import('node:http').Server | undefined;
+  if (f.metricsAddr) {
+    const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
+    serveMetrics(f.metricsAddr, { status: () => agent?.status ?? null, resyncSec: f.resyncSec }).then(
+      (s) => { metrics = s; log.info(`metrics and health on http://${f.metricsAddr}/metrics, /healthz`); },
+      (e: Error) => log.error(`metrics: ${e.message}`));
+  }
+  return {
+    stop() {
+      metrics?.close();
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      agent?.stop();
+      store.close();
+    },
+  };
+}

@@ -1,0 +1,277 @@
+// The overlay agent inside knitd: leases this node's subnet, owns the datapath (a backend) and
+// keeps it equal to the leases in the datastore.
+//
+//   start: network config -> underlay -> claim subnet -> backend.ensureLocal -> lease.json +
+//          masquerade -> list leases -> backend.sync -> watch
+//   then:  lease watch events, netlink events on knit's objects (device deleted, route removed)
+//          and a periodic full resync all end in the same reconcile (debounced); keepalive
+//          renews the TTL, and a lost lease is claimed again (the same subnet unless another
+//          node took it meanwhile).
+// stop() leaves the datapath and the lease up: a restarted knitd takes over where it left.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from '../cni/log';
+import { nullLogger } from '../cni/log';
+import { addrList, linkGet, routeList, subscribe, withNetlink, KNIT_RTPROT, type NetlinkEvent } from '../netlink';
+import { parseCIDR } from '../ip/ip';
+import { ensureMasq } from '../nat/masq';
+import type { Datastore, LeaseEvent, SubnetLease, Watch } from '../datastore/datastore';
+import { newBackend, type Backend, type LocalState, type SyncReport } from './backend/backend';
+import { vtepMacFor } from './backend/reconcile';
+import { acquireSubnet, savePersisted } from './lease';
+import { DEFAULT_OVERLAY_BRIDGE, writeLeaseFile } from './lease-file';
+import { parseNetworkConfig, type NetworkConfig } from './network-config';
+
+export const DEFAULT_LEASE_TTL_SEC = 300;
+export const DEFAULT_RESYNC_SEC = 60;
+/** The nftables network name of the overlay's masquerade (pkg/nat/masq.ts). */
+export const MASQ_NETWORK = 'knit-overlay';
+
+export interface AgentOptions {
+  store: Datastore;
+  nodeName: string;
+  /** Underlay link; default the default route's link. */
+  iface?: string;
+  runDir: string;
+  stateDir: string;
+  ttlSec?: number;
+  resyncSec?: number;
+  log?: Logger;
+  /** Skip the masquerade rule (tests of hosts without nft). */
+  noMasq?: boolean;
+}
+
+export interface AgentStatus {
+  nodeName: string;
+  subnet?: string;
+  network?: string;
+  backend?: string;
+  device?: string;
+  mtu?: number;
+  vtepMac?: string;
+  underlay?: { iface: string; addr: string };
+  peers: Array<SubnetLease & { programmed: boolean; reason?: string }>;
+  lastSync?: { at: string; ms: number; report: SyncReport };
+  errors: number;
+  syncs: number;
+  /** Total seconds spent reconciling. */
+  syncSeconds: number;
+}
+
+export class OverlayAgent {
+  private cfg?: NetworkConfig;
+  private backend?: Backend;
+  private local?: LocalState;
+  private subnet?: string;
+  private underlay?: { iface: string; addr: string };
+  private readonly peers = new Map<string, SubnetLease>();
+  private watch?: Watch;
+  private unsubscribe?: () => void;
+  private timers: NodeJS.Timeout[] = [];
+  private syncTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private syncing = false;
+  private resyncAgain = false;
+  private readonly log: Logger;
+  readonly status: AgentStatus;
+
+  constructor(private readonly o: AgentOptions) {
+    this.log = o.log ?? nullLogger;
+    this.status = { nodeName: o.nodeName, peers: [], errors: 0, syncs: 0, syncSeconds: 0 };
+  }
+
+  get ttlSec(): number { return this.o.ttlSec ?? DEFAULT_LEASE_TTL_SEC; }
+
+  async start(): Promise<void> {
+    this.cfg = await this.waitConfig();
+    this.underlay = findUnderlay(this.o.iface);
+    const b = this.cfg.backend;
+    this.backend = newBackend(b, { log: this.log, stateDir: this.o.stateDir });
+    await this.claim();
+    await this.relist();
+    this.startWatch();
+    this.startNetlinkWatch();
+    const ka = Math.max(1, Math.floor(this.ttlSec / 3)) * 1000;
+    this.timers.push(setInterval(() => void this.keepAlive(), ka));
+    this.timers.push(setInterval(() => { this.log.debug('periodic resync'); void this.relist().catch((e) => this.fail('resync', e)); }, (this.o.resyncSec ?? DEFAULT_RESYNC_SEC) * 1000));
+  }
+
+  /** Stops watching and renewing; the datapath, lease.json and the datastore lease stay. */
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.watch?.close();
+    this.unsubscribe?.();
+    this.backend?.close();
+  }
+
+  private async waitConfig(): Promise<NetworkConfig> {
+    for (let warned = false; ; ) {
+      const raw = await this.o.store.getNetworkConfig().catch((e) => { this.fail('reading the network config', e); return null; });
+      if (raw !== null) return parseNetworkConfig(raw);
+      if (!warned) { this.log.warn('no network config in the datastore yet (knitctl network set FILE); waiting'); warned = true; }
+      await sleep(2000);
+      if (this.stopped) throw new Error('stopped');
+    }
+  }
+
+  private me(): Omit<SubnetLease, 'subnet'> {
+    const b = this.cfg!.backend;
+    return {
+      nodeName: this.o.nodeName, underlayAddr: this.underlay!.addr, backend: b.type,
+      ...(b.type === 'vxlan' ? { vtepMac: vtepMacFor(this.o.nodeName, b.vni) } : {}),
+    };
+  }
+
+  /** Claims (or re-claims) the subnet, then makes the local datapath and lease.json match. */
+  private async claim(): Promise<void> {
+    const cfg = this.cfg!;
+    const subnet = await acquireSubnet({ store: this.o.store, cfg, me: this.me(), ttlSec: this.ttlSec, stateDir: this.o.stateDir, log: this.log });
+    if (subnet !== this.subnet) {
+      this.subnet = subnet;
+      this.local = this.backend!.ensureLocal({
+        nodeName: this.o.nodeName, subnet, underlayIface: this.underlay!.iface, underlayAddr: this.underlay!.addr, network: cfg.network,
+        ...(cfg.backend.type === 'vxlan' && cfg.backend.mtu ? { mtu: cfg.backend.mtu } : {}),
+      });
+      savePersisted(this.o.stateDir, { nodeName: this.o.nodeName, network: cfg.network, subnet });
+      writeLeaseFile(this.o.runDir, {
+        network: cfg.network, subnet, mtu: this.local.mtu, bridge: DEFAULT_OVERLAY_BRIDGE, nodeName: this.o.nodeName,
+        backend: cfg.backend.type, updated: new Date().toISOString(),
+      });
+      if (!this.o.noMasq) {
+        try { ensureMasq(MASQ_NETWORK, [parseCIDR(cfg.network)!]); } catch (e) { this.fail('masquerade', e); }
+      }
+      Object.assign(this.status, {
+        subnet, network: cfg.network, backend: cfg.backend.type, device: this.local.device, mtu: this.local.mtu,
+        underlay: this.underlay, ...(this.local.vtepMac ? { vtepMac: this.local.vtepMac } : {}),
+      });
+      this.log.info(`lease ${subnet} written to ${path.join(this.o.runDir, 'lease.json')} (mtu ${this.local.mtu}, ${cfg.backend.type})`);
+    }
+  }
+
+  private async keepAlive(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      if (await this.o.store.keepAlive()) return;
+      this.log.warn(`lease of ${this.subnet} expired; claiming again`);
+      await this.claim();
+      this.scheduleSync();
+    } catch (e) {
+      this.fail('lease keepalive', e);
+    }
+  }
+
+  private async relist(): Promise<void> {
+    const { leases, revision } = await this.o.store.listLeases();
+    this.peers.clear();
+    for (const l of leases) this.peers.set(l.subnet, l);
+    this.reconcile();
+    this.revision = revision;
+  }
+
+  private revision = 0;
+
+  private startWatch(): void {
+    if (this.stopped) return;
+    this.watch = this.o.store.watchLeases(this.revision, (e: LeaseEvent) => {
+      if (e.type === 'put') this.peers.set(e.lease.subnet, e.lease); else this.peers.delete(e.subnet);
+      if (e.type === 'put' && e.lease.revision) this.revision = Math.max(this.revision, e.lease.revision);
+      this.scheduleSync();
+    }, (err) => {
+      if (this.stopped) return;
+      this.log.warn(`lease watch ended: ${err.message}; re-listing`);
+      setTimeout(() => {
+        if (this.stopped) return;
+        this.relist().then(() => this.startWatch(), (e) => { this.fail('re-list', e); setTimeout(() => this.startWatch(), 1000); });
+      }, 1000);
+    });
+  }
+
+  private startNetlinkWatch(): void {
+    const devices = new Set(this.backend!.watched().devices);
+    try {
+      this.unsubscribe = subscribe({ links: true, routes: true, neighbours: true, ref: false }, (ev: NetlinkEvent) => {
+        if (ev.kind === 'overrun') return this.scheduleSync();
+        if (ev.kind === 'link' && ev.type === 'del' && devices.has(ev.link.name)) {
+          this.log.warn(`${ev.link.name} was deleted; repairing`);
+          this.scheduleSync();
+        } else if (ev.kind === 'route' && ev.type === 'del' && ev.route.protocol === KNIT_RTPROT && !this.syncing) {
+          this.scheduleSync();
+        } else if ((ev.kind === 'neigh' || ev.kind === 'fdb') && ev.type === 'del' && !this.syncing) {
+          this.scheduleSync();
+        }
+      });
+    } catch (e) {
+      this.fail('netlink subscribe (repair on events disabled; periodic resync still runs)', e);
+    }
+  }
+
+  private scheduleSync(): void {
+    if (this.stopped || this.syncTimer) return;
+    this.syncTimer = setTimeout(() => { this.syncTimer = null; this.reconcile(); }, 50);
+  }
+
+  /** Makes the datapath match the known leases. */
+  reconcile(): SyncReport | undefined {
+    if (this.stopped || !this.backend || !this.subnet) return undefined;
+    if (this.syncing) { this.resyncAgain = true; return undefined; }
+    this.syncing = true;
+    const t0 = process.hrtime.bigint();
+    try {
+      const mine = this.subnet;
+      const peers = [...this.peers.values()].filter((l) => l.subnet !== mine && l.nodeName !== this.o.nodeName);
+      const own = this.peers.get(mine);
+      if (own && own.nodeName !== this.o.nodeName) this.log.error(`subnet ${mine} is published by ${own.nodeName}: lease lost; will re-claim`);
+      const report = this.backend.sync(peers.map((p) => ({ nodeName: p.nodeName, subnet: p.subnet, underlayAddr: p.underlayAddr, ...(p.vtepMac ? { vtepMac: p.vtepMac } : {}) })));
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      const prog = new Set(report.programmed);
+      const reasons = new Map(report.skipped.map((s) => [s.nodeName, s.reason]));
+      this.status.peers = peers.map((p) => ({ ...p, programmed: prog.has(p.nodeName), ...(reasons.has(p.nodeName) ? { reason: reasons.get(p.nodeName)! } : {}) }));
+      this.status.lastSync = { at: new Date().toISOString(), ms, report };
+      this.status.syncs++;
+      this.status.syncSeconds += ms / 1000;
+      if (report.added || report.updated || report.removed) this.log.info(`synced ${peers.length} peer(s): +${report.added} ~${report.updated} -${report.removed} in ${ms.toFixed(1)} ms`);
+      for (const s of report.skipped) this.log.warn(`peer ${s.nodeName} not programmed: ${s.reason}`);
+      this.writeStatus();
+      return report;
+    } catch (e) {
+      this.fail('reconcile', e);
+      return undefined;
+    } finally {
+      this.syncing = false;
+      if (this.resyncAgain) { this.resyncAgain = false; this.scheduleSync(); }
+    }
+  }
+
+  private writeStatus(): void {
+    try {
+      const file = path.join(this.o.runDir, 'status.json');
+      fs.writeFileSync(`${file}.tmp`, JSON.stringify(this.status, null, 2));
+      fs.renameSync(`${file}.tmp`, file);
+    } catch { /* best effort */ }
+  }
+
+  private fail(what: string, e: unknown): void {
+    this.status.errors++;
+    this.log.error(`${what}: ${(e as Error).message ?? e}`);
+  }
+}
+
+/** The underlay link and its first global IPv4 address (default: the default route's link). */
+export function findUnderlay(iface?: string): { iface: string; addr: string } {
+  return withNetlink(null, (nl) => {
+    let name = iface;
+    if (!name) {
+      const def = routeList(nl, { family: 4 }).find((r) => r.dst === '0.0.0.0/0' && r.dev !== undefined);
+      if (!def) throw new Error('no default route to pick the underlay link from: pass --iface');
+      name = linkGet(nl, def.dev!).name;
+    }
+    const l = linkGet(nl, name);
+    const a = addrList(nl, { link: l.index, family: 4 }).find((x) => x.scope === 0);
+    if (!a) throw new Error(`underlay link ${name} has no IPv4 address`);
+    return { iface: name, addr: a.local };
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

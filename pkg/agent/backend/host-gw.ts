@@ -1,0 +1,60 @@
+// The host-gw backend: no encapsulation; each peer's subnet is routed via the peer's underlay
+// address (`<peer subnet> via <peer addr> dev <underlay> proto 107`). Peers must share this
+// node's L2 subnet; others are reported as skipped.
+import { Netlink, setSysctl } from '../../netlink';
+import { parseCIDR, type IPNet } from '../../ip/ip';
+import type { Logger } from '../../cni/log';
+import { emptyReport, type Backend, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport } from './backend';
+import { canonSubnet, reconcileRoutes, sameL2, underlayOf, type Underlay, type WantRoute } from './reconcile';
+
+export class HostGwBackend implements Backend {
+  readonly type = 'host-gw' as const;
+  private readonly nl: Netlink;
+  private readonly log?: Logger;
+  private local?: LocalNode;
+  private underlay?: Underlay;
+
+  constructor(private readonly opts: BackendOptions = {}) {
+    this.nl = Netlink.open(opts.netns ?? null);
+    if (opts.log) this.log = opts.log;
+  }
+
+  ensureLocal(local: LocalNode): LocalState {
+    this.local = local;
+    const u = (this.underlay = underlayOf(this.nl, local.underlayIface, local.underlayAddr));
+    setSysctl(this.opts.netns, 'net/ipv4/ip_forward', '1');
+    return { mtu: local.mtu ?? u.mtu, device: u.name };
+  }
+
+  sync(peers: Peer[]): SyncReport {
+    const local = this.local;
+    if (!local) throw new Error('host-gw backend: sync before ensureLocal');
+    const u = this.underlay!;
+    const rep = emptyReport();
+    const mine = canonSubnet(local.subnet);
+    const routes = new Map<string, WantRoute>();
+    for (const p of peers) {
+      if (p.nodeName === local.nodeName) continue;
+      let subnet: string;
+      try { subnet = canonSubnet(p.subnet); } catch { rep.skipped.push({ nodeName: p.nodeName, reason: `invalid subnet ${p.subnet}` }); continue; }
+      if (subnet === mine) { rep.skipped.push({ nodeName: p.nodeName, reason: `claims this node's subnet ${subnet}` }); continue; }
+      if (!sameL2(u, p.underlayAddr)) {
+        rep.skipped.push({ nodeName: p.nodeName, reason: `underlay address ${p.underlayAddr} is not on ${u.name}'s subnet (host-gw needs one L2)` });
+        continue;
+      }
+      routes.set(subnet, { dst: subnet, gw: p.underlayAddr, dev: u.index, onlink: false });
+      rep.programmed.push(p.nodeName);
+    }
+    const network: IPNet | undefined = local.network ? parseCIDR(local.network) ?? undefined : undefined;
+    reconcileRoutes(this.nl, routes, [u.index], network, rep, this.log);
+    return rep;
+  }
+
+  watched(): { devices: string[] } {
+    return { devices: [this.underlay?.name ?? ''] };
+  }
+
+  close(): void {
+    this.nl.close();
+  }
+}

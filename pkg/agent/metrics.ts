@@ -1,0 +1,64 @@
+// knitd's Prometheus metrics and health endpoint (node:http only):
+//   GET /metrics   text exposition format 0.0.4
+//   GET /healthz   200 "ok" once the overlay agent holds a lease and reconciled recently, else 503
+import * as http from 'node:http';
+import type { AgentStatus } from './agent';
+
+export interface MetricsSource {
+  status(): AgentStatus | null;
+  resyncSec: number;
+}
+
+const esc = (v: string): string => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+
+export function renderMetrics(src: MetricsSource): string {
+  const st = src.status();
+  const lines: string[] = [];
+  const metric = (name: string, type: string, help: string, samples: Array<[string, number]>): void => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, v] of samples) lines.push(`${name}${labels} ${v}`);
+  };
+  const peers = st?.peers ?? [];
+  metric('knit_overlay_lease_info', 'gauge', 'The subnet this node holds (1 while held).', st?.subnet ? [[`{node="${esc(st.nodeName)}",subnet="${esc(st.subnet)}",backend="${esc(st.backend ?? '')}"}`, 1]] : []);
+  metric('knit_overlay_peers', 'gauge', 'Peer leases known from the datastore.', [['', peers.length]]);
+  metric('knit_overlay_peers_programmed', 'gauge', 'Peers whose route (and neighbour/FDB entries) are programmed.', [['', peers.filter((p) => p.programmed).length]]);
+  metric('knit_overlay_reconcile_duration_seconds', 'summary', 'Time to reconcile the datapath with the leases.', [['_count', st?.syncs ?? 0], ['_sum', st?.syncSeconds ?? 0]]);
+  const last = st?.lastSync?.report;
+  metric('knit_overlay_last_reconcile_changes', 'gauge', 'Entries changed by the last reconcile.', last ? [['{op="added"}', last.added], ['{op="updated"}', last.updated], ['{op="removed"}', last.removed]] : []);
+  metric('knit_overlay_errors_total', 'counter', 'Errors of the overlay agent (datastore, reconcile, masquerade).', [['', st?.errors ?? 0]]);
+  return lines.join('\n') + '\n';
+}
+
+export function healthy(src: MetricsSource, now = Date.now()): { ok: boolean; why: string } {
+  const st = src.status();
+  if (!st?.subnet) return { ok: false, why: 'no subnet lease yet' };
+  const at = st.lastSync ? Date.parse(st.lastSync.at) : 0;
+  if (!at) return { ok: false, why: 'not reconciled yet' };
+  if (now - at > 3 * src.resyncSec * 1000) return { ok: false, why: `last reconcile ${Math.round((now - at) / 1000)} s ago` };
+  return { ok: true, why: 'ok' };
+}
+
+/** Serves /metrics and /healthz on addr ("HOST:PORT" or ":PORT"). */
+export function serveMetrics(addr: string, src: MetricsSource): Promise<http.Server> {
+  const i = addr.lastIndexOf(':');
+  const host = i > 0 ? addr.slice(0, i).replace(/^\[|\]$/g, '') : undefined;
+  const port = Number(addr.slice(i + 1));
+  if (!Number.isInteger(port) || port < 0 || port > 65535) return Promise.reject(new Error(`invalid --metrics-addr ${addr}: HOST:PORT or :PORT`));
+  const server = http.createServer((req, res) => {
+    if (req.url === '/metrics') {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+      res.end(renderMetrics(src));
+    } else if (req.url === '/healthz') {
+      const h = healthy(src);
+      res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(`${h.why}\n`);
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => { server.off('error', reject); server.unref(); resolve(server); });
+  });
+}

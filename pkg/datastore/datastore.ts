@@ -1,0 +1,52 @@
+// What knitd keeps in its datastore, behind one interface (etcd today, Kubernetes next): the
+// cluster network config and one subnet lease per node. A lease lives as long as its holder
+// renews it (an etcd lease with a TTL); a lease's key is its subnet, so two nodes can never hold
+// the same subnet: claiming is "create if absent", or "take over if it is already mine".
+
+/** A node's subnet lease as published: what peers need to program their datapath. */
+export interface SubnetLease {
+  nodeName: string;
+  /** CIDR, e.g. "10.216.3.0/24". */
+  subnet: string;
+  /** The node's underlay address (VXLAN outer destination, host-gw next hop). */
+  underlayAddr: string;
+  /** vxlan: the node's VTEP MAC. */
+  vtepMac?: string;
+  backend?: string;
+  /** Datastore-specific: the etcd lease id, the record's revision. */
+  leaseId?: string;
+  revision?: number;
+}
+
+export type LeaseEvent = { type: 'put'; lease: SubnetLease } | { type: 'del'; subnet: string };
+
+export interface ClaimResult {
+  ok: boolean;
+  /** The node holding the subnet when ok is false. */
+  holder?: string;
+}
+
+export interface Watch {
+  close(): void;
+}
+
+export interface Datastore {
+  /** The raw network config (JSON text), or null when none is set. */
+  getNetworkConfig(): Promise<string | null>;
+  putNetworkConfig(json: string): Promise<void>;
+  /** Every live lease, and the revision they were read at (for watchLeases). */
+  listLeases(): Promise<{ leases: SubnetLease[]; revision: number }>;
+  /**
+   * Holds `lease.subnet` for `lease.nodeName` with a TTL: created when nobody holds it, taken
+   * over (re-attached to this agent's TTL, value refreshed) when the same node already holds it,
+   * refused when another node does.
+   */
+  claim(lease: SubnetLease, ttlSec: number): Promise<ClaimResult>;
+  /** Renews this agent's TTL; false when the lease already expired (the subnet may be gone). */
+  keepAlive(): Promise<boolean>;
+  /** Deletes every lease of a node (decommission); returns how many. */
+  releaseNode(nodeName: string): Promise<number>;
+  /** Lease changes after `revision`, until closed; onError then a re-list is the caller's job. */
+  watchLeases(revision: number, onEvent: (e: LeaseEvent) => void, onError: (err: Error) => void): Watch;
+  close(): void;
+}
