@@ -19,6 +19,8 @@ interface Args {
   warmup: number;
   out: string;
   list: boolean;
+  /** Only cases whose name matches (a regular expression). */
+  only?: RegExp;
 }
 
 export function parseArgs(argv: string[]): Args {
@@ -38,7 +40,8 @@ export function parseArgs(argv: string[]): Args {
       case '--warmup': args.warmup = positiveInt(flag, value()); break;
       case '--out': args.out = resolve(value() ?? ''); break;
       case '--list': args.list = true; break;
-      default: throw new Error(`unknown argument ${a}; use --suite NAME --runs N --warmup N --out DIR --list`);
+      case '--case': args.only = new RegExp(value() ?? ''); break;
+      default: throw new Error(`unknown argument ${a}; use --suite NAME --runs N --warmup N --out DIR --case REGEX --list`);
     }
   }
   if (args.runs < 1) throw new Error('--runs must be at least 1');
@@ -66,6 +69,7 @@ async function runSuite(suite: Suite, args: Args): Promise<SuiteResult> {
   const results: CaseResult[] = [];
   try {
     for (const c of cases) {
+      if (args.only && !args.only.test(c.name)) continue;
       process.stderr.write(`${suite.name}: ${c.name} ...`);
       results.push(await runCase(c, { runs: args.runs, warmup: args.warmup }));
       process.stderr.write(' done\n');

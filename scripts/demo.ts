@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Lab, run, type Netns } from '../test/lab/lab';
+import { overlayDemo } from './demo-overlay';
 
 const BIN = resolve(__dirname, '../dist/bin');
 const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
     console.log(indent(`addresses still reserved: ${(await lab.exec(null, 'sh', ['-c', `ls ${dataDir}/demo/ips 2>/dev/null | wc -l`])).stdout.trim()}`));
 
     await macvlanDemo(lab, dataDir);
+    await overlayDemo();
     await vlanDemo();
   } finally {
     await lab.cleanup();

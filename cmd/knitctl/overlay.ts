@@ -3,6 +3,7 @@
 //   knitctl status [--run-dir DIR]     this node: lease, device, every peer and whether it is programmed
 //   knitctl peers                      every node's lease
 //   knitctl node rm NAME               decommission: delete the node's lease (peers drop its routes)
+//   knitctl inspect                    the overlay as JSON: config, every node's lease, this node's lease
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { EtcdConnConfig } from '../../pkg/ipam/etcd-config';
@@ -18,6 +19,8 @@ export const OVERLAY_USAGE = `  knitctl network set FILE [etcd flags]     valida
       this node: its lease, the datapath device, each peer and whether it is programmed
   knitctl peers [--json] [etcd flags]       every node's subnet lease
   knitctl node rm NAME [etcd flags]         decommission a node: delete its lease (peers drop its routes)
+  knitctl inspect [--run-dir DIR] [etcd flags]
+      the overlay as JSON (what docker network inspect answers): config, every node's lease, this node
 `;
 
 export class OverlayUsageError extends Error {}
@@ -37,7 +40,7 @@ export async function overlayCommand(words: string[], flags: Map<string, string>
     if (rest.length !== n) throw new OverlayUsageError(rest.length > n ? `unexpected argument ${rest[n]}` : `usage: knitctl ${usage}`);
   };
   const isOurs = (group === 'network' && (verb === 'set' || verb === 'get')) || (group === 'status' && verb === undefined) ||
-    (group === 'peers' && verb === undefined) || (group === 'node' && verb === 'rm');
+    (group === 'peers' && verb === undefined) || (group === 'node' && verb === 'rm') || (group === 'inspect' && verb === undefined);
   if (!isOurs) return null;
   const store = new EtcdDatastore(conn());
   try {
@@ -65,6 +68,17 @@ export async function overlayCommand(words: string[], flags: Map<string, string>
       const n = await store.releaseNode(rest[0]!);
       if (!n) throw new Error(`node ${rest[0]} holds no lease under ${store.subnetsPrefix}`);
       return `released ${n} lease(s) of node ${rest[0]}; its peers remove its routes`;
+    }
+    if (group === 'inspect') {
+      const raw = await store.getNetworkConfig();
+      const { leases, revision } = await store.listLeases();
+      const local = readLeaseFile(flags.get('run-dir') ?? DEFAULT_RUN_DIR);
+      return JSON.stringify({
+        datastore: { type: 'etcd', prefix: store.prefix, revision },
+        config: raw === null ? null : JSON.parse(raw),
+        nodes: leases.sort(bySubnet).map(({ revision: _r, ...l }) => l),
+        thisNode: local,
+      }, null, 2);
     }
     // status
     const runDir = flags.get('run-dir') ?? DEFAULT_RUN_DIR;

@@ -1,5 +1,6 @@
-// knitd: knit's node agent. Today it serves CNI requests (pkg/agent/cni-server.ts) so a plugin
-// call needs no Node start; subnet leases, VXLAN and routes join as further components.
+// knitd: knit's node agent. It serves CNI requests (pkg/agent/cni-server.ts) so a plugin call
+// needs no Node start, and with --etcd-endpoints runs the overlay agent (cmd/knitd/overlay.ts,
+// pkg/agent/agent.ts): subnet lease, VXLAN device, routes/ARP/FDB per peer (docs/overlay.md).
 //
 //   knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level debug|info|warn|error]
 //

@@ -176,6 +176,12 @@ export class OverlayAgent {
     if (this.stopped) return;
     this.watch = this.o.store.watchLeases(this.revision, (e: LeaseEvent) => {
       if (e.type === 'put') this.peers.set(e.lease.subnet, e.lease); else this.peers.delete(e.subnet);
+      if (e.type === 'del' && e.subnet === this.subnet) {
+        // Our own lease was deleted under us (by hand, or `knitctl node rm` while knitd still
+        // runs): publish it again rather than leave a subnet in use that others may claim.
+        this.log.warn(`this node's lease ${e.subnet} was deleted from the datastore; claiming it again (stop knitd before knitctl node rm)`);
+        void this.claim().catch((err) => this.fail('re-claim', err));
+      }
       if (e.type === 'put' && e.lease.revision) this.revision = Math.max(this.revision, e.lease.revision);
       this.scheduleSync();
     }, (err) => {

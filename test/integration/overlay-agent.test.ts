@@ -171,6 +171,14 @@ describe('knitd overlay agent with etcd', function () {
     assert.match(out, /h3 .* yes/);
   });
 
+  it('knitctl inspect shows the config, every node and this node', async () => {
+    const j = JSON.parse(await ctl(nodes[0]!, ['inspect', '--run-dir', nodes[0]!.runDir]));
+    assert.equal(j.config.network, '10.216.0.0/16');
+    assert.deepEqual(j.nodes.map((n: any) => n.nodeName).sort(), ['h1', 'h2', 'h3']);
+    assert.equal(j.thisNode.subnet, lease(nodes[0]!).subnet);
+    assert.ok(j.nodes.every((n: any) => /^02|^[0-9a-f]{2}:/.test(n.vtepMac) && n.underlayAddr.startsWith('192.168.60.')));
+  });
+
   it('serves Prometheus metrics and a health endpoint', async () => {
     const get = async (p: string): Promise<{ code: number; body: string }> => {
       const r = await lab.exec(nodes[0]!.host, 'curl', ['-s', '-w', '\n%{http_code}', `http://127.0.0.1:9101${p}`]);
@@ -209,6 +217,15 @@ describe('knitd overlay agent with etcd', function () {
     const h2 = nodes[1]!;
     await lab.ip(h2.host, ['link', 'del', 'knit.1']);
     await eventually(async () => (await knitRoutes(h2)).length === 2, 10_000, 'knit.1 and its routes back on h2');
+    assert.deepEqual(await allPairs(nodes), []);
+  });
+
+  it('a running node whose lease is deleted under it publishes the same subnet again', async () => {
+    const h1 = nodes[0]!;
+    const sub = lease(h1).subnet;
+    await ctl(h1, ['node', 'rm', 'h1']);
+    await eventually(async () => JSON.parse(await ctl(h1, ['peers', '--json'])).some((p: any) => p.nodeName === 'h1' && p.subnet === sub), 10_000, 'h1 re-published');
+    for (const n of nodes.slice(1)) await eventually(async () => (await knitRoutes(n)).some((r) => r.startsWith(sub)), 10_000, `${n.name} routes ${sub}`);
     assert.deepEqual(await allPairs(nodes), []);
   });
 

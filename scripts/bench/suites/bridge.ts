@@ -34,6 +34,7 @@ interface Side {
 let lab: Lab | undefined;
 let dataDir = '';
 let knitd: ChildProcess | undefined;
+let stopping = false;
 /** CPU seconds (user+sys) per case: [cpu ms, calls], filled while the cases run. */
 const cpu = new Map<string, { ms: number; calls: number }>();
 
@@ -73,9 +74,9 @@ function call(side: Side, command: string, pod: Netns, ifName: string, masq: boo
     child.stdout.on('data', (d: Buffer) => { out += d; });
     child.stderr.on('data', (d: Buffer) => { err += d; });
     child.on('error', reject);
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
-      if (code !== 0) reject(new Error(`${side.label} ${command} ${pod.name}/${ifName}: exit ${code}: ${out}${err}`));
+      if (code !== 0) reject(new Error(`${side.label} ${command} ${pod.name}/${ifName}: ${signal ? `killed by ${signal}` : `exit ${code}`}: ${out}${err}`));
       else resolve({ ms, out });
     });
     child.stdin.on('error', () => { /* a plugin that failed early; its exit code tells */ });
@@ -114,6 +115,10 @@ async function startKnitd(root: string, node: Netns): Promise<ChildProcess> {
     { env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
   let text = '';
   proc.stderr!.on('data', (d: Buffer) => { text += d; });
+  // An agent that dies mid-run must say why, not just leave resets behind.
+  proc.on('exit', (code, signal) => {
+    if (!stopping) process.stderr.write(`\nbench: knitd exited (${signal ?? code}) during the run; its log ends:\n${text.slice(-3000)}\n`);
+  });
   for (let i = 0; i < 200 && !text.includes('serving ') && proc.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
   if (!text.includes('serving ')) throw new Error(`knitd did not start: ${text}`);
   return proc;
@@ -206,6 +211,7 @@ export const suite: Suite = {
   setup,
   async teardown() {
     notes.push(...cpuNotes());
+    stopping = true;
     if (knitd && knitd.exitCode === null) {
       knitd.kill('SIGTERM');
       await new Promise((r) => knitd!.once('exit', r));
