@@ -1,14 +1,11 @@
 // etcd leases (grant, keepalive, revoke, time-to-live) and puts bound to a lease over the JSON
-// gateway. EtcdClient (./etcd.ts) has no generic request method yet, so these go through its
-// private `call` — the same transport, failover, deadline, TLS and auth token. When EtcdClient
-// grows a public request method, switch `raw` to it.
+// gateway, through EtcdClient.request (the same transport, failover, deadline, TLS and auth token).
 import { EtcdClient } from './etcd';
 
 type Raw = (path: string, body: Record<string, unknown>) => Promise<Record<string, any>>;
 
 export function raw(client: EtcdClient): Raw {
-  const c = client as unknown as { call(path: string, body: Record<string, unknown>): Promise<Record<string, any>> };
-  return (path, body) => c.call(path, body);
+  return (path, body) => client.request(path, body);
 }
 
 export const b64 = (v: Buffer | string): string => Buffer.from(v).toString('base64');

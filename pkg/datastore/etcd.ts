@@ -306,6 +306,14 @@ export class EtcdClient {
     return this.agentHttp;
   }
 
+  /**
+   * Any v3 gateway call (e.g. /v3/lease/grant) with the client's failover, deadline, TLS and
+   * auth token: for the parts of the API this class has no method for.
+   */
+  request(path: string, body: Record<string, unknown>): Promise<Record<string, any>> {
+    return this.call(path, body);
+  }
+
   /** One request with failover across endpoints until the deadline. */
   private async call(path: string, body: Record<string, unknown>, deadline = Date.now() + this.timeoutMs, authRetried = false): Promise<Record<string, any>> {
     if (this.opts.username && !this.token && path !== '/v3/auth/authenticate') await this.authenticate(deadline);
