@@ -84,6 +84,9 @@ export class CniServer {
     try {
       if (fs.statSync(this.socketPath).ino === this.socketIno) fs.unlinkSync(this.socketPath);
     } catch { /* already gone */ }
+    // The directory's mere existence sends every plugin call through knit-client first: leave
+    // none behind when no other agent (another netns) still serves from it. rmdir fails if not empty.
+    try { fs.rmdirSync(path.dirname(this.socketPath)); } catch { /* other agents' sockets, or gone */ }
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); });
