@@ -1,0 +1,240 @@
+// A small Kubernetes API server for tests (DESIGN decision 7): Nodes only, over plain HTTP, enough
+// for the real @kubernetes/client-node to list, get, watch and patch them.
+//   GET   /api/v1/nodes                  list (metadata.resourceVersion)
+//   GET   /api/v1/nodes?watch=true&resourceVersion=N[&allowWatchBookmarks=true]
+//         streamed JSON events ADDED/MODIFIED/DELETED/BOOKMARK; a resourceVersion older than the
+//         kept history gets an ERROR event with code 410 (or an HTTP 410, see goneAsHttp)
+//   GET   /api/v1/nodes/NAME             get
+//   PATCH /api/v1/nodes/NAME             merge-patch / strategic-merge-patch (both as JSON merge patch)
+// resourceVersions are one counter over every change. Test hooks change nodes behind the clients'
+// backs, compact the history (forcing 410), send bookmarks and cut watches.
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface KNode {
+  apiVersion?: string;
+  kind?: string;
+  metadata: { name: string; resourceVersion?: string; uid?: string; annotations?: Record<string, string>; labels?: Record<string, string>; [k: string]: unknown };
+  spec?: { podCIDR?: string; podCIDRs?: string[]; [k: string]: unknown };
+  status?: { addresses?: Array<{ type: string; address: string }>; [k: string]: unknown };
+}
+
+type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+interface Change { rv: number; type: EventType; object: KNode }
+interface Watcher { res: http.ServerResponse; bookmarks: boolean }
+
+const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
+
+/** RFC 7386 JSON merge patch. */
+export function mergePatch(target: unknown, patch: unknown): unknown {
+  if (!patch || typeof patch !== 'object' || Array.isArray(patch)) return clone(patch);
+  const out: Record<string, unknown> = target && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [k, v] of Object.entries(patch as Record<string, unknown>)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+export class KubeApiServer {
+  private readonly server: http.Server;
+  private readonly nodes = new Map<string, KNode>();
+  private history: Change[] = [];
+  private rv = 100;
+  /** The oldest resourceVersion a watch may start from (older: 410 Gone). */
+  private minRv = 100;
+  private readonly watchers = new Set<Watcher>();
+  private uid = 0;
+  /** Answer a too-old watch with HTTP 410 instead of a 200 with an ERROR event. */
+  goneAsHttp = false;
+  /** Every request, "METHOD path?query", for assertions. */
+  readonly requests: string[] = [];
+  url = '';
+
+  constructor() {
+    this.server = http.createServer((req, res) => this.handle(req, res));
+  }
+
+  async start(host = '127.0.0.1', port = 0): Promise<string> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => resolve());
+    });
+    const a = this.server.address() as AddressInfo;
+    this.url = `http://${a.address}:${a.port}`;
+    return this.url;
+  }
+
+  async close(): Promise<void> {
+    this.closeWatches();
+    this.server.closeAllConnections?.();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  /** A kubeconfig (YAML) pointing at this server. */
+  kubeconfig(): string {
+    return [
+      'apiVersion: v1', 'kind: Config', 'current-context: test',
+      'clusters:', '- name: test', '  cluster:', `    server: ${this.url}`,
+      'contexts:', '- name: test', '  context:', '    cluster: test', '    user: test',
+      'users:', '- name: test', '  user:', '    token: test-token', '',
+    ].join('\n');
+  }
+
+  get resourceVersion(): number { return this.rv; }
+  get watchCount(): number { return this.watchers.size; }
+  node(name: string): KNode | undefined { const n = this.nodes.get(name); return n && clone(n); }
+  list(): KNode[] { return [...this.nodes.values()].map(clone); }
+
+  // --- test hooks --------------------------------------------------------------------------
+
+  addNode(name: string, o: { podCIDR?: string; annotations?: Record<string, string>; internalIP?: string } = {}): KNode {
+    if (this.nodes.has(name)) throw new Error(`node ${name} exists`);
+    const n: KNode = {
+      apiVersion: 'v1', kind: 'Node',
+      metadata: { name, uid: `uid-${++this.uid}`, ...(o.annotations ? { annotations: { ...o.annotations } } : {}) },
+      spec: o.podCIDR ? { podCIDR: o.podCIDR, podCIDRs: [o.podCIDR] } : {},
+      status: o.internalIP ? { addresses: [{ type: 'InternalIP', address: o.internalIP }] } : {},
+    };
+    return this.commit('ADDED', n);
+  }
+
+  modifyNode(name: string, fn: (n: KNode) => void): KNode {
+    const n = this.nodes.get(name);
+    if (!n) throw new Error(`no node ${name}`);
+    const c = clone(n);
+    fn(c);
+    return this.commit('MODIFIED', c);
+  }
+
+  setPodCIDR(name: string, cidr: string | undefined): KNode {
+    return this.modifyNode(name, (n) => { n.spec = cidr ? { ...n.spec, podCIDR: cidr, podCIDRs: [cidr] } : {}; });
+  }
+
+  deleteNode(name: string): void {
+    const n = this.nodes.get(name);
+    if (!n) throw new Error(`no node ${name}`);
+    this.commit('DELETED', clone(n));
+  }
+
+  /** Forgets the history: every watch from an older resourceVersion gets 410 Gone. */
+  compact(): void {
+    this.history = [];
+    this.minRv = this.rv;
+  }
+
+  /** Sends a BOOKMARK with the current resourceVersion to every watch that asked for them. */
+  bookmark(): void {
+    for (const w of this.watchers) {
+      if (w.bookmarks) this.send(w.res, { type: 'BOOKMARK', object: { kind: 'Node', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } });
+    }
+  }
+
+  /** Ends every open watch (as an API server does at its watch timeout). */
+  closeWatches(): void {
+    for (const w of this.watchers) w.res.end();
+    this.watchers.clear();
+  }
+
+  /** Sends the 410 ERROR event to every open watch and ends them (history compacted first). */
+  expireWatches(): void {
+    this.compact();
+    for (const w of this.watchers) { this.send(w.res, goneEvent(this.minRv)); w.res.end(); }
+    this.watchers.clear();
+  }
+
+  // --- the API ------------------------------------------------------------------------------
+
+  private commit(type: EventType, n: KNode): KNode {
+    this.rv++;
+    n.metadata.resourceVersion = String(this.rv);
+    if (type === 'DELETED') this.nodes.delete(n.metadata.name); else this.nodes.set(n.metadata.name, n);
+    const ch: Change = { rv: this.rv, type, object: clone(n) };
+    this.history.push(ch);
+    for (const w of this.watchers) this.send(w.res, { type, object: ch.object });
+    return clone(n);
+  }
+
+  private send(res: http.ServerResponse, ev: unknown): void {
+    if (!res.writableEnded) res.write(`${JSON.stringify(ev)}\n`);
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const u = new URL(req.url ?? '/', 'http://x');
+    this.requests.push(`${req.method} ${u.pathname}${u.search}`);
+    const json = (code: number, body: unknown): void => {
+      res.writeHead(code, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    const status = (code: number, reason: string, message: string): void =>
+      json(code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
+    const m = /^\/api\/v1\/nodes(?:\/([^/]+))?$/.exec(u.pathname);
+    if (!m) return status(404, 'NotFound', `the server could not find the requested resource (${u.pathname})`);
+    const name = m[1] ? decodeURIComponent(m[1]) : undefined;
+    if (req.method === 'GET' && !name) {
+      const watch = u.searchParams.get('watch');
+      if (watch === 'true' || watch === '1') return this.watch(u, res);
+      return json(200, { kind: 'NodeList', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) }, items: this.list() });
+    }
+    if (req.method === 'GET' && name) {
+      const n = this.nodes.get(name);
+      return n ? json(200, n) : status(404, 'NotFound', `nodes "${name}" not found`);
+    }
+    if (req.method === 'PATCH' && name) {
+      const ct = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+      if (ct !== 'application/merge-patch+json' && ct !== 'application/strategic-merge-patch+json') {
+        return status(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got ${ct})`);
+      }
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const n = this.nodes.get(name);
+        if (!n) return status(404, 'NotFound', `nodes "${name}" not found`);
+        let patch: unknown;
+        try { patch = JSON.parse(Buffer.concat(chunks).toString()); } catch (e) { return status(400, 'BadRequest', `invalid patch: ${(e as Error).message}`); }
+        const p = patch as { metadata?: { resourceVersion?: string } };
+        if (p?.metadata?.resourceVersion && p.metadata.resourceVersion !== n.metadata.resourceVersion) {
+          return status(409, 'Conflict', `Operation cannot be fulfilled on nodes "${name}": the object has been modified`);
+        }
+        const next = mergePatch(n, patch) as KNode;
+        next.metadata.name = name;
+        return json(200, this.commit('MODIFIED', next));
+      });
+      return;
+    }
+    status(405, 'MethodNotAllowed', `${req.method} is not supported`);
+  }
+
+  private watch(u: URL, res: http.ServerResponse): void {
+    const rvParam = u.searchParams.get('resourceVersion') ?? '';
+    const from = rvParam === '' || rvParam === '0' ? null : Number(rvParam);
+    if (from !== null && (!Number.isInteger(from) || from < this.minRv)) {
+      if (this.goneAsHttp) {
+        res.writeHead(410, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(goneEvent(this.minRv).object));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      this.send(res, goneEvent(this.minRv));
+      res.end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders();
+    if (from === null) {
+      for (const n of this.nodes.values()) this.send(res, { type: 'ADDED', object: n });
+    } else {
+      for (const c of this.history) if (c.rv > from) this.send(res, { type: c.type, object: c.object });
+    }
+    const w: Watcher = { res, bookmarks: u.searchParams.get('allowWatchBookmarks') === 'true' };
+    this.watchers.add(w);
+    res.on('close', () => this.watchers.delete(w));
+  }
+}
+
+function goneEvent(minRv: number): { type: 'ERROR'; object: Record<string, unknown> } {
+  return {
+    type: 'ERROR',
+    object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version (oldest kept ${minRv})`, reason: 'Expired', code: 410 },
+  };
+}
