@@ -1,7 +1,7 @@
 // knit-bridge's own keys: parsed and validated by hand (no schema library on the start-up path),
 // every message naming the key, the value and what is valid.
 import { ifNameProblem } from '../../pkg/cni/env';
-import { MAC_VALID, normalizeMac, staticMac, type CniArgs } from '../../pkg/cni/args';
+import { requestedMac, type CniArgs } from '../../pkg/cni/args';
 import { invalidConfig } from '../../pkg/cni/errors';
 import type { NetConf } from '../../pkg/cni/types';
 
@@ -57,13 +57,7 @@ export function parseBridgeConf(conf: NetConf, args: CniArgs): BridgeConf {
     if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw invalidConfig('mtu', mtu, 'an integer from 68 to 65535 (0 or absent: the kernel default)');
     out.mtu = mtu;
   }
-  let keyMac: string | undefined;
-  if (conf.mac !== undefined) {
-    keyMac = normalizeMac(conf.mac) ?? undefined;
-    if (!keyMac) throw invalidConfig('mac', conf.mac, MAC_VALID);
-  }
-  // Precedence: runtimeConfig.mac, args.cni.mac, CNI_ARGS MAC=, then the key `mac`.
-  const mac = staticMac(conf, args)?.mac ?? keyMac;
+  const mac = requestedMac(conf, args);
   if (mac) out.mac = mac;
   if (out.ipMasq && !out.hasIpam) throw invalidConfig('ipMasq', true, 'false when there is no ipam (nothing to masquerade)');
   return out;

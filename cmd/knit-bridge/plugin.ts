@@ -10,10 +10,11 @@ import type { IPConfig, Result, Route } from '../../pkg/cni/types';
 import { runIpam } from '../../pkg/ipam';
 import {
   Netlink, addrAdd, addrDel, addrList, bridgePortSet, isExist, isNotFound, linkAdd, linkDel, linkFind, linkGet,
-  linkList, linkSet, routeList, setSysctl, withNetlink, type Link,
+  linkList, linkSet, setSysctl, withNetlink, type Link,
 } from '../../pkg/netlink';
 import { addToIP, formatCIDR, formatIP, networkOf, overlaps, parseCIDR, parseIP, type Family, type IPNet } from '../../pkg/ip/ip';
 import { attachmentAlias, hostLinkName, parseAttachmentAlias, sameAttachment, type AttachmentId } from '../../pkg/iface/attachment';
+import { interfaceDrift } from '../../pkg/iface/check';
 import { configureInterface, gatewaysByFamily } from '../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../pkg/iface/rollback';
 import { ensureMasq, masqState, removeMasq } from '../../pkg/nat/masq';
@@ -128,24 +129,8 @@ export const bridge: Plugin = {
       else {
         if (podLink.kind !== 'veth') drift.push(`container interface ${ctx.ifName} is a ${podLink.kind ?? 'device'}, not a veth`);
         if (want?.sandbox && want.sandbox !== ctx.netns) drift.push(`prevResult sandbox ${want.sandbox} is not CNI_NETNS ${ctx.netns}`);
-        if (want?.mac && podLink.mac !== want.mac.toLowerCase()) drift.push(`container interface MAC is ${podLink.mac}, prevResult says ${want.mac}`);
-        if (cfg.mtu && podLink.mtu !== cfg.mtu) drift.push(`container interface MTU is ${podLink.mtu}, config says ${cfg.mtu}`);
         if (hostVeth && podLink.link !== hostVeth.index) drift.push(`container interface ${ctx.ifName} is not the peer of ${hostVeth.name}`);
-        if (!podLink.up) drift.push(`container interface ${ctx.ifName} is down`);
-        const have = new Set(addrList(pod, { link: podLink.index }).map((a) => a.cidr));
-        for (const ip of prev.ips ?? []) {
-          const n = parseCIDR(ip.address);
-          if (n && !have.has(formatCIDR(n))) drift.push(`address ${ip.address} is missing from ${ctx.ifName}`);
-        }
-        const routes = routeList(pod, { table: 254 });
-        for (const r of prev.routes ?? []) {
-          const dst = parseCIDR(r.dst);
-          if (!dst) continue;
-          const dstText = formatCIDR(networkOf(dst));
-          if (!routes.some((x) => x.dst === dstText && x.dev === podLink.index && (!r.gw || x.gw === formatIP(parseIP(r.gw)!)))) {
-            drift.push(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''} is missing from the container`);
-          }
-        }
+        drift.push(...interfaceDrift(pod, podLink, ctx.ifName, prev, cfg.mtu));
       }
       if (cfg.ipMasq) {
         const st = masqState(cfg.network);

@@ -2,7 +2,7 @@
 // every message naming the key, the value and what is valid. Checks that need the kernel (the
 // master exists, mtu ≤ the master's) happen in the plugin.
 import { ifNameProblem, type Env } from '../../pkg/cni/env';
-import { MAC_VALID, normalizeMac, staticMac, type CniArgs } from '../../pkg/cni/args';
+import { requestedMac, type CniArgs } from '../../pkg/cni/args';
 import { invalidConfig } from '../../pkg/cni/errors';
 import type { NetConf } from '../../pkg/cni/types';
 import type { MacvlanMode } from '../../pkg/netlink';
@@ -76,13 +76,7 @@ export function parseMacvlanConf(conf: NetConf, args: CniArgs, env: Env): Macvla
       throw invalidConfig('master', out.master, `a name short enough that the sub-interface "${out.master}.${vlan}" fits in 15 bytes`);
     }
   }
-  let keyMac: string | undefined;
-  if (conf.mac !== undefined) {
-    keyMac = normalizeMac(conf.mac) ?? undefined;
-    if (!keyMac) throw invalidConfig('mac', conf.mac, MAC_VALID);
-  }
-  // Precedence: runtimeConfig.mac, args.cni.mac, CNI_ARGS MAC=, then the key `mac`.
-  const mac = staticMac(conf, args)?.mac ?? keyMac;
+  const mac = requestedMac(conf, args);
   if (mac) out.mac = mac;
   const runDir: unknown = conf.runDir ?? (env.KNIT_RUN_DIR || undefined);
   if (runDir !== undefined) {

@@ -11,8 +11,8 @@ import { CniError, Code, show } from '../../pkg/cni/errors';
 import { withIpamCleanup } from '../../pkg/cni/exec';
 import type { Result } from '../../pkg/cni/types';
 import { runIpam } from '../../pkg/ipam';
-import { Netlink, NetlinkError, addrList, isNotFound, linkAdd, linkFind, linkGet, linkSet, routeList, withNetlink, type Link } from '../../pkg/netlink';
-import { formatCIDR, formatIP, networkOf, parseCIDR, parseIP } from '../../pkg/ip/ip';
+import { Netlink, NetlinkError, isNotFound, linkAdd, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../pkg/netlink';
+import { interfaceDrift } from '../../pkg/iface/check';
 import { configureInterface } from '../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../pkg/iface/rollback';
 import { DEFAULT_RUN_DIR, ParentRefs, type AttachmentRecord } from '../../pkg/iface/parent-refs';
@@ -148,23 +148,7 @@ export const macvlan: Plugin = {
         if (l.kind !== 'macvlan') drift.push(`container interface ${ctx.ifName} is a ${l.kind ?? 'device'}, not a macvlan`);
         else if (l.macvlan?.mode !== cfg.mode) drift.push(`container interface ${ctx.ifName} is in macvlan mode ${l.macvlan?.mode}, config says ${cfg.mode}`);
         if (parent && l.kind === 'macvlan' && l.link !== parent.index) drift.push(`container interface ${ctx.ifName} is not a child of ${parent.name}`);
-        if (want?.mac && l.mac !== want.mac.toLowerCase()) drift.push(`container interface MAC is ${l.mac}, prevResult says ${want.mac}`);
-        if (cfg.mtu && l.mtu !== cfg.mtu) drift.push(`container interface MTU is ${l.mtu}, config says ${cfg.mtu}`);
-        if (!l.up) drift.push(`container interface ${ctx.ifName} is down`);
-        const have = new Set(addrList(pod, { link: l.index }).map((a) => a.cidr));
-        for (const ip of prev.ips ?? []) {
-          const n = parseCIDR(ip.address);
-          if (n && !have.has(formatCIDR(n))) drift.push(`address ${ip.address} is missing from ${ctx.ifName}`);
-        }
-        const routes = routeList(pod, { table: 254 });
-        for (const r of prev.routes ?? []) {
-          const dst = parseCIDR(r.dst);
-          if (!dst) continue;
-          const dstText = formatCIDR(networkOf(dst));
-          if (!routes.some((x) => x.dst === dstText && x.dev === l.index && (!r.gw || x.gw === formatIP(parseIP(r.gw)!)))) {
-            drift.push(`route ${r.dst}${r.gw ? ` via ${r.gw}` : ''} is missing from the container`);
-          }
-        }
+        drift.push(...interfaceDrift(pod, l, ctx.ifName, prev, cfg.mtu));
       }
     } finally {
       if (nl !== pod) nl.close();

@@ -1,10 +1,15 @@
 // knitd's second component: the overlay agent (pkg/agent/agent.ts) over etcd, started when
-// --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS) is given. Loaded lazily: a knitd that only serves
-// CNI requests never loads the etcd client.
+// --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS) is given, or over the Kubernetes API with
+// --datastore kubernetes (pkg/datastore/kubernetes.ts: --kubeconfig, else the in-cluster config;
+// the network config from --net-conf). Loaded lazily: a knitd that only serves CNI requests
+// never loads the etcd client, and only --datastore kubernetes loads @kubernetes/client-node.
 import * as os from 'node:os';
 import type { Logger } from '../../pkg/cni/log';
 
 export const OVERLAY_FLAGS = {
+  datastore: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'net-conf': { type: 'string' },
   'etcd-endpoints': { type: 'string' },
   'etcd-prefix': { type: 'string' },
   'etcd-cafile': { type: 'string' },
@@ -22,6 +27,8 @@ export const OVERLAY_FLAGS = {
 } as const;
 
 export interface OverlayFlags {
+  /** --datastore kubernetes (absent: etcd). */
+  kubernetes?: { kubeconfig?: string; netConf: string };
   endpoints: string[];
   prefix: string;
   tls?: { ca?: string; cert?: string; key?: string };
@@ -47,18 +54,37 @@ const posInt = (flag: string, v: string | undefined, dflt: number): number => {
 /** The overlay flags, or undefined when no etcd endpoint is configured (CNI serving only). */
 export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): OverlayFlags | undefined {
   const eps = v['etcd-endpoints'] ?? env.KNIT_ETCD_ENDPOINTS;
-  if (!eps) return undefined;
+  const ds = v.datastore ?? env.KNIT_DATASTORE;
+  if (ds !== undefined && ds !== 'etcd' && ds !== 'kubernetes') throw new Error(`invalid --datastore ${ds}: etcd or kubernetes`);
+  if (ds === 'kubernetes') {
+    if (v['etcd-endpoints']) throw new Error('--etcd-endpoints and --datastore kubernetes do not go together');
+    const kubeconfig = v.kubeconfig ?? env.KUBECONFIG;
+    return {
+      kubernetes: { ...(kubeconfig ? { kubeconfig } : {}), netConf: v['net-conf'] ?? '/etc/knit/net-conf.json' },
+      ...common(v, env, []),
+    };
+  }
+  if (!eps) {
+    if (ds === 'etcd') throw new Error('--datastore etcd needs --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS)');
+    return undefined;
+  }
   const endpoints = eps.split(',').map((s) => s.trim()).filter(Boolean);
   for (const e of endpoints) if (!/^https?:\/\/[^/]+/.test(e)) throw new Error(`invalid --etcd-endpoints ${e}: http://HOST:PORT or https://HOST:PORT`);
   const tls = { ...(v['etcd-cafile'] ? { ca: v['etcd-cafile'] } : {}), ...(v['etcd-certfile'] ? { cert: v['etcd-certfile'] } : {}), ...(v['etcd-keyfile'] ? { key: v['etcd-keyfile'] } : {}) };
   if (!!tls.cert !== !!tls.key) throw new Error('--etcd-certfile and --etcd-keyfile go together');
-  const nodeName = v['node-name'] ?? env.KNIT_NODE_NAME ?? os.hostname();
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(nodeName)) throw new Error(`invalid --node-name ${nodeName}: letters, digits, . _ -`);
   const password = v['etcd-password'] ?? env.KNIT_ETCD_PASSWORD;
   return {
-    endpoints, prefix: (v['etcd-prefix'] ?? '/knit').replace(/\/+$/, '') || '/knit',
+    ...common(v, env, endpoints),
     ...(Object.keys(tls).length ? { tls } : {}),
     ...(v['etcd-username'] ? { username: v['etcd-username'] } : {}), ...(password ? { password } : {}),
+  };
+}
+
+function common(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv, endpoints: string[]): OverlayFlags {
+  const nodeName = v['node-name'] ?? env.KNIT_NODE_NAME ?? os.hostname();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/.test(nodeName)) throw new Error(`invalid --node-name ${nodeName}: letters, digits, . _ -`);
+  return {
+    endpoints, prefix: (v['etcd-prefix'] ?? '/knit').replace(/\/+$/, '') || '/knit',
     nodeName, ...(v.iface ? { iface: v.iface } : {}),
     runDir: v['run-dir'] ?? '/run/knit', stateDir: v['state-dir'] ?? '/var/lib/knit',
     ttlSec: posInt('lease-ttl', v['lease-ttl'], 300), resyncSec: posInt('resync-interval', v['resync-interval'], 60),
@@ -66,15 +92,26 @@ export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.
   };
 }
 
-/** Starts the agent in the background, retrying its start until it succeeds or knitd stops. */
-export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } {
+function etcdStore(f: OverlayFlags): import('../../pkg/datastore/datastore').Datastore {
   const { EtcdDatastore } = require('../../pkg/datastore/etcd-overlay') as typeof import('../../pkg/datastore/etcd-overlay');
-  const { OverlayAgent } = require('../../pkg/agent/agent') as typeof import('../../pkg/agent/agent');
-  const log = parent.child({ component: 'overlay' });
-  const store = new EtcdDatastore({
+  return new EtcdDatastore({
     endpoints: f.endpoints, prefix: f.prefix, ...(f.tls ? { tls: f.tls } : {}),
     ...(f.username ? { username: f.username } : {}), ...(f.password ? { password: f.password } : {}),
   });
+}
+
+function kubernetesStore(f: OverlayFlags, k: NonNullable<OverlayFlags['kubernetes']>, log: Logger): import('../../pkg/datastore/datastore').Datastore {
+  const { KubernetesDatastore } = require('../../pkg/datastore/kubernetes') as typeof import('../../pkg/datastore/kubernetes');
+  return new KubernetesDatastore({
+    nodeName: f.nodeName, ...(k.kubeconfig ? { kubeconfig: k.kubeconfig } : {}), netConf: k.netConf, resyncSec: f.resyncSec, log,
+  });
+}
+
+/** Starts the agent in the background, retrying its start until it succeeds or knitd stops. */
+export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } {
+  const { OverlayAgent } = require('../../pkg/agent/agent') as typeof import('../../pkg/agent/agent');
+  const log = parent.child({ component: 'overlay' });
+  const store = f.kubernetes ? kubernetesStore(f, f.kubernetes, log) : etcdStore(f);
   let agent: InstanceType<typeof OverlayAgent> | null = null;
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;

@@ -66,6 +66,17 @@ export interface AcquireOptions {
 /** Claims a subnet for me.nodeName and returns it. */
 export async function acquireSubnet(o: AcquireOptions): Promise<string> {
   const { store, cfg, me } = o;
+  if (store.assignedSubnet) {
+    // The datastore assigns (Kubernetes podCIDR): no choosing, only checking and publishing.
+    const subnet = await store.assignedSubnet(me.nodeName);
+    if (!fitsNetwork(cfg, subnet)) {
+      throw new Error(`node ${me.nodeName}'s assigned subnet ${subnet} is not a /${cfg.subnetLen} of the network ${cfg.network}: make the network config match the cluster's pod CIDR and node CIDR size`);
+    }
+    const r = await store.claim({ ...me, subnet }, o.ttlSec);
+    if (!r.ok) throw new Error(`cannot publish subnet ${subnet} for node ${me.nodeName}: ${r.holder}`);
+    o.log?.info(`holding subnet ${subnet} (assigned by the datastore)`);
+    return subnet;
+  }
   for (let attempt = 0; attempt < 10; attempt++) {
     const { leases } = await store.listLeases();
     const held = new Map(leases.map((l) => [l.subnet, l.nodeName]));

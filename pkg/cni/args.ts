@@ -163,3 +163,17 @@ export function staticMac(conf: NetConf, args: CniArgs): { mac: string; source: 
   }
   return undefined;
 }
+
+/**
+ * The container interface's MAC for a main plugin: runtimeConfig.mac, args.cni.mac, CNI_ARGS
+ * MAC=, then the plugin's own `mac` key (validated here too, so a bad key is refused even when a
+ * runtime value wins).
+ */
+export function requestedMac(conf: NetConf, args: CniArgs): string | undefined {
+  let keyMac: string | undefined;
+  if (conf.mac !== undefined) {
+    keyMac = normalizeMac(conf.mac) ?? undefined;
+    if (!keyMac) throw new CniError(Code.InvalidConfig, `invalid mac ${show(conf.mac)}: ${MAC_VALID}`);
+  }
+  return staticMac(conf, args)?.mac ?? keyMac;
+}

@@ -42,6 +42,11 @@ export interface Datastore {
    * refused when another node does.
    */
   claim(lease: SubnetLease, ttlSec: number): Promise<ClaimResult>;
+  /**
+   * Datastores that assign subnets themselves (Kubernetes: Node.spec.podCIDR) answer the node's
+   * subnet here, or throw a clear error while it is unassigned; the others pick from the network.
+   */
+  assignedSubnet?(nodeName: string): Promise<string>;
   /** Renews this agent's TTL; false when the lease already expired (the subnet may be gone). */
   keepAlive(): Promise<boolean>;
   /** Deletes every lease of a node (decommission); returns how many. */

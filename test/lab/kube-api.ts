@@ -1,4 +1,5 @@
-// A small Kubernetes API server for tests (DESIGN decision 7): Nodes only, over plain HTTP, enough
+// A small Kubernetes API server for tests (DESIGN decision 7): Nodes only, over plain HTTP (the
+// client takes http:// only with insecure-skip-tls-verify, which kubeconfig() sets), enough
 // for the real @kubernetes/client-node to list, get, watch and patch them.
 //   GET   /api/v1/nodes                  list (metadata.resourceVersion)
 //   GET   /api/v1/nodes?watch=true&resourceVersion=N[&allowWatchBookmarks=true]
@@ -75,7 +76,7 @@ export class KubeApiServer {
   kubeconfig(): string {
     return [
       'apiVersion: v1', 'kind: Config', 'current-context: test',
-      'clusters:', '- name: test', '  cluster:', `    server: ${this.url}`,
+      'clusters:', '- name: test', '  cluster:', `    server: ${this.url}`, '    insecure-skip-tls-verify: true',
       'contexts:', '- name: test', '  context:', '    cluster: test', '    user: test',
       'users:', '- name: test', '  user:', '    token: test-token', '',
     ].join('\n');
