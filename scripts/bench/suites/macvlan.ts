@@ -1,9 +1,10 @@
 // knit-macvlan + knit-host-local (in-process) beside the reference macvlan + host-local, on a lab
 // node (a netns whose eth0 is a veth to an underlay switch) with one pod netns per run: ADD and
 // DEL, interleaved. Each call runs as `nsenter --net=<node> <plugin>`, the same wrapper on both
-// sides; only the plugin process is timed. knit runs exec'd (a Node start per call): the launcher's
-// knitd path is pointed at a socket directory that does not exist.
-import { spawn } from 'node:child_process';
+// sides; only the plugin process is timed. knit runs exec'd (a Node start per call: the launcher's
+// knitd path points at a socket directory that does not exist) and served by knitd (running in the
+// node netns; the launcher hands each call to it through knit-client).
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +25,7 @@ interface Side {
 
 let lab: Lab | undefined;
 let tmp = '';
+let knitd: ChildProcess | undefined;
 let node: Netns;
 
 function call(side: Side, command: 'ADD' | 'DEL', pod: Netns): Promise<number> {
@@ -77,9 +79,22 @@ async function setup(opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: s
     label: 'macvlan + host-local', plugin: join(REF, 'macvlan'), path: REF, env: {}, pods: await mk('r'),
     conf: { cniVersion: '1.0.0', name: 'bench-rmv', type: 'macvlan', master: 'eth0', mode: 'bridge', ipam: ipam('host-local', 2) },
   };
-  const cases: BenchCase[] = (['ADD', 'DEL'] as const).map((command) => ({
-    name: command, knit: verb(k, command), knitLabel: k.label, reference: verb(r, command), referenceLabel: r.label,
-  }));
+  const sockDir = join(tmp, 'sock');
+  const kd: Side = {
+    ...k, label: 'knit-macvlan + knit-host-local (knitd)', env: { KNIT_CNI_SOCKET_DIR: sockDir }, pods: await mk('d'),
+    conf: { ...k.conf, name: 'bench-kmvd', ipam: ipam('knit-host-local', 3) },
+  };
+  knitd = spawn('ip', ['netns', 'exec', node.name, join(knitBin, 'knitd'), '--cni-socket-dir', sockDir], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  knitd.stderr!.on('data', (d: Buffer) => { log += d; });
+  for (let i = 0; i < 200 && !log.includes('serving ') && knitd.exitCode === null; i++) await new Promise((res) => setTimeout(res, 50));
+  if (!log.includes('serving ')) throw new Error(`knitd did not start: ${log}`);
+  const cases: BenchCase[] = [];
+  for (const side of [k, kd]) {
+    for (const command of ['ADD', 'DEL'] as const) {
+      cases.push({ name: `${command}${side === kd ? ' (knitd)' : ''}`, knit: verb(side, command), knitLabel: side.label, reference: verb(r, command), referenceLabel: r.label });
+    }
+  }
   return {
     cases,
     notes: [
@@ -95,6 +110,10 @@ export const suite: Suite = {
   description: 'knit-macvlan vs the reference macvlan: ADD and DEL with host-local IPAM',
   setup,
   async teardown() {
+    if (knitd && knitd.exitCode === null) {
+      knitd.kill('SIGTERM');
+      await new Promise((res) => knitd!.once('exit', res));
+    }
     await lab?.cleanup();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   },
