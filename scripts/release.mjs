@@ -215,7 +215,9 @@ try {
     platform: 'node',
     target: 'node20',
     format: 'cjs',
-    external: ['*.node'],
+    // The Kubernetes client stays out of the executable every plugin runs: knitd --datastore
+    // kubernetes loads kube-client.js from beside it (pkg/datastore/kubernetes.ts).
+    external: ['*.node', '@kubernetes/client-node'],
     minifySyntax: true,
     minifyWhitespace: true,
     legalComments: 'none',
@@ -269,6 +271,12 @@ try {
   const client = join(here, 'build/Release/knit-client');
   if (existsSync(client)) { copyFileSync(client, join(out, 'knit-client')); chmodSync(join(out, 'knit-client'), 0o755); }
   else console.error('release: build/Release/knit-client missing (npm install builds it); not shipped');
+
+  await build({
+    stdin: { contents: "module.exports = require('@kubernetes/client-node');", resolveDir: here, loader: 'js' },
+    outfile: join(out, 'kube-client.js'), bundle: true, platform: 'node', target: 'node20', format: 'cjs',
+    minifySyntax: true, minifyWhitespace: true, legalComments: 'none', logLevel: 'warning',
+  });
 
   const mb = (f) => (statSync(f).size / 1e6).toFixed(1);
   console.error(`release: ${exe} (${mb(exe)} MB, node ${nodeVersion}, snapshot ${snapshot ? 'on' : 'off'}, ` +

@@ -12,6 +12,8 @@
 //   - the network config is a file (the ConfigMap mounted in the DaemonSet), --net-conf.
 // @kubernetes/client-node is loaded here only, lazily: nothing on the plugin path pulls it in.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createRequire } from 'node:module';
 import type * as K8s from '@kubernetes/client-node';
 import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
@@ -44,6 +46,20 @@ export interface KubernetesDatastoreOptions {
 }
 
 type KNode = K8s.V1Node;
+
+/**
+ * @kubernetes/client-node, loaded at first use: kube-client.js (the client as one CommonJS file,
+ * built by esbuild.config.mjs and scripts/release.mjs, which keep it out of every executable)
+ * from bin/../lib beside a bundled knitd or beside the release executable; else node_modules.
+ */
+export function loadKubeClient(): typeof K8s {
+  const candidates = [path.join(__dirname, '..', 'lib', 'kube-client.js'), path.join(path.dirname(process.execPath), 'kube-client.js')];
+  for (const f of candidates) {
+    // createRequire: a single executable's own require loads built-in modules only.
+    if (fs.existsSync(f)) return createRequire(f)(f) as typeof K8s;
+  }
+  return require('@kubernetes/client-node') as typeof K8s;
+}
 
 /** The node's IPv4 pod subnet, or undefined while unassigned. */
 export function podCIDROf(n: KNode): string | undefined {
@@ -99,8 +115,7 @@ export class KubernetesDatastore implements Datastore {
   /** Loads the client and the kubeconfig (lazily: only knitd --datastore kubernetes does this). */
   private client(): { k8s: typeof K8s; kc: K8s.KubeConfig; api: K8s.CoreV1Api } {
     if (!this.k8s) {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      this.k8s = require('@kubernetes/client-node') as typeof K8s;
+      this.k8s = loadKubeClient();
       const kc = new this.k8s.KubeConfig();
       if (this.o.kubeconfigYaml !== undefined) kc.loadFromString(this.o.kubeconfigYaml);
       else if (this.o.kubeconfig) kc.loadFromFile(this.o.kubeconfig);

@@ -59,10 +59,17 @@ async function doBuild(names: readonly string[]): Promise<KnitBuild> {
     const out = path.join(binDir, name);
     await build({
       entryPoints: [path.join(ROOT, 'cmd', name, 'main.ts')], outfile: out, bundle: true, platform: 'node',
-      target: 'node20', format: 'cjs', banner: { js: BANNER }, external: ['*.node'], logLevel: 'warning',
+      target: 'node20', format: 'cjs', banner: { js: BANNER }, external: ['*.node', '@kubernetes/client-node'], logLevel: 'warning',
     });
     fs.chmodSync(out, 0o755);
   }));
+  // As esbuild.config.mjs: the Kubernetes client beside knitd, loaded only with --datastore kubernetes.
+  if (names.includes('knitd')) {
+    await build({
+      stdin: { contents: "module.exports = require('@kubernetes/client-node');", resolveDir: ROOT, loader: 'js' },
+      outfile: path.join(root, 'lib/kube-client.js'), bundle: true, platform: 'node', target: 'node20', format: 'cjs', logLevel: 'warning',
+    });
+  }
   return { binDir, bin: (name) => path.join(binDir, name) };
 }
 
