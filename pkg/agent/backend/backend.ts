@@ -4,6 +4,7 @@
 // extra. Backends are synchronous (netlink round trips take microseconds) and work on the
 // namespace they were opened for (null: the current one), which is how the lab tests run them.
 import type { Logger } from '../../cni/log';
+import { getSysctl, setSysctl } from '../../netlink';
 
 export interface LocalNode {
   nodeName: string;
@@ -90,4 +91,13 @@ export function newBackend(cfg: BackendConfig, opts: BackendOptions = {}): Backe
     case 'host-gw': return new (require('./host-gw') as typeof import('./host-gw')).HostGwBackend(opts);
     default: throw new Error(`unknown backend type ${JSON.stringify((cfg as { type?: unknown }).type)}: vxlan or host-gw`);
   }
+}
+
+/**
+ * Turns IPv4 forwarding on, writing only when it is off: in an unprivileged container (a
+ * DaemonSet with NET_ADMIN only) /proc/sys is read-only, and forwarding is usually on already
+ * (kubeadm's preflight requires it).
+ */
+export function ensureForwarding(netns: string | null | undefined): void {
+  if (getSysctl(netns, 'net/ipv4/ip_forward').trim() !== '1') setSysctl(netns, 'net/ipv4/ip_forward', '1');
 }

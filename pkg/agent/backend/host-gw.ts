@@ -1,10 +1,10 @@
 // The host-gw backend: no encapsulation; each peer's subnet is routed via the peer's underlay
 // address (`<peer subnet> via <peer addr> dev <underlay> proto 107`). Peers must share this
 // node's L2 subnet; others are reported as skipped.
-import { Netlink, setSysctl } from '../../netlink';
+import { Netlink } from '../../netlink';
 import { parseCIDR, type IPNet } from '../../ip/ip';
 import type { Logger } from '../../cni/log';
-import { emptyReport, type Backend, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport } from './backend';
+import { emptyReport, ensureForwarding, type Backend, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport } from './backend';
 import { canonSubnet, reconcileRoutes, sameL2, underlayOf, type Underlay, type WantRoute } from './reconcile';
 
 export class HostGwBackend implements Backend {
@@ -22,7 +22,7 @@ export class HostGwBackend implements Backend {
   ensureLocal(local: LocalNode): LocalState {
     this.local = local;
     const u = (this.underlay = underlayOf(this.nl, local.underlayIface, local.underlayAddr));
-    setSysctl(this.opts.netns, 'net/ipv4/ip_forward', '1');
+    ensureForwarding(this.opts.netns);
     return { mtu: local.mtu ?? u.mtu, device: u.name };
   }
 

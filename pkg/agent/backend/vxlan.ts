@@ -7,11 +7,11 @@
 // from the node name and VNI, so it stays the same across restarts without any state.
 import {
   NUD_PERMANENT, Netlink, addrAdd, addrDel, addrList, fdbDel, fdbList, fdbReplace, isExist, isNotFound, linkAdd,
-  linkDel, linkFind, linkGet, linkSet, neighDel, neighList, neighReplace, setSysctl, type Link,
+  linkDel, linkFind, linkGet, linkSet, neighDel, neighList, neighReplace, type Link,
 } from '../../netlink';
 import { parseCIDR, type IPNet } from '../../ip/ip';
 import type { Logger } from '../../cni/log';
-import { emptyReport, type Backend, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport, type VxlanConfig } from './backend';
+import { emptyReport, ensureForwarding, type Backend, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport, type VxlanConfig } from './backend';
 import { canonSubnet, reconcileRoutes, sameL2, underlayOf, vtepAddrOf, vtepMacFor, type Underlay, type WantRoute } from './reconcile';
 
 export const DEFAULT_VXLAN_PORT = 4789;
@@ -76,7 +76,7 @@ export class VxlanBackend implements Backend {
     if (!present) {
       try { addrAdd(this.nl, { link: l.index, address: want }); } catch (e) { if (!isExist(e)) throw e; }
     }
-    setSysctl(this.opts.netns, 'net/ipv4/ip_forward', '1');
+    ensureForwarding(this.opts.netns);
     return { mtu, vtepMac: mac, device: this.device };
   }
 
