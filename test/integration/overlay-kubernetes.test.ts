@@ -9,9 +9,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, requireRoot, run, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
+import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
 import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
-import { KubeApiServer } from '../lab/kube-api';
+import { KubeApiServer, relayToUnix } from '../lab/kube-api';
 import { ANNOTATIONS } from '../../pkg/datastore/kubernetes';
 
 const NET = '10.247.0.0/16';
@@ -38,7 +38,6 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
   let tmp: string;
   let kubeconfig: string;
   let netConf: string;
-  const veth = `kapi${process.pid % 100000}`;
   const nodes: Node[] = [];
 
   function startKnitd(n: Node): void {
@@ -75,13 +74,16 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
     lab = new Lab();
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-overlay-kube-'));
     sw = await lab.switch();
-    // This namespace onto the switch: the API server listens here, the hosts reach it.
-    await run('ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'p-kapi', 'netns', sw.name]);
-    await run('ip', ['-n', sw.name, 'link', 'set', 'p-kapi', 'master', sw.bridge, 'up']);
-    await run('ip', ['addr', 'add', `${API_ADDR}/24`, 'dev', veth]);
-    await run('ip', ['link', 'set', veth, 'up']);
+    // The API server runs in this process on a unix socket; an "api" lab host relays TCP to it,
+    // so the hosts reach it over the underlay and the root namespace gets no link.
+    const apiHost = await lab.host('kapi', sw, { address: `${API_ADDR}/24` });
     api = new KubeApiServer();
-    await api.start(API_ADDR);
+    await api.startUnix(path.join(tmp, 'kube-api.sock'), `http://${API_ADDR}:6443`);
+    const relay = relayToUnix(apiHost.name, API_ADDR, 6443, path.join(tmp, 'kube-api.sock'));
+    await new Promise<void>((resolve, reject) => {
+      relay.stdout!.once('data', () => resolve());
+      relay.once('exit', (c) => reject(new Error(`api relay exited ${c}`)));
+    });
     kubeconfig = path.join(tmp, 'kubeconfig');
     fs.writeFileSync(kubeconfig, api.kubeconfig());
     netConf = path.join(tmp, 'net-conf.json');
@@ -96,7 +98,6 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
   after(async () => {
     for (const n of nodes) n.knitd?.kill('SIGKILL');
     await api?.close();
-    await run('ip', ['link', 'del', veth], { allowFail: true }).catch(() => undefined);
     await lab?.cleanup();
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });

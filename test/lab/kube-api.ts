@@ -66,6 +66,19 @@ export class KubeApiServer {
     return this.url;
   }
 
+  /**
+   * Listens on a unix socket instead: a path reaches across network namespaces without any link
+   * in the test's own (root) namespace. A relay in a lab netns (relayToUnix) then serves it on TCP
+   * there; `url` is the address clients in the lab use.
+   */
+  async startUnix(socketPath: string, url: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(socketPath, () => resolve());
+    });
+    this.url = url;
+  }
+
   async close(): Promise<void> {
     this.closeWatches();
     this.server.closeAllConnections?.();
@@ -238,4 +251,16 @@ function goneEvent(minRv: number): { type: 'ERROR'; object: Record<string, unkno
     type: 'ERROR',
     object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version (oldest kept ${minRv})`, reason: 'Expired', code: 410 },
   };
+}
+
+/**
+ * A TCP→unix-socket relay running inside a lab netns (a node process started with ip netns exec):
+ * lab hosts reach `addr:port` there; every connection is piped to the socket. The caller's Lab
+ * kills it with the namespace.
+ */
+export function relayToUnix(nsName: string, addr: string, port: number, socketPath: string): import('node:child_process').ChildProcess {
+  const { spawn } = require('node:child_process') as typeof import('node:child_process');
+  const code = `const net=require('net');net.createServer((c)=>{const u=net.connect(${JSON.stringify(socketPath)});c.pipe(u);u.pipe(c);` +
+    `c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());}).listen(${port},${JSON.stringify(addr)},()=>console.log('relaying'));`;
+  return spawn('ip', ['netns', 'exec', nsName, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '', NODE_OPTIONS: '' } });
 }

@@ -5,12 +5,13 @@
 // knit runs in two modes: exec'd (a Node start per call) and served by knitd (started in a second
 // lab node during set-up, so the launcher's knit-client reaches it); each beside its own
 // reference runs. CPU per call (user+sys of every process involved, knitd's included) goes to the notes.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, type Netns } from '../../../test/lab/lab';
 import { cleanEnv } from '../runner';
+import { startKnitd, type BenchKnitd } from '../knitd';
 import type { BenchCase, Suite, SuiteOptions } from '../types';
 
 const REF = '/usr/lib/cni';
@@ -33,8 +34,7 @@ interface Side {
 
 let lab: Lab | undefined;
 let dataDir = '';
-let knitd: ChildProcess | undefined;
-let stopping = false;
+let knitd: BenchKnitd | undefined;
 /** CPU seconds (user+sys) per case: [cpu ms, calls], filled while the cases run. */
 const cpu = new Map<string, { ms: number; calls: number }>();
 
@@ -50,9 +50,9 @@ function cpuMs(pid: number | 'self'): number {
 /** Wraps a target to account the CPU of the plugin processes (our reaped children) and knitd. */
 function metered(name: string, calls: number, withKnitd: boolean, target: () => Promise<number>): () => Promise<number> {
   return async () => {
-    const before = cpuMs('self') + (withKnitd && knitd?.pid ? cpuMs(knitd.pid) : 0);
+    const before = cpuMs('self') + (withKnitd && knitd?.proc.pid ? cpuMs(knitd.proc.pid) : 0);
     const ms = await target();
-    const after = cpuMs('self') + (withKnitd && knitd?.pid ? cpuMs(knitd.pid) : 0);
+    const after = cpuMs('self') + (withKnitd && knitd?.proc.pid ? cpuMs(knitd.proc.pid) : 0);
     const c = cpu.get(name) ?? { ms: 0, calls: 0 };
     c.ms += after - before;
     c.calls += calls;
@@ -109,21 +109,6 @@ function parallel(side: Side): () => Promise<number> {
   };
 }
 
-/** Starts dist/bin/knitd inside `node` and waits until it listens. */
-async function startKnitd(root: string, node: Netns): Promise<ChildProcess> {
-  const proc = spawn('ip', ['netns', 'exec', node.name, join(root, 'dist/bin/knitd'), '--log-level', 'info'],
-    { env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
-  let text = '';
-  proc.stderr!.on('data', (d: Buffer) => { text += d; });
-  // An agent that dies mid-run must say why, not just leave resets behind.
-  proc.on('exit', (code, signal) => {
-    if (!stopping) process.stderr.write(`\nbench: knitd exited (${signal ?? code}) during the run; its log ends:\n${text.slice(-3000)}\n`);
-  });
-  for (let i = 0; i < 200 && !text.includes('serving ') && proc.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
-  if (!text.includes('serving ')) throw new Error(`knitd did not start: ${text}`);
-  return proc;
-}
-
 async function setup(opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: string[] }> {
   lab = new Lab();
   dataDir = mkdtempSync(join(tmpdir(), 'knit-bench-'));
@@ -160,7 +145,7 @@ async function setup(opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: s
     conf: confOf('bridge', 'host-local', 'rb0', 20),
   });
   const [r1, r2] = [ref(first), ref(second)];
-  knitd = await startKnitd(opts.root, agentNode);
+  knitd = await startKnitd(opts.root, agentNode, ['--log-level', 'info']);
 
   const cases: BenchCase[] = [];
   for (const [side, r, suffix] of [[k, r1, ''], [kd, r2, ' (knitd)']] as const) {
@@ -211,11 +196,7 @@ export const suite: Suite = {
   setup,
   async teardown() {
     notes.push(...cpuNotes());
-    stopping = true;
-    if (knitd && knitd.exitCode === null) {
-      knitd.kill('SIGTERM');
-      await new Promise((r) => knitd!.once('exit', r));
-    }
+    await knitd?.stop();
     knitd = undefined;
     await lab?.cleanup();
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });

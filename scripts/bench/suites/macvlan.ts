@@ -4,12 +4,13 @@
 // sides; only the plugin process is timed. knit runs exec'd (a Node start per call: the launcher's
 // knitd path points at a socket directory that does not exist) and served by knitd (running in the
 // node netns; the launcher hands each call to it through knit-client).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, type Netns } from '../../../test/lab/lab';
 import { cleanEnv } from '../runner';
+import { startKnitd, type BenchKnitd } from '../knitd';
 import type { BenchCase, Suite, SuiteOptions } from '../types';
 
 const REF = '/usr/lib/cni';
@@ -25,7 +26,7 @@ interface Side {
 
 let lab: Lab | undefined;
 let tmp = '';
-let knitd: ChildProcess | undefined;
+let knitd: BenchKnitd | undefined;
 let node: Netns;
 
 function call(side: Side, command: 'ADD' | 'DEL', pod: Netns): Promise<number> {
@@ -84,11 +85,7 @@ async function setup(opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: s
     ...k, label: 'knit-macvlan + knit-host-local (knitd)', env: { KNIT_CNI_SOCKET_DIR: sockDir }, pods: await mk('d'),
     conf: { ...k.conf, name: 'bench-kmvd', ipam: ipam('knit-host-local', 3) },
   };
-  knitd = spawn('ip', ['netns', 'exec', node.name, join(knitBin, 'knitd'), '--cni-socket-dir', sockDir], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  knitd.stderr!.on('data', (d: Buffer) => { log += d; });
-  for (let i = 0; i < 200 && !log.includes('serving ') && knitd.exitCode === null; i++) await new Promise((res) => setTimeout(res, 50));
-  if (!log.includes('serving ')) throw new Error(`knitd did not start: ${log}`);
+  knitd = await startKnitd(opts.root, node, ['--cni-socket-dir', sockDir]);
   const cases: BenchCase[] = [];
   for (const side of [k, kd]) {
     for (const command of ['ADD', 'DEL'] as const) {
@@ -110,10 +107,7 @@ export const suite: Suite = {
   description: 'knit-macvlan vs the reference macvlan: ADD and DEL with host-local IPAM',
   setup,
   async teardown() {
-    if (knitd && knitd.exitCode === null) {
-      knitd.kill('SIGTERM');
-      await new Promise((res) => knitd!.once('exit', res));
-    }
+    await knitd?.stop();
     await lab?.cleanup();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   },

@@ -2,18 +2,18 @@
 // interleaved: what a user of the runtime waits for. Podman runs inside a lab netns (nsenter
 // --net, see test/e2e/podman.ts), with its whole configuration in a temp dir. knit is measured
 // twice: exec'd (a Node start per plugin call) and served by knitd running in that netns.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, run } from '../../../test/lab/lab';
 import { PodmanHost, podmanMissing } from '../../../test/e2e/podman';
 import { cleanEnv } from '../runner';
+import { startKnitd, type BenchKnitd } from '../knitd';
 import type { BenchCase, Suite, SuiteOptions } from '../types';
 
 let lab: Lab | undefined;
 let host: PodmanHost | undefined;
-let knitd: ChildProcess | undefined;
+let knitd: BenchKnitd | undefined;
 let sockDir = '';
 
 /** One `podman run --rm` on `network`, with the plugins' socket dir (knitd or nowhere). */
@@ -42,12 +42,7 @@ async function setup(opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: s
     ipam: { type: 'host-local', dataDir: refNet.dataDir, ranges: [[{ subnet: refNet.subnet }]], routes: [{ dst: '0.0.0.0/0' }] } }, portmap]);
   // knitd in podman's netns, on a socket dir of its own.
   sockDir = mkdtempSync(join(tmpdir(), 'knit-bench-sock-'));
-  const proc = spawn('ip', ['netns', 'exec', host.ns.name, join(binDir, 'knitd'), '--cni-socket-dir', sockDir], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  proc.stderr!.on('data', (d: Buffer) => { log += d; });
-  for (let i = 0; i < 200 && !log.includes('serving ') && proc.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
-  if (!log.includes('serving ')) throw new Error(`knitd did not start: ${log}`);
-  knitd = proc;
+  knitd = await startKnitd(opts.root, host.ns, ['--cni-socket-dir', sockDir]);
   const ref = podmanRun(refNet.name, '/nonexistent');
   return {
     cases: [
@@ -67,10 +62,7 @@ export const suite: Suite = {
   description: '`podman run --rm true` on a knit-bridge network vs a reference bridge network',
   setup,
   async teardown() {
-    if (knitd && knitd.exitCode === null) {
-      knitd.kill('SIGTERM');
-      await new Promise((r) => knitd!.once('exit', r));
-    }
+    await knitd?.stop();
     await host?.cleanup();
     await lab?.cleanup();
     if (sockDir) rmSync(sockDir, { recursive: true, force: true });
