@@ -137,7 +137,8 @@ async function setup(opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: s
   };
   const kd: Side = {
     label: 'knit-bridge + knit-host-local (knitd)', plugin: join(knitBin, 'knit-bridge'), path: knitBin, node: agentNode,
-    env: {}, ifNames: first, pods: await mkPods('d'), results: new Map(),
+    // A socket dir of its own, so the bench never creates /run/knit on the machine.
+    env: { KNIT_CNI_SOCKET_DIR: join(dataDir, 'cni') }, ifNames: first, pods: await mkPods('d'), results: new Map(),
     conf: confOf('knit-bridge', 'knit-host-local', 'db0', 30),
   };
   const ref = (ifNames: Side['ifNames']): Side => ({
@@ -145,7 +146,7 @@ async function setup(opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: s
     conf: confOf('bridge', 'host-local', 'rb0', 20),
   });
   const [r1, r2] = [ref(first), ref(second)];
-  knitd = await startKnitd(opts.root, agentNode, ['--log-level', 'info']);
+  knitd = await startKnitd(opts.root, agentNode, ['--log-level', 'info', '--cni-socket-dir', join(dataDir, 'cni')]);
 
   const cases: BenchCase[] = [];
   for (const [side, r, suffix] of [[k, r1, ''], [kd, r2, ' (knitd)']] as const) {
