@@ -3,6 +3,7 @@
 //
 //   knitctl ipam ls [--network NAME] [--node N] [--json] [etcd flags]
 //   knitctl ipam gc --node N [--network NAME] [--keep CID:IFNAME,...] [--dry-run] [--json] [etcd flags]
+//   knitctl ipam gc --pods [--kubeconfig F] [--node N] [--network NAME] [--grace SEC] [--dry-run] [--json] [etcd flags]
 //
 // etcd flags: --etcd-endpoints URL[,URL...] (default $KNIT_ETCD_ENDPOINTS or http://127.0.0.1:2379),
 // --etcd-prefix (default /knit), --etcd-cafile, --etcd-certfile, --etcd-keyfile,
@@ -13,6 +14,7 @@ import { EtcdAllocator, EtcdKeys, gcNode, type NetworkListing } from '../../pkg/
 import { parseEtcdConn, NODE_RE, type EtcdConnConfig } from '../../pkg/ipam/etcd-config';
 import { CniError } from '../../pkg/cni/errors';
 import type { Owner } from '../../pkg/ipam/store';
+import { podGcPass, StaleTracker, type Judgement } from '../../pkg/ipam/pod-gc';
 import { OVERLAY_USAGE, OverlayUsageError, overlayCommand } from './overlay';
 
 const USAGE = `usage:
@@ -21,6 +23,9 @@ const USAGE = `usage:
   knitctl ipam gc --node N [--network NAME] [--keep CID:IFNAME,...] [--dry-run] [--json] [etcd flags]
       release every address node N holds (except --keep) and return its empty blocks:
       for a node that left the cluster without DEL
+  knitctl ipam gc --pods [--kubeconfig FILE] [--node N] [--network NAME] [--grace SEC] [--dry-run] [--json] [etcd flags]
+      release the addresses of attachments whose Kubernetes pod is gone (deleted, recreated,
+      finished): judged stale twice, --grace seconds apart (default 30), and unchanged
 ${OVERLAY_USAGE}etcd flags:
   --etcd-endpoints URL[,URL...]   default $KNIT_ETCD_ENDPOINTS or http://127.0.0.1:2379
   --etcd-prefix PREFIX            default /knit
@@ -37,8 +42,8 @@ interface Args {
   bools: Set<string>;
 }
 
-const VALUE_FLAGS = new Set(['run-dir', 'network', 'node', 'keep', 'etcd-endpoints', 'etcd-prefix', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password', 'etcd-timeout']);
-const BOOL_FLAGS = new Set(['json', 'dry-run', 'help']);
+const VALUE_FLAGS = new Set(['run-dir', 'network', 'node', 'keep', 'kubeconfig', 'grace', 'etcd-endpoints', 'etcd-prefix', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password', 'etcd-timeout']);
+const BOOL_FLAGS = new Set(['json', 'dry-run', 'help', 'pods']);
 
 export function parseArgs(argv: string[]): Args {
   const out: Args = { words: [], flags: new Map(), bools: new Set() };
@@ -110,12 +115,13 @@ function blockSize(cidr: string): number {
 }
 
 export function formatListing(l: NetworkListing, node?: string): string {
+  const pods = new Map(l.attachments.map((x) => [`${x.node}/${x.containerId}:${x.ifName}`, x.pod ? `${x.pod.namespace}/${x.pod.name}` : '-']));
   const blocks = l.blocks.filter((b) => !node || b.node === node).sort((a, b) => a.node.localeCompare(b.node) || ipSort(a.cidr, b.cidr));
   const ips = l.ips.filter((r) => !node || r.node === node || r.blockNode === node).sort((a, b) => a.node.localeCompare(b.node) || ipSort(a.ip, b.ip));
   const out = [`network ${l.network}: ${l.blocks.length} blocks, ${l.ips.length} addresses, ${l.attachments.length} attachments`];
   out.push('', table(['NODE', 'BLOCK', 'USED'], blocks.map((b) => [b.node, b.cidr, `${b.used}/${blockSize(b.cidr)}`])));
-  out.push('', table(['NODE', 'ADDRESS', 'CONTAINER', 'IFNAME', 'BLOCK', 'NOTE'], ips.map((r) => [
-    r.node, r.ip, r.containerId, r.ifName, r.block ?? '-',
+  out.push('', table(['NODE', 'ADDRESS', 'CONTAINER', 'IFNAME', 'POD', 'BLOCK', 'NOTE'], ips.map((r) => [
+    r.node, r.ip, r.containerId, r.ifName, pods.get(`${r.node}/${r.containerId}:${r.ifName}`) ?? '-', r.block ?? '-',
     !r.block ? 'outside any block (static)' : r.blockNode !== r.node ? `borrowed from ${r.blockNode}` : '',
   ])));
   return out.join('\n');
@@ -142,6 +148,57 @@ async function ipamLs(a: Args): Promise<string> {
     return listings.map((l) => formatListing(l, node)).join('\n\n');
   });
 }
+
+/**
+ * The pod GC (pkg/ipam/pod-gc.ts) from the command line: every node's attachments (or N's)
+ * against every pod, looked at twice, --grace seconds apart; what was stale both times, with an
+ * unchanged index, is released.
+ */
+async function ipamGcPods(a: Args, sleep: (ms: number) => Promise<void>): Promise<string> {
+  const node = a.flags.get('node');
+  if (node !== undefined && !NODE_RE.test(node)) throw new UsageError(`invalid --node ${JSON.stringify(node)}: a node name`);
+  if (a.flags.has('keep')) throw new UsageError('--keep goes with --node N alone, not with --pods');
+  const grace = Number(a.flags.get('grace') ?? 30);
+  if (!Number.isInteger(grace) || grace < 0) throw new UsageError(`invalid --grace ${a.flags.get('grace')}: whole seconds ≥ 0 between the two looks`);
+  const { kubeClient, listPods } = require('../../pkg/datastore/kubernetes') as typeof import('../../pkg/datastore/kubernetes');
+  const kubeconfig = a.flags.get('kubeconfig') ?? process.env.KUBECONFIG;
+  const kube = kubeClient(kubeconfig ? { kubeconfig } : {});
+  const list = () => listPods(kube.api);
+  const dryRun = a.bools.has('dry-run');
+  return withClient(a, async (client, conf) => {
+    const nets = a.flags.has('network') ? [a.flags.get('network')!] : await networks(client, conf.prefix);
+    const trackers = new Map(nets.map((n) => [n, new StaleTracker(grace * 1000)]));
+    const t0 = Date.now();
+    let first = 0;
+    for (const n of nets) {
+      const p = await podGcPass(client, new EtcdKeys(conf.prefix, n), list, trackers.get(n)!, { ...(node ? { node } : {}), now: t0, dryRun: true });
+      first += p.judged.filter((j) => j.stale).length;
+    }
+    const reports: Array<{ network: string; released: Array<{ node: string; ip: string; containerId: string; ifName: string; pod: string; reason: string }>; kept: number; dryRun: boolean }> = [];
+    if (first) {
+      await sleep(grace * 1000);
+      for (const n of nets) {
+        const p = await podGcPass(client, new EtcdKeys(conf.prefix, n), list, trackers.get(n)!, { ...(node ? { node } : {}), now: t0 + grace * 1000, dryRun });
+        const freed = new Set((p.report?.released ?? []).map((r) => `${r.owner.containerId}:${r.owner.ifName}/${r.ip}`));
+        const rows = p.confirmed.flatMap((j: Judgement) => j.row.rec.ips
+          .filter((x) => dryRun || freed.has(`${ownerId(j.row.owner)}/${x.ip}`))
+          .map((x) => ({ node: j.row.node, ip: x.ip, containerId: j.row.owner.containerId, ifName: j.row.owner.ifName, pod: j.row.rec.pod ? `${j.row.rec.pod.namespace}/${j.row.rec.pod.name}` : '-', reason: j.reason })));
+        reports.push({ network: n, released: rows, kept: p.judged.length - p.confirmed.length, dryRun });
+      }
+    } else {
+      for (const n of nets) reports.push({ network: n, released: [], kept: 0, dryRun });
+    }
+    if (a.bools.has('json')) return JSON.stringify(reports, null, 2);
+    if (!nets.length) return `no IPAM networks under ${conf.prefix}/ipam/`;
+    if (!first) return `no attachment of a pod that is gone${node ? ` on node ${node}` : ''}: nothing to release`;
+    return reports.map((r) => [
+      `network ${r.network}: ${r.dryRun ? 'would release' : 'released'} ${r.released.length} addresses (stale at both looks, ${grace} s apart)`,
+      ...(r.released.length ? ['', table(['NODE', 'ADDRESS', 'CONTAINER', 'IFNAME', 'POD', 'REASON'], r.released.sort((x, y) => x.node.localeCompare(y.node) || ipSort(x.ip, y.ip)).map((x) => [x.node, x.ip, x.containerId, x.ifName, x.pod, x.reason]))] : []),
+    ].join('\n')).join('\n\n');
+  });
+}
+
+const ownerId = (o: Owner): string => `${o.containerId}:${o.ifName}`;
 
 async function ipamGc(a: Args): Promise<string> {
   const node = a.flags.get('node');
@@ -176,7 +233,9 @@ async function ipamGc(a: Args): Promise<string> {
   });
 }
 
-export async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function run(argv: string[], sleep: (ms: number) => Promise<void> = wait): Promise<{ code: number; out: string; err: string }> {
   try {
     const a = parseArgs(argv);
     if (a.bools.has('help') || a.words.length === 0) return { code: a.bools.has('help') ? 0 : 2, out: a.bools.has('help') ? USAGE : '', err: a.bools.has('help') ? '' : USAGE };
@@ -185,6 +244,7 @@ export async function run(argv: string[]): Promise<{ code: number; out: string; 
     if (overlay !== null) return { code: 0, out: overlay + '\n', err: '' };
     if (rest.length) throw new UsageError(`unexpected argument ${rest[0]}`);
     if (group === 'ipam' && verb === 'ls') return { code: 0, out: await ipamLs(a) + '\n', err: '' };
+    if (group === 'ipam' && verb === 'gc' && a.bools.has('pods')) return { code: 0, out: await ipamGcPods(a, sleep) + '\n', err: '' };
     if (group === 'ipam' && verb === 'gc') return { code: 0, out: await ipamGc(a) + '\n', err: '' };
     throw new UsageError(`unknown command ${a.words.join(' ')}`);
   } catch (e) {

@@ -17,9 +17,11 @@ const USAGE = `usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level d
              [--etcd-endpoints URL[,URL...] [--etcd-prefix /knit] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F]
               [--etcd-username U --etcd-password P] [--node-name NAME] [--iface LINK] [--run-dir /run/knit]
               [--state-dir /var/lib/knit] [--lease-ttl SEC] [--resync-interval SEC] [--metrics-addr HOST:PORT]]
-             [--datastore kubernetes [--kubeconfig FILE] [--net-conf /etc/knit/net-conf.json] (and the agent flags)]
+             [--datastore kubernetes [--kubeconfig FILE] [--net-conf /etc/knit/net-conf.json] (and the agent flags)
+              [--cni-conf-dir /etc/cni/net.d] [--ipam-gc-interval SEC (300; 0: off)] [--ipam-gc-grace SEC (300)]]
   with --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS) knitd also runs the overlay agent (docs/overlay.md);
-  with --datastore kubernetes the agent uses the Kubernetes API (Node podCIDRs and knit.dev/ annotations)`;
+  with --datastore kubernetes the agent uses the Kubernetes API (Node podCIDRs and knit.dev/ annotations),
+  and GCs the addresses of knit-etcd-ipam networks in --cni-conf-dir whose pods are gone`;
 
 interface Options { dir: string; netns?: string; level: Level; overlay?: OverlayFlags }
 

@@ -24,11 +24,19 @@ export const OVERLAY_FLAGS = {
   'lease-ttl': { type: 'string' },
   'resync-interval': { type: 'string' },
   'metrics-addr': { type: 'string' },
+  'cni-conf-dir': { type: 'string' },
+  'ipam-gc-interval': { type: 'string' },
+  'ipam-gc-grace': { type: 'string' },
 } as const;
 
 export interface OverlayFlags {
   /** --datastore kubernetes (absent: etcd). */
-  kubernetes?: { kubeconfig?: string; netConf: string };
+  kubernetes?: {
+    kubeconfig?: string;
+    netConf: string;
+    /** The pod GC of knit-etcd-ipam networks in confDir (pkg/agent/ipam-gc.ts); intervalSec 0: off. */
+    ipamGc: { confDir: string; intervalSec: number; graceSec: number };
+  };
   endpoints: string[];
   prefix: string;
   tls?: { ca?: string; cert?: string; key?: string };
@@ -44,10 +52,10 @@ export interface OverlayFlags {
   metricsAddr?: string;
 }
 
-const posInt = (flag: string, v: string | undefined, dflt: number): number => {
+const posInt = (flag: string, v: string | undefined, dflt: number, min = 1): number => {
   if (v === undefined) return dflt;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`invalid --${flag} ${v}: a whole number of seconds ≥ 1`);
+  if (!Number.isInteger(n) || n < min) throw new Error(`invalid --${flag} ${v}: a whole number of seconds ≥ ${min}`);
   return n;
 };
 
@@ -60,9 +68,19 @@ export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.
     if (v['etcd-endpoints']) throw new Error('--etcd-endpoints and --datastore kubernetes do not go together');
     const kubeconfig = v.kubeconfig ?? env.KUBECONFIG;
     return {
-      kubernetes: { ...(kubeconfig ? { kubeconfig } : {}), netConf: v['net-conf'] ?? '/etc/knit/net-conf.json' },
+      kubernetes: {
+        ...(kubeconfig ? { kubeconfig } : {}), netConf: v['net-conf'] ?? '/etc/knit/net-conf.json',
+        ipamGc: {
+          confDir: v['cni-conf-dir'] ?? '/etc/cni/net.d',
+          intervalSec: posInt('ipam-gc-interval', v['ipam-gc-interval'], 300, 0),
+          graceSec: posInt('ipam-gc-grace', v['ipam-gc-grace'], 300, 0),
+        },
+      },
       ...common(v, env, []),
     };
+  }
+  for (const f of ['cni-conf-dir', 'ipam-gc-interval', 'ipam-gc-grace']) {
+    if (v[f] !== undefined) throw new Error(`--${f} is for --datastore kubernetes (the IPAM GC lists the node's pods)`);
   }
   if (!eps) {
     if (ds === 'etcd') throw new Error('--datastore etcd needs --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS)');
@@ -100,7 +118,7 @@ function etcdStore(f: OverlayFlags): import('../../pkg/datastore/datastore').Dat
   });
 }
 
-function kubernetesStore(f: OverlayFlags, k: NonNullable<OverlayFlags['kubernetes']>, log: Logger): import('../../pkg/datastore/datastore').Datastore {
+function kubernetesStore(f: OverlayFlags, k: NonNullable<OverlayFlags['kubernetes']>, log: Logger): import('../../pkg/datastore/kubernetes').KubernetesDatastore {
   const { KubernetesDatastore } = require('../../pkg/datastore/kubernetes') as typeof import('../../pkg/datastore/kubernetes');
   return new KubernetesDatastore({
     nodeName: f.nodeName, ...(k.kubeconfig ? { kubeconfig: k.kubeconfig } : {}), netConf: k.netConf, resyncSec: f.resyncSec, log,
@@ -111,7 +129,15 @@ function kubernetesStore(f: OverlayFlags, k: NonNullable<OverlayFlags['kubernete
 export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } {
   const { OverlayAgent } = require('../../pkg/agent/agent') as typeof import('../../pkg/agent/agent');
   const log = parent.child({ component: 'overlay' });
-  const store = f.kubernetes ? kubernetesStore(f, f.kubernetes, log) : etcdStore(f);
+  const kube = f.kubernetes ? kubernetesStore(f, f.kubernetes, log) : undefined;
+  const store = kube ?? etcdStore(f);
+  let gc: import('../../pkg/agent/ipam-gc').IpamGc | undefined;
+  const g = f.kubernetes?.ipamGc;
+  if (kube && g && g.intervalSec > 0) {
+    const { IpamGc } = require('../../pkg/agent/ipam-gc') as typeof import('../../pkg/agent/ipam-gc');
+    gc = new IpamGc({ ...g, nodeName: f.nodeName, listPods: (n) => kube.listPods(n), log: parent.child({ component: 'ipam-gc' }) });
+    gc.start();
+  }
   let agent: InstanceType<typeof OverlayAgent> | null = null;
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;
@@ -128,7 +154,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
-    serveMetrics(f.metricsAddr, { status: () => agent?.status ?? null, resyncSec: f.resyncSec }).then(
+    serveMetrics(f.metricsAddr, { status: () => agent?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}) }).then(
       (s) => { metrics = s; log.info(`metrics and health on http://${f.metricsAddr}/metrics, /healthz`); },
       (e: Error) => log.error(`metrics: ${e.message}`));
   }
@@ -138,6 +164,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
       stopped = true;
       if (timer) clearTimeout(timer);
       agent?.stop();
+      gc?.stop();
       store.close();
     },
   };

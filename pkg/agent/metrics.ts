@@ -3,10 +3,13 @@
 //   GET /healthz   200 "ok" once the overlay agent holds a lease and reconciled recently, else 503
 import * as http from 'node:http';
 import type { AgentStatus } from './agent';
+import type { IpamGcStats } from './ipam-gc';
 
 export interface MetricsSource {
   status(): AgentStatus | null;
   resyncSec: number;
+  /** The IPAM pod GC's counters, when it runs. */
+  ipamGc?: () => IpamGcStats;
 }
 
 const esc = (v: string): string => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
@@ -26,6 +29,13 @@ export function renderMetrics(src: MetricsSource): string {
   const last = st?.lastSync?.report;
   metric('knit_overlay_last_reconcile_changes', 'gauge', 'Entries changed by the last reconcile.', last ? [['{op="added"}', last.added], ['{op="updated"}', last.updated], ['{op="removed"}', last.removed]] : []);
   metric('knit_overlay_errors_total', 'counter', 'Errors of the overlay agent (datastore, reconcile, masquerade).', [['', st?.errors ?? 0]]);
+  const gc = src.ipamGc?.();
+  if (gc) {
+    metric('knit_ipam_gc_passes_total', 'counter', 'Passes of the knit-etcd-ipam pod GC.', [['', gc.passes]]);
+    metric('knit_ipam_gc_released_total', 'counter', 'Addresses the pod GC released (their pod was gone).', [['', gc.released]]);
+    metric('knit_ipam_gc_pending', 'gauge', 'Stale attachments waiting for the confirming pass.', [['', gc.pending]]);
+    metric('knit_ipam_gc_errors_total', 'counter', 'Pod GC passes that failed for a network (etcd or the API unreachable).', [['', gc.errors]]);
+  }
   return lines.join('\n') + '\n';
 }
 

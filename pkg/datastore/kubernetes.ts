@@ -18,6 +18,7 @@ import type * as K8s from '@kubernetes/client-node';
 import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
 import type { ClaimResult, Datastore, LeaseEvent, SubnetLease, Watch } from './datastore';
+import type { PodInfo } from '../ipam/pod-gc';
 
 export const KNIT_ANNOTATION_PREFIX = 'knit.dev/';
 export const ANNOTATIONS = {
@@ -61,6 +62,50 @@ export function loadKubeClient(): typeof K8s {
   return require('@kubernetes/client-node') as typeof K8s;
 }
 
+export interface KubeClient { k8s: typeof K8s; kc: K8s.KubeConfig; api: K8s.CoreV1Api }
+
+/** A client from a kubeconfig file, a kubeconfig's text (tests), or the in-cluster config. */
+export function kubeClient(o: { kubeconfig?: string; kubeconfigYaml?: string }): KubeClient {
+  const k8s = loadKubeClient();
+  const kc = new k8s.KubeConfig();
+  if (o.kubeconfigYaml !== undefined) kc.loadFromString(o.kubeconfigYaml);
+  else if (o.kubeconfig) kc.loadFromFile(o.kubeconfig);
+  else {
+    if (!process.env.KUBERNETES_SERVICE_HOST) throw new Error('no --kubeconfig and not in a pod (KUBERNETES_SERVICE_HOST unset): cannot reach the Kubernetes API');
+    kc.loadFromCluster();
+  }
+  return { k8s, kc, api: kc.makeApiClient(k8s.CoreV1Api) };
+}
+
+/** Pods per page of a list: a large cluster's list comes in pieces, not one huge answer. */
+const POD_PAGE = 500;
+
+/**
+ * Every pod (of one node when given: fieldSelector spec.nodeName), as the IPAM pod GC sees them.
+ * A list without resourceVersion is a consistent read of the API server's latest state, which
+ * the GC's ordering rule relies on (pkg/ipam/pod-gc.ts); its pages continue that same snapshot.
+ */
+export async function listPods(api: K8s.CoreV1Api, nodeName?: string): Promise<PodInfo[]> {
+  const out: PodInfo[] = [];
+  let cont: string | undefined;
+  do {
+    const l = await api.listPodForAllNamespaces({
+      limit: POD_PAGE, ...(nodeName ? { fieldSelector: `spec.nodeName=${nodeName}` } : {}), ...(cont ? { _continue: cont } : {}),
+    });
+    for (const p of l.items) {
+      const m = p.metadata;
+      if (!m?.name || !m.namespace || !m.uid) continue;
+      const ips = (p.status?.podIPs ?? []).map((x) => x.ip).filter((ip): ip is string => !!ip);
+      out.push({
+        namespace: m.namespace, name: m.name, uid: m.uid, podIPs: ips.length ? ips : p.status?.podIP ? [p.status.podIP] : [],
+        ...(p.spec?.nodeName ? { nodeName: p.spec.nodeName } : {}), ...(p.status?.phase ? { phase: p.status.phase } : {}),
+      });
+    }
+    cont = l.metadata?._continue || undefined;
+  } while (cont);
+  return out;
+}
+
 /** The node's IPv4 pod subnet, or undefined while unassigned. */
 export function podCIDROf(n: KNode): string | undefined {
   const all = [...(n.spec?.podCIDRs ?? []), ...(n.spec?.podCIDR ? [n.spec.podCIDR] : [])];
@@ -88,9 +133,7 @@ interface Listener { onEvent: (e: LeaseEvent) => void; onError: (err: Error) => 
 
 export class KubernetesDatastore implements Datastore {
   private readonly log: Logger;
-  private k8s?: typeof K8s;
-  private kc?: K8s.KubeConfig;
-  private api?: K8s.CoreV1Api;
+  private kube?: KubeClient;
   private informer?: K8s.ListWatch<KNode>;
   private starting?: Promise<void>;
   private listed = false;
@@ -113,20 +156,14 @@ export class KubernetesDatastore implements Datastore {
   }
 
   /** Loads the client and the kubeconfig (lazily: only knitd --datastore kubernetes does this). */
-  private client(): { k8s: typeof K8s; kc: K8s.KubeConfig; api: K8s.CoreV1Api } {
-    if (!this.k8s) {
-      this.k8s = loadKubeClient();
-      const kc = new this.k8s.KubeConfig();
-      if (this.o.kubeconfigYaml !== undefined) kc.loadFromString(this.o.kubeconfigYaml);
-      else if (this.o.kubeconfig) kc.loadFromFile(this.o.kubeconfig);
-      else {
-        if (!process.env.KUBERNETES_SERVICE_HOST) throw new Error('no --kubeconfig and not in a pod (KUBERNETES_SERVICE_HOST unset): cannot reach the Kubernetes API');
-        kc.loadFromCluster();
-      }
-      this.kc = kc;
-      this.api = kc.makeApiClient(this.k8s.CoreV1Api);
-    }
-    return { k8s: this.k8s, kc: this.kc!, api: this.api! };
+  private client(): KubeClient {
+    if (!this.kube) this.kube = kubeClient(this.o);
+    return this.kube;
+  }
+
+  /** This node's pods (the IPAM pod GC of knitd). */
+  async listPods(nodeName: string): Promise<PodInfo[]> {
+    return listPods(this.client().api, nodeName);
   }
 
   /** Starts the informer once; resolves after its first list (throws that list's error). */
@@ -177,9 +214,9 @@ export class KubernetesDatastore implements Datastore {
 
   /** A full re-list, applied as a diff (catches anything a watch may have missed). */
   async resync(): Promise<void> {
-    if (this.closed || !this.api) return;
+    if (this.closed || !this.kube) return;
     try {
-      this.applyList((await this.api.listNode()).items);
+      this.applyList((await this.kube.api.listNode()).items);
     } catch (e) {
       this.log.warn(`node re-list failed: ${(e as Error).message}`);
     }

@@ -26,8 +26,8 @@ export interface RangeStatus {
 }
 
 export interface GcReport {
-  /** Reservations freed, with why. */
-  released: Array<{ ip: string; owner: Owner; reason: 'not-valid' | 'orphan' }>;
+  /** Reservations freed, with why: 'not-valid' (GC's valid-attachments), 'orphan', or the pod GC's reason. */
+  released: Array<{ ip: string; owner: Owner; reason: string }>;
   indexesRemoved: number;
   indexesRepaired: number;
   tempRemoved: number;

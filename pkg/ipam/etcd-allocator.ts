@@ -5,7 +5,8 @@
 //   P/ipam/N/ips/F/HEX                 {"ip","node","containerID","ifname"}  the reservation
 //   P/ipam/N/blocks/F/HEX              {"cidr","node"}                       block claimed by node
 //   P/ipam/N/nodes/NODE/F/HEX          {"cidr"}                              the node's block index
-//   P/ipam/N/attach/NODE/CID:IFNAME    {"ips":[{ip, block, blockNode}]}     the attachment index
+//   P/ipam/N/attach/NODE/CID:IFNAME    {"ips":[{ip, block, blockNode}],     the attachment index
+//                                       "pod":{namespace, name, uid?}}       (pod: from CNI_ARGS K8S_POD_*)
 //
 // Uniqueness rests on one rule: an address is handed out only by a transaction that creates its
 // ips/ key (compare create_revision == 0), and that same transaction writes the attachment index,
@@ -36,8 +37,17 @@ export interface AttachIp {
   blockNode: string | null;
 }
 
+/** The Kubernetes pod an attachment was made for (CNI_ARGS K8S_POD_NAMESPACE/NAME/UID). */
+export interface PodRef {
+  namespace: string;
+  name: string;
+  uid?: string;
+}
+
 export interface AttachRecord {
   ips: AttachIp[];
+  /** Recorded when the runtime names the pod: the pod GC (pod-gc.ts) judges the attachment by it. */
+  pod?: PodRef;
 }
 
 export interface Block {
@@ -81,7 +91,7 @@ export interface NetworkListing {
   network: string;
   blocks: Array<{ cidr: string; node: string; used: number }>;
   ips: HolderRow[];
-  attachments: Array<{ node: string; containerId: string; ifName: string; ips: string[] }>;
+  attachments: Array<{ node: string; containerId: string; ifName: string; ips: string[]; pod?: PodRef }>;
 }
 
 function hexOf(n: bigint, family: Family): string {
@@ -143,7 +153,13 @@ function parseJson(v: Buffer): any {
 function parseAttach(kv: KeyValue): AttachRecord {
   const v = parseJson(kv.value);
   const ips = Array.isArray(v?.ips) ? (v.ips as unknown[]).filter((x): x is AttachIp => typeof (x as AttachIp)?.ip === 'string') : [];
-  return { ips: ips.map((x) => ({ ip: x.ip, block: typeof x.block === 'string' ? x.block : null, blockNode: typeof x.blockNode === 'string' ? x.blockNode : null })) };
+  const pod = v?.pod;
+  return {
+    ips: ips.map((x) => ({ ip: x.ip, block: typeof x.block === 'string' ? x.block : null, blockNode: typeof x.blockNode === 'string' ? x.blockNode : null })),
+    ...(typeof pod?.namespace === 'string' && typeof pod?.name === 'string'
+      ? { pod: { namespace: pod.namespace, name: pod.name, ...(typeof pod.uid === 'string' ? { uid: pod.uid } : {}) } }
+      : {}),
+  };
 }
 
 /** etcd failures as CNI errors: unreachable is code 11 (try again later). */
@@ -373,7 +389,7 @@ export class EtcdAllocator {
    * ADD: one address per range set. A repeated ADD returns what the attachment holds; the
    * addresses, the claimed block and the attachment index are written by one transaction.
    */
-  async allocate(owner: Owner, requests: IPAddr[] = []): Promise<Allocation[]> {
+  async allocate(owner: Owner, requests: IPAddr[] = [], pod?: PodRef): Promise<Allocation[]> {
     const wanted = this.core.placeRequests(requests);
     const attachKey = this.keys.attach(this.node, owner);
     let cur: { rev: number; rec: AttachRecord } | null | undefined = this.known.get(ownerKey(owner));
@@ -419,12 +435,14 @@ export class EtcdAllocator {
         result.set(set.index, this.core.allocation(set, c.range, c.n));
       }
       const all = this.cfg.rangeSets.map((s) => result.get(s.index)!);
+      const podRef = pod ?? cur?.rec.pod;
       const rec: AttachRecord = {
         ips: [...kept, ...cands.map((c): AttachIp => ({
           ip: ipText(c.n, c.range.family),
           block: c.kind === 'own' ? c.own.block.cidr : c.kind === 'claim' || c.kind === 'borrow' ? c.block.cidr : null,
           blockNode: c.kind === 'own' || c.kind === 'claim' ? this.node : c.kind === 'borrow' ? c.node : null,
         }))],
+        ...(podRef ? { pod: podRef } : {}),
       };
       // The transaction: the attachment index is what we read; kept addresses are still ours;
       // new addresses are free and their blocks are what we saw (or free, for a claim).
@@ -451,7 +469,7 @@ export class EtcdAllocator {
         const [k, e] = this.keys.ipRange(b.family, b.lo, b.hi);
         failure.push({ range: { key: k, rangeEnd: e, keysOnly: true } }, { range: { key: bkey } });
       }
-      const changed = cands.length > 0 || dropped.length > 0 || !cur;
+      const changed = cands.length > 0 || dropped.length > 0 || !cur || JSON.stringify(podRef) !== JSON.stringify(cur.rec.pod);
       if (changed) success.push({ put: { key: attachKey, value: JSON.stringify(rec) } });
       const relOffset = success.length;
       if (dropped.length) success.push(...this.releaseOps(this.node, owner, { ips: dropped }));
@@ -646,11 +664,9 @@ export class EtcdAllocator {
       const b = blocks.find((b) => { const net = parseCIDR(b.cidr); if (!net || net.ip.family !== ip.family) return false; const m = (1n << BigInt(bitsOf(ip.family) - net.prefix)) - 1n; return (ipToBigInt(ip) & ~m) === (ipToBigInt(net.ip) & ~m); });
       if (b) { row.block = b.cidr; row.blockNode = b.node; b.used++; }
     }
-    const attachments = kvs(2).map((kv) => {
-      const rest = kv.key.toString().slice(keys.attachments().length);
-      const [node, id] = [rest.slice(0, rest.indexOf('/')), rest.slice(rest.indexOf('/') + 1)];
-      return { node, containerId: id.slice(0, id.lastIndexOf(':')), ifName: id.slice(id.lastIndexOf(':') + 1), ips: parseAttach(kv).ips.map((a) => a.ip) };
-    });
+    const attachments = attachmentRows(keys, kvs(2)).map((a) => ({
+      node: a.node, containerId: a.owner.containerId, ifName: a.owner.ifName, ips: a.rec.ips.map((x) => x.ip), ...(a.rec.pod ? { pod: a.rec.pod } : {}),
+    }));
     return { network: keys.network, blocks, ips, attachments };
   }
 }
@@ -663,34 +679,14 @@ export class EtcdAllocator {
 export async function gcNode(client: EtcdClient, keys: EtcdKeys, node: string, valid: Owner[] | null, opts: { keepOneBlock?: boolean } = {}): Promise<EtcdGcReport> {
   const report: EtcdGcReport = { released: [], indexesRemoved: 0, indexesRepaired: 0, tempRemoved: 0, blocksReturned: [] };
   const validKeys = valid ? new Set(valid.map(ownerKey)) : null;
-  const attPrefix = keys.attachments(node);
   const listing = await client.txn({
     compare: [],
-    success: [attPrefix, keys.ips()].map((p) => ({ range: { key: p, rangeEnd: prefixEnd(p) } })),
+    success: [keys.attachments(node), keys.ips()].map((p) => ({ range: { key: p, rangeEnd: prefixEnd(p) } })),
   });
-  const atts = listing.responses[0]?.kind === 'range' ? listing.responses[0].range.kvs : [];
+  const atts = attachmentRows(keys, listing.responses[0]?.kind === 'range' ? listing.responses[0].range.kvs : []);
   const ipsKvs = listing.responses[1]?.kind === 'range' ? listing.responses[1].range.kvs : [];
-  const listed = new Map<string, { kv: KeyValue; rec: AttachRecord; owner: Owner; keep: boolean }>();
-  const txnOps: Array<{ compare: Compare[]; success: Op[]; onDone: (r: TxnResult) => void }> = [];
-  for (const kv of atts) {
-    const id = kv.key.toString().slice(attPrefix.length);
-    const owner = { containerId: id.slice(0, id.lastIndexOf(':')), ifName: id.slice(id.lastIndexOf(':') + 1) };
-    const rec = parseAttach(kv);
-    const keep = !validKeys || validKeys.has(ownerKey(owner));
-    listed.set(ownerKey(owner), { kv, rec, owner, keep });
-    if (keep) continue;
-    txnOps.push({
-      compare: [cmp.modified(kv.key, kv.modRevision)],
-      success: [{ del: { key: kv.key } }, ...releaseOps(keys, node, owner, rec)],
-      onDone: (r) => {
-        if (!r.succeeded) return;
-        report.indexesRemoved++;
-        const out = releaseOutcome(rec, r.responses, 1);
-        for (const ip of out.freed) report.released.push({ ip, owner, reason: 'not-valid' });
-        report.blocksReturned.push(...out.blocks);
-      },
-    });
-  }
+  const listed = new Map(atts.map((a) => [ownerKey(a.owner), a]));
+  const txnOps: NestedOp[] = releaseAttachmentOps(keys, atts.filter((a) => validKeys && !validKeys.has(ownerKey(a.owner))), report, () => 'not-valid');
   // Orphans: reservations of this node that no index lists (none arise from knit's own
   // transactions; they come from hand edits or a changed index).
   for (const kv of ipsKvs) {
@@ -701,7 +697,7 @@ export async function gcNode(client: EtcdClient, keys: EtcdKeys, node: string, v
     if (l && l.rec.ips.some((a) => a.ip === v.ip)) continue;
     const akey = keys.attach(node, owner);
     txnOps.push({
-      compare: [cmp.value(kv.key, kv.value), l ? cmp.modified(akey, l.kv.modRevision) : cmp.absent(akey)],
+      compare: [cmp.value(kv.key, kv.value), l ? cmp.modified(akey, l.modRevision) : cmp.absent(akey)],
       success: [{ del: { key: kv.key } }],
       onDone: (r) => { if (r.succeeded) report.released.push({ ip: String(v.ip), owner, reason: 'orphan' }); },
     });
@@ -710,7 +706,7 @@ export async function gcNode(client: EtcdClient, keys: EtcdKeys, node: string, v
   // Empty blocks of this node go back to the pool (or, for a node that left, every block whose
   // addresses are gone; borrowed addresses of other nodes keep a block in place).
   const own = await client.prefix(keys.nodeBlocks(node));
-  const blockOps: typeof txnOps = [];
+  const blockOps: NestedOp[] = [];
   // A node that stays keeps its first block (as a release does), so pods coming back need no claim.
   for (const kv of opts.keepOneBlock ? own.slice(1) : own) {
     const cidr = String(parseJson(kv.value)?.cidr ?? '');
@@ -730,9 +726,59 @@ export async function gcNode(client: EtcdClient, keys: EtcdKeys, node: string, v
   return report;
 }
 
+/** An attachment index as read: whose, on which node, what it holds, and its mod_revision. */
+export interface AttachmentRow {
+  node: string;
+  owner: Owner;
+  rec: AttachRecord;
+  modRevision: number;
+}
+
+function attachmentRows(keys: EtcdKeys, kvs: KeyValue[]): AttachmentRow[] {
+  const base = keys.attachments();
+  return kvs.map((kv) => {
+    const rest = kv.key.toString().slice(base.length);
+    const node = rest.slice(0, rest.indexOf('/'));
+    const id = rest.slice(rest.indexOf('/') + 1);
+    return { node, owner: { containerId: id.slice(0, id.lastIndexOf(':')), ifName: id.slice(id.lastIndexOf(':') + 1) }, rec: parseAttach(kv), modRevision: kv.modRevision };
+  });
+}
+
+/** Every attachment index of the network (of one node when given), in one linearizable read. */
+export async function readAttachments(client: EtcdClient, keys: EtcdKeys, node?: string): Promise<AttachmentRow[]> {
+  return attachmentRows(keys, await client.prefix(keys.attachments(node)));
+}
+
+type NestedOp = { compare: Compare[]; success: Op[]; onDone: (r: TxnResult) => void };
+
+/** Release of each row's index and addresses, only while the index is still the one read. */
+function releaseAttachmentOps(keys: EtcdKeys, rows: AttachmentRow[], report: EtcdGcReport, reason: (r: AttachmentRow) => string): NestedOp[] {
+  return rows.map((a) => ({
+    compare: [cmp.modified(keys.attach(a.node, a.owner), a.modRevision)],
+    success: [{ del: { key: keys.attach(a.node, a.owner) } }, ...releaseOps(keys, a.node, a.owner, a.rec)],
+    onDone: (r: TxnResult) => {
+      if (!r.succeeded) return;
+      report.indexesRemoved++;
+      const out = releaseOutcome(a.rec, r.responses, 1);
+      for (const ip of out.freed) report.released.push({ ip, owner: a.owner, reason: reason(a) });
+      report.blocksReturned.push(...out.blocks);
+    },
+  }));
+}
+
+/**
+ * Frees attachments judged stale elsewhere (the pod GC): each index with its addresses, in
+ * transactions that compare the mod_revision read, so an attachment written again since (a
+ * repeated ADD) is left alone. `reason` labels each release in the report.
+ */
+export async function releaseAttachments(client: EtcdClient, keys: EtcdKeys, rows: AttachmentRow[], reason: (r: AttachmentRow) => string): Promise<EtcdGcReport> {
+  const report: EtcdGcReport = { released: [], indexesRemoved: 0, indexesRepaired: 0, tempRemoved: 0, blocksReturned: [] };
+  await runNested(client, releaseAttachmentOps(keys, rows, report, reason));
+  return report;
+}
 
 /** Runs independent conditional transactions as nested transactions, TXN_CHUNK per round trip. */
-async function runNested(client: EtcdClient, ops: Array<{ compare: Compare[]; success: Op[]; onDone: (r: TxnResult) => void }>): Promise<void> {
+async function runNested(client: EtcdClient, ops: NestedOp[]): Promise<void> {
   for (let i = 0; i < ops.length; i += TXN_CHUNK) {
     const chunk = ops.slice(i, i + TXN_CHUNK);
     const r = await client.txn({ compare: [], success: chunk.map((o) => ({ txn: { compare: o.compare, success: o.success } })) });

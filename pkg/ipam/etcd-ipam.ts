@@ -8,7 +8,7 @@ import { staticIPs } from '../cni/args';
 import { CniError, Code, invalidConfig } from '../cni/errors';
 import type { NetConf, Result } from '../cni/types';
 import { EtcdClient } from '../datastore/etcd';
-import { EtcdAllocator, etcdCniError } from './etcd-allocator';
+import { EtcdAllocator, etcdCniError, type PodRef } from './etcd-allocator';
 import { EtcdIpamConfig, parseEtcdConn, parseEtcdIpamConfig, NODE_RE } from './etcd-config';
 import { ipConfigs, toResult, type IpamContext } from './host-local';
 import { checkOwner } from './file-store';
@@ -18,6 +18,13 @@ function ownerOf(ctx: IpamContext): Owner {
   const o = { containerId: ctx.containerId, ifName: ctx.ifName };
   checkOwner(o);
   return o;
+}
+
+/** The pod the runtime names in CNI_ARGS (kubelet via containerd/CRI-O), recorded for the pod GC. */
+function podOf(ctx: IpamContext): PodRef | undefined {
+  const a = ctx.args;
+  if (!a?.k8sPodNamespace || !a.k8sPodName) return undefined;
+  return { namespace: a.k8sPodNamespace, name: a.k8sPodName, ...(a.k8sPodUid ? { uid: a.k8sPodUid } : {}) };
 }
 
 async function withAllocator<T>(cfg: EtcdIpamConfig, fn: (a: EtcdAllocator) => Promise<T>): Promise<T> {
@@ -36,7 +43,7 @@ export async function add(ctx: IpamContext): Promise<Result> {
   const owner = ownerOf(ctx);
   const requests = staticIPs(ctx.conf, ctx.args ?? { ignoreUnknown: false, ips: [], raw: {} }).map((s) => s.ip);
   const result = toResult(cfg, ctx.conf.cniVersion, []);
-  const allocs = await withAllocator(cfg, (a) => a.allocate(owner, requests));
+  const allocs = await withAllocator(cfg, (a) => a.allocate(owner, requests, podOf(ctx)));
   result.ips = ipConfigs(allocs);
   ctx.log.debug('knit-etcd-ipam: reserved', { network: cfg.network, node: cfg.nodeName, ips: allocs.map((x) => x.ip) });
   return result;

@@ -2,8 +2,11 @@
 // (test/lab/kube-api.ts) runs in this process, reachable from the lab hosts through a veth from
 // this namespace onto the lab switch; two hosts run knitd (built executables) with a kubeconfig
 // pointing at it. A node without podCIDR gets no lease file (the plugin answers 11) until the
-// podCIDR is assigned; the nodes publish their annotations; pods ping across hosts; a deleted
-// Node's routes are removed from the other host.
+// podCIDR is assigned; the nodes publish their annotations; pods ping across hosts; a restarted
+// knitd keeps its subnet and annotations without writing to the API and rebuilds a deleted VTEP
+// with the same MAC; a deleted Node's routes are removed from the other host. Then a host-gw
+// cluster on the same API server: each podCIDR routed via the peer's underlay address, and the
+// VTEP a former vxlan node left behind removed.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -12,7 +15,7 @@ import * as path from 'node:path';
 import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
 import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
 import { KubeApiServer, relayToUnix } from '../lab/kube-api';
-import { ANNOTATIONS } from '../../pkg/datastore/kubernetes';
+import { ANNOTATIONS, KNIT_ANNOTATION_PREFIX } from '../../pkg/datastore/kubernetes';
 
 const NET = '10.247.0.0/16';
 const API_ADDR = '192.168.247.254';
@@ -40,13 +43,29 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
   let netConf: string;
   const nodes: Node[] = [];
 
-  function startKnitd(n: Node): void {
+  function startKnitd(n: Node, conf = netConf): void {
     n.log = [];
-    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', n.sockDir, '--datastore', 'kubernetes',
-      '--kubeconfig', kubeconfig, '--net-conf', netConf, '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir,
+    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', n.sockDir, '--datastore', 'kubernetes', '--ipam-gc-interval', '0',
+      '--kubeconfig', kubeconfig, '--net-conf', conf, '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir,
       '--state-dir', n.stateDir, '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
     proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
     n.knitd = proc;
+  }
+
+  /** SIGTERM, then the exit status (SIGKILL and a failure when knitd has not exited in 10 s). */
+  async function stopKnitd(n: Node): Promise<number | null> {
+    const proc = n.knitd!;
+    if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+    proc.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([exited, new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), 10_000); })]);
+    clearTimeout(timer);
+    if (code === 'timeout') {
+      proc.kill('SIGKILL');
+      throw new Error(`knitd on ${n.name} did not exit 10 s after SIGTERM (log: ${n.log.join('').slice(-2000)})`);
+    }
+    return code;
   }
 
   function plugin(n: Node, command: 'ADD' | 'DEL', id: string, pod: Netns): Promise<PluginOutput> {
@@ -67,6 +86,9 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
 
   const knitRoutes = async (n: Node): Promise<string[]> => (await lab.ipJson(n.host, ['route', 'show', 'proto', '107'])).map((r: any) => r.dst).sort();
   const leaseFile = (n: Node): string => path.join(n.runDir, 'lease.json');
+  const readLease = (n: Node): { subnet: string; mtu: number; backend: string; updated: string } => JSON.parse(fs.readFileSync(leaseFile(n), 'utf8'));
+  const knitAnnotations = (name: string): Record<string, string> =>
+    Object.fromEntries(Object.entries(api.node(name)?.metadata.annotations ?? {}).filter(([k]) => k.startsWith(KNIT_ANNOTATION_PREFIX)));
 
   before(async function () {
     requireRoot(this);
@@ -134,10 +156,110 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
     assert.ok(await lab.ping(k2.pods[0]!.ns, k1.pods[0]!.ip, 2), 'k2 pod -> k1 pod');
   });
 
+  it('knitd restart keeps the node\'s podCIDR subnet and annotations, and pods keep connectivity', async () => {
+    const [k1, k2] = nodes as [Node, Node];
+    const vxlanLink = async (): Promise<any> => (await lab.ipJson(k1.host, ['-d', 'link', 'show', 'type', 'vxlan']))[0];
+    await eventually(() => k1.log.join('').includes('overlay agent up'), 30_000, `k1 agent up (log: ${k1.log.join('').slice(-2000)})`);
+    const lease0 = readLease(k1);
+    const ann0 = knitAnnotations('k1');
+    const rv0 = api.node('k1')!.metadata.resourceVersion;
+    const dev0 = await vxlanLink();
+    assert.equal(dev0?.ifname, 'knit.47');
+    assert.equal(dev0.address, ann0[ANNOTATIONS.vtepMac], 'the VTEP MAC is the published one');
+    const mark = api.requests.length;
+
+    // Stopped, knitd leaves the datapath up: the device, the route to the peer, the pods' traffic.
+    assert.equal(await stopKnitd(k1), 0, `knitd exit status after SIGTERM (log: ${k1.log.join('').slice(-2000)})`);
+    const dev1 = await vxlanLink();
+    assert.equal(dev1?.ifindex, dev0.ifindex, 'knit.47 kept (same ifindex) while knitd is down');
+    assert.ok((await knitRoutes(k1)).includes('10.247.2.0/24'), 'route to k2 kept while knitd is down');
+    assert.ok(await lab.ping(k1.pods[0]!.ns, k2.pods[0]!.ip, 2), 'k1 pod -> k2 pod while knitd is down');
+    assert.deepEqual(readLease(k1), lease0, 'lease.json kept while knitd is down');
+
+    // What the restart must restore: the device (and with it the route, neighbour and FDB) gone.
+    await lab.ip(k1.host, ['link', 'del', 'knit.47']);
+    assert.equal(await vxlanLink(), undefined);
+    assert.ok(!(await lab.ping(k1.pods[0]!.ns, k2.pods[0]!.ip, 1)), 'no path to k2 without knit.47');
+
+    startKnitd(k1);
+    await eventually(() => fs.existsSync(leaseFile(k1)) && readLease(k1).updated !== lease0.updated, 30_000, `k1 lease.json rewritten (log: ${k1.log.join('')})`);
+    const lease1 = readLease(k1);
+    assert.equal(lease1.subnet, lease0.subnet);
+    assert.equal(lease1.subnet, '10.247.1.0/24');
+    assert.equal(lease1.mtu, lease0.mtu);
+    await eventually(async () => (await knitRoutes(k1)).includes('10.247.2.0/24'), 30_000, `route to k2 restored (log: ${k1.log.join('').slice(-2000)})`);
+    const dev2 = await vxlanLink();
+    assert.notEqual(dev2.ifindex, dev0.ifindex, 'knit.47 was recreated');
+    assert.equal(dev2.address, dev0.address, 'the recreated VTEP has the same MAC');
+    // Nothing changed, so nothing was written to the Node: same annotations, no PATCH at all.
+    assert.deepEqual(knitAnnotations('k1'), ann0);
+    assert.equal(api.node('k1')!.metadata.resourceVersion, rv0, 'Node k1 not modified by the restart');
+    assert.deepEqual(api.requests.slice(mark).filter((r) => !r.startsWith('GET ')), [], 'no write request to the API');
+    assert.ok(await lab.ping(k1.pods[0]!.ns, k2.pods[0]!.ip, 2), `k1 pod -> k2 pod after the restart (log: ${k1.log.join('').slice(-2000)})`);
+    assert.ok(await lab.ping(k2.pods[0]!.ns, k1.pods[0]!.ip, 2), 'k2 pod -> k1 pod after the restart');
+  });
+
   it('a deleted Node\'s routes are removed from the other host', async () => {
     const [k1, k2] = nodes as [Node, Node];
     k2.knitd?.kill('SIGTERM');
     api.deleteNode('k2');
     await eventually(async () => !(await knitRoutes(k1)).includes('10.247.2.0/24'), 30_000, `k2's route gone from k1 (log: ${k1.log.join('').slice(-2000)})`);
+  });
+
+  // A cluster of its own on the same API server and underlay, after the vxlan one is gone.
+  describe('host-gw backend on the kubernetes datastore', () => {
+    const hg: Node[] = [];
+
+    before(async () => {
+      for (const n of nodes) if (n.knitd) await stopKnitd(n);
+      for (const n of api.list()) api.deleteNode(n.metadata.name);
+      const conf = path.join(tmp, 'net-conf-host-gw.json');
+      fs.writeFileSync(conf, JSON.stringify({ network: NET, subnetLen: 24, backend: { type: 'host-gw' } }));
+      for (const i of [3, 4]) {
+        const host = await lab.host(`k${i}`, sw, { address: `192.168.247.${i}/24` });
+        const d = fs.mkdtempSync(path.join(tmp, `k${i}-`));
+        hg.push({ name: `k${i}`, host, runDir: path.join(d, 'run'), stateDir: path.join(d, 'state'), sockDir: path.join(d, 'cni'), dataDir: path.join(d, 'ipam'), log: [], pods: [] });
+        api.addNode(`k${i}`, { podCIDR: `10.247.${i}.0/24` });
+      }
+      // k3 was a vxlan node before (its VTEP and a route on it left behind): host-gw removes them.
+      await lab.ip(hg[0]!.host, ['link', 'add', 'knit.47', 'type', 'vxlan', 'id', '47', 'dstport', '4789', 'local', '192.168.247.3', 'dev', 'eth0', 'nolearning']);
+      await lab.ip(hg[0]!.host, ['link', 'set', 'knit.47', 'up']);
+      await lab.ip(hg[0]!.host, ['route', 'add', '10.247.9.0/24', 'via', '10.247.9.0', 'dev', 'knit.47', 'onlink', 'proto', '107']);
+      // Not knit's (another name): left alone.
+      await lab.ip(hg[0]!.host, ['link', 'add', 'vx-other', 'type', 'vxlan', 'id', '48', 'dstport', '4789', 'dev', 'eth0']);
+      for (const n of hg) startKnitd(n, conf);
+    });
+
+    after(() => {
+      for (const n of hg) n.knitd?.kill('SIGKILL');
+    });
+
+    it('each host routes the other\'s podCIDR via the other\'s underlay address (proto 107); the Nodes say host-gw', async () => {
+      const [k3, k4] = hg as [Node, Node];
+      for (const [n, peer, i] of [[k3, k4, 3], [k4, k3, 4]] as const) {
+        await eventually(() => fs.existsSync(leaseFile(n)), 30_000, `${n.name} lease.json (knitd log: ${n.log.join('')})`);
+        const lease = readLease(n);
+        assert.equal(lease.subnet, `10.247.${i}.0/24`);
+        assert.equal(lease.backend, 'host-gw');
+        const [eth0] = await lab.ipJson(n.host, ['link', 'show', 'eth0']);
+        assert.equal(lease.mtu, eth0.mtu, 'host-gw: pods get the underlay MTU, no VXLAN overhead');
+        const peerSubnet = `10.247.${7 - i}.0/24`;
+        await eventually(async () => (await knitRoutes(n)).includes(peerSubnet), 30_000, `${n.name}'s route to ${peer.name} (log: ${n.log.join('').slice(-2000)})`);
+        assert.deepEqual(await knitRoutes(n), [peerSubnet], `${n.name}: knit's routes`);
+        const routes = (await lab.ipJson(n.host, ['route', 'show', peerSubnet])).map((r: any) => ({ dst: r.dst, gateway: r.gateway, dev: r.dev, protocol: r.protocol, flags: r.flags }));
+        assert.deepEqual(routes, [{ dst: peerSubnet, gateway: peer.host.address, dev: 'eth0', protocol: '107', flags: [] }]);
+        assert.deepEqual((await lab.ipJson(n.host, ['link', 'show', 'type', 'vxlan'])).map((l: any) => l.ifname), n === k3 ? ['vx-other'] : [],
+          `${n.name}: no knit vxlan device (k3's old knit.47 removed, another vxlan kept)`);
+        assert.deepEqual(knitAnnotations(n.name), { [ANNOTATIONS.publicIp]: n.host.address, [ANNOTATIONS.backend]: 'host-gw' }, `${n.name}'s knit.dev/ annotations (no vtep-mac)`);
+      }
+    });
+
+    it('pods ping across the two hosts', async () => {
+      const [k3, k4] = hg as [Node, Node];
+      await addPod(k3);
+      await addPod(k4);
+      assert.ok(await lab.ping(k3.pods[0]!.ns, k4.pods[0]!.ip, 2), `k3 pod -> k4 pod (k3 log: ${k3.log.join('').slice(-2000)})`);
+      assert.ok(await lab.ping(k4.pods[0]!.ns, k3.pods[0]!.ip, 2), 'k4 pod -> k3 pod');
+    });
   });
 });

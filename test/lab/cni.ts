@@ -63,8 +63,8 @@ async function doBuild(names: readonly string[]): Promise<KnitBuild> {
     });
     fs.chmodSync(out, 0o755);
   }));
-  // As esbuild.config.mjs: the Kubernetes client beside knitd, loaded only with --datastore kubernetes.
-  if (names.includes('knitd')) {
+  // As esbuild.config.mjs: the Kubernetes client beside knitd and knitctl, loaded only when they talk to the API.
+  if (names.includes('knitd') || names.includes('knitctl')) {
     await build({
       stdin: { contents: "module.exports = require('@kubernetes/client-node');", resolveDir: ROOT, loader: 'js' },
       outfile: path.join(root, 'lib/kube-client.js'), bundle: true, platform: 'node', target: 'node20', format: 'cjs', logLevel: 'warning',

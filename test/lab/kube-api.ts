@@ -1,12 +1,15 @@
-// A small Kubernetes API server for tests (DESIGN decision 7): Nodes only, over plain HTTP (the
-// client takes http:// only with insecure-skip-tls-verify, which kubeconfig() sets), enough
-// for the real @kubernetes/client-node to list, get, watch and patch them.
+// A small Kubernetes API server for tests (DESIGN decision 7): Nodes, and Pods to list, over plain
+// HTTP (the client takes http:// only with insecure-skip-tls-verify, which kubeconfig() sets),
+// enough for the real @kubernetes/client-node to list, get, watch and patch Nodes and to list Pods.
 //   GET   /api/v1/nodes                  list (metadata.resourceVersion)
 //   GET   /api/v1/nodes?watch=true&resourceVersion=N[&allowWatchBookmarks=true]
 //         streamed JSON events ADDED/MODIFIED/DELETED/BOOKMARK; a resourceVersion older than the
 //         kept history gets an ERROR event with code 410 (or an HTTP 410, see goneAsHttp)
 //   GET   /api/v1/nodes/NAME             get
 //   PATCH /api/v1/nodes/NAME             merge-patch / strategic-merge-patch (both as JSON merge patch)
+//   GET   /api/v1/pods, /api/v1/namespaces/NS/pods
+//         list, with fieldSelector spec.nodeName=X and limit/continue paging (the continue token
+//         pins the list's resourceVersion, as the real server's does)
 // resourceVersions are one counter over every change. Test hooks change nodes behind the clients'
 // backs, compact the history (forcing 410), send bookmarks and cut watches.
 import * as http from 'node:http';
@@ -18,6 +21,14 @@ export interface KNode {
   metadata: { name: string; resourceVersion?: string; uid?: string; annotations?: Record<string, string>; labels?: Record<string, string>; [k: string]: unknown };
   spec?: { podCIDR?: string; podCIDRs?: string[]; [k: string]: unknown };
   status?: { addresses?: Array<{ type: string; address: string }>; [k: string]: unknown };
+}
+
+export interface KPod {
+  apiVersion?: string;
+  kind?: string;
+  metadata: { name: string; namespace: string; uid: string; resourceVersion?: string; [k: string]: unknown };
+  spec: { nodeName?: string; hostNetwork?: boolean; [k: string]: unknown };
+  status: { phase?: string; podIP?: string; podIPs?: Array<{ ip: string }>; [k: string]: unknown };
 }
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -46,6 +57,9 @@ export class KubeApiServer {
   private minRv = 100;
   private readonly watchers = new Set<Watcher>();
   private uid = 0;
+  private readonly pods = new Map<string, KPod>();
+  /** Pod lists in progress (limit/continue): the snapshot each continue token pages through. */
+  private readonly pages = new Map<string, KPod[]>();
   /** Answer a too-old watch with HTTP 410 instead of a 200 with an ERROR event. */
   goneAsHttp = false;
   /** Every request, "METHOD path?query", for assertions. */
@@ -157,6 +171,47 @@ export class KubeApiServer {
     this.watchers.clear();
   }
 
+  /** Adds a pod (status.podIPs empty until setPodIPs: pod status lags the CNI ADD). */
+  addPod(namespace: string, name: string, o: { nodeName?: string; phase?: string; podIPs?: string[]; hostNetwork?: boolean } = {}): KPod {
+    const key = `${namespace}/${name}`;
+    if (this.pods.has(key)) throw new Error(`pod ${key} exists`);
+    const p: KPod = {
+      apiVersion: 'v1', kind: 'Pod',
+      metadata: { name, namespace, uid: `pod-uid-${++this.uid}` },
+      spec: { ...(o.nodeName ? { nodeName: o.nodeName } : {}), ...(o.hostNetwork ? { hostNetwork: true } : {}) },
+      status: { phase: o.phase ?? 'Pending' },
+    };
+    if (o.podIPs) setIPs(p, o.podIPs);
+    return this.putPod(p);
+  }
+
+  /** What the kubelet writes once the sandbox has its addresses. */
+  setPodIPs(namespace: string, name: string, ips: string[], phase = 'Running'): KPod {
+    return this.modifyPod(namespace, name, (p) => { setIPs(p, ips); p.status.phase = phase; });
+  }
+
+  modifyPod(namespace: string, name: string, fn: (p: KPod) => void): KPod {
+    const p = this.pods.get(`${namespace}/${name}`);
+    if (!p) throw new Error(`no pod ${namespace}/${name}`);
+    const c = clone(p);
+    fn(c);
+    return this.putPod(c);
+  }
+
+  deletePod(namespace: string, name: string): void {
+    if (!this.pods.delete(`${namespace}/${name}`)) throw new Error(`no pod ${namespace}/${name}`);
+    this.rv++;
+  }
+
+  pod(namespace: string, name: string): KPod | undefined { const p = this.pods.get(`${namespace}/${name}`); return p && clone(p); }
+
+  private putPod(p: KPod): KPod {
+    this.rv++;
+    p.metadata.resourceVersion = String(this.rv);
+    this.pods.set(`${p.metadata.namespace}/${p.metadata.name}`, p);
+    return clone(p);
+  }
+
   // --- the API ------------------------------------------------------------------------------
 
   private commit(type: EventType, n: KNode): KNode {
@@ -182,6 +237,8 @@ export class KubeApiServer {
     };
     const status = (code: number, reason: string, message: string): void =>
       json(code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
+    const pm = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?pods$/.exec(u.pathname);
+    if (pm && req.method === 'GET') return this.listPods(u, pm[1] ? decodeURIComponent(pm[1]) : undefined, json, status);
     const m = /^\/api\/v1\/nodes(?:\/([^/]+))?$/.exec(u.pathname);
     if (!m) return status(404, 'NotFound', `the server could not find the requested resource (${u.pathname})`);
     const name = m[1] ? decodeURIComponent(m[1]) : undefined;
@@ -219,6 +276,43 @@ export class KubeApiServer {
     status(405, 'MethodNotAllowed', `${req.method} is not supported`);
   }
 
+  private listPods(u: URL, namespace: string | undefined, json: (code: number, body: unknown) => void, status: (code: number, reason: string, message: string) => void): void {
+    let items: KPod[];
+    let rv = String(this.rv);
+    const cont = u.searchParams.get('continue');
+    if (cont) {
+      const snap = this.pages.get(cont);
+      if (!snap) return status(410, 'Expired', 'The provided continue parameter is too old to display a consistent list result.');
+      this.pages.delete(cont);
+      items = snap;
+      rv = cont.split(':')[0]!;
+    } else {
+      const sel = u.searchParams.get('fieldSelector') ?? '';
+      const conds: Array<[string, string]> = [];
+      for (const term of sel.split(',').filter(Boolean)) {
+        const eq = /^([a-zA-Z.]+)==?(.*)$/.exec(term);
+        if (!eq || !['spec.nodeName', 'metadata.namespace', 'metadata.name'].includes(eq[1]!)) {
+          return status(400, 'BadRequest', `"${term}" is not a known field selector: only "spec.nodeName", "metadata.namespace", "metadata.name"`);
+        }
+        conds.push([eq[1]!, eq[2]!]);
+      }
+      const field = (p: KPod, f: string): string => (f === 'spec.nodeName' ? p.spec.nodeName ?? '' : f === 'metadata.namespace' ? p.metadata.namespace : p.metadata.name);
+      items = [...this.pods.values()]
+        .filter((p) => (namespace === undefined || p.metadata.namespace === namespace) && conds.every(([f, v]) => field(p, f) === v))
+        .sort((a, b) => `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`))
+        .map(clone);
+    }
+    const limit = Number(u.searchParams.get('limit') ?? '0');
+    const metadata: Record<string, string> = { resourceVersion: rv };
+    if (limit > 0 && items.length > limit) {
+      const token = `${rv}:${++this.uid}`;
+      this.pages.set(token, items.slice(limit));
+      items = items.slice(0, limit);
+      metadata.continue = token;
+    }
+    json(200, { kind: 'PodList', apiVersion: 'v1', metadata, items });
+  }
+
   private watch(u: URL, res: http.ServerResponse): void {
     const rvParam = u.searchParams.get('resourceVersion') ?? '';
     const from = rvParam === '' || rvParam === '0' ? null : Number(rvParam);
@@ -244,6 +338,11 @@ export class KubeApiServer {
     this.watchers.add(w);
     res.on('close', () => this.watchers.delete(w));
   }
+}
+
+function setIPs(p: KPod, ips: string[]): void {
+  if (ips.length) p.status.podIP = ips[0]; else delete p.status.podIP;
+  p.status.podIPs = ips.map((ip) => ({ ip }));
 }
 
 function goneEvent(minRv: number): { type: 'ERROR'; object: Record<string, unknown> } {

@@ -112,4 +112,30 @@ describe('test kube API server (through @kubernetes/client-node)', () => {
       await inf.stop();
     }
   });
+
+  it('lists pods across namespaces, by node (fieldSelector), in pages that keep one snapshot', async () => {
+    srv.addPod('a', 'p1', { nodeName: 'n1' });
+    srv.addPod('b', 'p2', { nodeName: 'n2', podIPs: ['10.0.0.2', 'fd00::2'] });
+    srv.addPod('b', 'p3', { nodeName: 'n1', phase: 'Succeeded' });
+    const all = await api.listPodForAllNamespaces();
+    assert.deepEqual(all.items.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`), ['a/p1', 'b/p2', 'b/p3']);
+    const p2 = all.items[1]!;
+    assert.equal(p2.status?.podIP, '10.0.0.2');
+    assert.deepEqual(p2.status?.podIPs?.map((x) => x.ip), ['10.0.0.2', 'fd00::2']);
+    assert.equal(all.items[0]!.status?.phase, 'Pending');
+    assert.ok(all.items[0]!.metadata?.uid !== p2.metadata?.uid);
+    const n1 = await api.listPodForAllNamespaces({ fieldSelector: 'spec.nodeName=n1' });
+    assert.deepEqual(n1.items.map((p) => p.metadata?.name), ['p1', 'p3']);
+    assert.deepEqual((await api.listNamespacedPod({ namespace: 'b' })).items.map((p) => p.metadata?.name), ['p2', 'p3']);
+    await assert.rejects(api.listPodForAllNamespaces({ fieldSelector: 'status.phase=Running' }), (e: { code?: number }) => e.code === 400);
+    const page1 = await api.listPodForAllNamespaces({ limit: 2 });
+    assert.equal(page1.items.length, 2);
+    assert.ok(page1.metadata?._continue);
+    srv.deletePod('a', 'p1'); // after the first page: the continued list is the same snapshot
+    const page2 = await api.listPodForAllNamespaces({ limit: 2, _continue: page1.metadata!._continue! });
+    assert.deepEqual(page2.items.map((p) => p.metadata?.name), ['p3']);
+    assert.equal(page2.metadata?._continue, undefined);
+    assert.equal(page2.metadata?.resourceVersion, page1.metadata?.resourceVersion);
+    await assert.rejects(api.listPodForAllNamespaces({ limit: 2, _continue: page1.metadata!._continue! }), (e: { code?: number }) => e.code === 410);
+  });
 });

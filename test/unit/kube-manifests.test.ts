@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { parseNetworkConfig } from '../../pkg/agent/network-config';
 import { parseConf } from '../../pkg/cni/conf';
+import { overlayFlags } from '../../cmd/knitd/overlay';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Doc = Record<string, any>;
@@ -31,6 +32,7 @@ describe('kubernetes manifests (conf/kubernetes)', () => {
   const pod = (): Doc => ds().spec.template.spec;
   const knitd = (): Doc => pod().containers.find((c: Doc) => c.name === 'knitd');
   const cm = (): Doc => one('ConfigMap');
+  const k8sArgs = (c: Doc): string[] => (c.args ?? []).map(String);
 
   it('has every kind, namespaced in knit-system', () => {
     assert.deepEqual(docs.map((d) => d.kind).sort(),
@@ -42,9 +44,12 @@ describe('kubernetes manifests (conf/kubernetes)', () => {
     }
   });
 
-  it('RBAC: nodes get/list/watch/patch and nothing else, bound to the knit service account', () => {
+  it('RBAC: nodes get/list/watch/patch, pods list (the IPAM GC) and nothing else, bound to the knit service account', () => {
     const role = one('ClusterRole');
-    assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch', 'patch'] }]);
+    assert.deepEqual(role.rules, [
+      { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch', 'patch'] },
+      { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+    ]);
     const flat = JSON.stringify(role.rules);
     assert.ok(!flat.includes('*'), 'no wildcard');
     assert.ok(!flat.includes('secrets'), 'no secrets');
@@ -100,6 +105,8 @@ describe('kubernetes manifests (conf/kubernetes)', () => {
       assert.equal(m.mountPath, path, `${path} at the same path inside`);
     }
     assert.equal(hostPathOf(k, '/var/run/netns')!.mountPropagation, 'HostToContainer');
+    const netd = hostPathOf(k, '/etc/cni/net.d');
+    assert.ok(netd && netd.readOnly === true, "knitd reads the host's /etc/cni/net.d (the IPAM GC's networks), read-only");
     const init = p.initContainers.find((c: Doc) => c.name === 'install-cni');
     assert.ok(hostPathOf(init, '/opt/cni/bin') && hostPathOf(init, '/etc/cni/net.d'), 'the init container mounts the CNI bin and conf dirs');
   });
@@ -167,6 +174,20 @@ describe('kubernetes manifests (conf/kubernetes)', () => {
       assert.equal(probe.httpGet.host, addr.slice(0, addr.lastIndexOf(':')));
     }
     assert.ok(k.resources?.requests?.cpu && k.resources?.requests?.memory, 'resource requests');
+  });
+
+  it("knitd's arguments pass knitd's own flag parser; the IPAM GC reads the mounted CNI conf dir", () => {
+    const args: string[] = k8sArgs(knitd());
+    const values: Record<string, string> = {};
+    for (let i = 0; i < args.length; i += 2) {
+      assert.match(args[i]!, /^--[a-z-]+$/, `${args[i]} is a flag followed by its value`);
+      values[args[i]!.slice(2)] = args[i + 1]!;
+    }
+    values['node-name'] = 'node-1'; // $(KNIT_NODE_NAME), expanded by the kubelet
+    const f = overlayFlags(values, {})!;
+    assert.deepEqual(f.kubernetes!.ipamGc, { confDir: '/etc/cni/net.d', intervalSec: 300, graceSec: 300 });
+    const m = knitd().volumeMounts.find((x: Doc) => x.mountPath === f.kubernetes!.ipamGc.confDir);
+    assert.ok(m, '--cni-conf-dir is mounted');
   });
 
   it('Dockerfile: debian:12-slim, the release into /opt/knit/bin, knitd as entrypoint', () => {

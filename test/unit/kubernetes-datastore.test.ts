@@ -175,12 +175,17 @@ describe('kubernetes datastore', () => {
     await until(() => srv.requests.filter((r) => r === 'GET /api/v1/nodes').length > n, 3000, 'a resync list');
   });
 
-  it('knitd flags: --datastore kubernetes, --kubeconfig, --net-conf', () => {
+  it('knitd flags: --datastore kubernetes, --kubeconfig, --net-conf, the IPAM GC', () => {
+    const gcDefaults = { confDir: '/etc/cni/net.d', intervalSec: 300, graceSec: 300 };
     assert.deepEqual(overlayFlags({ datastore: 'kubernetes', 'node-name': 'n1', kubeconfig: '/k' }, {}), {
-      kubernetes: { kubeconfig: '/k', netConf: '/etc/knit/net-conf.json' }, endpoints: [], prefix: '/knit', nodeName: 'n1',
+      kubernetes: { kubeconfig: '/k', netConf: '/etc/knit/net-conf.json', ipamGc: gcDefaults }, endpoints: [], prefix: '/knit', nodeName: 'n1',
       runDir: '/run/knit', stateDir: '/var/lib/knit', ttlSec: 300, resyncSec: 60,
     });
-    assert.deepEqual(overlayFlags({ 'net-conf': '/c' }, { KNIT_DATASTORE: 'kubernetes', KNIT_NODE_NAME: 'n' })!.kubernetes, { netConf: '/c' });
+    assert.deepEqual(overlayFlags({ 'net-conf': '/c' }, { KNIT_DATASTORE: 'kubernetes', KNIT_NODE_NAME: 'n' })!.kubernetes, { netConf: '/c', ipamGc: gcDefaults });
+    assert.deepEqual(overlayFlags({ datastore: 'kubernetes', 'node-name': 'n', 'cni-conf-dir': '/d', 'ipam-gc-interval': '0', 'ipam-gc-grace': '60' }, {})!.kubernetes!.ipamGc,
+      { confDir: '/d', intervalSec: 0, graceSec: 60 });
+    assert.throws(() => overlayFlags({ datastore: 'kubernetes', 'node-name': 'n', 'ipam-gc-grace': '-1' }, {}), /invalid --ipam-gc-grace -1: a whole number of seconds ≥ 0/);
+    assert.throws(() => overlayFlags({ 'etcd-endpoints': 'http://x:2379', 'ipam-gc-interval': '60' }, {}), /--ipam-gc-interval is for --datastore kubernetes/);
     assert.throws(() => overlayFlags({ datastore: 'consul' }, {}), /--datastore consul/);
     assert.throws(() => overlayFlags({ datastore: 'etcd' }, {}), /needs --etcd-endpoints/);
     assert.throws(() => overlayFlags({ datastore: 'kubernetes', 'etcd-endpoints': 'http://x' }, {}), /do not go together/);

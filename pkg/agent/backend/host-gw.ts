@@ -5,7 +5,7 @@ import { Netlink } from '../../netlink';
 import { parseCIDR, type IPNet } from '../../ip/ip';
 import type { Logger } from '../../cni/log';
 import { emptyReport, ensureForwarding, type Backend, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport } from './backend';
-import { canonSubnet, reconcileRoutes, sameL2, underlayOf, type Underlay, type WantRoute } from './reconcile';
+import { canonSubnet, reconcileRoutes, removeStaleVteps, sameL2, underlayOf, type Underlay, type WantRoute } from './reconcile';
 
 export class HostGwBackend implements Backend {
   readonly type = 'host-gw' as const;
@@ -22,6 +22,7 @@ export class HostGwBackend implements Backend {
   ensureLocal(local: LocalNode): LocalState {
     this.local = local;
     const u = (this.underlay = underlayOf(this.nl, local.underlayIface, local.underlayAddr));
+    removeStaleVteps(this.nl, null, this.log);
     ensureForwarding(this.opts.netns);
     return { mtu: local.mtu ?? u.mtu, device: u.name };
   }

@@ -2,7 +2,7 @@
 // knit's when they carry protocol KNIT_RTPROT (107) and sit on a link the backend owns.
 import { createHash } from 'node:crypto';
 import {
-  KNIT_RTPROT, Netlink, addrList, isNotFound, linkGet, routeDel, routeList, routeReplace, type Route,
+  KNIT_RTPROT, Netlink, addrList, isNotFound, linkDel, linkGet, linkList, routeDel, routeList, routeReplace, type Route,
 } from '../../netlink';
 import { contains, formatCIDR, formatIP, networkOf, parseCIDR, parseIP, type IPNet } from '../../ip/ip';
 import type { Logger } from '../../cni/log';
@@ -25,6 +25,24 @@ export function underlayOf(nl: Netlink, iface: string, addr: string): Underlay {
 }
 
 /** Whether a peer's underlay address is on the node's own L2 subnet. */
+/** knit's VXLAN devices are named knit.<vni> (vxlan.ts). */
+export const VTEP_NAME = /^knit\.\d+$/;
+
+/**
+ * Removes knit's VXLAN devices other than `keep`: left by a node whose backend changed (vxlan to
+ * host-gw, or another VNI). Their routes, neighbours and FDB entries go with them.
+ */
+export function removeStaleVteps(nl: Netlink, keep: string | null, log?: Logger): string[] {
+  const removed: string[] = [];
+  for (const l of linkList(nl, { kind: 'vxlan' })) {
+    if (!VTEP_NAME.test(l.name) || l.name === keep) continue;
+    try { linkDel(nl, l.index); } catch (e) { if (!isNotFound(e)) throw e; }
+    removed.push(l.name);
+    log?.info(`removed ${l.name}: not this node's backend any more`);
+  }
+  return removed;
+}
+
 export function sameL2(u: Underlay, peerAddr: string): boolean {
   const ip = parseIP(peerAddr);
   return !!u.net && !!ip && contains(u.net, ip);

@@ -12,7 +12,7 @@ import {
 import { parseCIDR, type IPNet } from '../../ip/ip';
 import type { Logger } from '../../cni/log';
 import { emptyReport, ensureForwarding, type Backend, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport, type VxlanConfig } from './backend';
-import { canonSubnet, reconcileRoutes, sameL2, underlayOf, vtepAddrOf, vtepMacFor, type Underlay, type WantRoute } from './reconcile';
+import { canonSubnet, reconcileRoutes, removeStaleVteps, sameL2, underlayOf, vtepAddrOf, vtepMacFor, type Underlay, type WantRoute } from './reconcile';
 
 export const DEFAULT_VXLAN_PORT = 4789;
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
@@ -46,6 +46,7 @@ export class VxlanBackend implements Backend {
     const u = (this.underlay = underlayOf(this.nl, local.underlayIface, local.underlayAddr));
     const mtu = local.mtu ?? this.cfg.mtu ?? u.mtu - VXLAN_OVERHEAD;
     const mac = vtepMacFor(local.nodeName, this.cfg.vni);
+    removeStaleVteps(this.nl, this.device, this.log);
     let l = linkFind(this.nl, this.device);
     if (l && !this.matches(l, u, local.underlayAddr)) {
       this.log?.warn(`${this.device} differs from its configuration (${JSON.stringify(l.vxlan ?? l.kind)}): recreating it`);
