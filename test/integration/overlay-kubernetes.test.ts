@@ -6,7 +6,7 @@
 // knitd keeps its subnet and annotations without writing to the API and rebuilds a deleted VTEP
 // with the same MAC; a deleted Node's routes are removed from the other host. Then a host-gw
 // cluster on the same API server: each podCIDR routed via the peer's underlay address, and the
-// VTEP a former vxlan node left behind removed.
+// VTEP a former vxlan node left behind removed; then knitd's IPAM GC as a process, with etcd on k3.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
 import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
 import { KubeApiServer, relayToUnix } from '../lab/kube-api';
+import { EtcdCluster, haveEtcd } from '../lab/etcd';
 import { ANNOTATIONS, KNIT_ANNOTATION_PREFIX } from '../../pkg/datastore/kubernetes';
 
 const NET = '10.247.0.0/16';
@@ -43,9 +44,10 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
   let netConf: string;
   const nodes: Node[] = [];
 
-  function startKnitd(n: Node, conf = netConf): void {
+  /** `gc`: the IPAM GC's flags; without them it is off (it would read the machine's /etc/cni/net.d). */
+  function startKnitd(n: Node, conf = netConf, gc: string[] = ['--ipam-gc-interval', '0']): void {
     n.log = [];
-    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', n.sockDir, '--datastore', 'kubernetes', '--ipam-gc-interval', '0',
+    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', n.sockDir, '--datastore', 'kubernetes', ...gc,
       '--kubeconfig', kubeconfig, '--net-conf', conf, '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir,
       '--state-dir', n.stateDir, '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
     proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
@@ -92,7 +94,7 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knit-overlay', 'knit-host-local']);
+    knit = await buildKnit(['knitd', 'knit-overlay', 'knit-host-local', 'knit-etcd-ipam']);
     lab = new Lab();
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-overlay-kube-'));
     sw = await lab.switch();
@@ -260,6 +262,43 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
       await addPod(k4);
       assert.ok(await lab.ping(k3.pods[0]!.ns, k4.pods[0]!.ip, 2), `k3 pod -> k4 pod (k3 log: ${k3.log.join('').slice(-2000)})`);
       assert.ok(await lab.ping(k4.pods[0]!.ns, k3.pods[0]!.ip, 2), 'k4 pod -> k3 pod');
+    });
+
+    it('knitd frees the knit-etcd-ipam addresses of pods gone from its node (--cni-conf-dir, --ipam-gc-*)', async function () {
+      if (!haveEtcd()) { console.log('      (skipped: no /usr/bin/etcd; scripts/bootstrap installs etcd-server)'); this.skip(); }
+      const k3 = hg[0]!;
+      const etcd = await EtcdCluster.start({ netns: k3.host }); // on k3's own loopback
+      try {
+        const confDir = fs.mkdtempSync(path.join(tmp, 'k3-net.d-'));
+        const ipam = { type: 'knit-etcd-ipam', nodeName: 'k3', etcd: { endpoints: etcd.endpoints }, ranges: [[{ subnet: '10.250.0.0/24' }]] };
+        const conflist = { cniVersion: '1.1.0', name: 'gcnet', plugins: [{ type: 'bridge', bridge: 'gc0', ipam }] };
+        fs.writeFileSync(path.join(confDir, '50-gcnet.conflist'), JSON.stringify(conflist));
+        const addFor = async (cid: string, name: string): Promise<void> => {
+          const uid = api.pod('default', name)!.metadata.uid;
+          const r = await lab.runPlugin(k3.host, knit.bin('knit-etcd-ipam'), {
+            command: 'ADD', containerId: cid, netns: '/run/netns/none', ifName: 'eth0', path: [knit.binDir],
+            args: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${name};K8S_POD_UID=${uid}`, conf: { ...conflist.plugins[0], name: conflist.name, cniVersion: conflist.cniVersion },
+          });
+          assert.equal(r.code, 0, `ADD ${cid}: ${r.stdout} ${r.stderr}`);
+        };
+        api.addPod('default', 'alive', { nodeName: 'k3' });
+        api.addPod('default', 'doomed', { nodeName: 'k3' });
+        await addFor('c-alive', 'alive');
+        await addFor('c-doomed', 'doomed');
+        api.deletePod('default', 'doomed');
+        const holders = (): string[] => [...etcd.dump('/knit/ipam/gcnet/attach/').keys()].map((k) => k.split('/').pop()!).sort();
+        assert.deepEqual(holders(), ['c-alive:eth0', 'c-doomed:eth0']);
+        await stopKnitd(k3);
+        const t0 = Date.now();
+        startKnitd(k3, path.join(tmp, 'net-conf-host-gw.json'), ['--cni-conf-dir', confDir, '--ipam-gc-interval', '1', '--ipam-gc-grace', '1']);
+        await eventually(() => holders().length === 1, 20_000, `c-doomed released (knitd log: ${k3.log.join('').slice(-3000)})`);
+        assert.deepEqual(holders(), ['c-alive:eth0'], 'the pod that exists keeps its address');
+        assert.ok(Date.now() - t0 >= 2000, 'not before the second pass, a grace period after the first');
+        assert.match(k3.log.join(''), /ipam gc: network gcnet: released 10\.250\.0\.\d+ of c-doomed \(eth0\): pod default\/doomed no longer exists on node k3/);
+        assert.ok(api.requests.some((r) => r.startsWith('GET /api/v1/pods?') && r.includes('fieldSelector=spec.nodeName%3Dk3')), 'lists its node\'s pods only');
+      } finally {
+        await etcd.stop();
+      }
     });
   });
 });
