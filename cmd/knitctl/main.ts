@@ -179,7 +179,7 @@ async function ipamGcPods(a: Args, sleep: (ms: number) => Promise<void>): Promis
       await sleep(grace * 1000);
       for (const n of nets) {
         const p = await podGcPass(client, new EtcdKeys(conf.prefix, n), list, trackers.get(n)!, { ...(node ? { node } : {}), now: t0 + grace * 1000, dryRun });
-        const freed = new Set((p.report?.released ?? []).map((r) => `${r.owner.containerId}:${r.owner.ifName}/${r.ip}`));
+        const freed = new Set((p.report?.released ?? []).map((r) => `${ownerId(r.owner)}/${r.ip}`));
         const rows = p.confirmed.flatMap((j: Judgement) => j.row.rec.ips
           .filter((x) => dryRun || freed.has(`${ownerId(j.row.owner)}/${x.ip}`))
           .map((x) => ({ node: j.row.node, ip: x.ip, containerId: j.row.owner.containerId, ifName: j.row.owner.ifName, pod: j.row.rec.pod ? `${j.row.rec.pod.namespace}/${j.row.rec.pod.name}` : '-', reason: j.reason })));
@@ -192,7 +192,7 @@ async function ipamGcPods(a: Args, sleep: (ms: number) => Promise<void>): Promis
     if (!nets.length) return `no IPAM networks under ${conf.prefix}/ipam/`;
     if (!first) return `no attachment of a pod that is gone${node ? ` on node ${node}` : ''}: nothing to release`;
     return reports.map((r) => [
-      `network ${r.network}: ${r.dryRun ? 'would release' : 'released'} ${r.released.length} addresses (stale at both looks, ${grace} s apart)`,
+      `network ${r.network}: ${r.dryRun ? 'would release' : 'released'} ${r.released.length} address${r.released.length === 1 ? '' : 'es'} (stale at both looks, ${grace} s apart)`,
       ...(r.released.length ? ['', table(['NODE', 'ADDRESS', 'CONTAINER', 'IFNAME', 'POD', 'REASON'], r.released.sort((x, y) => x.node.localeCompare(y.node) || ipSort(x.ip, y.ip)).map((x) => [x.node, x.ip, x.containerId, x.ifName, x.pod, x.reason]))] : []),
     ].join('\n')).join('\n\n');
   });

@@ -124,7 +124,8 @@ export class IpamGc {
           log.info(`ipam gc: network ${cfg.network}: released ${r.ip} of ${r.owner.containerId} (${r.owner.ifName}): ${r.reason}`);
         }
         this.stats.released += pass.report?.released.length ?? 0;
-        const waiting = pass.judged.filter((j) => j.stale && !pass.confirmed.includes(j));
+        const confirmed = new Set(pass.confirmed);
+        const waiting = log.enabled('debug') ? pass.judged.filter((j) => j.stale && !confirmed.has(j)) : [];
         for (const j of waiting) log.debug(`ipam gc: network ${cfg.network}: ${j.row.owner.containerId} (${j.row.owner.ifName}) stale, released after ${this.o.graceSec} s unless it changes: ${j.reason}`);
       } catch (e) {
         this.stats.errors++;

@@ -1,6 +1,6 @@
 // knitd's overlay agent on the Kubernetes API (--datastore kubernetes): the test API server
-// (test/lab/kube-api.ts) runs in this process, reachable from the lab hosts through a veth from
-// this namespace onto the lab switch; two hosts run knitd (built executables) with a kubeconfig
+// (test/lab/kube-api.ts) runs in this process on a unix socket, relayed onto the lab switch from
+// a lab namespace (no link in the root namespace); two hosts run knitd (built executables) with a kubeconfig
 // pointing at it. A node without podCIDR gets no lease file (the plugin answers 11) until the
 // podCIDR is assigned; the nodes publish their annotations; pods ping across hosts; a restarted
 // knitd keeps its subnet and annotations without writing to the API and rebuilds a deleted VTEP
