@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { createLogger, type Level } from '../../pkg/cni/log';
 import { CniServer, DEFAULT_SOCKET_DIR } from '../../pkg/agent/cni-server';
 import { PLUGINS } from './plugins';
+import { resident } from '../../pkg/ipam/resident';
 import { OVERLAY_FLAGS, overlayFlags, startOverlay, type OverlayFlags } from './overlay';
 
 const USAGE = `usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level debug|info|warn|error]
@@ -60,6 +61,8 @@ async function main(): Promise<void> {
   const opts = options();
   if (opts.netns) return reexecIn(opts.netns);
   const log = createLogger({ level: opts.level, fields: { component: 'knitd' } });
+  // Requests share what a long-lived process can keep: knit-etcd-ipam's allocators (pkg/ipam/etcd-ipam.ts).
+  resident.enabled = true;
   let server: CniServer;
   try {
     server = await CniServer.start({ dir: opts.dir, plugins: PLUGINS, log });

@@ -19,6 +19,7 @@
 // in the block's key range). ADD is one write transaction; DEL is one read and one transaction.
 import { CniError, Code } from '../cni/errors';
 import { EtcdClient, EtcdError, KeyValue, Op, Compare, TxnResult, cmp, prefixEnd } from '../datastore/etcd';
+import { TxnBatcher } from '../datastore/etcd-batch';
 import { Family, IPAddr, bigIntToIP, bitsOf, formatIP, ipToBigInt, parseCIDR, parseIP } from '../ip/ip';
 import { Allocation, Allocator, GcReport, RangeStatus, allocatableCount } from './allocator';
 import { Range, RangeSet, blockedAt } from './config';
@@ -27,6 +28,8 @@ import { Owner, ownerKey, sameOwner } from './store';
 
 /** Attempts of the ADD transaction before giving up with code 11 (only under heavy contention). */
 const MAX_ATTEMPTS = 40;
+/** Attachment indexes an allocator remembers (knitd keeps one allocator per network). */
+const KNOWN_MAX = 4096;
 /** Nested transactions per etcd transaction (etcd's --max-txn-ops defaults to 128). */
 const TXN_CHUNK = 32;
 
@@ -236,8 +239,11 @@ export class EtcdAllocator {
   private readonly known = new Map<string, { rev: number; rec: AttachRecord }>();
   /** Transactions that lost a race (for tests and benchmarks). */
   conflicts = 0;
+  /** ADD transactions of concurrent allocations (knitd serving a node's ADDs) go to etcd together. */
+  readonly writer: TxnBatcher;
 
   constructor(readonly cfg: EtcdIpamConfig, readonly client: EtcdClient) {
+    this.writer = new TxnBatcher(client);
     this.keys = new EtcdKeys(cfg.etcd.prefix, cfg.network);
     this.node = cfg.nodeName;
     this.core = new Allocator(cfg, null as never);
@@ -473,9 +479,11 @@ export class EtcdAllocator {
       if (changed) success.push({ put: { key: attachKey, value: JSON.stringify(rec) } });
       const relOffset = success.length;
       if (dropped.length) success.push(...this.releaseOps(this.node, owner, { ips: dropped }));
-      const res = await this.client.txn({ compare, success, failure });
+      const res = await this.writer.txn({ compare, success, failure });
       if (res.succeeded) {
         // A repeated ADD that changed nothing keeps the index revision it compared.
+        // A cache: bounded, for a knitd that lives long and sees DELs on other paths.
+        if (this.known.size >= KNOWN_MAX) this.known.clear();
         this.known.set(ownerKey(owner), { rev: changed ? res.revision : cur!.rev, rec });
         for (const c of cands) {
           if (c.kind === 'own') c.own.used?.add(c.n);

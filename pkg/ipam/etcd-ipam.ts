@@ -13,6 +13,7 @@ import { EtcdIpamConfig, parseEtcdConn, parseEtcdIpamConfig, NODE_RE } from './e
 import { ipConfigs, toResult, type IpamContext } from './host-local';
 import { checkOwner } from './file-store';
 import type { Owner } from './store';
+import { resident } from './resident';
 
 function ownerOf(ctx: IpamContext): Owner {
   const o = { containerId: ctx.containerId, ifName: ctx.ifName };
@@ -27,14 +28,49 @@ function podOf(ctx: IpamContext): PodRef | undefined {
   return { namespace: a.k8sPodNamespace, name: a.k8sPodName, ...(a.k8sPodUid ? { uid: a.k8sPodUid } : {}) };
 }
 
+interface Pooled { a: EtcdAllocator; users: number; idle?: NodeJS.Timeout }
+
+/** Allocators kept by a resident process, by everything that shapes them (config and connection). */
+const pool = new Map<string, Pooled>();
+
+const poolKey = (cfg: EtcdIpamConfig): string => JSON.stringify(
+  { network: cfg.network, node: cfg.nodeName, blocks: [cfg.blockSize, cfg.blockSize6], etcd: cfg.etcd, ranges: cfg.rangeSets },
+  (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v),
+);
+
+/**
+ * An exec'd plugin makes a fresh allocator and closes its client (the process must be able to
+ * exit). A resident process (knitd) keeps one per network and etcd connection: its caches save
+ * reads, its client keeps connections, and concurrent ADDs of the node share its batched writes.
+ * The caches may go stale (other processes write too); the allocator's compares catch that, and
+ * a stale entry only costs a retry.
+ */
 async function withAllocator<T>(cfg: EtcdIpamConfig, fn: (a: EtcdAllocator) => Promise<T>): Promise<T> {
-  const client = new EtcdClient(cfg.etcd);
+  if (!resident.enabled) {
+    const client = new EtcdClient(cfg.etcd);
+    try {
+      return await fn(new EtcdAllocator(cfg, client));
+    } catch (e) {
+      throw etcdCniError(e);
+    } finally {
+      client.close();
+    }
+  }
+  const key = poolKey(cfg);
+  let p = pool.get(key);
+  if (!p) pool.set(key, p = { a: new EtcdAllocator(cfg, new EtcdClient(cfg.etcd)), users: 0 });
+  const entry = p;
+  if (entry.idle) clearTimeout(entry.idle);
+  entry.users++;
   try {
-    return await fn(new EtcdAllocator(cfg, client));
+    return await fn(entry.a);
   } catch (e) {
     throw etcdCniError(e);
   } finally {
-    client.close();
+    if (--entry.users === 0) {
+      entry.idle = setTimeout(() => { pool.delete(key); entry.a.client.close(); }, resident.idleMs);
+      entry.idle.unref();
+    }
   }
 }
 

@@ -17,13 +17,14 @@ const PODS = 50;
 const PREFIX = '/knit';
 
 interface Line { cid: string; ips?: string[]; error?: string; code?: number; tries: number; codes: number[] }
+interface Batch { requests: number; transactions: number }
 
-function worker(conf: object, node: string, count: number, parallel: number): Promise<Line[]> {
+function worker(conf: object, node: string, count: number, parallel: number, shared = false, batches: Batch[] = []): Promise<Line[]> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     delete env.NODE_EXTRA_CA_CERTS;
     delete env.NODE_OPTIONS;
-    const child = spawn(process.execPath, [WORKER, JSON.stringify({ conf, node, count, parallel })], {
+    const child = spawn(process.execPath, [WORKER, JSON.stringify({ conf, node, count, parallel, shared })], {
       env, stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '', err = '';
@@ -32,7 +33,9 @@ function worker(conf: object, node: string, count: number, parallel: number): Pr
     child.on('error', reject);
     child.on('close', (code) => {
       if (code !== 0) return reject(new Error(`worker ${node} exited ${code}: ${err}`));
-      resolve(out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line));
+      const all = out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line & { batch?: Batch });
+      for (const l of all) if (l.batch) batches.push(l.batch);
+      resolve(all.filter((l) => !l.batch));
     });
   });
 }
@@ -116,6 +119,21 @@ describe('knit-etcd-ipam under concurrency (16 nodes x 50 pods, real etcd)', fun
     const conflicts = lines.reduce((a, l) => a + ((l as any).conflicts as number), 0);
     console.log(`      ${lines.length} ADDs in ${ms} ms by ${NODES} processes (p50 ${lat[lat.length >> 1]} ms, p99 ${lat[Math.floor(lat.length * 0.99)]} ms, ${conflicts} lost races); ${borrowed} addresses borrowed from other nodes' blocks`);
     assert.ok(borrowed > 0, 'some node had to borrow');
+  });
+
+  it('three members, knitd-like (one allocator per node, 8 ADDs at a time): batched transactions, no duplicates', async () => {
+    etcd = await EtcdCluster.start({ members: 3 });
+    const c = conf(etcd, 'scaleb');
+    const batches: Batch[] = [];
+    const t0 = Date.now();
+    const lines = (await Promise.all(Array.from({ length: NODES }, (_, i) => worker(c, `node${i}`, PODS, 8, true, batches)))).flat();
+    const ms = Date.now() - t0;
+    verify(etcd, 'scaleb', lines);
+    assert.equal(batches.length, NODES);
+    const sum = batches.reduce((a, b) => ({ requests: a.requests + b.requests, transactions: a.transactions + b.transactions }), { requests: 0, transactions: 0 });
+    assert.ok(sum.transactions >= lines.length, 'every ADD wrote through the batcher');
+    assert.ok(sum.requests < sum.transactions * 0.75, `concurrent ADDs of a node share requests (${sum.transactions} transactions in ${sum.requests} requests)`);
+    console.log(`      ${lines.length} ADDs in ${ms} ms; ${sum.transactions} ADD transactions in ${sum.requests} etcd requests`);
   });
 
   it('three members, one killed and restarted mid-run: no duplicates, failed calls are code 11 and leave nothing half-written', async () => {

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { Lab, requireRoot, type Netns, type PluginOutput } from '../lab/lab';
 import { attachmentLinks, eventually, reservations } from '../lab/cni';
 import { Status, decodeResponse, encodeRequest, type CniResponse } from '../../pkg/agent/cni-protocol';
+import { EtcdCluster, haveEtcd } from '../lab/etcd';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BIN = path.join(ROOT, 'dist/bin');
@@ -214,6 +215,35 @@ describe('knitd: CNI requests served by the node agent', function () {
       dels.forEach((r, i) => ok(r, `DEL cp${i}`));
       assert.deepEqual(await attachmentLinks(lab, host, 'kdpar'), []);
       assert.deepEqual(reservations(dir, 'kdpar'), []);
+    });
+
+    it('knit-etcd-ipam under knitd: one allocator per network for all requests, concurrent ADDs batched into fewer etcd writes', async function () {
+      if (!haveEtcd()) { console.log('      (skipped: no /usr/bin/etcd; scripts/bootstrap installs etcd-server)'); this.skip(); }
+      const etcd = await EtcdCluster.start({ netns: host }); // on the host's own loopback
+      try {
+        const N = 30;
+        const pods: Netns[] = [];
+        for (let i = 0; i < N; i++) pods.push(await lab.pod(`kd-e${i}`));
+        const c = { ...conf('kdetcd', dir, '10.65.0.0/24'), ipam: { type: 'knit-etcd-ipam', nodeName: 'kd-host', etcd: { endpoints: etcd.endpoints }, ranges: [[{ subnet: '10.65.0.0/24' }]] } };
+        const revision = (): number => Number(JSON.parse(etcd.ctl(['endpoint', 'status', '-w', 'json']))[0].Status.header.revision);
+        const r0 = revision();
+        const results = await Promise.all(pods.map((p, i) => call(host, 'ADD', c, `ce${i}`, p)));
+        const addrs = results.map((r, i) => ok(r, `ADD ce${i}`).ips[0].address);
+        assert.equal(new Set(addrs).size, N, addrs.join(' '));
+        for (let i = 0; i < N; i++) assert.equal(k.served('ADD', `ce${i}`), 1, `ce${i} served by knitd`);
+        // Each etcd request is one revision: fewer revisions than ADDs means ADDs shared requests.
+        const writes = revision() - r0;
+        assert.ok(writes < N, `${N} ADDs took ${writes} etcd write requests`);
+        console.log(`      ${N} concurrent ADDs through knitd: ${writes} etcd write requests`);
+        assert.equal(etcd.dump('/knit/ipam/kdetcd/attach/').size, N);
+        const dels = await Promise.all(pods.map((p, i) => call(host, 'DEL', c, `ce${i}`, p)));
+        dels.forEach((r, i) => ok(r, `DEL ce${i}`));
+        assert.equal(etcd.dump('/knit/ipam/kdetcd/ips/').size, 0, 'every address released');
+        assert.equal(etcd.dump('/knit/ipam/kdetcd/attach/').size, 0);
+        assert.deepEqual(await attachmentLinks(lab, host, 'kdetcd'), []);
+      } finally {
+        await etcd.stop();
+      }
     });
 
     it('refuses garbage on the socket without falling over, and declines unknown plugins', async () => {
