@@ -203,9 +203,12 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
 
   it('a deleted Node\'s routes are removed from the other host', async () => {
     const [k1, k2] = nodes as [Node, Node];
+    // Only a running agent can remove it: the route is there before, k1's knitd is up throughout.
+    await eventually(async () => (await knitRoutes(k1)).includes('10.247.2.0/24'), 30_000, `k1 routes k2's podCIDR first (log: ${k1.log.join('').slice(-2000)})`);
     k2.knitd?.kill('SIGTERM');
     api.deleteNode('k2');
     await eventually(async () => !(await knitRoutes(k1)).includes('10.247.2.0/24'), 30_000, `k2's route gone from k1 (log: ${k1.log.join('').slice(-2000)})`);
+    assert.equal(k1.knitd?.exitCode, null, "k1's knitd is still running");
   });
 
   // A cluster of its own on the same API server and underlay, after the vxlan one is gone.
