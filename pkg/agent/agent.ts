@@ -6,7 +6,8 @@
 //   then:  lease watch events, netlink events on knit's objects (device deleted, route removed)
 //          and a periodic full resync all end in the same reconcile (debounced); keepalive
 //          renews the TTL, and a lost lease is claimed again (the same subnet unless another
-//          node took it meanwhile).
+//          node took it meanwhile). A changed underlay address (address events, and each
+//          resync) is published again and the local datapath rebuilt on it.
 // stop() leaves the datapath and the lease up: a restarted knitd takes over where it left.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -69,6 +70,7 @@ export class OverlayAgent {
   private unsubscribe?: () => void;
   private timers: NodeJS.Timeout[] = [];
   private syncTimer: NodeJS.Timeout | null = null;
+  private underlayTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private syncing = false;
   private resyncAgain = false;
@@ -93,7 +95,10 @@ export class OverlayAgent {
     this.startNetlinkWatch();
     const ka = Math.max(1, Math.floor(this.ttlSec / 3)) * 1000;
     this.timers.push(setInterval(() => void this.keepAlive(), ka));
-    this.timers.push(setInterval(() => { this.log.debug('periodic resync'); void this.relist().catch((e) => this.fail('resync', e)); }, (this.o.resyncSec ?? DEFAULT_RESYNC_SEC) * 1000));
+    this.timers.push(setInterval(() => {
+      this.log.debug('periodic resync');
+      void this.checkUnderlay().then(() => this.relist()).catch((e) => this.fail('resync', e));
+    }, (this.o.resyncSec ?? DEFAULT_RESYNC_SEC) * 1000));
   }
 
   /** Stops watching and renewing; the datapath, lease.json and the datastore lease stay. */
@@ -101,6 +106,7 @@ export class OverlayAgent {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     if (this.syncTimer) clearTimeout(this.syncTimer);
+    if (this.underlayTimer) clearTimeout(this.underlayTimer);
     this.watch?.close();
     this.unsubscribe?.();
     this.backend?.close();
@@ -124,11 +130,14 @@ export class OverlayAgent {
     };
   }
 
-  /** Claims (or re-claims) the subnet, then makes the local datapath and lease.json match. */
-  private async claim(): Promise<void> {
+  /**
+   * Claims (or re-claims) the subnet, then makes the local datapath and lease.json match (when
+   * the subnet changed, or `rebuild`: the underlay did).
+   */
+  private async claim(rebuild = false): Promise<void> {
     const cfg = this.cfg!;
     const subnet = await acquireSubnet({ store: this.o.store, cfg, me: this.me(), ttlSec: this.ttlSec, stateDir: this.o.stateDir, log: this.log });
-    if (subnet !== this.subnet) {
+    if (subnet !== this.subnet || rebuild) {
       this.subnet = subnet;
       this.local = this.backend!.ensureLocal({
         nodeName: this.o.nodeName, subnet, underlayIface: this.underlay!.iface, underlayAddr: this.underlay!.addr, network: cfg.network,
@@ -148,6 +157,34 @@ export class OverlayAgent {
       });
       this.log.info(`lease ${subnet} written to ${path.join(this.o.runDir, 'lease.json')} (mtu ${this.local.mtu}, ${cfg.backend.type})`);
     }
+  }
+
+  /**
+   * The underlay address changed (DHCP, renumbering): peers must learn the new one, and the
+   * VXLAN device's local address follow it. While the link has no address, the old one is kept.
+   */
+  async checkUnderlay(): Promise<void> {
+    if (this.stopped || !this.underlay || !this.subnet) return;
+    let now: { iface: string; addr: string };
+    try {
+      now = findUnderlay(this.o.iface);
+    } catch (e) {
+      this.log.debug(`underlay: ${(e as Error).message}; keeping ${this.underlay.iface} ${this.underlay.addr}`);
+      return;
+    }
+    if (now.iface === this.underlay.iface && now.addr === this.underlay.addr) return;
+    this.log.warn(`underlay changed from ${this.underlay.iface} ${this.underlay.addr} to ${now.iface} ${now.addr}: publishing it and rebuilding the local datapath`);
+    this.underlay = now;
+    await this.claim(true);
+    this.scheduleSync();
+  }
+
+  private scheduleUnderlayCheck(): void {
+    if (this.stopped || this.underlayTimer) return;
+    this.underlayTimer = setTimeout(() => {
+      this.underlayTimer = null;
+      void this.checkUnderlay().catch((e) => this.fail('underlay change', e));
+    }, 200);
   }
 
   private async keepAlive(): Promise<void> {
@@ -197,8 +234,9 @@ export class OverlayAgent {
   private startNetlinkWatch(): void {
     const devices = new Set(this.backend!.watched().devices);
     try {
-      this.unsubscribe = subscribe({ links: true, routes: true, neighbours: true, ref: false }, (ev: NetlinkEvent) => {
-        if (ev.kind === 'overrun') return this.scheduleSync();
+      this.unsubscribe = subscribe({ links: true, addresses: true, routes: true, neighbours: true, ref: false }, (ev: NetlinkEvent) => {
+        if (ev.kind === 'overrun') { this.scheduleUnderlayCheck(); return this.scheduleSync(); }
+        if (ev.kind === 'addr' && ev.addr.family === 4) return this.scheduleUnderlayCheck();
         if (ev.kind === 'link' && ev.type === 'del' && devices.has(ev.link.name)) {
           this.log.warn(`${ev.link.name} was deleted; repairing`);
           this.scheduleSync();

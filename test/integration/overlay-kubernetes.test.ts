@@ -201,6 +201,25 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
     assert.ok(await lab.ping(k2.pods[0]!.ns, k1.pods[0]!.ip, 2), 'k2 pod -> k1 pod after the restart');
   });
 
+  it('a changed underlay address is published (knit.dev/public-ip), the VTEP follows it, and pods keep talking', async () => {
+    const [k1, k2] = nodes as [Node, Node];
+    // Renumbered (the old address goes first: deleting a primary address also deletes secondaries).
+    await lab.ip(k1.host, ['addr', 'del', '192.168.247.1/24', 'dev', 'eth0']);
+    await lab.ip(k1.host, ['addr', 'add', '192.168.247.11/24', 'dev', 'eth0']);
+    await eventually(() => knitAnnotations('k1')[ANNOTATIONS.publicIp] === '192.168.247.11', 15_000, `k1 publishes its new address (log: ${k1.log.join('').slice(-2000)})`);
+    await eventually(async () => {
+      const [dev] = await lab.ipJson(k1.host, ['-d', 'link', 'show', 'type', 'vxlan']); // none for a moment while it is rebuilt
+      return dev?.ifname === 'knit.47' && dev.linkinfo?.info_data?.local === '192.168.247.11';
+    }, 15_000, `k1's VTEP uses the new local address (log: ${k1.log.join('').slice(-2000)})`);
+    const vtep1 = knitAnnotations('k1')[ANNOTATIONS.vtepMac]!;
+    const fdb = async (): Promise<any[]> => JSON.parse((await lab.exec(k2.host, 'bridge', ['-json', 'fdb', 'show', 'dev', 'knit.47'])).stdout || '[]');
+    await eventually(async () => (await fdb()).some((f) => f.mac === vtep1 && f.dst === '192.168.247.11'),
+      15_000, `k2's FDB sends k1's VTEP to the new address (k2 log: ${k2.log.join('').slice(-2000)})`);
+    assert.ok(!(await fdb()).some((f) => f.dst === '192.168.247.1'), 'no FDB entry to the old address');
+    assert.ok(await lab.ping(k1.pods[0]!.ns, k2.pods[0]!.ip, 2), 'k1 pod -> k2 pod over the new underlay address');
+    assert.ok(await lab.ping(k2.pods[0]!.ns, k1.pods[0]!.ip, 2), 'k2 pod -> k1 pod');
+  });
+
   it('a deleted Node\'s routes are removed from the other host', async () => {
     const [k1, k2] = nodes as [Node, Node];
     // Only a running agent can remove it: the route is there before, k1's knitd is up throughout.
