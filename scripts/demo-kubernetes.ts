@@ -5,17 +5,14 @@
 // host pinging the other, then the knit-etcd-ipam pod GC: an address whose pod was deleted
 // without a DEL, freed by `knitctl ipam gc --pods`, while the pod that exists keeps its own.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Lab } from '../test/lab/lab';
 import { EtcdCluster, haveEtcd } from '../test/lab/etcd';
 import { KubeApiServer, relayToUnix } from '../test/lab/kube-api';
+import { BIN, indent, step, waitForLeases } from './demo-ui';
 
-const BIN = resolve(__dirname, '../dist/bin');
-const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
-const step = (s: string): void => console.log(`\n${bold('== ' + s)}`);
-const indent = (s: string): string => s.trimEnd().split('\n').map((l) => '   ' + l).join('\n');
 const API = '192.168.78.254';
 
 export async function kubernetesDemo(): Promise<void> {
@@ -43,9 +40,7 @@ export async function kubernetesDemo(): Promise<void> {
         '--node-name', `node${i + 1}`, '--iface', 'eth0', '--run-dir', runDirs[i]!, '--state-dir', join(tmp, h.name, 'state'),
         '--cni-socket-dir', join(tmp, h.name, 'cni'), '--ipam-gc-interval', '0'], { stdio: 'ignore', env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } }));
     }
-    for (const d of runDirs) {
-      for (let t = 0; !existsSync(join(d, 'lease.json')); t++) { if (t > 300) throw new Error('knitd wrote no lease'); await new Promise((r) => setTimeout(r, 100)); }
-    }
+    await waitForLeases(runDirs);
     console.log(indent(api.list().map((n) => `Node ${n.metadata.name}: podCIDR ${n.spec?.podCIDR}; ${Object.entries(n.metadata.annotations ?? {}).map(([k, v]) => `${k}=${v}`).join(' ')}`).join('\n')));
     await new Promise((r) => setTimeout(r, 500));
     const ips: string[] = [];

@@ -2,16 +2,13 @@
 // hosts each running knitd (built executables), one pod per host through knit-overlay, a ping
 // across the VXLAN overlay and `knitctl status`.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Lab } from '../test/lab/lab';
 import { EtcdCluster, haveEtcd } from '../test/lab/etcd';
+import { BIN, indent, step, waitForLeases } from './demo-ui';
 
-const BIN = resolve(__dirname, '../dist/bin');
-const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
-const step = (s: string): void => console.log(`\n${bold('== ' + s)}`);
-const indent = (s: string): string => s.trimEnd().split('\n').map((l) => '   ' + l).join('\n');
 
 export async function overlayDemo(): Promise<void> {
   step('knit-overlay: two hosts, knitd on each, one network over VXLAN (state in etcd)');
@@ -37,9 +34,7 @@ export async function overlayDemo(): Promise<void> {
         '--node-name', `node${i + 1}`, '--iface', 'eth0', '--run-dir', runDirs[i]!, '--state-dir', join(tmp, h.name, 'state')], { stdio: 'ignore' });
       agents.push(p);
     }
-    for (const d of runDirs) {
-      for (let t = 0; !existsSync(join(d, 'lease.json')); t++) { if (t > 300) throw new Error('knitd wrote no lease'); await new Promise((r) => setTimeout(r, 100)); }
-    }
+    await waitForLeases(runDirs);
     await new Promise((r) => setTimeout(r, 500));
     const ips: string[] = [];
     for (const [i, h] of hosts.entries()) {

@@ -10,11 +10,8 @@ import { join, resolve } from 'node:path';
 import { Lab, run, type Netns } from '../test/lab/lab';
 import { overlayDemo } from './demo-overlay';
 import { kubernetesDemo } from './demo-kubernetes';
+import { BIN, indent, step } from './demo-ui';
 
-const BIN = resolve(__dirname, '../dist/bin');
-const bold = (s: string): string => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
-const step = (s: string): void => console.log(`\n${bold('== ' + s)}`);
-const indent = (s: string): string => s.trimEnd().split('\n').map((l) => '   ' + l).join('\n');
 
 async function main(): Promise<void> {
   const lab = new Lab();

@@ -6,11 +6,10 @@
 // whose status has no address yet (status lags ADD), not an ADD that lands between the two looks,
 // not an attachment re-made between them, not an attachment without a pod.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildKnit, type KnitBuild } from '../lab/cni';
+import { buildKnit, execJson, type ExecOut, type KnitBuild } from '../lab/cni';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import { KubeApiServer } from '../lab/kube-api';
 import { run as knitctlRun } from '../../cmd/knitctl/main';
@@ -19,28 +18,9 @@ import { KubernetesDatastore } from '../../pkg/datastore/kubernetes';
 import { renderMetrics } from '../../pkg/agent/metrics';
 import { createLogger } from '../../pkg/cni/log';
 
-interface Out { code: number; stdout: string; stderr: string; json: any }
+type Out = ExecOut;
 
 let knit: KnitBuild;
-
-function exec(file: string, args: string[], env: Record<string, string | undefined>, input = ''): Promise<Out> {
-  return new Promise((resolve, reject) => {
-    const e: NodeJS.ProcessEnv = { ...process.env, ...env };
-    delete e.NODE_EXTRA_CA_CERTS;
-    delete e.NODE_OPTIONS;
-    const child = spawn(file, args, { env: e, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      let json: any;
-      try { json = stdout.trim() ? JSON.parse(stdout) : undefined; } catch { json = undefined; }
-      resolve({ code: code ?? -1, stdout, stderr, json });
-    });
-    child.stdin.end(input);
-  });
-}
 
 const ok = (o: Out, what: string): Out => { assert.equal(o.code, 0, `${what}: exit ${o.code}: ${o.stdout} ${o.stderr}`); return o; };
 
@@ -79,14 +59,14 @@ describe('knit-etcd-ipam GC against the pods that exist', function () {
   /** ADD as kubelet (through containerd) calls it: the pod named in CNI_ARGS. */
   async function add(c: Record<string, any>, cid: string, pod?: { ns: string; name: string; uid?: string }): Promise<string> {
     const args = pod ? `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.ns};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${cid}${pod.uid ? `;K8S_POD_UID=${pod.uid}` : ''}` : undefined;
-    const o = ok(await exec(knit.bin('knit-etcd-ipam'), [], {
+    const o = ok(await execJson(knit.bin('knit-etcd-ipam'), [], {
       CNI_COMMAND: 'ADD', CNI_CONTAINERID: cid, CNI_IFNAME: 'eth0', CNI_NETNS: '/run/netns/none', CNI_PATH: knit.binDir, CNI_ARGS: args,
     }, JSON.stringify(c)), `ADD ${cid}`);
     return String(o.json.ips[0].address).split('/')[0]!;
   }
 
   async function del(c: Record<string, any>, cid: string): Promise<void> {
-    ok(await exec(knit.bin('knit-etcd-ipam'), [], { CNI_COMMAND: 'DEL', CNI_CONTAINERID: cid, CNI_IFNAME: 'eth0', CNI_NETNS: '/run/netns/none', CNI_PATH: knit.binDir }, JSON.stringify(c)), `DEL ${cid}`);
+    ok(await execJson(knit.bin('knit-etcd-ipam'), [], { CNI_COMMAND: 'DEL', CNI_CONTAINERID: cid, CNI_IFNAME: 'eth0', CNI_NETNS: '/run/netns/none', CNI_PATH: knit.binDir }, JSON.stringify(c)), `DEL ${cid}`);
   }
 
   /** Who holds what in etcd: container id → address. */
@@ -140,18 +120,18 @@ describe('knit-etcd-ipam GC against the pods that exist', function () {
   it('knitctl ipam gc --pods frees the attachments of pods that are gone, after two looks; nothing else', async () => {
     const c = conf();
     const ips = await scenario(c);
-    const ls = ok(await exec(knit.bin('knitctl'), ['ipam', 'ls', '--network', c.name, '--etcd-endpoints', etcd.endpoints.join(',')], {}), 'ipam ls');
+    const ls = ok(await execJson(knit.bin('knitctl'), ['ipam', 'ls', '--network', c.name, '--etcd-endpoints', etcd.endpoints.join(',')], {}), 'ipam ls');
     assert.match(ls.stdout, /POD/);
     assert.match(ls.stdout, new RegExp(`${ips.get('c-web')!.replace(/\./g, '\\.')}\\s+c-web\\s+eth0\\s+default/web`), ls.stdout);
     assert.match(ls.stdout, /c-plain\s+eth0\s+-\s/, 'no pod recorded for a plain CNI attachment');
 
-    const dry = ok(await exec(knit.bin('knitctl'), ['ipam', 'gc', '--pods', '--grace', '0', '--dry-run', '--json', '--network', c.name, '--etcd-endpoints', etcd.endpoints.join(',')], { KUBECONFIG: kubeconfig }), 'dry run');
+    const dry = ok(await execJson(knit.bin('knitctl'), ['ipam', 'gc', '--pods', '--grace', '0', '--dry-run', '--json', '--network', c.name, '--etcd-endpoints', etcd.endpoints.join(',')], { KUBECONFIG: kubeconfig }), 'dry run');
     assert.deepEqual(dry.json[0].released.map((r: { containerId: string }) => r.containerId).sort(), [...STALE].sort());
     assert.equal(dry.json[0].dryRun, true);
     assert.equal(holders(c).size, ips.size, 'a dry run frees nothing');
 
     const t0 = Date.now();
-    const gc = ok(await exec(knit.bin('knitctl'), ['ipam', 'gc', '--pods', '--grace', '1', '--network', c.name, '--etcd-endpoints', etcd.endpoints.join(','), '--kubeconfig', kubeconfig], {}), 'gc --pods');
+    const gc = ok(await execJson(knit.bin('knitctl'), ['ipam', 'gc', '--pods', '--grace', '1', '--network', c.name, '--etcd-endpoints', etcd.endpoints.join(','), '--kubeconfig', kubeconfig], {}), 'gc --pods');
     assert.ok(Date.now() - t0 >= 1000, 'the second look waits --grace');
     assert.match(gc.stdout, /released 4 addresses \(stale at both looks, 1 s apart\)/);
     assert.match(gc.stdout, /c-gone\s+eth0\s+default\/gone\s+pod default\/gone no longer exists/);
@@ -164,7 +144,7 @@ describe('knit-etcd-ipam GC against the pods that exist', function () {
     // The pod list is one consistent snapshot, read in pages (limit) across every namespace.
     assert.ok(api.requests.some((r) => r.startsWith('GET /api/v1/pods?') && r.includes('limit=500')), api.requests.join('\n'));
     // Nothing left to release: a second run says so without waiting.
-    const again = ok(await exec(knit.bin('knitctl'), ['ipam', 'gc', '--pods', '--grace', '30', '--network', c.name, '--etcd-endpoints', etcd.endpoints.join(',')], { KUBECONFIG: kubeconfig }), 'gc again');
+    const again = ok(await execJson(knit.bin('knitctl'), ['ipam', 'gc', '--pods', '--grace', '30', '--network', c.name, '--etcd-endpoints', etcd.endpoints.join(',')], { KUBECONFIG: kubeconfig }), 'gc again');
     assert.match(again.stdout, /nothing to release/);
     // The freed addresses are allocatable again; the ones kept are not handed out twice.
     const next = api.addPod('default', 'next', { nodeName: 'n1' });

@@ -5,48 +5,25 @@
 // any output), knitctl ipam ls/gc, and both ways of running it in lab namespaces: in-process
 // under knit-bridge and exec'd by the reference bridge, with etcd on a lab underlay host.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Host, type Netns, type PluginOutput } from '../lab/lab';
-import { buildKnit, linkAddrs, REF_CNI_DIR, type KnitBuild } from '../lab/cni';
+import { buildKnit, execJson, linkAddrs, REF_CNI_DIR, type ExecOut, type KnitBuild } from '../lab/cni';
 import { EtcdCluster, freePorts, makeTls, requireEtcd, type TlsFiles } from '../lab/etcd';
 
-interface Out { code: number; stdout: string; stderr: string; json: any; ms: number }
+type Out = ExecOut;
 
 let knit: KnitBuild;
 
-function exec(file: string, args: string[], env: Record<string, string | undefined>, input = ''): Promise<Out> {
-  return new Promise((resolve, reject) => {
-    const e: NodeJS.ProcessEnv = { ...process.env, ...env };
-    delete e.NODE_EXTRA_CA_CERTS;
-    delete e.NODE_OPTIONS;
-    for (const [k, v] of Object.entries(env)) if (v === undefined) delete e[k];
-    const t0 = Date.now();
-    const child = spawn(file, args, { env: e, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      let json: any;
-      try { json = stdout.trim() ? JSON.parse(stdout) : undefined; } catch { json = undefined; }
-      resolve({ code: code ?? -1, stdout, stderr, json, ms: Date.now() - t0 });
-    });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
-  });
-}
-
 function cni(command: string, conf: object, cid = '', env: Record<string, string> = {}): Promise<Out> {
-  return exec(knit.bin('knit-etcd-ipam'), [], {
+  return execJson(knit.bin('knit-etcd-ipam'), [], {
     CNI_COMMAND: command, CNI_PATH: knit.binDir, CNI_CONTAINERID: cid || undefined, CNI_IFNAME: cid ? 'eth0' : undefined,
     CNI_NETNS: cid ? '/run/netns/none' : undefined, ...env,
   }, JSON.stringify(conf));
 }
 
 function knitctl(args: string[], env: Record<string, string> = {}): Promise<Out> {
-  return exec(knit.bin('knitctl'), args, env);
+  return execJson(knit.bin('knitctl'), args, env);
 }
 
 function ok(o: Out, what = ''): Out {

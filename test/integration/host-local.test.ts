@@ -2,38 +2,25 @@
 // across CNI versions, 100 concurrent processes, crash leftovers, and the reference bridge plugin
 // using it as its IPAM inside lab network namespaces.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { build } from 'esbuild';
 import { Lab, requireRoot, type Netns } from '../lab/lab';
+import { execJson, type ExecOut } from '../lab/cni';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BANNER = ['#!/bin/sh', `':' //; unset NODE_EXTRA_CA_CERTS; exec "\${KNIT_NODE:-node}" "$0" "$@"`].join('\n');
 
-interface Out { code: number; stdout: string; stderr: string; json: any }
+type Out = ExecOut;
 
 let binDir: string;
 let plugin: string;
 
 /** Runs the plugin once with CNI_* env and conf on stdin. */
 function cni(command: string, conf: object, env: Record<string, string> = {}): Promise<Out> {
-  return new Promise((resolve, reject) => {
-    const e: NodeJS.ProcessEnv = { ...process.env, CNI_COMMAND: command, CNI_PATH: binDir, ...env };
-    delete e.NODE_EXTRA_CA_CERTS;
-    const child = spawn(plugin, [], { env: e, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      let json: any;
-      try { json = stdout.trim() ? JSON.parse(stdout) : undefined; } catch { json = undefined; }
-      resolve({ code: code ?? -1, stdout, stderr, json });
-    });
-    child.stdin.end(JSON.stringify(conf));
-  });
+  return execJson(plugin, [], { CNI_COMMAND: command, CNI_PATH: binDir, ...env }, JSON.stringify(conf));
 }
 
 const att = (id: string, ifName = 'eth0'): Record<string, string> => ({ CNI_CONTAINERID: id, CNI_IFNAME: ifName, CNI_NETNS: '/run/netns/none' });

@@ -2,6 +2,7 @@
 // the plugins (so other executables' work in progress in dist/ cannot break a suite), and
 // oracles that look at a lab host from the outside (links by attachment alias, nftables state,
 // host-local reservation files).
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,6 +12,35 @@ import { run, type Lab, type Netns } from './lab';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BANNER = ['#!/bin/sh', `':' //; unset NODE_EXTRA_CA_CERTS; exec "\${KNIT_NODE:-node}" "$0" "$@"`].join('\n');
+
+export interface ExecOut { code: number; stdout: string; stderr: string; json: any; ms: number }
+
+/**
+ * Runs an executable in this namespace (no lab netns: IPAM plugins, knitctl) with `env` over this
+ * process's (undefined removes a variable; NODE_EXTRA_CA_CERTS and NODE_OPTIONS are never passed)
+ * and `input` on stdin. stdout is parsed as JSON when it is JSON.
+ */
+export function execJson(file: string, args: string[], env: Record<string, string | undefined>, input = ''): Promise<ExecOut> {
+  return new Promise((resolve, reject) => {
+    const e: NodeJS.ProcessEnv = { ...process.env, ...env };
+    delete e.NODE_EXTRA_CA_CERTS;
+    delete e.NODE_OPTIONS;
+    for (const [k, v] of Object.entries(env)) if (v === undefined) delete e[k];
+    const t0 = Date.now();
+    const child = spawn(file, args, { env: e, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      let json: any;
+      try { json = stdout.trim() ? JSON.parse(stdout) : undefined; } catch { json = undefined; }
+      resolve({ code: code ?? -1, stdout, stderr, json, ms: Date.now() - t0 });
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
+  });
+}
 
 /** The reference plugins (Debian containernetworking-plugins). */
 export const REF_CNI_DIR = '/usr/lib/cni';
