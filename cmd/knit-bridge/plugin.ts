@@ -17,6 +17,7 @@ import { attachmentAlias, hostLinkName, parseAttachmentAlias, sameAttachment, ty
 import { interfaceDrift } from '../../pkg/iface/check';
 import { configureInterface, gatewaysByFamily } from '../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../pkg/iface/rollback';
+import { openPodNetns, openPodNetnsIfPresent } from '../../pkg/iface/netns';
 import { ensureMasq, masqState, removeMasq } from '../../pkg/nat/masq';
 import { parseBridgeConf, type BridgeConf } from './config';
 
@@ -30,7 +31,7 @@ export const bridge: Plugin = {
     const cfg = parseBridgeConf(ctx.conf, ctx.args);
     const id = attachmentOf(ctx);
     const host = Netlink.open(null);
-    const pod = Netlink.open(ctx.netns);
+    const pod = openPodNetns(ctx.netns);
     const undo = new Rollback();
     try {
       // A crashed ADD of this very attachment (a killed plugin or knitd) left its host veth,
@@ -108,12 +109,13 @@ export const bridge: Plugin = {
     const cfg = parseBridgeConf(ctx.conf, ctx.args);
     const prev = ctx.conf.prevResult;
     if (!prev) throw new CniError(Code.InvalidConfig, 'prevResult is required for CHECK: the result of the ADD being checked');
-    if (cfg.hasIpam) await runIpam('CHECK', ctx, ctx.conf);
     const id = attachmentOf(ctx);
     const drift: string[] = [];
     const host = Netlink.open(null);
-    const pod = Netlink.open(ctx.netns);
+    let pod: Netlink;
+    try { pod = openPodNetns(ctx.netns); } catch (e) { host.close(); throw e; }
     try {
+      if (cfg.hasIpam) await runIpam('CHECK', ctx, ctx.conf);
       const br = linkFind(host, cfg.bridge);
       if (!br || br.kind !== 'bridge') drift.push(`bridge ${cfg.bridge} ${br ? `is a ${br.kind ?? 'device'}, not a bridge` : 'is missing'}`);
       else if (br.promisc !== cfg.promiscMode) drift.push(`bridge ${cfg.bridge} promiscuous mode is ${br.promisc}, config says ${cfg.promiscMode}`);
@@ -328,10 +330,10 @@ function deleteLink(nl: Netlink, index: number): void {
   try { linkDel(nl, index); } catch (e) { if (!isNotFound(e)) throw e; }
 }
 
-/** DEL without our host link: remove the container's veth if the netns is still there. */
+/** DEL without our host link: remove the container's veth if the netns is still there (any other way it is gone, its veth went with it). */
 function deletePodLink(ctx: Context): void {
-  let pod: Netlink;
-  try { pod = Netlink.open(ctx.netns); } catch (e) { if (isNotFound(e)) return; throw e; }
+  const pod = openPodNetnsIfPresent(ctx.netns);
+  if (!pod) return;
   try {
     const l = linkFind(pod, ctx.ifName);
     if (l?.kind === 'veth') deleteLink(pod, l.index);

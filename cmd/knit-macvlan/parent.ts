@@ -4,14 +4,14 @@
 import * as fs from 'node:fs';
 import { release as kernelRelease } from 'node:os';
 import { CniError, Code, invalidConfig, show } from '../../pkg/cni/errors';
-import { NetlinkError, Netlink, isNetlinkError, isNotFound, linkAdd, linkDel, linkFind, linkGet, linkSet, routeList, type Link } from '../../pkg/netlink';
+import { NetlinkError, Netlink, isNetlinkError, isNotFound, isNotNetns, linkAdd, linkDel, linkFind, linkGet, linkSet, routeList, type Link } from '../../pkg/netlink';
 import { nsKeyOf, ParentRefs, type AttachmentRecord } from '../../pkg/iface/parent-refs';
 import type { Logger } from '../../pkg/cni/log';
 import type { MacvlanConf } from './config';
 
 /** A netlink refusal as knit's code 100, with errno and the kernel's extack in details. */
 export function kernelRefused(e: unknown, what: string): never {
-  if (e instanceof NetlinkError) throw new CniError(Code.KernelRefused, `${what}: ${e.message}`, `errno ${e.code}${e.extack ? `; extack: ${e.extack}` : ''}`);
+  if (e instanceof NetlinkError) throw new CniError(e.cniCode, `${what}: ${e.message}`, e.cniDetails);
   throw e;
 }
 
@@ -115,7 +115,7 @@ function isLive(rec: AttachmentRecord, parent: Link | null, where: { nl: Netlink
   if (shared) pod = where.nl;
   else {
     try { pod = Netlink.open(rec.netns); } catch (e) {
-      return !(e instanceof NetlinkError && ['ENOENT', 'EINVAL', 'ENOTDIR', 'EBADF'].includes(e.code));
+      return !isNotNetns(e);
     }
   }
   try {

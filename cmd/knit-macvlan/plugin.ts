@@ -11,10 +11,11 @@ import { CniError, Code, show } from '../../pkg/cni/errors';
 import { withIpamCleanup } from '../../pkg/cni/exec';
 import type { Result } from '../../pkg/cni/types';
 import { runIpam } from '../../pkg/ipam';
-import { Netlink, NetlinkError, isNotFound, linkAdd, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../pkg/netlink';
+import { Netlink, NetlinkError, linkAdd, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../pkg/netlink';
 import { interfaceDrift } from '../../pkg/iface/check';
 import { configureInterface } from '../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../pkg/iface/rollback';
+import { openPodNetns, openPodNetnsIfPresent } from '../../pkg/iface/netns';
 import { DEFAULT_RUN_DIR, ParentRefs, type AttachmentRecord } from '../../pkg/iface/parent-refs';
 import { parseMacvlanConf, type MacvlanConf } from './config';
 import {
@@ -34,7 +35,7 @@ export const macvlan: Plugin = {
   async add(ctx) {
     const cfg = parseMacvlanConf(ctx.conf, ctx.args, ctx.env);
     const rec = attachmentOf(ctx, cfg);
-    const pod = Netlink.open(ctx.netns);
+    const pod = openPodNetns(ctx.netns);
     // The master's namespace: the host's, or the container's with linkInContainer.
     const nl = cfg.linkInContainer ? pod : Netlink.open(null);
     const where = { nl, path: cfg.linkInContainer ? ctx.netns : null };
@@ -121,11 +122,11 @@ export const macvlan: Plugin = {
     const cfg = parseMacvlanConf(ctx.conf, ctx.args, ctx.env);
     const prev = ctx.conf.prevResult;
     if (!prev) throw new CniError(Code.InvalidConfig, 'prevResult is required for CHECK: the result of the ADD being checked');
-    if (cfg.hasIpam) await runIpam('CHECK', ctx, ctx.conf);
     const drift: string[] = [];
-    const pod = Netlink.open(ctx.netns);
+    const pod = openPodNetns(ctx.netns);
     const nl = cfg.linkInContainer ? pod : Netlink.open(null);
     try {
+      if (cfg.hasIpam) await runIpam('CHECK', ctx, ctx.conf);
       let parent: Link | null = null;
       let master: Link | null = null;
       try { master = findMaster(nl, cfg, whereText(cfg, ctx.netns)); } catch (e) { drift.push((e as Error).message); }
@@ -246,8 +247,8 @@ function removeStale(pod: Netlink, refs: ParentRefs, rec: AttachmentRecord): voi
 
 /** DEL: the container's macvlan, if the netns and the interface are still there. */
 function deletePodMacvlan(netns: string, ifName: string): void {
-  let pod: Netlink;
-  try { pod = Netlink.open(netns); } catch (e) { if (isNotFound(e) || (e as { code?: string }).code === 'EINVAL') return; throw e; }
+  const pod = openPodNetnsIfPresent(netns);
+  if (!pod) return;
   try {
     const l = linkFind(pod, ifName);
     if (l?.kind === 'macvlan') deleteLink(pod, l.index);
