@@ -2,23 +2,23 @@
 // The container end is created inside the pod netns, already named, with its MAC and MTU
 // (never moved); the host end carries an ifalias naming the attachment, which is how DEL, GC
 // and the NAT reference count find what ADD made.
-import type { Context, Plugin } from '../../pkg/cni/skel';
-import { CniError, Code, show } from '../../pkg/cni/errors';
-import { withIpamCleanup } from '../../pkg/cni/exec';
-import type { Env } from '../../pkg/cni/env';
-import type { IPConfig, Result, Route } from '../../pkg/cni/types';
-import { runIpam } from '../../pkg/ipam';
+import type { Context, Plugin } from '../../../pkg/cni/skel';
+import { CniError, Code, show } from '../../../pkg/cni/errors';
+import { withIpamCleanup } from '../../../pkg/cni/exec';
+import type { Env } from '../../../pkg/cni/env';
+import type { IPConfig, Result, Route } from '../../../pkg/cni/types';
+import { runIpam } from '../../../pkg/ipam';
 import {
   Netlink, addrAdd, addrDel, addrList, bridgePortSet, isExist, isNotFound, linkAdd, linkDel, linkFind, linkGet,
   linkList, linkSet, setSysctl, withNetlink, type Link,
-} from '../../pkg/netlink';
-import { addToIP, formatCIDR, formatIP, networkOf, overlaps, parseCIDR, parseIP, type Family, type IPNet } from '../../pkg/ip/ip';
-import { attachmentAlias, hostLinkName, parseAttachmentAlias, sameAttachment, type AttachmentId } from '../../pkg/iface/attachment';
-import { interfaceDrift } from '../../pkg/iface/check';
-import { configureInterface, gatewaysByFamily } from '../../pkg/iface/configure';
-import { Rollback, failpoint } from '../../pkg/iface/rollback';
-import { openPodNetns, openPodNetnsIfPresent } from '../../pkg/iface/netns';
-import { ensureMasq, masqState, removeMasq } from '../../pkg/nat/masq';
+} from '../../../pkg/netlink';
+import { addToIP, formatCIDR, formatIP, networkOf, overlaps, parseCIDR, parseIP, type Family, type IPNet } from '../../../pkg/ip/ip';
+import { attachmentAlias, hostLinkName, parseAttachmentAlias, sameAttachment, type AttachmentId } from '../../../pkg/iface/attachment';
+import { interfaceDrift } from '../../../pkg/iface/check';
+import { configureInterface, gatewaysByFamily } from '../../../pkg/iface/configure';
+import { Rollback, failpoint } from '../../../pkg/iface/rollback';
+import { openPodNetns, openPodNetnsIfPresent } from '../../../pkg/iface/netns';
+import { ensureMasq, masqState, removeMasq } from '../../../pkg/nat/masq';
 import { parseBridgeConf, type BridgeConf } from './config';
 
 const attachmentOf = (ctx: Context): AttachmentId => ({ network: ctx.conf.name, containerId: ctx.containerId, ifName: ctx.ifName });

@@ -3,10 +3,10 @@
 // reference count (pkg/iface/parent-refs) that decides when knit undoes what it did to them.
 import * as fs from 'node:fs';
 import { release as kernelRelease } from 'node:os';
-import { CniError, Code, invalidConfig, show } from '../../pkg/cni/errors';
-import { NetlinkError, Netlink, isNetlinkError, isNotFound, isNotNetns, linkAdd, linkDel, linkFind, linkGet, linkSet, routeList, type Link } from '../../pkg/netlink';
-import { nsKeyOf, ParentRefs, type AttachmentRecord } from '../../pkg/iface/parent-refs';
-import type { Logger } from '../../pkg/cni/log';
+import { CniError, Code, invalidConfig, show } from '../../../pkg/cni/errors';
+import { NetlinkError, Netlink, isNetlinkError, isNotFound, isNotNetns, linkAdd, linkDel, linkFind, linkGet, linkSet, routeList, type Link } from '../../../pkg/netlink';
+import { nsKeyOf, ParentRefs, type AttachmentRecord } from '../../../pkg/iface/parent-refs';
+import type { Logger } from '../../../pkg/cni/log';
 import type { MacvlanConf } from './config';
 
 /** A netlink refusal as knit's code 100, with errno and the kernel's extack in details. */

@@ -1,9 +1,9 @@
 // knit-bridge's own keys: parsed and validated by hand (no schema library on the start-up path),
 // every message naming the key, the value and what is valid.
-import { ifNameProblem } from '../../pkg/cni/env';
-import { requestedMac, type CniArgs } from '../../pkg/cni/args';
-import { invalidConfig } from '../../pkg/cni/errors';
-import type { NetConf } from '../../pkg/cni/types';
+import { ifNameProblem } from '../../../pkg/cni/env';
+import { requestedMac, type CniArgs } from '../../../pkg/cni/args';
+import { invalidConfig } from '../../../pkg/cni/errors';
+import type { NetConf } from '../../../pkg/cni/types';
 
 export interface BridgeConf {
   network: string;

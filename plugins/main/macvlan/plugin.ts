@@ -6,17 +6,17 @@
 // ADD holds the parent's lock across "record the attachment, ensure the parent (VLAN, promisc),
 // create the macvlan"; DEL and GC hold it across "drop the record; if no child remains, undo what
 // knit did to the parent" (./parent.ts, pkg/iface/parent-refs.ts).
-import type { Context, Plugin } from '../../pkg/cni/skel';
-import { CniError, Code, show } from '../../pkg/cni/errors';
-import { withIpamCleanup } from '../../pkg/cni/exec';
-import type { Result } from '../../pkg/cni/types';
-import { runIpam } from '../../pkg/ipam';
-import { Netlink, NetlinkError, linkAdd, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../pkg/netlink';
-import { interfaceDrift } from '../../pkg/iface/check';
-import { configureInterface } from '../../pkg/iface/configure';
-import { Rollback, failpoint } from '../../pkg/iface/rollback';
-import { openPodNetns, openPodNetnsIfPresent } from '../../pkg/iface/netns';
-import { DEFAULT_RUN_DIR, ParentRefs, type AttachmentRecord } from '../../pkg/iface/parent-refs';
+import type { Context, Plugin } from '../../../pkg/cni/skel';
+import { CniError, Code, show } from '../../../pkg/cni/errors';
+import { withIpamCleanup } from '../../../pkg/cni/exec';
+import type { Result } from '../../../pkg/cni/types';
+import { runIpam } from '../../../pkg/ipam';
+import { Netlink, NetlinkError, linkAdd, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../../pkg/netlink';
+import { interfaceDrift } from '../../../pkg/iface/check';
+import { configureInterface } from '../../../pkg/iface/configure';
+import { Rollback, failpoint } from '../../../pkg/iface/rollback';
+import { openPodNetns, openPodNetnsIfPresent } from '../../../pkg/iface/netns';
+import { DEFAULT_RUN_DIR, ParentRefs, type AttachmentRecord } from '../../../pkg/iface/parent-refs';
 import { parseMacvlanConf, type MacvlanConf } from './config';
 import {
   checkMtu, deleteChild, deleteLink, ensurePromisc, ensureVlan, findMaster, kernelRefused, locate, parentName,
