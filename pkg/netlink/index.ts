@@ -5,7 +5,7 @@ export { Netlink, withNetlink } from './socket';
 export { NetlinkError, isExist, isNotFound, isNotNetns, isNetlinkError, errnoName } from './errors';
 export {
   linkAdd, linkGet, linkFind, linkList, linkIndex, linkSet, linkSetUp, linkSetDown, linkSetMtu, linkSetMac,
-  linkSetMaster, linkSetNoMaster, linkSetPromisc, linkDel, bridgePortSet,
+  linkSetMaster, linkSetNoMaster, linkSetPromisc, linkDel, linkDelIfPresent, bridgePortSet,
 } from './link';
 export type {
   Link, LinkRef, LinkSpec, LinkChanges, LinkFilter, VethSpec, VethPeer, BridgeSpec, VxlanSpec, MacvlanSpec, VlanSpec,

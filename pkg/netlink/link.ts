@@ -7,7 +7,7 @@ import {
   Attrs, decodeIfInfo, encodeIfInfo, formatMAC, getStr, getU16, getU16be, getU32, getU8, IFINFOMSG_LEN, ipArg,
   ipText, MsgWriter, NlMsg, parseAttrs, parseMAC,
 } from './codec';
-import { NetlinkError } from './errors';
+import { NetlinkError, isNotFound } from './errors';
 import { Netlink } from './socket';
 
 /** A link by index (number) or name (string). */
@@ -375,6 +375,11 @@ export const linkSetPromisc = (nl: Netlink, ref: LinkRef, on: boolean): void => 
 /** Deletes a link (a veth takes its peer with it). ENODEV when absent. */
 export function linkDel(nl: Netlink, ref: LinkRef): void {
   nl.exec(refWriter(C.RTM_DELLINK, ref), linkOpName(C.RTM_DELLINK, ref));
+}
+
+/** Deletes a link that may already be gone (a racing DEL, a netns torn down): absent is success. */
+export function linkDelIfPresent(nl: Netlink, ref: LinkRef): void {
+  try { linkDel(nl, ref); } catch (e) { if (!isNotFound(e)) throw e; }
 }
 
 export interface BridgePortChanges {

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import { release as kernelRelease } from 'node:os';
 import { CniError, Code, invalidConfig, show } from '../../../pkg/cni/errors';
-import { NetlinkError, Netlink, isNetlinkError, isNotFound, isNotNetns, linkAdd, linkDel, linkFind, linkGet, linkSet, routeList, type Link } from '../../../pkg/netlink';
+import { NetlinkError, Netlink, isNetlinkError, isNotNetns, linkAdd, linkDelIfPresent, linkFind, linkGet, linkSet, routeList, type Link } from '../../../pkg/netlink';
 import { nsKeyOf, ParentRefs, type AttachmentRecord } from '../../../pkg/iface/parent-refs';
 import type { Logger } from '../../../pkg/cni/log';
 import type { MacvlanConf } from './config';
@@ -15,9 +15,6 @@ export function kernelRefused(e: unknown, what: string): never {
   throw e;
 }
 
-export function deleteLink(nl: Netlink, index: number): void {
-  try { linkDel(nl, index); } catch (e) { if (!isNotFound(e)) throw e; }
-}
 
 /** The namespace holding the master, for messages. */
 export const whereText = (cfg: MacvlanConf, netns: string): string =>
@@ -133,7 +130,7 @@ export function deleteChild(rec: AttachmentRecord, parent: Link | null): void {
   try { pod = Netlink.open(rec.netns); } catch { return; }
   try {
     const l = linkFind(pod, rec.ifName);
-    if (l && l.kind === 'macvlan' && l.link === parent.index) deleteLink(pod, l.index);
+    if (l && l.kind === 'macvlan' && l.link === parent.index) linkDelIfPresent(pod, l.index);
   } finally {
     pod.close();
   }
@@ -174,7 +171,7 @@ export function settle(refs: ParentRefs, ids: Array<{ network: string; container
     const mark = refs.created();
     if (mark && parent && parent.kind === 'vlan' && (mark.ifindex === null || mark.ifindex === parent.index)) {
       log.info(`deleting ${parent.name}: knit created it and its last knit child went`);
-      deleteLink(where.nl, parent.index);
+      linkDelIfPresent(where.nl, parent.index);
     } else if (refs.promiscSet() && parent?.promisc) {
       log.info(`switching promiscuous mode off on ${parent.name}: knit switched it on and its last knit child went`);
       linkSet(where.nl, parent.index, { promisc: false });

@@ -11,7 +11,7 @@ import { CniError, Code, show } from '../../../pkg/cni/errors';
 import { withIpamCleanup } from '../../../pkg/cni/exec';
 import type { Result } from '../../../pkg/cni/types';
 import { runIpam } from '../../../pkg/ipam';
-import { Netlink, NetlinkError, linkAdd, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../../pkg/netlink';
+import { Netlink, NetlinkError, linkAdd, linkDelIfPresent, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../../pkg/netlink';
 import { interfaceDrift } from '../../../pkg/iface/check';
 import { configureInterface } from '../../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../../pkg/iface/rollback';
@@ -19,7 +19,7 @@ import { openPodNetns, openPodNetnsIfPresent } from '../../../pkg/iface/netns';
 import { DEFAULT_RUN_DIR, ParentRefs, type AttachmentRecord } from '../../../pkg/iface/parent-refs';
 import { parseMacvlanConf, type MacvlanConf } from './config';
 import {
-  checkMtu, deleteChild, deleteLink, ensurePromisc, ensureVlan, findMaster, kernelRefused, locate, parentName,
+  checkMtu, deleteChild, ensurePromisc, ensureVlan, findMaster, kernelRefused, locate, parentName,
   refsFor, settle, stateBase, vlanSupport, whereText,
 } from './parent';
 
@@ -52,7 +52,7 @@ export const macvlan: Plugin = {
         refs.add(rec);
         undo.add(`attachment on ${refs.parent}`, () => {
           const l = linkFind(pod, ctx.ifName);
-          if (l?.kind === 'macvlan') deleteLink(pod, l.index);
+          if (l?.kind === 'macvlan') linkDelIfPresent(pod, l.index);
           settle(refs, [rec], where, ctx.log);
         });
         failpoint(ctx.env, 'record');
@@ -229,7 +229,7 @@ function createMacvlan(nl: Netlink, pod: Netlink, ctx: Context, cfg: MacvlanConf
     linkSet(pod, name, { name: ctx.ifName });
   } catch (e) {
     const l = linkFind(pod, name);
-    if (l) deleteLink(pod, l.index);
+    if (l) linkDelIfPresent(pod, l.index);
     kernelRefused(e, `cannot name macvlan ${ctx.ifName} in ${ctx.netns}`);
   }
 }
@@ -242,7 +242,7 @@ function temporaryName(): string {
 /** A macvlan of this very attachment left by a crashed ADD (its record is still there): remove it. */
 function removeStale(pod: Netlink, refs: ParentRefs, rec: AttachmentRecord): void {
   const l = linkFind(pod, rec.ifName);
-  if (l?.kind === 'macvlan' && refs.get(rec)?.netns === rec.netns) deleteLink(pod, l.index);
+  if (l?.kind === 'macvlan' && refs.get(rec)?.netns === rec.netns) linkDelIfPresent(pod, l.index);
 }
 
 /** DEL: the container's macvlan, if the netns and the interface are still there. */
@@ -251,7 +251,7 @@ function deletePodMacvlan(netns: string, ifName: string): void {
   if (!pod) return;
   try {
     const l = linkFind(pod, ifName);
-    if (l?.kind === 'macvlan') deleteLink(pod, l.index);
+    if (l?.kind === 'macvlan') linkDelIfPresent(pod, l.index);
   } finally {
     pod.close();
   }
