@@ -17,6 +17,7 @@ export interface PluginEntry {
 export const PLUGINS: readonly PluginEntry[] = [
   { name: 'knit-bridge', kind: 'main', home: 'plugins/main/bridge', load: () => (require('./main/bridge/plugin') as typeof import('./main/bridge/plugin')).bridge },
   { name: 'knit-macvlan', kind: 'main', home: 'plugins/main/macvlan', load: () => (require('./main/macvlan/plugin') as typeof import('./main/macvlan/plugin')).macvlan },
+  { name: 'knit-l2overlay', kind: 'main', home: 'plugins/main/l2overlay', load: () => (require('./main/l2overlay/plugin') as typeof import('./main/l2overlay/plugin')).l2overlay },
   { name: 'knit-overlay', kind: 'main', home: 'plugins/main/overlay', load: () => (require('./main/overlay/plugin') as typeof import('./main/overlay/plugin')).overlay },
   { name: 'knit-host-local', kind: 'ipam', home: 'plugins/ipam/host-local', load: () => (require('../pkg/ipam/host-local') as typeof import('../pkg/ipam/host-local')).hostLocal },
   { name: 'knit-etcd-ipam', kind: 'ipam', home: 'plugins/ipam/etcd', load: () => (require('../pkg/ipam/etcd-ipam') as typeof import('../pkg/ipam/etcd-ipam')).etcdIpam },
