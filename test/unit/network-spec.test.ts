@@ -2,6 +2,7 @@
 // and every bad flag named with its value and what is valid.
 import assert from 'node:assert/strict';
 import { buildNetwork, splitParent, type CreateRequest, type Network } from '../../pkg/network/spec';
+import { inspect, lsRows } from '../../pkg/network/inspect';
 
 const NOW = new Date('2026-12-06T00:00:00Z');
 const ID = 'a'.repeat(64);
@@ -95,8 +96,7 @@ describe('named network spec (Docker flags)', () => {
 });
 
 describe('network inspect and ls (Docker\'s shape)', () => {
-  it('shows IPAM config, options, containers with their hosts, and the peers', async () => {
-    const { inspect, lsRows } = await import('../../pkg/network/inspect');
+  it('shows IPAM config, options, containers with their hosts, and the peers', () => {
     const n = build({ name: 'web', driver: 'overlay', subnets: ['10.40.0.0/24'], ipRanges: ['10.40.0.128/25'], auxAddresses: ['r=10.40.0.5'], labels: ['team=a'] });
     const eps = [
       { network: 'web', containerId: 'bbbb', ifName: 'eth0', node: 'h2', nodeIp: '192.0.2.2', mac: '02:00:00:00:00:02', ips: ['10.40.0.130/24'], created: '' },
