@@ -4,9 +4,9 @@
 //                                          that node agent's etcd lease (TTL, kept alive)
 // The key is the subnet, so "one holder per subnet" is etcd's create-if-absent; the value names
 // the holder, so an agent restarted within the TTL finds and takes over its own subnet.
-import { EtcdClient, type EtcdClientOptions } from './etcd';
-import { leaseGrant, leaseKeepAlive, leaseRevoke, leasedPutIf } from './etcd-lease';
-import { EtcdWatch } from './etcd-watch';
+import { EtcdClient, type EtcdClientOptions } from '../etcd';
+import { leaseGrant, leaseKeepAlive, leaseRevoke, leasedPutIf } from '../etcd';
+import { EtcdWatch } from '../etcd';
 import type { ClaimResult, Datastore, LeaseEvent, SubnetLease, Watch } from './datastore';
 
 export const DEFAULT_ETCD_PREFIX = '/knit';

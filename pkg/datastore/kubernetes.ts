@@ -10,15 +10,13 @@
 //     re-lists), plus a periodic full re-list; peers are the nodes with a podCIDR and a
 //     knit.dev/public-ip annotation; a deleted Node (or one whose annotations go) is a 'del'.
 //   - the network config is a file (the ConfigMap mounted in the DaemonSet), --net-conf.
-// @kubernetes/client-node is loaded here only, lazily: nothing on the plugin path pulls it in.
+// @kubernetes/client-node is loaded lazily (pkg/kube/client.ts): nothing on the plugin path pulls it in.
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { createRequire } from 'node:module';
 import type * as K8s from '@kubernetes/client-node';
 import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
 import type { ClaimResult, Datastore, LeaseEvent, SubnetLease, Watch } from './datastore';
-import type { PodInfo } from '../ipam/pod-gc';
+import { kubeClient, listPods, type KubeClient, type PodInfo } from '../kube';
 
 export const KNIT_ANNOTATION_PREFIX = 'knit.dev/';
 export const ANNOTATIONS = {
@@ -47,64 +45,6 @@ export interface KubernetesDatastoreOptions {
 }
 
 type KNode = K8s.V1Node;
-
-/**
- * @kubernetes/client-node, loaded at first use: kube-client.js (the client as one CommonJS file,
- * built by esbuild.config.mjs and scripts/release.mjs, which keep it out of every executable)
- * from bin/../lib beside a bundled knitd or beside the release executable; else node_modules.
- */
-export function loadKubeClient(): typeof K8s {
-  const candidates = [path.join(__dirname, '..', 'lib', 'kube-client.js'), path.join(path.dirname(process.execPath), 'kube-client.js')];
-  for (const f of candidates) {
-    // createRequire: a single executable's own require loads built-in modules only.
-    if (fs.existsSync(f)) return createRequire(f)(f) as typeof K8s;
-  }
-  return require('@kubernetes/client-node') as typeof K8s;
-}
-
-export interface KubeClient { k8s: typeof K8s; kc: K8s.KubeConfig; api: K8s.CoreV1Api }
-
-/** A client from a kubeconfig file, a kubeconfig's text (tests), or the in-cluster config. */
-export function kubeClient(o: { kubeconfig?: string; kubeconfigYaml?: string }): KubeClient {
-  const k8s = loadKubeClient();
-  const kc = new k8s.KubeConfig();
-  if (o.kubeconfigYaml !== undefined) kc.loadFromString(o.kubeconfigYaml);
-  else if (o.kubeconfig) kc.loadFromFile(o.kubeconfig);
-  else {
-    if (!process.env.KUBERNETES_SERVICE_HOST) throw new Error('no --kubeconfig and not in a pod (KUBERNETES_SERVICE_HOST unset): cannot reach the Kubernetes API');
-    kc.loadFromCluster();
-  }
-  return { k8s, kc, api: kc.makeApiClient(k8s.CoreV1Api) };
-}
-
-/** Pods per page of a list: a large cluster's list comes in pieces, not one huge answer. */
-const POD_PAGE = 500;
-
-/**
- * Every pod (of one node when given: fieldSelector spec.nodeName), as the IPAM pod GC sees them.
- * A list without resourceVersion is a consistent read of the API server's latest state, which
- * the GC's ordering rule relies on (pkg/ipam/pod-gc.ts); its pages continue that same snapshot.
- */
-export async function listPods(api: K8s.CoreV1Api, nodeName?: string): Promise<PodInfo[]> {
-  const out: PodInfo[] = [];
-  let cont: string | undefined;
-  do {
-    const l = await api.listPodForAllNamespaces({
-      limit: POD_PAGE, ...(nodeName ? { fieldSelector: `spec.nodeName=${nodeName}` } : {}), ...(cont ? { _continue: cont } : {}),
-    });
-    for (const p of l.items) {
-      const m = p.metadata;
-      if (!m?.name || !m.namespace || !m.uid) continue;
-      const ips = (p.status?.podIPs ?? []).map((x) => x.ip).filter((ip): ip is string => !!ip);
-      out.push({
-        namespace: m.namespace, name: m.name, uid: m.uid, podIPs: ips.length ? ips : p.status?.podIP ? [p.status.podIP] : [],
-        ...(p.spec?.nodeName ? { nodeName: p.spec.nodeName } : {}), ...(p.status?.phase ? { phase: p.status.phase } : {}),
-      });
-    }
-    cont = l.metadata?._continue || undefined;
-  } while (cont);
-  return out;
-}
 
 /** The node's IPv4 pod subnet, or undefined while unassigned. */
 export function podCIDROf(n: KNode): string | undefined {
