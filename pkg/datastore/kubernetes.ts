@@ -5,7 +5,8 @@
 //     while it is unassigned claiming fails with a clear error (no lease file: the plugin
 //     answers 11 / STATUS 50);
 //   - what peers need is published as annotations of the node: knit.dev/public-ip (underlay
-//     address), knit.dev/vtep-mac, knit.dev/backend;
+//     address), knit.dev/backend, and one knit.dev/<key in kebab case> per key of the backend's
+//     data (carried as is, never read here), e.g. knit.dev/public-key for publicKey;
 //   - every Node is watched with an informer (client-node's ListWatch, with bookmarks; a 410 Gone
 //     re-lists), plus a periodic full re-list; peers are the nodes with a podCIDR and a
 //     knit.dev/public-ip annotation; a deleted Node (or one whose annotations go) is a 'del'.
@@ -15,15 +16,34 @@ import * as fs from 'node:fs';
 import type * as K8s from '@kubernetes/client-node';
 import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
-import type { ClaimResult, Datastore, LeaseEvent, SubnetLease, Watch } from './datastore';
+import { checkBackendData, sameBackendData, type ClaimResult, type Datastore, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
 import { kubeClient, listPods, type KubeClient, type PodInfo } from '../kube';
 
 export const KNIT_ANNOTATION_PREFIX = 'knit.dev/';
 export const ANNOTATIONS = {
   publicIp: `${KNIT_ANNOTATION_PREFIX}public-ip`,
-  vtepMac: `${KNIT_ANNOTATION_PREFIX}vtep-mac`,
   backend: `${KNIT_ANNOTATION_PREFIX}backend`,
 } as const;
+/** The lease's own annotations; every other knit.dev/ annotation of a Node is backend data. */
+const LEASE_ANNOTATIONS: readonly string[] = Object.values(ANNOTATIONS);
+
+/** A backend data key's annotation: fooBar is knit.dev/foo-bar. */
+export function backendDataAnnotation(key: string): string {
+  return `${KNIT_ANNOTATION_PREFIX}${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** The backend data key of a knit.dev/ annotation (knit.dev/foo-bar is fooBar); null for the lease's own. */
+export function backendDataKey(annotation: string): string | null {
+  if (!annotation.startsWith(KNIT_ANNOTATION_PREFIX) || LEASE_ANNOTATIONS.includes(annotation)) return null;
+  const name = annotation.slice(KNIT_ANNOTATION_PREFIX.length);
+  return /^[a-z][a-z0-9]*(-[a-z][a-z0-9]*)*$/.test(name) ? name.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase()) : null;
+}
+
+/** The backend data a Node publishes (its knit.dev/ annotations other than the lease's own). */
+function backendDataOf(a: Record<string, string>): Record<string, string> | undefined {
+  const data = Object.entries(a).flatMap(([k, v]) => { const key = backendDataKey(k); return key && v ? [[key, v] as const] : []; });
+  return data.length ? Object.fromEntries(data) : undefined;
+}
 export const DEFAULT_NET_CONF = '/etc/knit/net-conf.json';
 /** Events kept for watchLeases(revision) to replay; older revisions get onError (re-list). */
 const EVENT_LOG = 4096;
@@ -59,15 +79,16 @@ export function leaseOfNode(n: KNode): SubnetLease | null {
   const a = n.metadata?.annotations ?? {};
   const underlayAddr = a[ANNOTATIONS.publicIp];
   if (!name || !subnet || !underlayAddr) return null;
+  const data = backendDataOf(a);
   return {
     nodeName: name, subnet, underlayAddr,
-    ...(a[ANNOTATIONS.vtepMac] ? { vtepMac: a[ANNOTATIONS.vtepMac] } : {}),
     ...(a[ANNOTATIONS.backend] ? { backend: a[ANNOTATIONS.backend] } : {}),
+    ...(data ? { backendData: data } : {}),
   };
 }
 
 const sameLease = (a: SubnetLease | null | undefined, b: SubnetLease | null | undefined): boolean =>
-  !!a && !!b && a.subnet === b.subnet && a.underlayAddr === b.underlayAddr && a.vtepMac === b.vtepMac && a.backend === b.backend && a.nodeName === b.nodeName;
+  !!a && !!b && a.subnet === b.subnet && a.underlayAddr === b.underlayAddr && sameBackendData(a.backendData, b.backendData) && a.backend === b.backend && a.nodeName === b.nodeName;
 
 interface Listener { onEvent: (e: LeaseEvent) => void; onError: (err: Error) => void }
 
@@ -248,18 +269,21 @@ export class KubernetesDatastore implements Datastore {
   async claim(lease: SubnetLease, _ttlSec: number): Promise<ClaimResult> {
     const subnet = await this.assignedSubnet(lease.nodeName);
     if (subnet !== lease.subnet) return { ok: false, holder: `(node ${lease.nodeName}'s podCIDR is ${subnet})` };
+    checkBackendData(lease.backendData);
+    const have = this.nodes.get(lease.nodeName)?.metadata?.annotations ?? {};
     const want: Record<string, string | null> = {
       [ANNOTATIONS.publicIp]: lease.underlayAddr,
-      [ANNOTATIONS.vtepMac]: lease.vtepMac ?? null,
       [ANNOTATIONS.backend]: lease.backend ?? null,
+      // Backend data of before (another backend's) goes; this backend's is set.
+      ...Object.fromEntries(Object.keys(have).filter((k) => backendDataKey(k) !== null).map((k) => [k, null])),
+      ...Object.fromEntries(Object.entries(lease.backendData ?? {}).map(([k, v]) => [backendDataAnnotation(k), v])),
     };
-    const have = this.nodes.get(lease.nodeName)?.metadata?.annotations ?? {};
     if (Object.entries(want).some(([k, v]) => (have[k] ?? null) !== v)) {
       const { k8s, api } = this.client();
       const n = await api.patchNode({ name: lease.nodeName, body: { metadata: { annotations: want } } },
         k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch));
       this.apply(n);
-      this.log.info(`published ${lease.subnet} on node ${lease.nodeName}: ${lease.underlayAddr}${lease.vtepMac ? ` ${lease.vtepMac}` : ''}`);
+      this.log.info(`published ${lease.subnet} on node ${lease.nodeName}: ${lease.underlayAddr}${Object.entries(lease.backendData ?? {}).map(([k, v]) => ` ${k}=${v}`).join('')}`);
     }
     this.claimed = { ...lease };
     return { ok: true };
@@ -270,7 +294,7 @@ export class KubernetesDatastore implements Datastore {
     const c = this.claimed;
     if (!c) return false;
     const now = this.leases.get(c.nodeName);
-    if (now && now.subnet === c.subnet && now.underlayAddr === c.underlayAddr && now.vtepMac === c.vtepMac) return true;
+    if (now && now.subnet === c.subnet && now.underlayAddr === c.underlayAddr && sameBackendData(now.backendData, c.backendData)) return true;
     this.claimed = undefined;
     return false;
   }
