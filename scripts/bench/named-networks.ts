@@ -31,7 +31,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const q = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!; };
 
 async function inner(): Promise<void> {
-  const { EtcdClient } = await import('../../pkg/datastore/etcd');
+  const { EtcdClient } = await import('../../pkg/etcd/client');
   const { fdbList, linkFind, withNetlink } = await import('../../pkg/netlink');
   const { buildNetwork } = await import('../../pkg/network/spec');
   const { conflistFile, vxlanName } = await import('../../pkg/network/conflist');
