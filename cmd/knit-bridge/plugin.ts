@@ -7,7 +7,7 @@ import { CniError, Code, show } from '../../pkg/cni/errors';
 import { withIpamCleanup } from '../../pkg/cni/exec';
 import type { Env } from '../../pkg/cni/env';
 import type { IPConfig, Result, Route } from '../../pkg/cni/types';
-import { runIpam } from '../../pkg/ipam';
+import { runIpam } from '../../plugins/ipam/registry';
 import {
   Netlink, addrAdd, addrDel, addrList, bridgePortSet, isExist, isNotFound, linkAdd, linkDel, linkFind, linkGet,
   linkList, linkSet, setSysctl, withNetlink, type Link,

@@ -1,6 +1,6 @@
 // The plugins knitd serves in-process, by executable name (what knit-client sends).
 import type { Plugin } from '../../pkg/cni/skel';
-import { hostLocal } from '../../pkg/ipam/host-local';
+import { hostLocal } from '../../plugins/ipam/host-local/plugin';
 import { bridge } from '../knit-bridge/plugin';
 import { macvlan } from '../knit-macvlan/plugin';
 import { overlay } from '../knit-overlay/plugin';

@@ -15,7 +15,7 @@
 //     transaction compares that revision again, so a repeated ADD in between wins.
 // Attachments without a pod (no K8S_POD_NAME in CNI_ARGS: podman, plain CNI) are never touched.
 import type { EtcdClient } from '../datastore/etcd';
-import { EtcdKeys, readAttachments, releaseAttachments, type AttachmentRow, type EtcdGcReport, type PodRef } from './etcd-allocator';
+import { EtcdKeys, readAttachments, releaseAttachments, type AttachmentRow, type EtcdGcReport, type PodRef } from './etcd/allocator';
 import { ownerKey } from './store';
 
 /** What the GC needs to know of a pod (from a Pod list). */

@@ -4,16 +4,16 @@
 //
 // etcd unreachable: every verb fails with code 11 (try again later) within ipam.etcd.timeoutMs,
 // and STATUS with code 50. Nothing is ever half-written: each verb's write is one transaction.
-import { staticIPs } from '../cni/args';
-import { CniError, Code, invalidConfig } from '../cni/errors';
-import type { NetConf, Result } from '../cni/types';
-import { EtcdClient } from '../datastore/etcd';
-import { EtcdAllocator, etcdCniError, type PodRef } from './etcd-allocator';
-import { EtcdIpamConfig, parseEtcdConn, parseEtcdIpamConfig, NODE_RE } from './etcd-config';
-import { ipConfigs, toResult, type IpamContext } from './host-local';
-import { checkOwner } from './file-store';
-import type { Owner } from './store';
-import { resident } from './resident';
+import { staticIPs } from '../../../pkg/cni/args';
+import { CniError, Code, invalidConfig } from '../../../pkg/cni/errors';
+import type { NetConf, Result } from '../../../pkg/cni/types';
+import { EtcdClient } from '../../../pkg/datastore/etcd';
+import { EtcdAllocator, etcdCniError, type PodRef } from '../../../pkg/ipam/etcd/allocator';
+import { EtcdIpamConfig, parseEtcdConn, parseEtcdIpamConfig, NODE_RE } from '../../../pkg/ipam/etcd-config';
+import { ipConfigs, toResult, type IpamContext } from '../host-local/plugin';
+import { checkOwner } from '../../../pkg/ipam/file-store';
+import type { Owner } from '../../../pkg/ipam/store';
+import { resident } from '../../../pkg/ipam/resident';
 
 function ownerOf(ctx: IpamContext): Owner {
   const o = { containerId: ctx.containerId, ifName: ctx.ifName };

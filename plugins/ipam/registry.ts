@@ -1,16 +1,12 @@
 // knit's IPAM entry for main plugins (DESIGN.md decision 5): knit's own IPAM types run in-process,
 // saving a second Node start (~30 ms); any other ipam.type is exec'd from CNI_PATH per the spec.
-import { parseConf } from '../cni/conf';
-import { execIpam, type DelegateCommand, type IpamRunner } from '../cni/exec';
-import type { Context } from '../cni/skel';
-import type { NetConf, Result } from '../cni/types';
-import { hostLocal } from './host-local';
+import { parseConf } from '../../pkg/cni/conf';
+import { execIpam, type DelegateCommand, type IpamRunner } from '../../pkg/cni/exec';
+import type { Context } from '../../pkg/cni/skel';
+import type { NetConf, Result } from '../../pkg/cni/types';
+import { hostLocal } from './host-local/plugin';
 
 export { hostLocal };
-export { Allocator } from './allocator';
-export { parseIpamConfig } from './config';
-export { FileStore } from './file-store';
-export type { Store, Owner, Reservation, AttachmentRecord } from './store';
 
 /** The types served in-process. knit-etcd-ipam is required only when a network uses it, so
  *  plugins on other IPAMs never load its etcd client. */
@@ -20,7 +16,7 @@ type IpamVerbs = Pick<typeof hostLocal, 'add' | 'del' | 'check' | 'status' | 'gc
 
 function inProcess(type: unknown): IpamVerbs | null {
   if (type === 'knit-host-local') return hostLocal;
-  if (type === 'knit-etcd-ipam') return (require('./etcd-ipam') as typeof import('./etcd-ipam')).etcdIpam;
+  if (type === 'knit-etcd-ipam') return (require('./etcd/plugin') as typeof import('./etcd/plugin')).etcdIpam;
   return null;
 }
 

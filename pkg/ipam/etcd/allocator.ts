@@ -17,14 +17,14 @@
 // free address from another node's block when no block is free, and a block whose last address is
 // released goes back to the pool in the release transaction itself (compare: no other address key
 // in the block's key range). ADD is one write transaction; DEL is one read and one transaction.
-import { CniError, Code } from '../cni/errors';
-import { EtcdClient, EtcdError, KeyValue, Op, Compare, TxnResult, cmp, prefixEnd } from '../datastore/etcd';
-import { TxnBatcher } from '../datastore/etcd-batch';
-import { Family, IPAddr, bigIntToIP, bitsOf, formatIP, ipToBigInt, parseCIDR, parseIP } from '../ip/ip';
-import { Allocation, Allocator, GcReport, RangeStatus, allocatableCount } from './allocator';
-import { Range, RangeSet, blockedAt } from './config';
-import type { EtcdIpamConfig } from './etcd-config';
-import { Owner, ownerKey, sameOwner } from './store';
+import { CniError, Code } from '../../cni/errors';
+import { EtcdClient, EtcdError, KeyValue, Op, Compare, TxnResult, cmp, prefixEnd } from '../../datastore/etcd';
+import { TxnBatcher } from '../../datastore/etcd-batch';
+import { Family, IPAddr, bigIntToIP, bitsOf, formatIP, ipToBigInt, parseCIDR, parseIP } from '../../ip/ip';
+import { Allocation, Allocator, GcReport, RangeStatus, allocatableCount } from '../allocator';
+import { Range, RangeSet, blockedAt } from '../config';
+import type { EtcdIpamConfig } from '../etcd-config';
+import { Owner, ownerKey, sameOwner } from '../store';
 
 /** Attempts of the ADD transaction before giving up with code 11 (only under heavy contention). */
 const MAX_ATTEMPTS = 40;

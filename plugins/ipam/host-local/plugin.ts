@@ -5,15 +5,15 @@
 // configured subnet, also outside rangeStart..rangeEnd (like Docker's --ip with --ip-range): the
 // range only bounds dynamic allocation. The request's prefix length, if any, is ignored; the
 // subnet's is returned.
-import { staticIPs, type CniArgs } from '../cni/args';
-import { CniError, Code, invalidConfig } from '../cni/errors';
-import type { Logger } from '../cni/log';
-import type { NetConf, Result } from '../cni/types';
-import { Allocation, Allocator } from './allocator';
-import { DEFAULT_DATA_DIR, IpamConfig, parseIpamConfig } from './config';
-import { FileStore } from './file-store';
-import { mergeDns, readResolvConf } from './resolv';
-import type { Owner } from './store';
+import { staticIPs, type CniArgs } from '../../../pkg/cni/args';
+import { CniError, Code, invalidConfig } from '../../../pkg/cni/errors';
+import type { Logger } from '../../../pkg/cni/log';
+import type { NetConf, Result } from '../../../pkg/cni/types';
+import { Allocation, Allocator } from '../../../pkg/ipam/allocator';
+import { DEFAULT_DATA_DIR, IpamConfig, parseIpamConfig } from '../../../pkg/ipam/config';
+import { FileStore } from '../../../pkg/ipam/file-store';
+import { mergeDns, readResolvConf } from '../../../pkg/ipam/resolv';
+import type { Owner } from '../../../pkg/ipam/store';
 
 /** The parts of the skel's Context this plugin reads. */
 export interface IpamContext {
