@@ -10,7 +10,7 @@
 // --etcd-username, --etcd-password (or $KNIT_ETCD_PASSWORD, kept out of the process list),
 // --etcd-timeout MS (default 5000).
 import { EtcdClient, EtcdError, prefixEnd } from '../../pkg/datastore/etcd';
-import { EtcdAllocator, EtcdKeys, gcNode, type NetworkListing } from '../../pkg/ipam/etcd/allocator';
+import { EtcdAllocator, EtcdKeys, gcNode, type NetworkListing } from '../../pkg/ipam/etcd-allocator';
 import { parseEtcdConn, NODE_RE, type EtcdConnConfig } from '../../pkg/ipam/etcd-config';
 import { CniError } from '../../pkg/cni/errors';
 import type { Owner } from '../../pkg/ipam/store';

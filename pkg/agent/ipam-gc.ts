@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
 import { EtcdClient } from '../datastore/etcd';
-import { EtcdKeys } from '../ipam/etcd/allocator';
+import { EtcdKeys } from '../ipam/etcd-allocator';
 import { parseEtcdIpamConfig, type EtcdIpamConfig } from '../ipam/etcd-config';
 import { podGcPass, StaleTracker, type PodInfo } from '../ipam/pod-gc';
 

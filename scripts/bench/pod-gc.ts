@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { EtcdCluster } from '../../test/lab/etcd';
 import { KubeApiServer } from '../../test/lab/kube-api';
 import { EtcdClient } from '../../pkg/datastore/etcd';
-import { EtcdAllocator, EtcdKeys } from '../../pkg/ipam/etcd/allocator';
+import { EtcdAllocator, EtcdKeys } from '../../pkg/ipam/etcd-allocator';
 import { parseEtcdIpamConfig } from '../../pkg/ipam/etcd-config';
 import { podGcPass, StaleTracker } from '../../pkg/ipam/pod-gc';
 import { kubeClient, listPods } from '../../pkg/datastore/kubernetes';

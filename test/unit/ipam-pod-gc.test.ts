@@ -1,7 +1,7 @@
 // The pod GC's judgement and its two-sightings rule (pkg/ipam/pod-gc.ts), without etcd: the
 // end-to-end cases are in test/integration/etcd-ipam-pod-gc.test.ts.
 import assert from 'node:assert/strict';
-import type { AttachmentRow, PodRef } from '../../pkg/ipam/etcd/allocator';
+import type { AttachmentRow, PodRef } from '../../pkg/ipam/etcd-allocator';
 import { judge, StaleTracker, type PodInfo } from '../../pkg/ipam/pod-gc';
 
 const row = (cid: string, ip: string, pod: PodRef | undefined, modRevision = 10, ifName = 'eth0'): AttachmentRow => ({

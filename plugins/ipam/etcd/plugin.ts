@@ -1,32 +1,17 @@
-// knit-etcd-ipam: cluster-wide addresses in etcd, per-node blocks (the allocator and key layout
-// are in etcd-allocator.ts). Reads like the spec: add / del / check / status / gc. Also called
-// in-process by knit's main plugins (index.ts requires this file only for this ipam.type).
+// knit-etcd-ipam: cluster-wide addresses in etcd, per-node blocks (the allocator is in
+// pkg/ipam/etcd/); the verbs are the shared IPAM adapter's (pkg/ipam/plugin.ts). Also called
+// in-process by knit's main plugins (plugins/ipam/registry.ts requires this file only for this
+// ipam.type, so plugins on other IPAMs never load the etcd client).
 //
 // etcd unreachable: every verb fails with code 11 (try again later) within ipam.etcd.timeoutMs,
 // and STATUS with code 50. Nothing is ever half-written: each verb's write is one transaction.
-import { staticIPs } from '../../../pkg/cni/args';
-import { CniError, Code, invalidConfig } from '../../../pkg/cni/errors';
-import type { NetConf, Result } from '../../../pkg/cni/types';
+import type { NetConf } from '../../../pkg/cni/types';
 import { EtcdClient } from '../../../pkg/datastore/etcd';
-import { EtcdAllocator, etcdCniError, type PodRef } from '../../../pkg/ipam/etcd/allocator';
-import { EtcdIpamConfig, parseEtcdConn, parseEtcdIpamConfig, NODE_RE } from '../../../pkg/ipam/etcd-config';
-import { ipConfigs, toResult, type IpamContext } from '../host-local/plugin';
-import { checkOwner } from '../../../pkg/ipam/file-store';
-import type { Owner } from '../../../pkg/ipam/store';
+import { EtcdAllocator } from '../../../pkg/ipam/etcd/allocator';
+import { etcdCniError } from '../../../pkg/ipam/etcd/keys';
+import { DEFAULT_BLOCK_SIZE, DEFAULT_BLOCK_SIZE6, EtcdIpamConfig, NODE_RE, parseEtcdConn, parseEtcdIpamConfig } from '../../../pkg/ipam/etcd-config';
+import { ipamPlugin } from '../../../pkg/ipam/plugin';
 import { resident } from '../../../pkg/ipam/resident';
-
-function ownerOf(ctx: IpamContext): Owner {
-  const o = { containerId: ctx.containerId, ifName: ctx.ifName };
-  checkOwner(o);
-  return o;
-}
-
-/** The pod the runtime names in CNI_ARGS (kubelet via containerd/CRI-O), recorded for the pod GC. */
-function podOf(ctx: IpamContext): PodRef | undefined {
-  const a = ctx.args;
-  if (!a?.k8sPodNamespace || !a.k8sPodName) return undefined;
-  return { namespace: a.k8sPodNamespace, name: a.k8sPodName, ...(a.k8sPodUid ? { uid: a.k8sPodUid } : {}) };
-}
 
 interface Pooled { a: EtcdAllocator; users: number; idle?: NodeJS.Timeout }
 
@@ -74,87 +59,22 @@ async function withAllocator<T>(cfg: EtcdIpamConfig, fn: (a: EtcdAllocator) => P
   }
 }
 
-export async function add(ctx: IpamContext): Promise<Result> {
-  const cfg = parseEtcdIpamConfig(ctx.conf);
-  const owner = ownerOf(ctx);
-  const requests = staticIPs(ctx.conf, ctx.args ?? { ignoreUnknown: false, ips: [], raw: {} }).map((s) => s.ip);
-  const result = toResult(cfg, ctx.conf.cniVersion, []);
-  const allocs = await withAllocator(cfg, (a) => a.allocate(owner, requests, podOf(ctx)));
-  result.ips = ipConfigs(allocs);
-  ctx.log.debug('knit-etcd-ipam: reserved', { network: cfg.network, node: cfg.nodeName, ips: allocs.map((x) => x.ip) });
-  return result;
+/** DEL with invalid ranges: the index needs only the network name, the node and etcd. */
+function configForDel(conf: NetConf, err: unknown): EtcdIpamConfig {
+  const ipam = (conf.ipam ?? {}) as Record<string, unknown>;
+  if (typeof conf.name !== 'string' || ipam.etcd === undefined) throw err;
+  const nodeName = typeof ipam.nodeName === 'string' && NODE_RE.test(ipam.nodeName) ? ipam.nodeName : (require('node:os') as typeof import('node:os')).hostname();
+  return {
+    network: conf.name, type: String(ipam.type ?? ''), rangeSets: [], routes: [], dataDir: '', resolvConf: null, dns: null, raw: ipam,
+    nodeName, blockSize: DEFAULT_BLOCK_SIZE, blockSize6: DEFAULT_BLOCK_SIZE6, etcd: parseEtcdConn(ipam.etcd),
+  };
 }
 
-/** DEL must clean up even when the ranges no longer validate: the index needs only name, node and etcd. */
-function configForDel(conf: NetConf): EtcdIpamConfig {
-  try {
-    return parseEtcdIpamConfig(conf);
-  } catch (e) {
-    const ipam = (conf.ipam ?? {}) as Record<string, unknown>;
-    if (typeof conf.name !== 'string' || ipam.etcd === undefined) throw e;
-    const nodeName = typeof ipam.nodeName === 'string' && NODE_RE.test(ipam.nodeName) ? ipam.nodeName : (require('node:os') as typeof import('node:os')).hostname();
-    return {
-      network: conf.name, type: String(ipam.type ?? ''), rangeSets: [], routes: [], dataDir: '', resolvConf: null, dns: null, raw: ipam,
-      nodeName, blockSize: 26, blockSize6: 122, etcd: parseEtcdConn(ipam.etcd),
-    };
-  }
-}
-
-export async function del(ctx: IpamContext): Promise<void> {
-  const cfg = configForDel(ctx.conf);
-  const freed = await withAllocator(cfg, (a) => a.release(ownerOf(ctx)));
-  ctx.log.debug('knit-etcd-ipam: released', { network: cfg.network, node: cfg.nodeName, ips: freed });
-}
-
-export async function check(ctx: IpamContext): Promise<void> {
-  const cfg = parseEtcdIpamConfig(ctx.conf);
-  const prev = ctx.conf.prevResult?.ips?.map((ip) => ip.address);
-  await withAllocator(cfg, (a) => a.check(ownerOf(ctx), prev));
-}
-
-/** STATUS: 50 when etcd cannot be reached or a range set has no free address; free counts in the log. */
-export async function status(ctx: IpamContext): Promise<void> {
-  const cfg = parseEtcdIpamConfig(ctx.conf);
-  let ranges;
-  try {
-    ranges = await withAllocator(cfg, (a) => a.status());
-  } catch (e) {
-    if (e instanceof CniError && e.code === Code.TryAgainLater) throw new CniError(Code.PluginNotAvailable, `network ${cfg.network}: ${e.message}`);
-    throw e;
-  }
-  const summary = ranges.map((r) => `range set ${r.rangeSet} ${r.subnet}: ${r.free} of ${r.size} free, ${r.blocks} blocks claimed (${r.ownBlocks} by ${cfg.nodeName})`).join('; ');
-  const free = new Map<number, bigint>();
-  for (const r of ranges) free.set(r.rangeSet, (free.get(r.rangeSet) ?? 0n) + BigInt(r.free));
-  const dry = [...free].filter(([, f]) => f === 0n).map(([i]) => i);
-  if (dry.length) throw new CniError(Code.PluginNotAvailable, `network ${cfg.network} has no free address in range set ${dry.join(', ')}: ${summary}`);
-  ctx.log.info(`knit-etcd-ipam: ${summary}`, { network: cfg.network });
-}
-
-/** GC: frees this node's attachments not in cni.dev/valid-attachments, orphans, and empty blocks. */
-export async function gc(ctx: IpamContext): Promise<void> {
-  const cfg = parseEtcdIpamConfig(ctx.conf);
-  const raw = ctx.conf['cni.dev/valid-attachments'] ?? ctx.conf['cni.dev/attachments'];
-  let valid: Owner[] | null = null;
-  if (raw !== undefined) {
-    if (!Array.isArray(raw)) throw invalidConfig('cni.dev/valid-attachments', raw, 'an array of {containerID, ifname}');
-    valid = raw.map((a: { containerID?: unknown; ifname?: unknown }, i: number) => {
-      if (typeof a?.containerID !== 'string' || typeof a?.ifname !== 'string') throw invalidConfig(`cni.dev/valid-attachments[${i}]`, a, 'an object {containerID, ifname}');
-      return { containerId: a.containerID, ifName: a.ifname };
-    });
-  }
-  const report = await withAllocator(cfg, (a) => a.gc(valid));
-  if (report.released.length || report.indexesRemoved || report.blocksReturned.length) {
-    ctx.log.info('knit-etcd-ipam: gc', {
-      network: cfg.network, node: cfg.nodeName,
-      released: report.released.map((r) => `${r.ip} ${r.owner.containerId}/${r.owner.ifName} (${r.reason})`),
-      indexesRemoved: report.indexesRemoved, blocksReturned: report.blocksReturned,
-    });
-  }
-}
-
-export const etcdIpam = {
+export const etcdIpam = ipamPlugin({
   name: 'knit-etcd-ipam',
-  add, del, check, status, gc,
-  skipNetnsCheck: true,
   about: 'knit-etcd-ipam: CNI IPAM plugin, cluster-wide addresses in etcd with per-node blocks',
-};
+  parseConfig: (conf: NetConf) => parseEtcdIpamConfig(conf),
+  configForDel,
+  withBackend: withAllocator,
+  logFields: (cfg) => ({ node: cfg.nodeName }),
+});

@@ -13,7 +13,7 @@
 // lowest free address, create its key with compare create_revision == 0, re-read on a lost race.
 import { EtcdCluster } from '../../../test/lab/etcd';
 import { EtcdClient, cmp, prefixEnd } from '../../../pkg/datastore/etcd';
-import { EtcdAllocator } from '../../../pkg/ipam/etcd/allocator';
+import { EtcdAllocator } from '../../../pkg/ipam/etcd-allocator';
 import { parseEtcdIpamConfig } from '../../../pkg/ipam/etcd-config';
 import { quantile } from '../stats';
 import type { BenchCase, Suite, SuiteOptions } from '../types';

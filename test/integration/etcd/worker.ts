@@ -6,7 +6,7 @@
 // codes}, and with `shared` a last line {batch: {requests, transactions}}.
 //   node --import tsx worker.ts '<json: {conf, node, count, parallel, shared?}>'
 import { EtcdClient } from '../../../pkg/datastore/etcd';
-import { EtcdAllocator, etcdCniError } from '../../../pkg/ipam/etcd/allocator';
+import { EtcdAllocator, etcdCniError } from '../../../pkg/ipam/etcd-allocator';
 import { parseEtcdIpamConfig } from '../../../pkg/ipam/etcd-config';
 import { CniError } from '../../../pkg/cni/errors';
 
