@@ -20,10 +20,6 @@ const PROBE_LIMIT = 64;
 export class Allocator implements IpamBackend {
   constructor(readonly cfg: IpamConfig, readonly store: Store) {}
 
-  private allocation(set: RangeSet, r: Range, n: bigint): Allocation {
-    return allocationOf(set, r, n);
-  }
-
   /**
    * ADD: the attachment's addresses, one per range set. A repeated ADD for the same attachment
    * returns what it already holds (as long as it still fits the config and the requests).
@@ -64,7 +60,7 @@ export class Allocator implements IpamBackend {
         const cur = await this.store.get(text);
         keep = cur !== null && sameOwner(cur.owner, owner);
         if (!keep && cur === null) keep = await this.store.reserve(text, owner); // index without reservation: take it back if free
-        if (keep) result.set(hit.set.index, this.allocation(hit.set, hit.range, hit.n));
+        if (keep) result.set(hit.set.index, allocationOf(hit.set, hit.range, hit.n));
       }
       if (!keep) await this.store.release(text, owner);
     }
@@ -72,11 +68,11 @@ export class Allocator implements IpamBackend {
 
   private async reserveRequested(owner: Owner, set: RangeSet, r: Range, n: bigint): Promise<Allocation> {
     const ip = ipText(n, r.family);
-    if (await this.store.reserve(ip, owner)) return this.allocation(set, r, n);
+    if (await this.store.reserve(ip, owner)) return allocationOf(set, r, n);
     const cur = await this.store.get(ip);
     // Ours already (a crashed earlier ADD of this attachment): adopt it.
-    if (cur && sameOwner(cur.owner, owner)) return this.allocation(set, r, n);
-    if (cur === null && (await this.store.reserve(ip, owner))) return this.allocation(set, r, n);
+    if (cur && sameOwner(cur.owner, owner)) return allocationOf(set, r, n);
+    if (cur === null && (await this.store.reserve(ip, owner))) return allocationOf(set, r, n);
     throw new CniError(Code.AddressUnavailable, `requested address ${ip} is already reserved${cur ? ` by ${who(cur.owner)}` : ''} on network ${this.cfg.network}`);
   }
 
@@ -93,7 +89,7 @@ export class Allocator implements IpamBackend {
         // Many losers of races in a row: list the reserved names once instead of probing each.
         if (++probes === PROBE_LIMIT) taken = new Set(await this.store.reservedIps());
         if (taken?.has(ip)) continue;
-        if (await this.store.reserve(ip, owner)) return this.allocation(set, range, n);
+        if (await this.store.reserve(ip, owner)) return allocationOf(set, range, n);
       }
       // Exhausted: reclaim what crashed writers left, then try once more.
       if (attempt === 0 && (await this.reclaimOrphans()).released.length === 0) break;
@@ -125,7 +121,7 @@ export class Allocator implements IpamBackend {
       if (!cur || !sameOwner(cur.owner, owner)) {
         throw new CniError(Code.Conflict, `address ${text} of ${who(owner)} is ${cur ? `reserved by ${who(cur.owner)}` : 'not reserved any more'}`);
       }
-      out.push(this.allocation(hit.set, hit.range, ipToBigInt(ip)));
+      out.push(allocationOf(hit.set, hit.range, ipToBigInt(ip)));
     }
     checkAllSets(this.cfg.rangeSets, owner, out);
     return out;
