@@ -2,6 +2,7 @@
 // the executables (cmd/<name>/main.ts) to. Entries load lazily, so a reader of the list pays only for
 // the plugins it runs (knit-etcd-ipam brings the etcd client).
 import type { Plugin } from '../pkg/cni/skel';
+import { IPAM_PLUGINS } from './ipam/registry';
 
 export type PluginKind = 'main' | 'ipam';
 
@@ -19,8 +20,9 @@ export const PLUGINS: readonly PluginEntry[] = [
   { name: 'knit-macvlan', kind: 'main', home: 'plugins/main/macvlan', load: () => (require('./main/macvlan/plugin') as typeof import('./main/macvlan/plugin')).macvlan },
   { name: 'knit-l2overlay', kind: 'main', home: 'plugins/main/l2overlay', load: () => (require('./main/l2overlay/plugin') as typeof import('./main/l2overlay/plugin')).l2overlay },
   { name: 'knit-overlay', kind: 'main', home: 'plugins/main/overlay', load: () => (require('./main/overlay/plugin') as typeof import('./main/overlay/plugin')).overlay },
-  { name: 'knit-host-local', kind: 'ipam', home: 'plugins/ipam/host-local', load: () => (require('../pkg/ipam/host-local') as typeof import('../pkg/ipam/host-local')).hostLocal },
-  { name: 'knit-etcd-ipam', kind: 'ipam', home: 'plugins/ipam/etcd', load: () => (require('../pkg/ipam/etcd-ipam') as typeof import('../pkg/ipam/etcd-ipam')).etcdIpam },
+  // knit's IPAM plugins come from their own table (plugins/ipam/registry.ts), which runIpam also reads.
+  { name: 'knit-host-local', kind: 'ipam', home: 'plugins/ipam/host-local', load: IPAM_PLUGINS.get('knit-host-local')! },
+  { name: 'knit-etcd-ipam', kind: 'ipam', home: 'plugins/ipam/etcd', load: IPAM_PLUGINS.get('knit-etcd-ipam')! },
 ];
 
 /** Every plugin, loaded: what knitd serves. */

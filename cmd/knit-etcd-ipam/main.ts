@@ -1,5 +1,5 @@
-// knit-etcd-ipam: cluster-wide IPAM in etcd with per-node blocks (see pkg/ipam/etcd-ipam.ts).
+// knit-etcd-ipam: cluster-wide IPAM in etcd with per-node blocks (see plugins/ipam/etcd/plugin.ts).
 import { main } from '../../pkg/cni/skel';
-import { etcdIpam } from '../../pkg/ipam/etcd-ipam';
+import { etcdIpam } from '../../plugins/ipam/etcd/plugin';
 
 main(etcdIpam);

@@ -1,5 +1,5 @@
-// knit-host-local: IPAM from files on the node (see pkg/ipam/host-local.ts).
+// knit-host-local: IPAM from files on the node (see plugins/ipam/host-local/plugin.ts).
 import { main } from '../../pkg/cni/skel';
-import { hostLocal } from '../../pkg/ipam/host-local';
+import { hostLocal } from '../../plugins/ipam/host-local/plugin';
 
 main(hostLocal);

@@ -61,7 +61,7 @@ async function main(): Promise<void> {
   const opts = options();
   if (opts.netns) return reexecIn(opts.netns);
   const log = createLogger({ level: opts.level, fields: { component: 'knitd' } });
-  // Requests share what a long-lived process can keep: knit-etcd-ipam's allocators (pkg/ipam/etcd-ipam.ts).
+  // Requests share what a long-lived process can keep: knit-etcd-ipam's allocators (plugins/ipam/etcd/plugin.ts).
   resident.enabled = true;
   const plugins = loadAll();
   let server: CniServer;

@@ -47,6 +47,7 @@ export function parseCommand(value: string | undefined): Command {
   return value as Command;
 }
 
+// The one container-ID rule (the spec's): every plugin and IPAM store checks IDs with it.
 const CONTAINER_ID_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 /** Returns an error message for a bad container ID, or null when it is valid. */
@@ -56,7 +57,7 @@ export function containerIdProblem(id: string): string | null {
 
 /** Returns why an interface name is unusable (Linux dev_valid_name rules), or null when it is valid. */
 export function ifNameProblem(name: string): string | null {
-  if (name === '' || name === '.' || name === '..' || Buffer.byteLength(name) > 15 || /[/:\s]/.test(name)) {
+  if (name === '' || name === '.' || name === '..' || Buffer.byteLength(name) > 15 || /[/:\s\0]/.test(name)) {
     return VALID.CNI_IFNAME;
   }
   return null;

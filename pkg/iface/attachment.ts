@@ -1,6 +1,7 @@
 // An attachment's identity on the host: the host-side link gets a deterministic name and an
 // ifalias naming (network, container, interface). DEL and GC find what an ADD made from these
 // alone — no state file to lose — and a leftover from a crashed ADD is recognised as ours.
+import { FNV_OFFSET, FNV_PRIME, fnv1a32 } from '../hash';
 
 export interface AttachmentId {
   network: string;
@@ -10,18 +11,12 @@ export interface AttachmentId {
 
 const ALIAS_PREFIX = 'knit:';
 
-/** 32-bit FNV-1a; two seeds give 48 bits for names (a collision is caught by the alias check). */
-function fnv(s: string, seed: number): number {
-  let h = seed >>> 0;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-}
-
-/** "kn" + 12 hex digits: 14 bytes, within IFNAMSIZ, stable for the same attachment. */
+/** "kn" + 12 hex digits: 14 bytes, within IFNAMSIZ, stable for the same attachment. FNV-1a with
+ *  two seeds gives 48 bits (a collision is caught by the alias check). */
 export function hostLinkName(id: AttachmentId, prefix = 'kn'): string {
   const key = `${id.network}\0${id.containerId}\0${id.ifName}`;
-  const a = fnv(key, 0x811c9dc5).toString(16).padStart(8, '0');
-  const b = fnv(key, 0x01000193).toString(16).padStart(8, '0');
+  const a = fnv1a32(key, FNV_OFFSET).toString(16).padStart(8, '0');
+  const b = fnv1a32(key, FNV_PRIME).toString(16).padStart(8, '0');
   return `${prefix}${a}${b.slice(0, 4)}`;
 }
 

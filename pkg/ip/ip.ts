@@ -150,20 +150,41 @@ export function formatCIDR(n: IPNet): string {
   return `${formatIP(n.ip)}/${n.prefix}`;
 }
 
+/** The host bits of a /prefix as a number: 2^(bits-prefix) - 1 (0xff for an IPv4 /24). */
+export function hostMask(prefix: number, family: Family): bigint {
+  return (1n << BigInt(bitsOf(family) - prefix)) - 1n;
+}
+
 function maskBig(prefix: number, family: Family): bigint {
-  const bits = BigInt(bitsOf(family));
-  return ((1n << bits) - 1n) ^ ((1n << (bits - BigInt(prefix))) - 1n);
+  return ((1n << BigInt(bitsOf(family))) - 1n) ^ hostMask(prefix, family);
+}
+
+/** An inclusive interval of addresses of one family, as numbers. */
+export interface Bounds {
+  lo: bigint;
+  hi: bigint;
+}
+
+/** The /prefix block holding address n: its first (host bits clear) and last (host bits set) address. */
+export function blockOf(n: bigint, prefix: number, family: Family): Bounds {
+  const m = hostMask(prefix, family);
+  const lo = n & ~m;
+  return { lo, hi: lo | m };
+}
+
+/** First and last address of a prefix (its address need not be the network address). */
+export function boundsOf(n: IPNet): Bounds {
+  return blockOf(ipToBigInt(n.ip), n.prefix, n.ip.family);
 }
 
 /** The network address of n (host bits cleared). */
 export function networkOf(n: IPNet): IPNet {
-  return { ip: bigIntToIP(ipToBigInt(n.ip) & maskBig(n.prefix, n.ip.family), n.ip.family), prefix: n.prefix };
+  return { ip: bigIntToIP(boundsOf(n).lo, n.ip.family), prefix: n.prefix };
 }
 
 /** The last address of n (all host bits set). */
 export function lastOf(n: IPNet): IPAddr {
-  const host = (1n << BigInt(bitsOf(n.ip.family) - n.prefix)) - 1n;
-  return bigIntToIP((ipToBigInt(n.ip) & maskBig(n.prefix, n.ip.family)) | host, n.ip.family);
+  return bigIntToIP(boundsOf(n).hi, n.ip.family);
 }
 
 export function contains(n: IPNet, ip: IPAddr): boolean {

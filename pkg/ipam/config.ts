@@ -2,15 +2,12 @@
 // messages that name the key path, the value and what would be valid, and turned into range sets of
 // bigint intervals so the allocator never parses text again.
 import { invalidConfig } from '../cni/errors';
-import { Family, bigIntToIP, bitsOf, formatIP, ipToBigInt, parseCIDR, parseIP } from '../ip/ip';
+import { Bounds, Family, bigIntToIP, bitsOf, boundsOf, formatIP, parseCIDR, parseIP, ipToBigInt } from '../ip/ip';
 
 export const DEFAULT_DATA_DIR = '/var/lib/knit/networks';
 
 /** An inclusive interval of addresses of one family. */
-export interface Interval {
-  lo: bigint;
-  hi: bigint;
-}
+export type Interval = Bounds;
 
 /** One subnet and the part of it that dynamic allocation walks. */
 export interface Range {
@@ -165,9 +162,7 @@ function parseRange(path: string, value: unknown, exclude: ExcludeEntry[]): Rang
   const bits = bitsOf(family);
   // A /31, /32, /127 or /128 leaves nothing after the network, gateway and broadcast.
   if (net.prefix > bits - 2) throw invalidConfig(`${path}.subnet`, value.subnet, `a prefix of at most /${bits - 2}: this subnet is too small to allocate from`);
-  const hostMask = (1n << BigInt(bits - net.prefix)) - 1n;
-  const network = ipToBigInt(net.ip) & ~hostMask;
-  const last = network | hostMask;
+  const { lo: network, hi: last } = boundsOf(net);
   const subnet = `${formatIP(bigIntToIP(network, family))}/${net.prefix}`;
   const inSubnet = (key: string, v: unknown): bigint | undefined => {
     if (v === undefined || v === null) return undefined;
@@ -220,9 +215,7 @@ function parseExclude(v: unknown): ExcludeEntry[] {
     if (e.includes('/')) {
       const net = parseCIDR(e);
       if (!net) throw invalidConfig(path, e, valid);
-      const hostMask = (1n << BigInt(bitsOf(net.ip.family) - net.prefix)) - 1n;
-      const lo = ipToBigInt(net.ip) & ~hostMask;
-      return { family: net.ip.family, lo, hi: lo | hostMask, path, text: e };
+      return { family: net.ip.family, ...boundsOf(net), path, text: e };
     }
     const ip = parseIP(e);
     if (!ip) throw invalidConfig(path, e, valid);
@@ -303,15 +296,4 @@ export function mergeIntervals(list: Interval[]): Interval[] {
     }
   }
   return out;
-}
-
-/** The blocked interval holding n, if any. */
-export function blockedAt(r: Range, n: bigint): Interval | undefined {
-  return r.blocked.find((b) => n >= b.lo && n <= b.hi);
-}
-
-/** The range of the set whose subnet holds the address, preferring one whose start..end holds it. */
-export function rangeFor(set: RangeSet, family: Family, n: bigint): Range | undefined {
-  if (set.family !== family) return undefined;
-  return set.ranges.find((r) => n >= r.start && n <= r.end) ?? set.ranges.find((r) => n >= r.network && n <= r.last);
 }

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CniError, Code } from '../cni/errors';
 import { formatIP, parseIP } from '../ip/ip';
-import { AttachmentRecord, Owner, Reservation, Store, ownerKey } from './store';
+import { AttachmentRecord, Owner, Reservation, Store, checkOwner, ownerKey } from './store';
 
 export interface FileStoreOptions {
   /** A reservation or temp file younger than this may belong to a running ADD. */
@@ -26,19 +26,8 @@ export interface FileStoreOptions {
 
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
-// Spec rule for CNI_CONTAINERID, and Linux's rule for interface names (no '/', ':' or blanks):
-// both end up in file names, so check again here rather than trust every caller.
-const CONTAINER_ID_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,199}$/;
-const IFNAME_RE = /^[^/:\s\0]{1,15}$/;
-
-export function checkOwner(o: Owner): void {
-  if (!CONTAINER_ID_RE.test(o.containerId)) {
-    throw new CniError(Code.InvalidEnvironment, `invalid CNI_CONTAINERID ${JSON.stringify(o.containerId)}: letters, digits, _ . - starting with a letter or digit, at most 200`);
-  }
-  if (!IFNAME_RE.test(o.ifName) || o.ifName === '.' || o.ifName === '..') {
-    throw new CniError(Code.InvalidEnvironment, `invalid CNI_IFNAME ${JSON.stringify(o.ifName)}: 1-15 characters without '/', ':' or whitespace`);
-  }
-}
+/** NAME_MAX: an attachment index is named "<containerID>:<ifname>". */
+const MAX_NAME_BYTES = 255;
 
 function checkIP(ip: string): void {
   const parsed = parseIP(ip);
@@ -91,7 +80,11 @@ export class FileStore implements Store {
 
   private indexFile(o: Owner): string {
     checkOwner(o);
-    return this.p('attachments', ownerKey(o));
+    const name = ownerKey(o);
+    if (Buffer.byteLength(name) > MAX_NAME_BYTES) {
+      throw new CniError(Code.InvalidEnvironment, `invalid CNI_CONTAINERID ${JSON.stringify(o.containerId)}: too long for knit-host-local, whose index file "<containerID>:<ifname>" must fit ${MAX_NAME_BYTES} bytes`);
+    }
+    return this.p('attachments', name);
   }
 
   /** Creates the directories; called only after an ENOENT so a warm ADD pays no mkdir. */

@@ -14,10 +14,13 @@
 //     at least `graceMs` apart, with its index unchanged (same mod_revision). The release
 //     transaction compares that revision again, so a repeated ADD in between wins.
 // Attachments without a pod (no K8S_POD_NAME in CNI_ARGS: podman, plain CNI) are never touched.
-import type { EtcdClient } from '../etcd';
-import { EtcdKeys, readAttachments, releaseAttachments, type AttachmentRow, type EtcdGcReport, type PodRef } from './etcd-allocator';
+import type { PodRef } from './backend';
+import { readAttachments, releaseAttachments, type AttachmentRow, type EtcdGcReport } from './etcd/admin';
+import type { EtcdKeys, KvClient } from './etcd/keys';
 import { ownerKey } from './store';
 import type { PodInfo } from '../kube/pods';
+
+export type { PodInfo };
 
 export interface Judgement {
   row: AttachmentRow;
@@ -103,7 +106,7 @@ export interface PodGcPass {
  * then list the pods (rule 1), judge, confirm with the tracker, release what is confirmed.
  */
 export async function podGcPass(
-  client: EtcdClient, keys: EtcdKeys, listPods: () => Promise<PodInfo[]>, tracker: StaleTracker,
+  client: KvClient, keys: EtcdKeys, listPods: () => Promise<PodInfo[]>, tracker: StaleTracker,
   opts: { node?: string; podsOfNode?: string; dryRun?: boolean; now?: number } = {},
 ): Promise<PodGcPass> {
   const rows = await readAttachments(client, keys, opts.node);

@@ -1,6 +1,8 @@
-// What the allocator needs from persistence. The file store (host-local) and the etcd store
-// implement it; the allocator's correctness rests on exactly one property: reserve() is an
-// atomic create, so two callers can never both own one address, without any lock.
+// What the file allocator (allocator.ts) needs from persistence. The file store (host-local) and
+// the in-memory store (tests) implement it; the allocator's correctness rests on exactly one
+// property: reserve() is an atomic create, so two callers can never both own one address, without
+// any lock. (knit-etcd-ipam does not use a Store: its allocator writes etcd transactions, etcd/.)
+import { validateContainerId, validateIfName } from '../cni/env';
 
 /** One attachment of a container to the network (spec: containerID + ifname). */
 export interface Owner {
@@ -59,4 +61,10 @@ export function ownerKey(o: Owner): string {
 
 export function sameOwner(a: Owner, b: Owner): boolean {
   return a.containerId === b.containerId && a.ifName === b.ifName;
+}
+
+/** An attachment's identity, checked with pkg/cni's rules before it reaches a file or key name. */
+export function checkOwner(o: Owner): void {
+  validateContainerId(o.containerId);
+  validateIfName(o.ifName);
 }

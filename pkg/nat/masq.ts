@@ -11,6 +11,7 @@
 // the bridge removes a network's entry when its last attachment goes (DEL) or by GC.
 import { execFileSync } from 'node:child_process';
 import { CniError, Code } from '../cni/errors';
+import { fnv1a32 } from '../hash';
 import { formatCIDR, networkOf, type IPNet } from '../ip/ip';
 
 export const NAT_TABLE = 'knit-nat';
@@ -24,9 +25,7 @@ export interface MasqState {
 
 /** An nft identifier for the network: readable part plus a hash, since names may hold '-'. */
 export function chainName(network: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < network.length; i++) h = Math.imul(h ^ network.charCodeAt(i), 0x01000193) >>> 0;
-  return `n_${network.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 40)}_${h.toString(16).padStart(8, '0')}`;
+  return `n_${network.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 40)}_${fnv1a32(network).toString(16).padStart(8, '0')}`;
 }
 
 function nft(args: string[], input?: string): string {

@@ -7,6 +7,7 @@ import { mustParseIP } from '../../pkg/ip/ip';
 import { Allocator } from '../../pkg/ipam/allocator';
 import { parseIpamConfig } from '../../pkg/ipam/config';
 import { FileStore } from '../../pkg/ipam/file-store';
+import { matchPrevResult } from '../../pkg/ipam/range';
 import type { Owner } from '../../pkg/ipam/store';
 
 const own = (i: number | string, ifName = 'eth0'): Owner => ({ containerId: `c${i}`, ifName });
@@ -125,11 +126,16 @@ describe('ipam allocator over the file store', () => {
 
   it('CHECK verifies ownership and prevResult', async () => {
     const a = alloc({ ranges: [[{ subnet: '10.0.0.0/24' }]] });
+    // What the IPAM adapter (pkg/ipam/plugin.ts) does for CHECK: the backend's check, then prevResult.
+    const check = async (o: Owner, prev?: string[]): Promise<void> => {
+      const held = await a.check(o);
+      if (prev) matchPrevResult(a.cfg.rangeSets, o, held, prev);
+    };
     await ips(a, own(1));
-    await a.check(own(1), ['10.0.0.2/24']);
-    await assert.rejects(a.check(own(1), ['10.0.0.3/24']), rejectsWith(Code.Conflict, '10.0.0.2', 'missing from prevResult'));
-    await assert.rejects(a.check(own(1), ['10.0.0.2/24', '10.0.0.9/24']), rejectsWith(Code.Conflict, '10.0.0.9'));
-    await a.check(own(1), ['10.0.0.2/24', '192.168.9.9/24']); // others' addresses are not ours to judge
+    await check(own(1), ['10.0.0.2/24']);
+    await assert.rejects(check(own(1), ['10.0.0.3/24']), rejectsWith(Code.Conflict, '10.0.0.2', 'missing from prevResult'));
+    await assert.rejects(check(own(1), ['10.0.0.2/24', '10.0.0.9/24']), rejectsWith(Code.Conflict, '10.0.0.9'));
+    await check(own(1), ['10.0.0.2/24', '192.168.9.9/24']); // others' addresses are not ours to judge
     await assert.rejects(a.check(own(2)), rejectsWith(Code.UnknownContainer, 'c2'));
     fs.rmSync(path.join(dataDir, 'net', 'ips', '10.0.0.2'));
     await assert.rejects(a.check(own(1)), rejectsWith(Code.Conflict, 'not reserved any more'));

@@ -6,7 +6,7 @@ import { parseCniArgs } from '../../pkg/cni/args';
 import { nullLogger } from '../../pkg/cni/log';
 import type { Context } from '../../pkg/cni/skel';
 import type { NetConf } from '../../pkg/cni/types';
-import { runIpam } from '../../pkg/ipam';
+import { runIpam } from '../../plugins/ipam/registry';
 
 describe('runIpam: knit IPAM in-process, others exec\'d', () => {
   let dataDir: string;

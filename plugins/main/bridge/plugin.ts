@@ -7,7 +7,7 @@ import { CniError, Code, show } from '../../../pkg/cni/errors';
 import { withIpamCleanup } from '../../../pkg/cni/exec';
 import type { Env } from '../../../pkg/cni/env';
 import type { IPConfig, Result, Route } from '../../../pkg/cni/types';
-import { runIpam } from '../../../pkg/ipam';
+import { runIpam } from '../../ipam/registry';
 import {
   Netlink, addrAdd, addrDel, addrList, bridgePortSet, isExist, linkAdd, linkDelIfPresent, linkFind, linkGet,
   linkList, linkSet, setSysctl, withNetlink, type Link,

@@ -10,7 +10,7 @@ import type { Context, Plugin } from '../../../pkg/cni/skel';
 import { CniError, Code, show } from '../../../pkg/cni/errors';
 import { withIpamCleanup } from '../../../pkg/cni/exec';
 import type { Result } from '../../../pkg/cni/types';
-import { runIpam } from '../../../pkg/ipam';
+import { runIpam } from '../../ipam/registry';
 import { Netlink, NetlinkError, linkAdd, linkDelIfPresent, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../../pkg/netlink';
 import { interfaceDrift } from '../../../pkg/iface/check';
 import { configureInterface } from '../../../pkg/iface/configure';
