@@ -9,37 +9,21 @@
 //
 // The rules live in the namespace the plugin runs in (the host's); removal is explicit:
 // the bridge removes a network's entry when its last attachment goes (DEL) or by GC.
-import { execFileSync } from 'node:child_process';
-import { CniError, Code } from '../cni/errors';
 import { formatCIDR, networkOf, type IPNet } from '../ip/ip';
+import { chainName, listTable as listNft, nft as runNft } from './nft';
+
+export { chainName };
 
 export const NAT_TABLE = 'knit-nat';
+
+const nft = (args: string[], input?: string): string => runNft(args, input, 'ipMasq');
+const listTable = (): ReturnType<typeof listNft> => listNft(NAT_TABLE);
 
 export interface MasqState {
   /** Subnets (CIDR text) mapped to this network's chain. */
   subnets: string[];
   /** True when the network's chain exists with a masquerade rule. */
   chain: boolean;
-}
-
-/** An nft identifier for the network: readable part plus a hash, since names may hold '-'. */
-export function chainName(network: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < network.length; i++) h = Math.imul(h ^ network.charCodeAt(i), 0x01000193) >>> 0;
-  return `n_${network.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 40)}_${h.toString(16).padStart(8, '0')}`;
-}
-
-function nft(args: string[], input?: string): string {
-  try {
-    return execFileSync('nft', args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException & { stderr?: string };
-    if (err.code === 'ENOENT') {
-      throw new CniError(Code.IOFailure, 'ipMasq needs the nft command (Debian package nftables), which is not on PATH');
-    }
-    const msg = (err.stderr ?? err.message).trim().split('\n').slice(0, 3).join(' | ');
-    throw new CniError(Code.IOFailure, `nft ${args.join(' ')} failed: ${msg}`);
-  }
 }
 
 /** Idempotently makes traffic from `subnets` to anywhere outside them (and outside multicast) masquerade. */
@@ -71,17 +55,6 @@ export function ensureMasq(network: string, subnets: IPNet[]): void {
   lines.push(`add rule inet ${NAT_TABLE} postrouting ip saddr vmap @masq4`);
   lines.push(`add rule inet ${NAT_TABLE} postrouting ip6 saddr vmap @masq6`);
   nft(['-f', '-'], lines.join('\n') + '\n');
-}
-
-interface NftJson { nftables: Array<Record<string, any>> }
-
-function listTable(): NftJson | null {
-  try {
-    return JSON.parse(execFileSync('nft', ['-j', 'list', 'table', 'inet', NAT_TABLE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })) as NftJson;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    return null; // no such table: nothing installed
-  }
 }
 
 function prefixText(v: any): string | undefined {

@@ -8,14 +8,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns, type PluginOutput } from '../lab/lab';
 import {
-  attachmentLinks, buildKnit, linkAddrs, links, natEmpty, natState, reservations, reservationsOf, sh, type KnitBuild,
+  attachmentLinks, buildKnit, isolationState, linkAddrs, links, natEmpty, natState, reservations, reservationsOf, sh, type KnitBuild,
 } from '../lab/cni';
 import { hostLinkName } from '../../pkg/iface/attachment';
 import { chainName } from '../../pkg/nat/masq';
 
 /** Every name accepted by KNIT_FAILPOINT on the ADD path (plugins/main/bridge, pkg/iface). */
 const ROOT = path.resolve(__dirname, '../..');
-const FAILPOINTS = ['bridge', 'veth', 'port', 'address', 'route', 'gateway', 'forward', 'masq', 'result'] as const;
+const FAILPOINTS = ['bridge', 'veth', 'port', 'address', 'route', 'gateway', 'forward', 'masq', 'isolation', 'result'] as const;
 
 describe('knit-bridge integration', function () {
   this.timeout(60_000);
@@ -390,6 +390,7 @@ describe('knit-bridge integration', function () {
         assert.ok(o.json.msg.includes(fp), `msg names the failpoint: ${o.json.msg}`);
         assert.equal(await bridgeOf(host), undefined, 'the bridge this ADD created');
         assert.ok(natEmpty(await natState(lab, host, net)), 'no NAT entries');
+        assert.deepEqual((await isolationState(lab, host, net)).interfaces, [], 'no isolation entries');
 
         // 2. Beside a working attachment: the bridge, its gateways, the NAT and the other pod stay.
         const keeperPod = await lab.pod(`fp-${fp}-k`);
@@ -401,6 +402,7 @@ describe('knit-bridge integration', function () {
         const nat = await natState(lab, host, net);
         assert.deepEqual(nat.subnets.sort(), ['10.201.6.0/24', 'fd00:201:6::/64']);
         assert.deepEqual(nat.rules, { ip: 1, ip6: 1 });
+        assert.deepEqual((await isolationState(lab, host, net)).interfaces, ['kbr0'], 'isolation of the other attachment');
         assert.deepEqual(reservationsOf(dir, net, 'keep').sort(), keeper.ips.map((i: any) => i.address.split('/')[0]).sort());
         ok(await plugin(host, 'CHECK', { ...c, prevResult: keeper }, { containerId: 'keep', netns: keeperPod.path }), 'CHECK of the other attachment');
         assert.ok(await lab.ping(keeperPod, '10.201.6.1'));
