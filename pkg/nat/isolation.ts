@@ -52,7 +52,10 @@ function pairs(ifaces: string[]): Array<[string, string]> {
 
 const FORWARD_RULE = 'iifname @bridges oifname @bridges iifname . oifname != @same ct status & dnat == 0 drop comment "knit: no traffic between knit networks"';
 
-function ensureScript(network: string, ifaces: string[]): string {
+/** ensureIsolation's transaction, for a caller that runs it with others in one `nft -f` (see applyNft). */
+export function isolationScript(network: string, bridge: string | string[]): string {
+  const ifaces = [...new Set(Array.isArray(bridge) ? bridge : [bridge])];
+  ifaces.forEach(checkName);
   const set = isolationSetName(network);
   return [
     `table inet ${ISOLATION_TABLE} {`,
@@ -72,16 +75,13 @@ function ensureScript(network: string, ifaces: string[]): string {
 
 /** Idempotently isolates `network` (on `bridge`) from every other isolated knit network on this node. */
 export function ensureIsolation(network: string, bridge: string | string[]): void {
-  const ifaces = [...new Set(Array.isArray(bridge) ? bridge : [bridge])];
-  if (!ifaces.length) return;
-  ifaces.forEach(checkName);
-  nft(['-f', '-'], ensureScript(network, ifaces));
+  if (Array.isArray(bridge) && !bridge.length) return;
+  nft(['-f', '-'], isolationScript(network, bridge));
 }
 
 /** For STATUS: whether ensureIsolation could run here (nft present, the kernel takes the rules); `nft -c` changes nothing. */
 export function isolationCheck(network: string, bridge: string): void {
-  checkName(bridge);
-  nft(['-c', '-f', '-'], ensureScript(network, [bridge]));
+  nft(['-c', '-f', '-'], isolationScript(network, bridge));
 }
 
 interface Parsed {

@@ -28,6 +28,11 @@ export interface MasqState {
 
 /** Idempotently makes traffic from `subnets` to anywhere outside them (and outside multicast) masquerade. */
 export function ensureMasq(network: string, subnets: IPNet[]): void {
+  nft(['-f', '-'], masqScript(network, subnets));
+}
+
+/** ensureMasq's transaction, for a caller that runs it with others in one `nft -f` (see applyNft). */
+export function masqScript(network: string, subnets: IPNet[]): string {
   const chain = chainName(network);
   const nets = subnets.map((s) => networkOf(s));
   const v4 = nets.filter((n) => n.ip.family === 4).map(formatCIDR);
@@ -54,7 +59,7 @@ export function ensureMasq(network: string, subnets: IPNet[]): void {
   lines.push(`flush chain inet ${NAT_TABLE} postrouting`);
   lines.push(`add rule inet ${NAT_TABLE} postrouting ip saddr vmap @masq4`);
   lines.push(`add rule inet ${NAT_TABLE} postrouting ip6 saddr vmap @masq6`);
-  nft(['-f', '-'], lines.join('\n') + '\n');
+  return lines.join('\n') + '\n';
 }
 
 function prefixText(v: any): string | undefined {

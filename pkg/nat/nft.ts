@@ -19,6 +19,14 @@ export function nft(args: string[], input: string | undefined, needs: string): s
   }
 }
 
+/**
+ * Several tables' transactions (masqScript, isolationScript) in one `nft -f`: one process and one
+ * kernel transaction instead of one each, all applied or none.
+ */
+export function applyNft(scripts: string[], needs: string): void {
+  if (scripts.length) nft(['-f', '-'], scripts.join(''), needs);
+}
+
 /** `nft -j list table inet <table>`, or null when there is no such table (or no nft at all). */
 export function listTable(table: string): NftJson | null {
   try {

@@ -494,7 +494,7 @@ describe('knit-bridge integration', function () {
   });
 
   describe('masquerade races', () => {
-    it('an ADD racing the last DEL of the network keeps its masquerade', async () => {
+    it('an ADD racing the last DEL of the network keeps its masquerade and isolation', async () => {
       const net = 'mrace';
       const missing: string[] = [];
       // The DEL's "last one?" look and its removal are a window; stagger the ADD across it,
@@ -514,6 +514,8 @@ describe('knit-bridge integration', function () {
           ok(a, 'ADD');
           const st = await natState(lab, host, net);
           if (!st.chain || !st.subnets.includes('10.201.15.0/24')) missing.push(`host ${h} round ${i} (ADD ${delay} ms after DEL)`);
+          const iso = await isolationState(lab, host, net);
+          if (!iso.interfaces.includes('kbr0') || !iso.bridges.includes('kbr0')) missing.push(`isolation: host ${h} round ${i} (ADD ${delay} ms after DEL)`);
           await del(host, c, `new${i}`, p1);
         }
       }));

@@ -177,6 +177,28 @@ describe('isolation between knit networks', function () {
     assert.ok(!g.bridges.includes('kiso-e') && !g.same.includes('kiso-e . kiso-e'), `kiso-e gone with the last network on it: ${JSON.stringify(g)}`);
   });
 
+  it('a network joining a shared bridge while the last pod of another one on it goes keeps its isolation', async () => {
+    const lost: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const cR = conf(`iso-r${i}`, 'kiso-r', 9);
+      const cS = conf(`iso-s${i}`, 'kiso-r', 10);
+      const r = await add(cR, `r${i}`);
+      const podS = await lab.pod(`iso-s${i}`);
+      // The DEL reads the table, then removes kiso-r (no other record yet); the ADD lands in between or not.
+      const wait = 20 + i * 15;
+      const [d, a] = await Promise.all([
+        plugin('DEL', cR, { containerId: r.id, netns: r.ns.path }),
+        new Promise((res) => setTimeout(res, wait)).then(() => plugin('ADD', cS, { containerId: `s${i}`, netns: podS.path })),
+      ]);
+      ok(d, 'DEL');
+      ok(a, 'ADD');
+      const st = await isolationState(lab, host, `iso-s${i}`);
+      if (st.interfaces.join() !== 'kiso-r' || !st.bridges.includes('kiso-r') || !st.same.includes('kiso-r . kiso-r')) lost.push(`round ${i} (ADD ${wait} ms after DEL): ${JSON.stringify(st)}`);
+      ok(await plugin('DEL', cS, { containerId: `s${i}`, netns: podS.path }), 'DEL s');
+    }
+    assert.deepEqual(lost, [], 'an isolated network left without its elements');
+  });
+
   for (const fp of ['isolation', 'result']) {
     it(`a failed ADD (failpoint "${fp}") leaves no isolation entry when it was the network's first, and keeps it beside another`, async () => {
       const c = conf(`iso-fp-${fp}`, 'kiso-fp', 7);

@@ -18,8 +18,9 @@ import { interfaceDrift } from '../../../pkg/iface/check';
 import { configureInterface, gatewaysByFamily } from '../../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../../pkg/iface/rollback';
 import { openPodNetns, openPodNetnsIfPresent } from '../../../pkg/iface/netns';
-import { ensureMasq, masqState, removeMasq } from '../../../pkg/nat/masq';
-import { ensureIsolation, isolationCheck, isolationState, removeIsolation, ISOLATION_TABLE } from '../../../pkg/nat/isolation';
+import { ensureMasq, masqScript, masqState, removeMasq } from '../../../pkg/nat/masq';
+import { applyNft } from '../../../pkg/nat/nft';
+import { ensureIsolation, isolationCheck, isolationScript, isolationState, removeIsolation, ISOLATION_TABLE } from '../../../pkg/nat/isolation';
 import { parseBridgeConf, type BridgeConf } from './config';
 
 const attachmentOf = (ctx: Context): AttachmentId => ({ network: ctx.conf.name, containerId: ctx.containerId, ifName: ctx.ifName });
@@ -44,6 +45,7 @@ export const bridge: Plugin = {
       const br = ensureBridge(host, cfg, undo);
       failpoint(ctx.env, 'bridge');
       const build = async (ipam?: Result): Promise<Result> => {
+        const nft: string[] = [];
         const { hostVeth, podLink } = createVeth(host, pod, ctx, cfg, br, id, undo);
         const result: Result = {
           cniVersion: ctx.conf.cniVersion,
@@ -64,17 +66,19 @@ export const bridge: Plugin = {
           if (cfg.isGateway) setGateways(host, br, ips, cfg, id, undo, ctx.env);
           failpoint(ctx.env, 'forward');
           for (const f of familiesOf(ips)) setSysctl(null, f === 4 ? 'net/ipv4/ip_forward' : 'net/ipv6/conf/all/forwarding', '1');
-          if (cfg.ipMasq) {
-            ensureMasq(cfg.network, subnetsOf(ips));
-            undo.add('masquerade', () => { if (!othersRemain(host, id)) dropMasq(cfg.network, () => othersRemain(host, id)); });
-            failpoint(ctx.env, 'masq');
-          }
+          if (cfg.ipMasq) nft.push(masqScript(cfg.network, subnetsOf(ips)));
           result.ips = ips.map((ip) => ({ ...ip, interface: 2 }));
           result.routes = routes;
           if (ipam.dns) result.dns = ipam.dns;
         }
+        if (cfg.isolation) nft.push(isolationScript(cfg.network, cfg.bridge));
+        // The network's masquerade and isolation entries: one nft process, one atomic transaction.
+        applyNft(nft, 'ipMasq or isolation');
+        if (cfg.ipMasq && ipam) {
+          undo.add('masquerade', () => { if (!othersRemain(host, id)) dropMasq(cfg.network, () => othersRemain(host, id)); });
+          failpoint(ctx.env, 'masq');
+        }
         if (cfg.isolation) {
-          ensureIsolation(cfg.network, cfg.bridge);
           undo.add('isolation', () => { if (!othersRemain(host, id)) dropIsolation(cfg.network, () => othersRemain(host, id)); });
           failpoint(ctx.env, 'isolation');
         }
