@@ -595,6 +595,7 @@ describe('knit-bridge integration', function () {
       ['a multicast mac', { mac: '01:00:5e:00:00:01' }, ['mac', '01:00:5e:00:00:01']],
       ['a bridge name too long', { bridge: 'this-is-too-long0' }, ['bridge', 'this-is-too-long0']],
       ['a bridge name with a slash', { bridge: 'kb/r' }, ['bridge', 'kb/r']],
+      ['isolation as a string', { isolation: 'yes' }, ['isolation', '"yes"', 'true or false']],
     ];
     for (const [what, extra, parts] of cases) {
       it(`ADD with ${what} fails with 7 naming the key and value, leaving nothing`, async () => {
