@@ -74,14 +74,11 @@ export const bridge: Plugin = {
         if (cfg.isolation) nft.push(isolationScript(cfg.network, cfg.bridge));
         // The network's masquerade and isolation entries: one nft process, one atomic transaction.
         applyNft(nft, 'ipMasq or isolation');
-        if (cfg.ipMasq && ipam) {
-          undo.add('masquerade', () => { if (!othersRemain(host, id)) dropMasq(cfg.network, () => othersRemain(host, id)); });
-          failpoint(ctx.env, 'masq');
-        }
-        if (cfg.isolation) {
-          undo.add('isolation', () => { if (!othersRemain(host, id)) dropIsolation(cfg.network, () => othersRemain(host, id)); });
-          failpoint(ctx.env, 'isolation');
-        }
+        // Both undo steps before any later failure: the transaction installed both.
+        if (cfg.ipMasq && ipam) undo.add('masquerade', () => { if (!othersRemain(host, id)) dropMasq(cfg.network, () => othersRemain(host, id)); });
+        if (cfg.isolation) undo.add('isolation', () => { if (!othersRemain(host, id)) dropIsolation(cfg.network, () => othersRemain(host, id)); });
+        if (cfg.ipMasq && ipam) failpoint(ctx.env, 'masq');
+        if (cfg.isolation) failpoint(ctx.env, 'isolation');
         if (ctx.conf.dns && Object.keys(ctx.conf.dns).length) result.dns = ctx.conf.dns;
         // The bridge's MAC can change as the first port joins: report what it is now.
         result.interfaces![0]!.mac = linkGet(host, br.index).mac ?? '';
