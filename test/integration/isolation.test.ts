@@ -3,7 +3,8 @@
 // other and (masqueraded) an underlay peer, never the pods of the other network, in either
 // direction and family; isolation: false on both lets them through; networks sharing a bridge
 // are never cut; a published (DNAT'd) port passes; the last DEL (and GC) removes a network's
-// entries; CHECK reports missing entries as drift (104); a failed ADD leaves nothing.
+// entries; CHECK reports missing entries as drift (104); STATUS is a dry run (50 without nft); a
+// failed ADD leaves nothing; a network joining a shared bridge during a removal keeps its entries.
 // Oracles: ping, and `nft -j` inside the lab host (isolationState in test/lab/cni.ts).
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -103,6 +104,19 @@ describe('isolation between knit networks', function () {
     const table = await lab.exec(host, 'nft', ['list', 'table', 'inet', 'knit-isolation']);
     assert.ok(!table.stdout.includes(a1.v4) && !table.stdout.includes('veth'), `no per-pod state:\n${table.stdout}`);
     ok(await plugin('STATUS', confA), 'STATUS');
+  });
+
+  it('STATUS: a dry run that installs nothing; 50 when nft is missing', async () => {
+    const fresh = await lab.netns('iso-st');
+    const c = conf('iso-st', 'kiso-st', 11);
+    const st = (env?: Record<string, string>): Promise<PluginOutput> => lab.runPlugin(fresh, knit.bin('knit-bridge'), { command: 'STATUS', conf: c, path: [knit.binDir], env });
+    ok(await st(), 'STATUS');
+    assert.equal((await isolationState(lab, fresh, 'iso-st')).table, false, 'STATUS created no table');
+    const o = await st({ PATH: '/usr/local/bin:/usr/bin:/bin' }); // node is in /usr/bin, nft in /usr/sbin
+    assert.equal(o.json?.code, 50, o.stdout);
+    assert.match(o.json.msg, /isolation cannot be installed: .*nft command/);
+    // With isolation off STATUS does not need nft.
+    ok(await lab.runPlugin(fresh, knit.bin('knit-bridge'), { command: 'STATUS', conf: { ...c, isolation: false }, path: [knit.binDir], env: { PATH: '/usr/local/bin:/usr/bin:/bin' } }), 'STATUS without nft, isolation off');
   });
 
   it('lets a published (DNAT\'d) address through, both directions of the connection', async () => {
