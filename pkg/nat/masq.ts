@@ -9,12 +9,15 @@
 //
 // The rules live in the namespace the plugin runs in (the host's); removal is explicit:
 // the bridge removes a network's entry when its last attachment goes (DEL) or by GC.
-import { execFileSync } from 'node:child_process';
-import { CniError, Code } from '../cni/errors';
-import { fnv1a32 } from '../hash';
 import { formatCIDR, networkOf, type IPNet } from '../ip/ip';
+import { chainName, listTable as listNft, nft as runNft } from './nft';
+
+export { chainName };
 
 export const NAT_TABLE = 'knit-nat';
+
+const nft = (args: string[], input?: string): string => runNft(args, input, 'ipMasq');
+const listTable = (): ReturnType<typeof listNft> => listNft(NAT_TABLE);
 
 export interface MasqState {
   /** Subnets (CIDR text) mapped to this network's chain. */
@@ -23,26 +26,13 @@ export interface MasqState {
   chain: boolean;
 }
 
-/** An nft identifier for the network: readable part plus a hash, since names may hold '-'. */
-export function chainName(network: string): string {
-  return `n_${network.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 40)}_${fnv1a32(network).toString(16).padStart(8, '0')}`;
-}
-
-function nft(args: string[], input?: string): string {
-  try {
-    return execFileSync('nft', args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException & { stderr?: string };
-    if (err.code === 'ENOENT') {
-      throw new CniError(Code.IOFailure, 'ipMasq needs the nft command (Debian package nftables), which is not on PATH');
-    }
-    const msg = (err.stderr ?? err.message).trim().split('\n').slice(0, 3).join(' | ');
-    throw new CniError(Code.IOFailure, `nft ${args.join(' ')} failed: ${msg}`);
-  }
-}
-
 /** Idempotently makes traffic from `subnets` to anywhere outside them (and outside multicast) masquerade. */
 export function ensureMasq(network: string, subnets: IPNet[]): void {
+  nft(['-f', '-'], masqScript(network, subnets));
+}
+
+/** ensureMasq's transaction, for a caller that runs it with others in one `nft -f` (see applyNft). */
+export function masqScript(network: string, subnets: IPNet[]): string {
   const chain = chainName(network);
   const nets = subnets.map((s) => networkOf(s));
   const v4 = nets.filter((n) => n.ip.family === 4).map(formatCIDR);
@@ -69,18 +59,7 @@ export function ensureMasq(network: string, subnets: IPNet[]): void {
   lines.push(`flush chain inet ${NAT_TABLE} postrouting`);
   lines.push(`add rule inet ${NAT_TABLE} postrouting ip saddr vmap @masq4`);
   lines.push(`add rule inet ${NAT_TABLE} postrouting ip6 saddr vmap @masq6`);
-  nft(['-f', '-'], lines.join('\n') + '\n');
-}
-
-interface NftJson { nftables: Array<Record<string, any>> }
-
-function listTable(): NftJson | null {
-  try {
-    return JSON.parse(execFileSync('nft', ['-j', 'list', 'table', 'inet', NAT_TABLE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })) as NftJson;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    return null; // no such table: nothing installed
-  }
+  return lines.join('\n') + '\n';
 }
 
 function prefixText(v: any): string | undefined {

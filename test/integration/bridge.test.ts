@@ -8,14 +8,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns, type PluginOutput } from '../lab/lab';
 import {
-  attachmentLinks, buildKnit, linkAddrs, links, natEmpty, natState, reservations, reservationsOf, sh, type KnitBuild,
+  attachmentLinks, buildKnit, isolationState, linkAddrs, links, natEmpty, natState, reservations, reservationsOf, sh, type KnitBuild,
 } from '../lab/cni';
 import { hostLinkName } from '../../pkg/iface/attachment';
 import { chainName } from '../../pkg/nat/masq';
 
 /** Every name accepted by KNIT_FAILPOINT on the ADD path (plugins/main/bridge, pkg/iface). */
 const ROOT = path.resolve(__dirname, '../..');
-const FAILPOINTS = ['bridge', 'veth', 'port', 'address', 'route', 'gateway', 'forward', 'masq', 'result'] as const;
+const FAILPOINTS = ['bridge', 'veth', 'port', 'address', 'route', 'gateway', 'forward', 'masq', 'isolation', 'result'] as const;
 
 describe('knit-bridge integration', function () {
   this.timeout(60_000);
@@ -390,6 +390,7 @@ describe('knit-bridge integration', function () {
         assert.ok(o.json.msg.includes(fp), `msg names the failpoint: ${o.json.msg}`);
         assert.equal(await bridgeOf(host), undefined, 'the bridge this ADD created');
         assert.ok(natEmpty(await natState(lab, host, net)), 'no NAT entries');
+        assert.deepEqual((await isolationState(lab, host, net)).interfaces, [], 'no isolation entries');
 
         // 2. Beside a working attachment: the bridge, its gateways, the NAT and the other pod stay.
         const keeperPod = await lab.pod(`fp-${fp}-k`);
@@ -401,6 +402,7 @@ describe('knit-bridge integration', function () {
         const nat = await natState(lab, host, net);
         assert.deepEqual(nat.subnets.sort(), ['10.201.6.0/24', 'fd00:201:6::/64']);
         assert.deepEqual(nat.rules, { ip: 1, ip6: 1 });
+        assert.deepEqual((await isolationState(lab, host, net)).interfaces, ['kbr0'], 'isolation of the other attachment');
         assert.deepEqual(reservationsOf(dir, net, 'keep').sort(), keeper.ips.map((i: any) => i.address.split('/')[0]).sort());
         ok(await plugin(host, 'CHECK', { ...c, prevResult: keeper }, { containerId: 'keep', netns: keeperPod.path }), 'CHECK of the other attachment');
         assert.ok(await lab.ping(keeperPod, '10.201.6.1'));
@@ -492,7 +494,7 @@ describe('knit-bridge integration', function () {
   });
 
   describe('masquerade races', () => {
-    it('an ADD racing the last DEL of the network keeps its masquerade', async () => {
+    it('an ADD racing the last DEL of the network keeps its masquerade and isolation', async () => {
       const net = 'mrace';
       const missing: string[] = [];
       // The DEL's "last one?" look and its removal are a window; stagger the ADD across it,
@@ -512,6 +514,8 @@ describe('knit-bridge integration', function () {
           ok(a, 'ADD');
           const st = await natState(lab, host, net);
           if (!st.chain || !st.subnets.includes('10.201.15.0/24')) missing.push(`host ${h} round ${i} (ADD ${delay} ms after DEL)`);
+          const iso = await isolationState(lab, host, net);
+          if (!iso.interfaces.includes('kbr0') || !iso.bridges.includes('kbr0')) missing.push(`isolation: host ${h} round ${i} (ADD ${delay} ms after DEL)`);
           await del(host, c, `new${i}`, p1);
         }
       }));
@@ -591,6 +595,7 @@ describe('knit-bridge integration', function () {
       ['a multicast mac', { mac: '01:00:5e:00:00:01' }, ['mac', '01:00:5e:00:00:01']],
       ['a bridge name too long', { bridge: 'this-is-too-long0' }, ['bridge', 'this-is-too-long0']],
       ['a bridge name with a slash', { bridge: 'kb/r' }, ['bridge', 'kb/r']],
+      ['isolation as a string', { isolation: 'yes' }, ['isolation', '"yes"', 'true or false']],
     ];
     for (const [what, extra, parts] of cases) {
       it(`ADD with ${what} fails with 7 naming the key and value, leaving nothing`, async () => {

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns, type PluginOutput } from '../lab/lab';
-import { buildKnit, type KnitBuild } from '../lab/cni';
+import { buildKnit, isolationState, type KnitBuild } from '../lab/cni';
 import { writeLeaseFile, removeLeaseFile } from '../../pkg/agent/lease-file';
 
 describe('knit-overlay plugin', function () {
@@ -82,6 +82,8 @@ describe('knit-overlay plugin', function () {
     assert.ok(br.addr_info.some((a: any) => a.local === '10.216.5.1' && a.prefixlen === 24));
     assert.ok(await lab.ping(pods[0]!, '10.216.5.3'));
     assert.ok(await lab.ping(pods[1]!, '10.216.5.1'));
+    // The routed pod network is one knit network: isolated from the node's other knit networks.
+    assert.deepEqual((await isolationState(lab, host, 'ovnet')).interfaces, ['knit-ov0']);
   });
 
   it('CHECK passes, and reports drift', async () => {
@@ -112,6 +114,7 @@ describe('knit-overlay plugin', function () {
     removeLeaseFile(runDir);
     ok(await plugin('DEL', conf, { containerId: 'c1', netns: pods[0]!.path }), 'DEL c1 without lease');
     assert.equal((await lab.ipJson(host, ['link', 'show', 'master', 'knit-ov0'])).length, 0);
+    assert.deepEqual((await isolationState(lab, host, 'ovnet')).interfaces, [], 'isolation gone with the last pod');
     const left = fs.readdirSync(path.join(dataDir, 'ovnet')).filter((f) => /^\d/.test(f));
     assert.deepEqual(left, [], `reservations left: ${left.join(' ')}`);
   });

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { build } from 'esbuild';
 import { chainName, NAT_TABLE } from '../../pkg/nat/masq';
+import { ISOLATION_TABLE } from '../../pkg/nat/isolation';
 import { run, type Lab, type Netns } from './lab';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -178,6 +179,37 @@ export async function natState(lab: Lab, host: Netns, network: string): Promise<
 /** Whether natState holds anything for the network. */
 export function natEmpty(s: NatState): boolean {
   return !s.chain && s.subnets.length === 0;
+}
+
+export interface IsolationOracle {
+  /** Whether table inet knit-isolation exists at all. */
+  table: boolean;
+  /** The network's record (set n_<net>): its bridge(s); empty when it is not isolated. */
+  interfaces: string[];
+  /** Every element of set bridges (all isolated networks of the host). */
+  bridges: string[];
+  /** Every element of set same, as "a . b". */
+  same: string[];
+  /** Drop rules in chain forward (the one shared rule: 1 whenever anything is isolated). */
+  dropRules: number;
+}
+
+/** What table inet knit-isolation holds inside a lab host (the oracle for pkg/nat/isolation). */
+export async function isolationState(lab: Lab, host: Netns, network: string): Promise<IsolationOracle> {
+  const res = await lab.exec(host, 'nft', ['-j', 'list', 'table', 'inet', ISOLATION_TABLE], { allowFail: true });
+  const state: IsolationOracle = { table: false, interfaces: [], bridges: [], same: [], dropRules: 0 };
+  if (res.code !== 0) return state;
+  state.table = true;
+  const record = chainName(network);
+  const str = (e: any): string => (typeof e === 'string' ? e : JSON.stringify(e));
+  for (const item of (JSON.parse(res.stdout) as { nftables: Array<Record<string, any>> }).nftables) {
+    const set = item.set;
+    if (set?.name === record) state.interfaces = (set.elem ?? []).map(str);
+    if (set?.name === 'bridges') state.bridges = (set.elem ?? []).map(str);
+    if (set?.name === 'same') state.same = (set.elem ?? []).map((e: any) => (e?.concat ? e.concat.join(' . ') : str(e)));
+    if (item.rule?.chain === 'forward' && JSON.stringify(item.rule.expr ?? []).includes('"drop"')) state.dropRules++;
+  }
+  return state;
 }
 
 /** Reservation files of host-local (knit's or the reference's: same layout, `<dir>/<network>/<ip>`). */

@@ -12,6 +12,8 @@ export interface BridgeConf {
   isDefaultGateway: boolean;
   forceAddress: boolean;
   ipMasq: boolean;
+  /** Isolation from the node's other isolated knit networks (pkg/nat/isolation); default on. */
+  isolation: boolean;
   hairpinMode: boolean;
   promiscMode: boolean;
   /** Unset: the kernel's default for new links (1500). */
@@ -45,6 +47,7 @@ export function parseBridgeConf(conf: NetConf, args: CniArgs): BridgeConf {
     isGateway: bool(conf, 'isGateway') || isDefaultGateway,
     forceAddress: bool(conf, 'forceAddress'),
     ipMasq: bool(conf, 'ipMasq'),
+    isolation: bool(conf, 'isolation', true),
     hairpinMode: bool(conf, 'hairpinMode'),
     promiscMode: bool(conf, 'promiscMode'),
     hasIpam: !!conf.ipam && Object.keys(conf.ipam).length > 0,

@@ -18,7 +18,9 @@ import { interfaceDrift } from '../../../pkg/iface/check';
 import { configureInterface, gatewaysByFamily } from '../../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../../pkg/iface/rollback';
 import { openPodNetns, openPodNetnsIfPresent } from '../../../pkg/iface/netns';
-import { ensureMasq, masqState, removeMasq } from '../../../pkg/nat/masq';
+import { ensureMasq, masqScript, masqState, removeMasq } from '../../../pkg/nat/masq';
+import { applyNft } from '../../../pkg/nat/nft';
+import { ensureIsolation, isolationCheck, isolationScript, isolationState, removeIsolation, ISOLATION_TABLE } from '../../../pkg/nat/isolation';
 import { parseBridgeConf, type BridgeConf } from './config';
 
 const attachmentOf = (ctx: Context): AttachmentId => ({ network: ctx.conf.name, containerId: ctx.containerId, ifName: ctx.ifName });
@@ -43,6 +45,7 @@ export const bridge: Plugin = {
       const br = ensureBridge(host, cfg, undo);
       failpoint(ctx.env, 'bridge');
       const build = async (ipam?: Result): Promise<Result> => {
+        const nft: string[] = [];
         const { hostVeth, podLink } = createVeth(host, pod, ctx, cfg, br, id, undo);
         const result: Result = {
           cniVersion: ctx.conf.cniVersion,
@@ -63,15 +66,19 @@ export const bridge: Plugin = {
           if (cfg.isGateway) setGateways(host, br, ips, cfg, id, undo, ctx.env);
           failpoint(ctx.env, 'forward');
           for (const f of familiesOf(ips)) setSysctl(null, f === 4 ? 'net/ipv4/ip_forward' : 'net/ipv6/conf/all/forwarding', '1');
-          if (cfg.ipMasq) {
-            ensureMasq(cfg.network, subnetsOf(ips));
-            undo.add('masquerade', () => { if (!othersRemain(host, id)) dropMasq(cfg.network, () => othersRemain(host, id)); });
-            failpoint(ctx.env, 'masq');
-          }
+          if (cfg.ipMasq) nft.push(masqScript(cfg.network, subnetsOf(ips)));
           result.ips = ips.map((ip) => ({ ...ip, interface: 2 }));
           result.routes = routes;
           if (ipam.dns) result.dns = ipam.dns;
         }
+        if (cfg.isolation) nft.push(isolationScript(cfg.network, cfg.bridge));
+        // The network's masquerade and isolation entries: one nft process, one atomic transaction.
+        applyNft(nft, 'ipMasq or isolation');
+        // Both undo steps before any later failure: the transaction installed both.
+        if (cfg.ipMasq && ipam) undo.add('masquerade', () => { if (!othersRemain(host, id)) dropMasq(cfg.network, () => othersRemain(host, id)); });
+        if (cfg.isolation) undo.add('isolation', () => { if (!othersRemain(host, id)) dropIsolation(cfg.network, () => othersRemain(host, id)); });
+        if (cfg.ipMasq && ipam) failpoint(ctx.env, 'masq');
+        if (cfg.isolation) failpoint(ctx.env, 'isolation');
         if (ctx.conf.dns && Object.keys(ctx.conf.dns).length) result.dns = ctx.conf.dns;
         // The bridge's MAC can change as the first port joins: report what it is now.
         result.interfaces![0]!.mac = linkGet(host, br.index).mac ?? '';
@@ -99,7 +106,12 @@ export const bridge: Plugin = {
       if (hostVeth && isOurs(hostVeth, id)) linkDelIfPresent(host, hostVeth.index);
       else if (ctx.netns) deletePodLink(ctx);
       if (cfg?.hasIpam ?? !!ctx.conf.ipam?.type) await runIpam('DEL', ctx, ctx.conf);
-      if (cfg?.ipMasq && !othersRemain(host, id)) dropMasq(ctx.conf.name, () => othersRemain(host, id));
+      if (!othersRemain(host, id)) {
+        const others = (): boolean => othersRemain(host, id);
+        if (cfg?.ipMasq) dropMasq(ctx.conf.name, others);
+        // Whatever the config says now: entries of an earlier config with isolation on go too.
+        dropIsolation(ctx.conf.name, others);
+      }
     } finally {
       host.close();
     }
@@ -140,6 +152,10 @@ export const bridge: Plugin = {
           if (!st.chain || !st.subnets.includes(s)) drift.push(`masquerade for ${s} (network ${cfg.network}) is missing from nftables table inet knit-nat`);
         }
       }
+      const iso = isolationState(cfg.network);
+      if (cfg.isolation && !iso.interfaces.includes(cfg.bridge)) drift.push(`isolation of network ${cfg.network} (bridge ${cfg.bridge}) is missing from nftables table inet ${ISOLATION_TABLE}`);
+      else if (!cfg.isolation && iso.interfaces.length) drift.push(`network ${cfg.network} is isolated (table inet ${ISOLATION_TABLE}, set ${iso.interfaces.join(', ')}) but the config says isolation: false`);
+      for (const m of iso.missing) drift.push(`isolation of network ${cfg.network}: ${m} of nftables table inet ${ISOLATION_TABLE}`);
     } finally {
       pod.close();
       host.close();
@@ -158,6 +174,10 @@ export const bridge: Plugin = {
     if (cfg.ipMasq) {
       try { masqState(cfg.network); } catch (e) { throw new CniError(Code.PluginNotAvailable, (e as Error).message); }
     }
+    if (cfg.isolation) {
+      // A dry run of ADD's isolation transaction: nft is there and the kernel takes the rules.
+      try { isolationCheck(cfg.network, cfg.bridge); } catch (e) { throw new CniError(Code.PluginNotAvailable, `isolation cannot be installed: ${(e as Error).message}`); }
+    }
     if (cfg.hasIpam) await runIpam('STATUS', ctx, ctx.conf);
   },
 
@@ -173,7 +193,10 @@ export const bridge: Plugin = {
         }
       }
       const any = (): boolean => linkList(host).some((l) => parseAttachmentAlias(l.alias)?.network === cfg.network);
-      if (cfg.ipMasq && !any()) dropMasq(cfg.network, any);
+      if (!any()) {
+        if (cfg.ipMasq) dropMasq(cfg.network, any);
+        dropIsolation(cfg.network, any);
+      }
     });
     if (cfg.hasIpam) await runIpam('GC', ctx, ctx.conf);
   },
@@ -317,13 +340,22 @@ function othersRemain(host: Netlink, id: AttachmentId): boolean {
 }
 
 /**
- * Removes a network's masquerade after its last attachment went. An ADD of the network may join
- * between the caller's check and the removal; it sets its link's alias before it installs NAT, so
- * a second look after the removal sees it, and what was removed is put back.
+ * Removes a per-network entry of the node (masquerade, isolation) after the network's last
+ * attachment went. An ADD of the network may join between the caller's check and the removal;
+ * it sets its link's alias before it installs either, so a second look after the removal sees
+ * it, and what was removed is put back.
  */
+function dropWhenLast<T>(remove: () => T[], putBack: (removed: T[]) => void, othersNow: () => boolean): void {
+  const removed = remove();
+  if (removed.length && othersNow()) putBack(removed);
+}
+
 function dropMasq(network: string, othersNow: () => boolean): void {
-  const removed = removeMasq(network);
-  if (removed.length && othersNow()) ensureMasq(network, removed.map((s) => parseCIDR(s)).filter((n): n is IPNet => !!n));
+  dropWhenLast(() => removeMasq(network), (r) => ensureMasq(network, r.map((s) => parseCIDR(s)).filter((n): n is IPNet => !!n)), othersNow);
+}
+
+function dropIsolation(network: string, othersNow: () => boolean): void {
+  dropWhenLast(() => removeIsolation(network), (r) => ensureIsolation(network, r), othersNow);
 }
 
 
