@@ -1,4 +1,4 @@
-// What knitd keeps in its datastore, behind one interface (etcd or the Kubernetes API): the
+// What knitd keeps in its datastore, behind one interface (etcd, or the Kubernetes API): the
 // cluster network config and one subnet lease per node. A lease lives as long as its holder
 // renews it (an etcd lease with a TTL); a lease's key is its subnet, so two nodes can never hold
 // the same subnet: claiming is "create if absent", or "take over if it is already mine".

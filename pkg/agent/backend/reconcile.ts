@@ -24,6 +24,7 @@ export function underlayOf(nl: Netlink, iface: string, addr: string): Underlay {
   return u;
 }
 
+/** Whether a peer's underlay address is on the node's own L2 subnet. */
 /** knit's VXLAN devices are named knit.<vni> (vxlan.ts). */
 export const VTEP_NAME = /^knit\.\d+$/;
 
@@ -42,7 +43,6 @@ export function removeStaleVteps(nl: Netlink, keep: string | null, log?: Logger)
   return removed;
 }
 
-/** Whether a peer's underlay address is on the node's own L2 subnet. */
 export function sameL2(u: Underlay, peerAddr: string): boolean {
   const ip = parseIP(peerAddr);
   return !!u.net && !!ip && contains(u.net, ip);
