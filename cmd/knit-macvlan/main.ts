@@ -1,5 +1,5 @@
 // knit-macvlan executable: the plugin (./plugin.ts) bound to the process.
 import { main } from '../../pkg/cni/skel';
-import { macvlan } from './plugin';
+import { macvlan } from '../../plugins/main/macvlan/plugin';
 
 main(macvlan);

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { createLogger, type Level } from '../../pkg/cni/log';
 import { CniServer, DEFAULT_SOCKET_DIR } from '../../pkg/agent/cni-server';
-import { PLUGINS } from './plugins';
+import { loadAll } from '../../plugins/registry';
 import { resident } from '../../pkg/ipam/resident';
 import { OVERLAY_FLAGS, overlayFlags, startOverlay, type OverlayFlags } from './overlay';
 
@@ -63,15 +63,16 @@ async function main(): Promise<void> {
   const log = createLogger({ level: opts.level, fields: { component: 'knitd' } });
   // Requests share what a long-lived process can keep: knit-etcd-ipam's allocators (pkg/ipam/etcd-ipam.ts).
   resident.enabled = true;
+  const plugins = loadAll();
   let server: CniServer;
   try {
-    server = await CniServer.start({ dir: opts.dir, plugins: PLUGINS, log });
+    server = await CniServer.start({ dir: opts.dir, plugins, log });
   } catch (e) {
     log.error(`cannot serve CNI requests: ${(e as Error).message}`);
     process.exitCode = 1;
     return;
   }
-  log.info(`serving ${[...PLUGINS.keys()].join(', ')} on ${server.socketPath}`);
+  log.info(`serving ${[...plugins.keys()].join(', ')} on ${server.socketPath}`);
   const overlay = opts.overlay ? startOverlay(opts.overlay, log) : undefined;
   const stop = (sig: string): void => {
     overlay?.stop();

@@ -46,6 +46,8 @@ export interface OverlayFlags {
   iface?: string;
   runDir: string;
   stateDir: string;
+  /** Where knitd writes the conflists of named networks (etcd), where the IPAM GC reads them (kubernetes). */
+  confDir: string;
   ttlSec: number;
   resyncSec: number;
   /** HOST:PORT for /metrics and /healthz. */
@@ -79,7 +81,7 @@ export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.
       ...common(v, env, []),
     };
   }
-  for (const f of ['cni-conf-dir', 'ipam-gc-interval', 'ipam-gc-grace']) {
+  for (const f of ['ipam-gc-interval', 'ipam-gc-grace']) {
     if (v[f] !== undefined) throw new Error(`--${f} is for --datastore kubernetes (the IPAM GC lists the node's pods)`);
   }
   if (!eps) {
@@ -104,7 +106,7 @@ function common(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv, e
   return {
     endpoints, prefix: (v['etcd-prefix'] ?? '/knit').replace(/\/+$/, '') || '/knit',
     nodeName, ...(v.iface ? { iface: v.iface } : {}),
-    runDir: v['run-dir'] ?? '/run/knit', stateDir: v['state-dir'] ?? '/var/lib/knit',
+    runDir: v['run-dir'] ?? '/run/knit', stateDir: v['state-dir'] ?? '/var/lib/knit', confDir: v['cni-conf-dir'] ?? '/etc/cni/net.d',
     ttlSec: posInt('lease-ttl', v['lease-ttl'], 300), resyncSec: posInt('resync-interval', v['resync-interval'], 60),
     ...(v['metrics-addr'] ? { metricsAddr: v['metrics-addr'] } : {}),
   };
@@ -151,6 +153,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
     });
   };
   attempt(1000);
+  const networks = f.kubernetes ? undefined : startNetworks(f, parent);
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
@@ -164,8 +167,33 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
       stopped = true;
       if (timer) clearTimeout(timer);
       agent?.stop();
+      networks?.stop();
       gc?.stop();
       store.close();
     },
   };
+}
+
+/** The named-network agent (pkg/agent/networks.ts) on etcd, retried until it starts; independent of the pod network. */
+function startNetworks(f: OverlayFlags, parent: Logger): { stop(): void } {
+  const { NetworksAgent } = require('../../pkg/agent/networks') as typeof import('../../pkg/agent/networks');
+  const log = parent.child({ component: 'networks' });
+  const conn = {
+    endpoints: f.endpoints, prefix: f.prefix, timeoutMs: 5000, ...(f.tls ? { tls: f.tls } : {}),
+    ...(f.username ? { username: f.username } : {}), ...(f.password ? { password: f.password } : {}),
+  };
+  let agent: InstanceType<typeof NetworksAgent> | null = null;
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  const attempt = (delay: number): void => {
+    agent = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
+    agent.start().then(() => log.info(`named networks up: node ${f.nodeName}, ${agent!.status.networks} network(s), conflists in ${f.confDir}`), (e: Error) => {
+      agent?.stop();
+      if (stopped) return;
+      log.error(`named networks cannot start: ${e.message}; retrying in ${delay / 1000} s`);
+      timer = setTimeout(() => attempt(Math.min(delay * 2, 30_000)), delay);
+    });
+  };
+  attempt(1000);
+  return { stop() { stopped = true; if (timer) clearTimeout(timer); agent?.stop(); } };
 }

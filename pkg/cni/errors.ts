@@ -67,12 +67,22 @@ export function show(v: unknown): string {
   return s.length > 80 ? s.slice(0, 77) + '...' : s;
 }
 
+/** A CniError, or an error that knows its CNI code (a kernel refusal): expected, not a bug. */
+export function isExpectedError(e: unknown): boolean {
+  return e instanceof CniError || (e instanceof Error && typeof (e as { cniCode?: unknown }).cniCode === 'number');
+}
+
 /**
  * Wraps any thrown value as a CniError, keeping CniErrors as they are. Details carry the errno
  * name and syscall when there are any, never a stack trace (that goes to the log on stderr).
  */
 export function asCniError(e: unknown, fallbackCode: number = Code.IOFailure): CniError {
   if (e instanceof CniError) return e;
+  // An error that knows its CNI code (NetlinkError: a kernel refusal is code 100).
+  const known = e as { cniCode?: unknown; cniDetails?: unknown; message?: unknown };
+  if (e instanceof Error && typeof known.cniCode === 'number') {
+    return new CniError(known.cniCode, e.message, typeof known.cniDetails === 'string' ? known.cniDetails : undefined);
+  }
   if (e instanceof Error) {
     const ne = e as NodeJS.ErrnoException;
     const details = [ne.code, ne.syscall, ne.path].filter((x) => typeof x === 'string' && x !== '').join(' ');

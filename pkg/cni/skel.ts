@@ -1,6 +1,6 @@
 // Verb dispatch: env + stdin in, exactly one JSON document (result or error) out. `dispatch` is pure
 // (no process globals) so tests drive it in-process; `main` binds it to the real process.
-import { CniError, Code, asCniError, show } from './errors';
+import { CniError, Code, asCniError, isExpectedError, show } from './errors';
 import { parseEnv, type Env } from './env';
 import { confVersion, decodeConfObject, validateConf, versionRequest } from './conf';
 import { parseCniArgs, type CniArgs } from './args';
@@ -121,7 +121,7 @@ export async function dispatch(plugin: Plugin, env: Env, stdin: Buffer, opts: Di
     return { stdout: '', exitCode: 0 };
   } catch (err) {
     const ce = asCniError(err);
-    if (!(err instanceof CniError)) {
+    if (!isExpectedError(err)) {
       // The stack belongs on stderr (when logging permits), never in the protocol output.
       log.error(`unexpected failure: ${ce.message}`, { stack: err instanceof Error ? err.stack : String(err) });
     } else {
@@ -132,17 +132,31 @@ export async function dispatch(plugin: Plugin, env: Env, stdin: Buffer, opts: Di
   }
 }
 
-/** ADD/CHECK: CNI_NETNS must exist and must not be the plugin's own namespace (the reference refuses that too). */
+const NSFS_MAGIC = 0x6e736673;
+const PROC_SUPER_MAGIC = 0x9fa0;
+
+/**
+ * ADD/CHECK: CNI_NETNS must be a network namespace and not the plugin's own (the reference
+ * refuses that too). Recognised by stat and statfs only: opening a FIFO would block and opening
+ * a device may have effects. (The addon checks again when it enters; see pkg/iface/netns.ts.)
+ */
 function checkNetns(netns: string): void {
   // Lazy: only the attachment verbs pay for fs.
-  const { statSync } = require('node:fs') as typeof import('node:fs');
+  const { statSync, statfsSync } = require('node:fs') as typeof import('node:fs');
+  const bad = (why: string): CniError => new CniError(Code.InvalidEnvironment, `invalid CNI_NETNS ${show(netns)}: ${why}; the path of the container's network namespace (e.g. /run/netns/NAME or /proc/PID/ns/net)`);
   let st;
   try {
     st = statSync(netns);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new CniError(Code.InvalidEnvironment, `invalid CNI_NETNS ${show(netns)}: ${code === 'ENOENT' ? 'no such file' : code}; the path of the container's network namespace (e.g. /run/netns/NAME or /proc/PID/ns/net)`);
+    throw bad(code === 'ENOENT' ? 'no such file' : code);
   }
+  const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket'
+    : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : '';
+  if (kind) throw bad(`not a network namespace but ${kind}`);
+  let fsType: number;
+  try { fsType = statfsSync(netns).type; } catch (e) { throw bad((e as NodeJS.ErrnoException).code ?? 'statfs failed'); }
+  if (fsType !== NSFS_MAGIC && fsType !== PROC_SUPER_MAGIC) throw bad('not a network namespace (a plain file: an unmounted or removed namespace?)');
   let own;
   try { own = statSync('/proc/self/ns/net'); } catch { return; }
   if (st.dev === own.dev && st.ino === own.ino) {

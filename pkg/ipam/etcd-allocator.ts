@@ -344,6 +344,8 @@ export class EtcdAllocator {
         if (!claimedLo.has(b.lo) && this.freeIn(b, new Set(), taken, 1).length) freeBlocks.push(b);
         b = this.blockAt(set, r, b.lo + step);
       }
+      // Ranges in the order given, as Docker fills a network's subnets: the next only when this is full.
+      if (freeBlocks.length) break;
     }
     if (freeBlocks.length) {
       const block = this.choose(freeBlocks, owner, attempt);

@@ -43,6 +43,14 @@ export class NetlinkError extends Error {
     this.code = code;
     if (extack) this.extack = extack;
   }
+
+  /**
+   * How a plugin reports it (pkg/cni/errors.ts asCniError reads these two fields, so the
+   * mapping lives here, once, without pkg/cni knowing netlink): a kernel refusal is knit's
+   * code 100 with errno and extack in details.
+   */
+  get cniCode(): number { return 100; }
+  get cniDetails(): string { return `errno ${this.code}${this.extack ? `; extack: ${this.extack}` : ''}`; }
 }
 
 /** Turns an addon exception (Error with .errno/.op) into a NetlinkError; rethrows anything else. */
@@ -56,6 +64,16 @@ export function fromNative(err: unknown, op?: string): never {
 
 export function isNetlinkError(err: unknown, code?: string): err is NetlinkError {
   return err instanceof NetlinkError && (code === undefined || err.code === code);
+}
+
+/**
+ * The path given as a network namespace is none (any more): it does not exist, or exists but
+ * is not a network namespace (an unmounted /run/netns file, a directory, a FIFO, a device, a
+ * namespace of another kind). The addon reports these as op "open netns <path>" or "netns <path>".
+ */
+export function isNotNetns(err: unknown): boolean {
+  if (!(err instanceof NetlinkError) || !/^(open netns|netns) /.test(err.op)) return false;
+  return ['ENOENT', 'ENOTDIR', 'EINVAL', 'ESRCH', 'ENXIO', 'ENAMETOOLONG', 'ELOOP'].includes(err.code);
 }
 
 /** EEXIST: the object is already there (racing "file exists" at boot is usually benign). */

@@ -2,10 +2,10 @@
 // reuse it for every operation there, close it when done. Nothing happens at import
 // time; the native addon loads on the first call that needs it.
 export { Netlink, withNetlink } from './socket';
-export { NetlinkError, isExist, isNotFound, isNetlinkError, errnoName } from './errors';
+export { NetlinkError, isExist, isNotFound, isNotNetns, isNetlinkError, errnoName } from './errors';
 export {
   linkAdd, linkGet, linkFind, linkList, linkIndex, linkSet, linkSetUp, linkSetDown, linkSetMtu, linkSetMac,
-  linkSetMaster, linkSetNoMaster, linkSetPromisc, linkDel, bridgePortSet,
+  linkSetMaster, linkSetNoMaster, linkSetPromisc, linkDel, linkDelIfPresent, bridgePortSet,
 } from './link';
 export type {
   Link, LinkRef, LinkSpec, LinkChanges, LinkFilter, VethSpec, VethPeer, BridgeSpec, VxlanSpec, MacvlanSpec, VlanSpec,

@@ -7,7 +7,7 @@ import {
   Attrs, decodeIfInfo, encodeIfInfo, formatMAC, getStr, getU16, getU16be, getU32, getU8, IFINFOMSG_LEN, ipArg,
   ipText, MsgWriter, NlMsg, parseAttrs, parseMAC,
 } from './codec';
-import { NetlinkError } from './errors';
+import { NetlinkError, isNotFound } from './errors';
 import { Netlink } from './socket';
 
 /** A link by index (number) or name (string). */
@@ -54,6 +54,8 @@ export interface VxlanSpec extends LinkCommon {
   dev?: number;
   /** Source-MAC learning; default off (the agent programs the FDB). */
   learning?: boolean;
+  /** Answer ARP/ND from the device's neighbour table instead of flooding it to remote VTEPs. */
+  proxy?: boolean;
   ttl?: number;
   udpCsum?: boolean;
 }
@@ -74,7 +76,7 @@ export type LinkSpec = VethSpec | BridgeSpec | VxlanSpec | MacvlanSpec | VlanSpe
 
 export interface VxlanInfo {
   vni: number; local?: string; group?: string; port?: number; dev?: number;
-  learning?: boolean; ttl?: number; udpCsum?: boolean;
+  learning?: boolean; proxy?: boolean; ttl?: number; udpCsum?: boolean;
 }
 
 export interface Link {
@@ -126,6 +128,8 @@ function decodeVxlan(d: Attrs): VxlanInfo {
   if (dev !== undefined) v.dev = dev;
   const learning = getU8(d, C.IFLA_VXLAN_LEARNING);
   if (learning !== undefined) v.learning = learning !== 0;
+  const proxy = getU8(d, C.IFLA_VXLAN_PROXY);
+  if (proxy !== undefined) v.proxy = proxy !== 0;
   const ttl = getU8(d, C.IFLA_VXLAN_TTL);
   if (ttl !== undefined) v.ttl = ttl;
   const csum = getU8(d, C.IFLA_VXLAN_UDP_CSUM);
@@ -246,6 +250,7 @@ export function encodeLinkAdd(spec: LinkSpec, fds: { peer?: number; self?: numbe
           if (spec.dev !== undefined) w.u32(C.IFLA_VXLAN_LINK, spec.dev);
           if (spec.ttl !== undefined) w.u8(C.IFLA_VXLAN_TTL, spec.ttl);
           w.u8(C.IFLA_VXLAN_LEARNING, spec.learning ? 1 : 0);
+          if (spec.proxy) w.u8(C.IFLA_VXLAN_PROXY, 1);
           w.u16be(C.IFLA_VXLAN_PORT, spec.port ?? 4789);
           if (spec.udpCsum !== undefined) w.u8(C.IFLA_VXLAN_UDP_CSUM, spec.udpCsum ? 1 : 0);
         });
@@ -375,6 +380,11 @@ export const linkSetPromisc = (nl: Netlink, ref: LinkRef, on: boolean): void => 
 /** Deletes a link (a veth takes its peer with it). ENODEV when absent. */
 export function linkDel(nl: Netlink, ref: LinkRef): void {
   nl.exec(refWriter(C.RTM_DELLINK, ref), linkOpName(C.RTM_DELLINK, ref));
+}
+
+/** Deletes a link that may already be gone (a racing DEL, a netns torn down): absent is success. */
+export function linkDelIfPresent(nl: Netlink, ref: LinkRef): void {
+  try { linkDel(nl, ref); } catch (e) { if (!isNotFound(e)) throw e; }
 }
 
 export interface BridgePortChanges {

@@ -13,7 +13,7 @@ import {
 import { hostLinkName } from '../../pkg/iface/attachment';
 import { chainName } from '../../pkg/nat/masq';
 
-/** Every name accepted by KNIT_FAILPOINT on the ADD path (cmd/knit-bridge, pkg/iface). */
+/** Every name accepted by KNIT_FAILPOINT on the ADD path (plugins/main/bridge, pkg/iface). */
 const ROOT = path.resolve(__dirname, '../..');
 const FAILPOINTS = ['bridge', 'veth', 'port', 'address', 'route', 'gateway', 'forward', 'masq', 'result'] as const;
 
@@ -369,7 +369,7 @@ describe('knit-bridge integration', function () {
 
     it('covers every failpoint in the source', () => {
       const found = new Set<string>();
-      for (const dir of ['cmd/knit-bridge', 'pkg/iface']) {
+      for (const dir of ['plugins/main/bridge', 'pkg/iface']) {
         for (const f of fs.readdirSync(path.join(ROOT, dir)).filter((n) => n.endsWith('.ts'))) {
           for (const m of fs.readFileSync(path.join(ROOT, dir, f), 'utf8').matchAll(/\bfailpoint\((?:[\w.]+, )?'([^']+)'\)/g)) found.add(m[1]!);
         }

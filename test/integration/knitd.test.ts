@@ -246,6 +246,33 @@ describe('knitd: CNI requests served by the node agent', function () {
       }
     });
 
+    it('serves an exec\'d knit-etcd-ipam (under the reference bridge) in-process: no Node is started', async function () {
+      if (!haveEtcd()) { console.log('      (skipped: no /usr/bin/etcd; scripts/bootstrap installs etcd-server)'); this.skip(); }
+      const etcd = await EtcdCluster.start({ netns: host });
+      try {
+        const pod = await lab.pod('kd-refe');
+        const c = {
+          cniVersion: '1.0.0', name: 'kdrefe', type: 'bridge', bridge: 'kdrbr0', isGateway: true,
+          ipam: { type: 'knit-etcd-ipam', nodeName: 'kd-host', etcd: { endpoints: etcd.endpoints }, ranges: [[{ subnet: '10.66.0.0/24' }]] },
+        };
+        // KNIT_NODE=/bin/false: had the launcher or knit-client fallen back to a Node start, the IPAM would fail.
+        const refCall = (command: 'ADD' | 'DEL'): Promise<PluginOutput> => lab.runPlugin(host, '/usr/lib/cni/bridge', {
+          command, conf: c, containerId: 'crefe', netns: pod.path, ifName: 'eth0', path: [BIN, '/usr/lib/cni'],
+          env: { KNIT_CNI_SOCKET_DIR: sockDir, KNIT_NODE: '/bin/false' },
+        });
+        const r = ok(await refCall('ADD'), 'reference bridge ADD with knit-etcd-ipam');
+        assert.match(r.ips[0].address, /^10\.66\.0\.\d+\/24$/);
+        assert.equal(k.served('ADD', 'crefe'), 1, k.log());
+        assert.equal(etcd.dump('/knit/ipam/kdrefe/attach/').size, 1);
+        ok(await refCall('DEL'), 'reference bridge DEL');
+        assert.equal(k.served('DEL', 'crefe'), 1, k.log());
+        assert.equal(etcd.dump('/knit/ipam/kdrefe/ips/').size, 0, 'address released');
+        await lab.ip(host, ['link', 'del', 'kdrbr0']).catch(() => undefined);
+      } finally {
+        await etcd.stop();
+      }
+    });
+
     it('refuses garbage on the socket without falling over, and declines unknown plugins', async () => {
       const sock = socketOf(host);
       const declined = (b: Buffer): CniResponse => decodeResponse(b);

@@ -11,7 +11,7 @@ import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch
 import { buildKnit, links, REF_CNI_DIR, reservations, reservationsOf, type KnitBuild } from '../lab/cni';
 
 const ROOT = path.resolve(__dirname, '../..');
-/** Every name accepted by KNIT_FAILPOINT on knit-macvlan's ADD path (cmd/knit-macvlan, pkg/iface). */
+/** Every name accepted by KNIT_FAILPOINT on knit-macvlan's ADD path (plugins/main/macvlan, pkg/iface). */
 const FAILPOINTS = ['record', 'parent', 'macvlan', 'address', 'route', 'result'] as const;
 const SUBNET = '10.210.0.0/24';
 
@@ -349,7 +349,7 @@ describe('knit-macvlan integration', function () {
   describe('failed ADD leaves nothing', () => {
     it('covers every failpoint in the source', () => {
       const found = new Set<string>();
-      for (const dir of ['cmd/knit-macvlan', 'pkg/iface']) {
+      for (const dir of ['plugins/main/macvlan', 'pkg/iface']) {
         for (const f of fs.readdirSync(path.join(ROOT, dir)).filter((n) => n.endsWith('.ts'))) {
           for (const m of fs.readFileSync(path.join(ROOT, dir, f), 'utf8').matchAll(/\bfailpoint\((?:[\w.]+, )?'([^']+)'\)/g)) found.add(m[1]!);
         }

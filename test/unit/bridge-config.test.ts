@@ -1,7 +1,7 @@
 // knit-bridge's config keys, validated without root and without netlink: the defaults, every key
 // accepted, and each bad key answered with code 7 naming the key, the bad value and what is valid.
 import assert from 'node:assert/strict';
-import { parseBridgeConf, DEFAULT_BRIDGE } from '../../cmd/knit-bridge/config';
+import { parseBridgeConf, DEFAULT_BRIDGE } from '../../plugins/main/bridge/config';
 import { parseCniArgs } from '../../pkg/cni/args';
 import { CniError } from '../../pkg/cni/errors';
 import type { NetConf } from '../../pkg/cni/types';

@@ -3,7 +3,7 @@
 // the key, the bad value and what is valid. Checks that need the kernel (the master exists, mtu ≤
 // the master's, 802.1Q support) are the plugin's and run in the netns lab.
 import assert from 'node:assert/strict';
-import { parseMacvlanConf, MODES } from '../../cmd/knit-macvlan/config';
+import { parseMacvlanConf, MODES } from '../../plugins/main/macvlan/config';
 import { parseCniArgs } from '../../pkg/cni/args';
 import type { Env } from '../../pkg/cni/env';
 import { CniError } from '../../pkg/cni/errors';

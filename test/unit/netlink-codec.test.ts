@@ -178,6 +178,8 @@ describe('netlink object codecs', () => {
     assert.deepEqual(vx.vxlan, { vni: 7, local: '192.0.2.1', port: 4789, dev: 3, learning: false, ttl: 9, udpCsum: false });
     const v6 = decodeLink(asReply(encodeLinkAdd({ kind: 'vxlan', name: 'vx1', vni: 8, local: 'fd00::1', group: 'ff05::1', port: 8472, learning: true })));
     assert.deepEqual(v6.vxlan, { vni: 8, local: 'fd00::1', group: 'ff05::1', port: 8472, learning: true });
+    const px = decodeLink(asReply(encodeLinkAdd({ kind: 'vxlan', name: 'vx2', vni: 4096, proxy: true })));
+    assert.deepEqual(px.vxlan, { vni: 4096, port: 4789, learning: false, proxy: true });
     const mv = asReply(encodeLinkAdd({ kind: 'macvlan', name: 'mv0', parent: 4, mode: 'vepa' }, { self: 12 }));
     const l = decodeLink(mv);
     assert.deepEqual(l.macvlan, { mode: 'vepa' });

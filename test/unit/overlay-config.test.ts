@@ -9,7 +9,7 @@ import { parseNetworkConfig } from '../../pkg/agent/network-config';
 import { allSubnets, fitsNetwork, loadPersisted, savePersisted } from '../../pkg/agent/lease';
 import { canonSubnet, vtepAddrOf, vtepMacFor } from '../../pkg/agent/backend/reconcile';
 import { readLeaseFile, writeLeaseFile } from '../../pkg/agent/lease-file';
-import { bridgeConfOf, requireLease, runDirOf } from '../../cmd/knit-overlay/config';
+import { bridgeConfOf, requireLease, runDirOf } from '../../plugins/main/overlay/config';
 import { overlayFlags } from '../../cmd/knitd/overlay';
 import { parseLeaseValue, subnetFromKey, subnetKeyPart } from '../../pkg/datastore/etcd-overlay';
 import type { NetConf } from '../../pkg/cni/types';

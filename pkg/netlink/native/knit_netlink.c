@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +33,13 @@
 #endif
 #ifndef NETLINK_GET_STRICT_CHK
 #define NETLINK_GET_STRICT_CHK 12
+#endif
+
+#ifndef NSFS_MAGIC
+#define NSFS_MAGIC 0x6e736673
+#endif
+#ifndef PROC_SUPER_MAGIC
+#define PROC_SUPER_MAGIC 0x9fa0
 #endif
 
 #define RCVBUF_BYTES (4 * 1024 * 1024)
@@ -112,14 +121,33 @@ typedef struct {
 } ns_switch;
 
 // Enters netns `path` (if non-empty). On failure throws and returns false with the
-// thread unchanged.
+// thread unchanged. A path that exists but is no network namespace (an unmounted
+// /run/netns file, a directory, a FIFO, a device, another kind of namespace) fails with
+// EINVAL and op "netns <path>": callers treat that like a namespace that is gone. It is
+// recognised without side effects: stat first (a FIFO's open would block, a device's
+// open may do anything), then open non-blocking and check the file system is nsfs.
 static bool ns_enter(napi_env env, const char *path, ns_switch *sw) {
   sw->orig = -1;
   sw->entered = false;
   if (!path || !path[0]) return true;
-  int target = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (stat(path, &st) < 0) {
+    throw_errno(env, errno, "open netns", path);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw_errno(env, EINVAL, "netns", path);
+    return false;
+  }
+  int target = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (target < 0) {
     throw_errno(env, errno, "open netns", path);
+    return false;
+  }
+  struct statfs sfs;
+  if (fstatfs(target, &sfs) < 0 || (sfs.f_type != NSFS_MAGIC && sfs.f_type != PROC_SUPER_MAGIC)) {
+    close(target);
+    throw_errno(env, EINVAL, "netns", path);
     return false;
   }
   sw->orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -134,7 +162,8 @@ static bool ns_enter(napi_env env, const char *path, ns_switch *sw) {
     close(target);
     close(sw->orig);
     sw->orig = -1;
-    throw_errno(env, err, "setns", path);
+    // EINVAL: a namespace, but not a network one.
+    throw_errno(env, err, err == EINVAL ? "netns" : "setns", path);
     return false;
   }
   close(target);

@@ -2,12 +2,12 @@
 // (written by knitd). The attachment itself is knit-bridge's, run with a synthesized config:
 // bridge knit-ov0 (or the lease's), gateway = the subnet's first address, default route, MTU
 // from the lease, in-process knit-host-local over the lease's subnet unless `ipam` says otherwise.
-import type { Plugin } from '../../pkg/cni/skel';
-import { CniError, Code } from '../../pkg/cni/errors';
-import { DEFAULT_OVERLAY_BRIDGE, readLeaseFile, type NodeLeaseFile } from '../../pkg/agent/lease-file';
-import { addrDel, addrList, isNotFound, linkFind, withNetlink } from '../../pkg/netlink';
-import { addToIP, contains, formatIP, networkOf, parseCIDR } from '../../pkg/ip/ip';
-import { bridge } from '../knit-bridge/plugin';
+import type { Plugin } from '../../../pkg/cni/skel';
+import { CniError, Code } from '../../../pkg/cni/errors';
+import { DEFAULT_OVERLAY_BRIDGE, readLeaseFile, type NodeLeaseFile } from '../../../pkg/agent/lease-file';
+import { addrDel, addrList, isNotFound, linkFind, withNetlink } from '../../../pkg/netlink';
+import { addToIP, contains, formatIP, networkOf, parseCIDR } from '../../../pkg/ip/ip';
+import { bridge } from '../bridge/plugin';
 import { bridgeContext, requireLease, runDirOf } from './config';
 
 export const overlay: Plugin = {

@@ -1,9 +1,9 @@
 // knit-bridge's own keys: parsed and validated by hand (no schema library on the start-up path),
 // every message naming the key, the value and what is valid.
-import { requestedMac, type CniArgs } from '../../pkg/cni/args';
-import { bool, ifName, mtu } from '../../pkg/cni/confkeys';
-import { invalidConfig } from '../../pkg/cni/errors';
-import type { NetConf } from '../../pkg/cni/types';
+import { requestedMac, type CniArgs } from '../../../pkg/cni/args';
+import { bool, ifName, mtu } from '../../../pkg/cni/confkeys';
+import { invalidConfig } from '../../../pkg/cni/errors';
+import type { NetConf } from '../../../pkg/cni/types';
 
 export interface BridgeConf {
   network: string;

@@ -1,13 +1,13 @@
 // knit-macvlan's own keys: parsed and validated by hand (no schema library on the start-up path),
 // every message naming the key, the value and what is valid. Checks that need the kernel (the
 // master exists, mtu ≤ the master's) happen in the plugin.
-import type { Env } from '../../pkg/cni/env';
-import { requestedMac, type CniArgs } from '../../pkg/cni/args';
-import { bool, ifName, mtu } from '../../pkg/cni/confkeys';
-import { invalidConfig } from '../../pkg/cni/errors';
-import type { NetConf } from '../../pkg/cni/types';
-import type { MacvlanMode } from '../../pkg/netlink';
-import { DEFAULT_RUN_DIR } from '../../pkg/iface/parent-refs';
+import type { Env } from '../../../pkg/cni/env';
+import { requestedMac, type CniArgs } from '../../../pkg/cni/args';
+import { bool, ifName, mtu } from '../../../pkg/cni/confkeys';
+import { invalidConfig } from '../../../pkg/cni/errors';
+import type { NetConf } from '../../../pkg/cni/types';
+import type { MacvlanMode } from '../../../pkg/netlink';
+import { DEFAULT_RUN_DIR } from '../../../pkg/iface/parent-refs';
 
 export interface MacvlanConf {
   network: string;

@@ -6,19 +6,20 @@
 // ADD holds the parent's lock across "record the attachment, ensure the parent (VLAN, promisc),
 // create the macvlan"; DEL and GC hold it across "drop the record; if no child remains, undo what
 // knit did to the parent" (./parent.ts, pkg/iface/parent-refs.ts).
-import type { Context, Plugin } from '../../pkg/cni/skel';
-import { CniError, Code, show } from '../../pkg/cni/errors';
-import { withIpamCleanup } from '../../pkg/cni/exec';
-import type { Result } from '../../pkg/cni/types';
-import { runIpam } from '../../pkg/ipam';
-import { Netlink, NetlinkError, isNotFound, linkAdd, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../pkg/netlink';
-import { interfaceDrift } from '../../pkg/iface/check';
-import { configureInterface } from '../../pkg/iface/configure';
-import { Rollback, failpoint } from '../../pkg/iface/rollback';
-import { DEFAULT_RUN_DIR, ParentRefs, type AttachmentRecord } from '../../pkg/iface/parent-refs';
+import type { Context, Plugin } from '../../../pkg/cni/skel';
+import { CniError, Code, show } from '../../../pkg/cni/errors';
+import { withIpamCleanup } from '../../../pkg/cni/exec';
+import type { Result } from '../../../pkg/cni/types';
+import { runIpam } from '../../../pkg/ipam';
+import { Netlink, NetlinkError, linkAdd, linkDelIfPresent, linkFind, linkGet, linkSet, withNetlink, type Link } from '../../../pkg/netlink';
+import { interfaceDrift } from '../../../pkg/iface/check';
+import { configureInterface } from '../../../pkg/iface/configure';
+import { Rollback, failpoint } from '../../../pkg/iface/rollback';
+import { openPodNetns, openPodNetnsIfPresent } from '../../../pkg/iface/netns';
+import { DEFAULT_RUN_DIR, ParentRefs, type AttachmentRecord } from '../../../pkg/iface/parent-refs';
 import { parseMacvlanConf, type MacvlanConf } from './config';
 import {
-  checkMtu, deleteChild, deleteLink, ensurePromisc, ensureVlan, findMaster, kernelRefused, locate, parentName,
+  checkMtu, deleteChild, ensurePromisc, ensureVlan, findMaster, kernelRefused, locate, parentName,
   refsFor, settle, stateBase, vlanSupport, whereText,
 } from './parent';
 
@@ -34,7 +35,7 @@ export const macvlan: Plugin = {
   async add(ctx) {
     const cfg = parseMacvlanConf(ctx.conf, ctx.args, ctx.env);
     const rec = attachmentOf(ctx, cfg);
-    const pod = Netlink.open(ctx.netns);
+    const pod = openPodNetns(ctx.netns);
     // The master's namespace: the host's, or the container's with linkInContainer.
     const nl = cfg.linkInContainer ? pod : Netlink.open(null);
     const where = { nl, path: cfg.linkInContainer ? ctx.netns : null };
@@ -51,7 +52,7 @@ export const macvlan: Plugin = {
         refs.add(rec);
         undo.add(`attachment on ${refs.parent}`, () => {
           const l = linkFind(pod, ctx.ifName);
-          if (l?.kind === 'macvlan') deleteLink(pod, l.index);
+          if (l?.kind === 'macvlan') linkDelIfPresent(pod, l.index);
           settle(refs, [rec], where, ctx.log);
         });
         failpoint(ctx.env, 'record');
@@ -121,11 +122,11 @@ export const macvlan: Plugin = {
     const cfg = parseMacvlanConf(ctx.conf, ctx.args, ctx.env);
     const prev = ctx.conf.prevResult;
     if (!prev) throw new CniError(Code.InvalidConfig, 'prevResult is required for CHECK: the result of the ADD being checked');
-    if (cfg.hasIpam) await runIpam('CHECK', ctx, ctx.conf);
     const drift: string[] = [];
-    const pod = Netlink.open(ctx.netns);
+    const pod = openPodNetns(ctx.netns);
     const nl = cfg.linkInContainer ? pod : Netlink.open(null);
     try {
+      if (cfg.hasIpam) await runIpam('CHECK', ctx, ctx.conf);
       let parent: Link | null = null;
       let master: Link | null = null;
       try { master = findMaster(nl, cfg, whereText(cfg, ctx.netns)); } catch (e) { drift.push((e as Error).message); }
@@ -228,7 +229,7 @@ function createMacvlan(nl: Netlink, pod: Netlink, ctx: Context, cfg: MacvlanConf
     linkSet(pod, name, { name: ctx.ifName });
   } catch (e) {
     const l = linkFind(pod, name);
-    if (l) deleteLink(pod, l.index);
+    if (l) linkDelIfPresent(pod, l.index);
     kernelRefused(e, `cannot name macvlan ${ctx.ifName} in ${ctx.netns}`);
   }
 }
@@ -241,16 +242,16 @@ function temporaryName(): string {
 /** A macvlan of this very attachment left by a crashed ADD (its record is still there): remove it. */
 function removeStale(pod: Netlink, refs: ParentRefs, rec: AttachmentRecord): void {
   const l = linkFind(pod, rec.ifName);
-  if (l?.kind === 'macvlan' && refs.get(rec)?.netns === rec.netns) deleteLink(pod, l.index);
+  if (l?.kind === 'macvlan' && refs.get(rec)?.netns === rec.netns) linkDelIfPresent(pod, l.index);
 }
 
 /** DEL: the container's macvlan, if the netns and the interface are still there. */
 function deletePodMacvlan(netns: string, ifName: string): void {
-  let pod: Netlink;
-  try { pod = Netlink.open(netns); } catch (e) { if (isNotFound(e) || (e as { code?: string }).code === 'EINVAL') return; throw e; }
+  const pod = openPodNetnsIfPresent(netns);
+  if (!pod) return;
   try {
     const l = linkFind(pod, ifName);
-    if (l?.kind === 'macvlan') deleteLink(pod, l.index);
+    if (l?.kind === 'macvlan') linkDelIfPresent(pod, l.index);
   } finally {
     pod.close();
   }

@@ -1,10 +1,10 @@
 // knit-overlay's config: `{"type":"knit-overlay","runDir":"/run/knit"}` plus the usual CNI keys.
 // Everything else comes from the node's lease (knitd's <runDir>/lease.json): the subnet, the MTU
 // and the bridge. The plugin runs as knit-bridge with a config synthesized from both.
-import { CniError, Code, invalidConfig } from '../../pkg/cni/errors';
-import type { Context } from '../../pkg/cni/skel';
-import type { IPAMConf, NetConf } from '../../pkg/cni/types';
-import { DEFAULT_OVERLAY_BRIDGE, DEFAULT_RUN_DIR, leaseFilePath, readLeaseFile, type NodeLeaseFile } from '../../pkg/agent/lease-file';
+import { CniError, Code, invalidConfig } from '../../../pkg/cni/errors';
+import type { Context } from '../../../pkg/cni/skel';
+import type { IPAMConf, NetConf } from '../../../pkg/cni/types';
+import { DEFAULT_OVERLAY_BRIDGE, DEFAULT_RUN_DIR, leaseFilePath, readLeaseFile, type NodeLeaseFile } from '../../../pkg/agent/lease-file';
 
 export function runDirOf(conf: NetConf): string {
   const v = conf.runDir;

@@ -2,22 +2,23 @@
 // The container end is created inside the pod netns, already named, with its MAC and MTU
 // (never moved); the host end carries an ifalias naming the attachment, which is how DEL, GC
 // and the NAT reference count find what ADD made.
-import type { Context, Plugin } from '../../pkg/cni/skel';
-import { CniError, Code, show } from '../../pkg/cni/errors';
-import { withIpamCleanup } from '../../pkg/cni/exec';
-import type { Env } from '../../pkg/cni/env';
-import type { IPConfig, Result, Route } from '../../pkg/cni/types';
-import { runIpam } from '../../pkg/ipam';
+import type { Context, Plugin } from '../../../pkg/cni/skel';
+import { CniError, Code, show } from '../../../pkg/cni/errors';
+import { withIpamCleanup } from '../../../pkg/cni/exec';
+import type { Env } from '../../../pkg/cni/env';
+import type { IPConfig, Result, Route } from '../../../pkg/cni/types';
+import { runIpam } from '../../../pkg/ipam';
 import {
-  Netlink, addrAdd, addrDel, addrList, bridgePortSet, isExist, isNotFound, linkAdd, linkDel, linkFind, linkGet,
+  Netlink, addrAdd, addrDel, addrList, bridgePortSet, isExist, linkAdd, linkDelIfPresent, linkFind, linkGet,
   linkList, linkSet, setSysctl, withNetlink, type Link,
-} from '../../pkg/netlink';
-import { addToIP, formatCIDR, formatIP, networkOf, overlaps, parseCIDR, parseIP, type Family, type IPNet } from '../../pkg/ip/ip';
-import { attachmentAlias, hostLinkName, parseAttachmentAlias, sameAttachment, type AttachmentId } from '../../pkg/iface/attachment';
-import { interfaceDrift } from '../../pkg/iface/check';
-import { configureInterface, gatewaysByFamily } from '../../pkg/iface/configure';
-import { Rollback, failpoint } from '../../pkg/iface/rollback';
-import { ensureMasq, masqState, removeMasq } from '../../pkg/nat/masq';
+} from '../../../pkg/netlink';
+import { addToIP, formatCIDR, formatIP, networkOf, overlaps, parseCIDR, parseIP, type Family, type IPNet } from '../../../pkg/ip/ip';
+import { attachmentAlias, hostLinkName, parseAttachmentAlias, sameAttachment, type AttachmentId } from '../../../pkg/iface/attachment';
+import { interfaceDrift } from '../../../pkg/iface/check';
+import { configureInterface, gatewaysByFamily } from '../../../pkg/iface/configure';
+import { Rollback, failpoint } from '../../../pkg/iface/rollback';
+import { openPodNetns, openPodNetnsIfPresent } from '../../../pkg/iface/netns';
+import { ensureMasq, masqState, removeMasq } from '../../../pkg/nat/masq';
 import { parseBridgeConf, type BridgeConf } from './config';
 
 const attachmentOf = (ctx: Context): AttachmentId => ({ network: ctx.conf.name, containerId: ctx.containerId, ifName: ctx.ifName });
@@ -30,7 +31,7 @@ export const bridge: Plugin = {
     const cfg = parseBridgeConf(ctx.conf, ctx.args);
     const id = attachmentOf(ctx);
     const host = Netlink.open(null);
-    const pod = Netlink.open(ctx.netns);
+    const pod = openPodNetns(ctx.netns);
     const undo = new Rollback();
     try {
       // A crashed ADD of this very attachment (a killed plugin or knitd) left its host veth,
@@ -95,7 +96,7 @@ export const bridge: Plugin = {
     try {
       // Deleting the host end takes the container end with it, whether or not the netns still exists.
       const hostVeth = linkFind(host, hostLinkName(id));
-      if (hostVeth && isOurs(hostVeth, id)) deleteLink(host, hostVeth.index);
+      if (hostVeth && isOurs(hostVeth, id)) linkDelIfPresent(host, hostVeth.index);
       else if (ctx.netns) deletePodLink(ctx);
       if (cfg?.hasIpam ?? !!ctx.conf.ipam?.type) await runIpam('DEL', ctx, ctx.conf);
       if (cfg?.ipMasq && !othersRemain(host, id)) dropMasq(ctx.conf.name, () => othersRemain(host, id));
@@ -108,12 +109,13 @@ export const bridge: Plugin = {
     const cfg = parseBridgeConf(ctx.conf, ctx.args);
     const prev = ctx.conf.prevResult;
     if (!prev) throw new CniError(Code.InvalidConfig, 'prevResult is required for CHECK: the result of the ADD being checked');
-    if (cfg.hasIpam) await runIpam('CHECK', ctx, ctx.conf);
     const id = attachmentOf(ctx);
     const drift: string[] = [];
     const host = Netlink.open(null);
-    const pod = Netlink.open(ctx.netns);
+    let pod: Netlink;
+    try { pod = openPodNetns(ctx.netns); } catch (e) { host.close(); throw e; }
     try {
+      if (cfg.hasIpam) await runIpam('CHECK', ctx, ctx.conf);
       const br = linkFind(host, cfg.bridge);
       if (!br || br.kind !== 'bridge') drift.push(`bridge ${cfg.bridge} ${br ? `is a ${br.kind ?? 'device'}, not a bridge` : 'is missing'}`);
       else if (br.promisc !== cfg.promiscMode) drift.push(`bridge ${cfg.bridge} promiscuous mode is ${br.promisc}, config says ${cfg.promiscMode}`);
@@ -167,7 +169,7 @@ export const bridge: Plugin = {
         const a = parseAttachmentAlias(l.alias);
         if (a && a.network === cfg.network && !valid.has(`${a.containerId}\0${a.ifName}`)) {
           ctx.log.info(`GC: removing ${l.name} of ${a.containerId}/${a.ifName}`);
-          deleteLink(host, l.index);
+          linkDelIfPresent(host, l.index);
         }
       }
       const any = (): boolean => linkList(host).some((l) => parseAttachmentAlias(l.alias)?.network === cfg.network);
@@ -188,7 +190,7 @@ function ensureBridge(host: Netlink, cfg: BridgeConf, undo: Rollback): Link {
       const made = linkGet(host, cfg.bridge);
       undo.add(`create bridge ${cfg.bridge}`, () => {
         // Only while nothing else joined it meanwhile.
-        if (!linkList(host).some((l) => l.master === made.index)) deleteLink(host, made.index);
+        if (!linkList(host).some((l) => l.master === made.index)) linkDelIfPresent(host, made.index);
       });
       if (made.mac) linkSet(host, made.index, { mac: made.mac });
       // knit owns the routes of this bridge: no router advertisements.
@@ -212,7 +214,7 @@ function removeStale(host: Netlink, id: AttachmentId): void {
   const stale = linkFind(host, name);
   if (!stale) return;
   if (!isOurs(stale, id)) throw new CniError(Code.Conflict, `host link ${name} exists and belongs to ${stale.alias ?? 'something else'}; cannot attach ${id.containerId}/${id.ifName}`);
-  deleteLink(host, stale.index);
+  linkDelIfPresent(host, stale.index);
 }
 
 function createVeth(host: Netlink, pod: Netlink, ctx: Context, cfg: BridgeConf, br: Link, id: AttachmentId, undo: Rollback): { hostVeth: Link; podLink: Link } {
@@ -223,7 +225,7 @@ function createVeth(host: Netlink, pod: Netlink, ctx: Context, cfg: BridgeConf, 
     kind: 'veth', name, master: br.index, up: true, ...(cfg.mtu ? { mtu: cfg.mtu } : {}),
     peer: { name: ctx.ifName, netns: ctx.netns, ...(cfg.mac ? { mac: cfg.mac } : {}), ...(cfg.mtu ? { mtu: cfg.mtu } : {}) },
   });
-  undo.add(`create veth ${name}`, () => { const l = linkFind(host, name); if (l) deleteLink(host, l.index); });
+  undo.add(`create veth ${name}`, () => { const l = linkFind(host, name); if (l) linkDelIfPresent(host, l.index); });
   linkSet(host, name, { alias: attachmentAlias(id) });
   failpoint(ctx.env, 'port');
   if (cfg.hairpinMode) bridgePortSet(host, name, { hairpin: true });
@@ -324,17 +326,14 @@ function dropMasq(network: string, othersNow: () => boolean): void {
   if (removed.length && othersNow()) ensureMasq(network, removed.map((s) => parseCIDR(s)).filter((n): n is IPNet => !!n));
 }
 
-function deleteLink(nl: Netlink, index: number): void {
-  try { linkDel(nl, index); } catch (e) { if (!isNotFound(e)) throw e; }
-}
 
-/** DEL without our host link: remove the container's veth if the netns is still there. */
+/** DEL without our host link: remove the container's veth if the netns is still there (any other way it is gone, its veth went with it). */
 function deletePodLink(ctx: Context): void {
-  let pod: Netlink;
-  try { pod = Netlink.open(ctx.netns); } catch (e) { if (isNotFound(e)) return; throw e; }
+  const pod = openPodNetnsIfPresent(ctx.netns);
+  if (!pod) return;
   try {
     const l = linkFind(pod, ctx.ifName);
-    if (l?.kind === 'veth') deleteLink(pod, l.index);
+    if (l?.kind === 'veth') linkDelIfPresent(pod, l.index);
   } finally {
     pod.close();
   }

@@ -3,21 +3,18 @@
 // reference count (pkg/iface/parent-refs) that decides when knit undoes what it did to them.
 import * as fs from 'node:fs';
 import { release as kernelRelease } from 'node:os';
-import { CniError, Code, invalidConfig, show } from '../../pkg/cni/errors';
-import { NetlinkError, Netlink, isNetlinkError, isNotFound, linkAdd, linkDel, linkFind, linkGet, linkSet, routeList, type Link } from '../../pkg/netlink';
-import { nsKeyOf, ParentRefs, type AttachmentRecord } from '../../pkg/iface/parent-refs';
-import type { Logger } from '../../pkg/cni/log';
+import { CniError, Code, invalidConfig, show } from '../../../pkg/cni/errors';
+import { NetlinkError, Netlink, isNetlinkError, isNotNetns, linkAdd, linkDelIfPresent, linkFind, linkGet, linkSet, routeList, type Link } from '../../../pkg/netlink';
+import { nsKeyOf, ParentRefs, type AttachmentRecord } from '../../../pkg/iface/parent-refs';
+import type { Logger } from '../../../pkg/cni/log';
 import type { MacvlanConf } from './config';
 
 /** A netlink refusal as knit's code 100, with errno and the kernel's extack in details. */
 export function kernelRefused(e: unknown, what: string): never {
-  if (e instanceof NetlinkError) throw new CniError(Code.KernelRefused, `${what}: ${e.message}`, `errno ${e.code}${e.extack ? `; extack: ${e.extack}` : ''}`);
+  if (e instanceof NetlinkError) throw new CniError(e.cniCode, `${what}: ${e.message}`, e.cniDetails);
   throw e;
 }
 
-export function deleteLink(nl: Netlink, index: number): void {
-  try { linkDel(nl, index); } catch (e) { if (!isNotFound(e)) throw e; }
-}
 
 /** The namespace holding the master, for messages. */
 export const whereText = (cfg: MacvlanConf, netns: string): string =>
@@ -115,7 +112,7 @@ function isLive(rec: AttachmentRecord, parent: Link | null, where: { nl: Netlink
   if (shared) pod = where.nl;
   else {
     try { pod = Netlink.open(rec.netns); } catch (e) {
-      return !(e instanceof NetlinkError && ['ENOENT', 'EINVAL', 'ENOTDIR', 'EBADF'].includes(e.code));
+      return !isNotNetns(e);
     }
   }
   try {
@@ -133,7 +130,7 @@ export function deleteChild(rec: AttachmentRecord, parent: Link | null): void {
   try { pod = Netlink.open(rec.netns); } catch { return; }
   try {
     const l = linkFind(pod, rec.ifName);
-    if (l && l.kind === 'macvlan' && l.link === parent.index) deleteLink(pod, l.index);
+    if (l && l.kind === 'macvlan' && l.link === parent.index) linkDelIfPresent(pod, l.index);
   } finally {
     pod.close();
   }
@@ -174,7 +171,7 @@ export function settle(refs: ParentRefs, ids: Array<{ network: string; container
     const mark = refs.created();
     if (mark && parent && parent.kind === 'vlan' && (mark.ifindex === null || mark.ifindex === parent.index)) {
       log.info(`deleting ${parent.name}: knit created it and its last knit child went`);
-      deleteLink(where.nl, parent.index);
+      linkDelIfPresent(where.nl, parent.index);
     } else if (refs.promiscSet() && parent?.promisc) {
       log.info(`switching promiscuous mode off on ${parent.name}: knit switched it on and its last knit child went`);
       linkSet(where.nl, parent.index, { promisc: false });

@@ -1,0 +1,260 @@
+// knitd's named-network agent: every network in the datastore becomes, on this node, a conflist in
+// the CNI config directory (so runtimes find it by name) and, for overlay networks, a bridge and a
+// VXLAN device whose FDB and neighbour tables hold the network's endpoints on other nodes.
+//
+//   etcd  <prefix>/networks/*   --watch-->  conflists + devices     (create/rm on any node)
+//         <prefix>/endpoints/*  --watch-->  fdb + neigh per remote  (the plugins' ADD/DEL)
+//
+// Every change, watch event or timer tick leads to one reconcile of the whole desired state,
+// debounced: the same code converges after a restart, a missed event or a network removed while
+// the node was down. The node's etcd lease carries its own endpoints: if the node dies, they
+// expire with it; a restarted knitd keeps a live lease (its id is kept in the state directory)
+// or moves its endpoints to a new one.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from '../cni/log';
+import { EtcdClient, prefixEnd } from '../datastore/etcd';
+import { leaseGrant, leaseKeepAlive, leaseTimeToLive } from '../datastore/etcd-lease';
+import { EtcdWatch, type WatchEvent } from '../datastore/etcd-watch';
+import type { EtcdConnConfig } from '../ipam/etcd-config';
+import { removeMasq } from '../nat/masq';
+import { Netlink, linkGet } from '../netlink';
+import { CONFLIST_PREFIX, conflistFile, renderConflist } from '../network/conflist';
+import { ensureOverlay, overlayVnis, removeOverlay, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
+import { writeAtomic, writeNodeFile } from '../network/node-file';
+import type { Network } from '../network/spec';
+import { NetworkStore, decodeEndpoint, decodeNetwork, type Endpoint } from '../network/store';
+import { findUnderlay } from './agent';
+
+export interface NetworksAgentOptions {
+  conn: EtcdConnConfig;
+  nodeName: string;
+  iface?: string;
+  runDir: string;
+  stateDir: string;
+  confDir: string;
+  ttlSec: number;
+  resyncSec: number;
+  log: Logger;
+}
+
+export interface NetworksStatus {
+  networks: number;
+  endpoints: number;
+  remoteEndpoints: number;
+  reconciles: number;
+  errors: number;
+  lastReconcileMs: number;
+  lease?: string;
+  nodeIp?: string;
+}
+
+const DEBOUNCE_MS = 10;
+
+export class NetworksAgent {
+  readonly status: NetworksStatus = { networks: 0, endpoints: 0, remoteEndpoints: 0, reconciles: 0, errors: 0, lastReconcileMs: 0 };
+  private readonly client: EtcdClient;
+  private readonly store: NetworkStore;
+  private readonly nl = Netlink.open(null);
+  private readonly networks = new Map<string, Network>();
+  private readonly endpoints = new Map<string, Endpoint>();
+  private watches: EtcdWatch[] = [];
+  private timers: NodeJS.Timeout[] = [];
+  private pending: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopped = false;
+  private underlay?: Underlay;
+  private lease = '';
+
+  constructor(private readonly o: NetworksAgentOptions) {
+    this.client = new EtcdClient(o.conn);
+    this.store = new NetworkStore(this.client, o.conn.prefix);
+  }
+
+  async start(): Promise<void> {
+    this.underlay = this.findUnderlay();
+    await this.ensureLease();
+    await this.relist();
+    await this.reconcile();
+    this.timers.push(setInterval(() => void this.keepAlive(), Math.max(1, Math.floor(this.o.ttlSec / 3)) * 1000));
+    this.timers.push(setInterval(() => void this.relist().then(() => this.schedule(), (e) => this.fail('resync', e)), this.o.resyncSec * 1000));
+    for (const t of this.timers) t.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const w of this.watches) w.close();
+    for (const t of this.timers) clearInterval(t);
+    if (this.pending) clearTimeout(this.pending);
+    this.client.close();
+    this.nl.close();
+  }
+
+  /** Reconciles now (tests, knitctl): resolves when the node matches the datastore as last seen. */
+  async sync(): Promise<void> {
+    await this.reconcile();
+  }
+
+  private findUnderlay(): Underlay {
+    const u = findUnderlay(this.o.iface);
+    const l = linkGet(this.nl, u.iface);
+    return { index: l.index, name: l.name, mtu: l.mtu, addr: u.addr };
+  }
+
+  private leaseFile(): string { return path.join(this.o.stateDir, 'networks-lease'); }
+
+  /** A live lease for this node: the one kept in the state dir if etcd still has it, else a new one. */
+  private async ensureLease(): Promise<void> {
+    let kept = '';
+    try { kept = fs.readFileSync(this.leaseFile(), 'utf8').trim(); } catch { /* none yet */ }
+    if (kept && (await leaseTimeToLive(this.client, kept)) > 0) {
+      this.lease = kept;
+    } else {
+      this.lease = await leaseGrant(this.client, this.o.ttlSec);
+      fs.mkdirSync(this.o.stateDir, { recursive: true });
+      writeAtomic(this.leaseFile(), `${this.lease}\n`, 0o600);
+      if (kept) await this.moveOwnEndpoints();
+    }
+    this.status.lease = this.lease;
+    this.status.nodeIp = this.underlay!.addr;
+    writeNodeFile(this.o.runDir, { nodeName: this.o.nodeName, nodeIp: this.underlay!.addr, lease: this.lease, etcd: this.o.conn, updated: new Date().toISOString() });
+  }
+
+  /** The lease was lost (knitd was down past its TTL, or etcd forgot it): this node's endpoints go on the new one. */
+  private async moveOwnEndpoints(): Promise<void> {
+    const { endpoints } = await this.store.endpoints();
+    const mine = endpoints.filter((e) => e.node === this.o.nodeName);
+    for (const e of mine) await this.store.putEndpoint({ ...e, nodeIp: this.underlay!.addr }, this.lease);
+    if (mine.length) this.o.log.info(`moved ${mine.length} endpoint record(s) of this node to lease ${this.lease}`);
+  }
+
+  private async keepAlive(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      const ttl = await leaseKeepAlive(this.client, this.lease);
+      if (ttl <= 0) {
+        this.o.log.warn(`lease ${this.lease} expired: taking a new one`);
+        await this.ensureLease();
+      }
+    } catch (e) {
+      this.fail('lease keepalive', e);
+    }
+  }
+
+  /** Reads both prefixes and (re)starts the watches from the revision read. */
+  private async relist(): Promise<void> {
+    const np = this.store.networksPrefix();
+    const ep = this.store.endpointsPrefix();
+    const nets = await this.client.range({ key: np, rangeEnd: prefixEnd(np) });
+    const eps = await this.client.range({ key: ep, rangeEnd: prefixEnd(ep), ...{} });
+    this.networks.clear();
+    for (const kv of nets.kvs) { const n = decodeNetwork(kv); if (n) this.networks.set(kv.key.toString(), n); }
+    this.endpoints.clear();
+    for (const kv of eps.kvs) { const e = decodeEndpoint(kv); if (e) this.endpoints.set(kv.key.toString(), e); }
+    for (const w of this.watches) w.close();
+    if (this.stopped) return;
+    this.watches = [
+      this.watch(np, nets.revision, (ev) => this.onEvent(this.networks, decodeNetwork, ev)),
+      this.watch(ep, eps.revision, (ev) => this.onEvent(this.endpoints, decodeEndpoint, ev)),
+    ];
+  }
+
+  private watch(prefix: string, revision: number, apply: (ev: WatchEvent) => void): EtcdWatch {
+    return new EtcdWatch({
+      conn: this.o.conn, client: this.client, prefix, revision,
+      onEvents: (events) => { for (const ev of events) apply(ev); this.schedule(); },
+      onError: (err) => {
+        if (this.stopped) return;
+        this.o.log.warn(`watch ${prefix}: ${err.message}; listing again`);
+        setTimeout(() => void this.relist().then(() => this.schedule(), (e) => this.fail('relist', e)), 1000).unref();
+      },
+    });
+  }
+
+  private onEvent<T>(map: Map<string, T>, decode: (kv: WatchEvent['kv']) => T | null, ev: WatchEvent): void {
+    const key = ev.kv.key.toString();
+    if (ev.type === 'del') { map.delete(key); return; }
+    const v = decode(ev.kv);
+    if (v) map.set(key, v); else map.delete(key);
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.pending) return;
+    this.pending = setTimeout(() => {
+      this.pending = null;
+      void this.reconcile().catch((e) => this.fail('reconcile', e));
+    }, DEBOUNCE_MS);
+  }
+
+  /** One pass at a time; a request during a pass runs one more pass after it. */
+  private async reconcile(): Promise<void> {
+    if (this.running) { this.again = true; return this.running; }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        const t0 = performance.now();
+        try { this.apply(); } catch (e) { this.fail('reconcile', e); }
+        this.status.reconciles++;
+        this.status.lastReconcileMs = performance.now() - t0;
+      } while (this.again && !this.stopped);
+    })().finally(() => { this.running = null; });
+    return this.running;
+  }
+
+  private apply(): void {
+    const nets = [...this.networks.values()];
+    this.status.networks = nets.length;
+    this.status.endpoints = this.endpoints.size;
+    this.syncConflists(nets);
+    // Overlay devices: those of existing networks made or corrected, the rest removed.
+    const overlays = new Map(nets.filter((n) => n.driver === 'overlay' && n.options.vni !== undefined).map((n) => [n.options.vni!, n]));
+    for (const vni of overlayVnis(this.nl)) {
+      if (!overlays.has(vni)) { removeOverlay(this.nl, vni); this.o.log.info(`removed the devices of VNI ${vni}: its network is gone`); }
+    }
+    const byNet = new Map<string, RemoteEndpoint[]>();
+    let remote = 0;
+    for (const e of this.endpoints.values()) {
+      if (e.node === this.o.nodeName) continue;
+      const list = byNet.get(e.network) ?? [];
+      list.push({ mac: e.mac, ips: e.ips, nodeIp: e.nodeIp });
+      byNet.set(e.network, list);
+    }
+    for (const [vni, n] of overlays) {
+      ensureOverlay(this.nl, vni, this.underlay!, n.options.mtu);
+      const remotes = byNet.get(n.name) ?? [];
+      remote += remotes.length;
+      syncRemotes(this.nl, vni, remotes);
+    }
+    this.status.remoteEndpoints = remote;
+  }
+
+  /** Conflists of knit's networks: written when missing or different, removed when their network is gone. */
+  private syncConflists(nets: Network[]): void {
+    const dir = this.o.confDir;
+    fs.mkdirSync(dir, { recursive: true });
+    const want = new Map(nets.map((n) => [conflistFile(n.name), n]));
+    for (const f of fs.readdirSync(dir)) {
+      if (!f.startsWith(CONFLIST_PREFIX) || !f.endsWith('.conflist') || want.has(f)) continue;
+      fs.rmSync(path.join(dir, f), { force: true });
+      const name = f.slice(CONFLIST_PREFIX.length, -'.conflist'.length);
+      try { removeMasq(name); } catch (e) { this.o.log.warn(`masquerade of removed network ${name}: ${(e as Error).message}`); }
+      this.o.log.info(`removed ${f}: network ${name} is gone`);
+    }
+    for (const [file, n] of want) {
+      const text = JSON.stringify(renderConflist(n, { nodeName: this.o.nodeName, etcd: this.o.conn, runDir: this.o.runDir }), null, 2) + '\n';
+      const full = path.join(dir, file);
+      let have = '';
+      try { have = fs.readFileSync(full, 'utf8'); } catch { /* new */ }
+      if (have !== text) {
+        writeAtomic(full, text, 0o600);
+        this.o.log.info(`wrote ${file} (network ${n.name}, driver ${n.driver})`);
+      }
+    }
+  }
+
+  private fail(what: string, e: unknown): void {
+    this.status.errors++;
+    this.o.log.error(`networks: ${what}: ${(e as Error).message ?? e}`);
+  }
+}

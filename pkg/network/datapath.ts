@@ -1,0 +1,106 @@
+// The node's datapath of overlay networks, Docker-style L2: per network a bridge knb<vni> with a
+// VXLAN port knv<vni> (learning off, proxy on: ARP and ND are answered on the node from the
+// neighbour entries below, never flooded to other hosts). Per remote endpoint two entries:
+//   fdb   <mac> dev knv<vni> dst <remote node ip> self permanent    (where its frames go)
+//   neigh <ip> lladdr <mac> dev knv<vni> nud permanent              (what proxy ARP answers)
+// Everything is reconciled against a desired state (stale entries removed, missing ones added),
+// so a restart, a missed event or a node gone for good converges the same way.
+import {
+  NUD_PERMANENT, Netlink, fdbDel, fdbList, fdbReplace, isExist, linkAdd, linkDelIfPresent, linkFind, linkGet, linkList,
+  linkSet, neighDel, neighList, neighReplace, setSysctl, type Link,
+} from '../netlink';
+import { overlayBridgeName, vxlanName } from './conflist';
+
+export const VXLAN_PORT = 4789;
+/** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
+export const VXLAN_OVERHEAD = 50;
+const OURS = /^kn[bv](\d+)$/;
+
+export interface Underlay { index: number; name: string; mtu: number; addr: string }
+
+export interface RemoteEndpoint { mac: string; ips: string[]; nodeIp: string }
+
+/** The bridge and VXLAN device of network vni, created or corrected; returns the bridge. */
+export function ensureOverlay(nl: Netlink, vni: number, underlay: Underlay, mtuOption = 0): Link {
+  const mtu = mtuOption || underlay.mtu - VXLAN_OVERHEAD;
+  const brName = overlayBridgeName(vni);
+  const vxName = vxlanName(vni);
+  let vx = linkFind(nl, vxName);
+  if (vx && (vx.kind !== 'vxlan' || vx.vxlan?.vni !== vni || vx.vxlan?.local !== underlay.addr || vx.vxlan?.dev !== underlay.index || !vx.vxlan?.proxy)) {
+    linkDelIfPresent(nl, vx.index); // another underlay (renumbered) or someone else's device: rebuild
+    vx = null;
+  }
+  if (!vx) {
+    try {
+      linkAdd(nl, { kind: 'vxlan', name: vxName, vni, port: VXLAN_PORT, local: underlay.addr, dev: underlay.index, learning: false, proxy: true, mtu });
+    } catch (e) { if (!isExist(e)) throw e; }
+    vx = linkGet(nl, vxName);
+  }
+  let br = linkFind(nl, brName);
+  if (!br) {
+    try {
+      linkAdd(nl, { kind: 'bridge', name: brName, mtu });
+      const made = linkGet(nl, brName);
+      // A fixed MAC: the bridge's address must not follow its ports as they come and go.
+      if (made.mac) linkSet(nl, made.index, { mac: made.mac });
+      try { setSysctl(nl.netnsPath, `net/ipv6/conf/${brName}/accept_ra`, '0'); } catch { /* IPv6 off */ }
+    } catch (e) { if (!isExist(e)) throw e; }
+    br = linkGet(nl, brName);
+  }
+  if (vx.master !== br.index || vx.mtu !== mtu || !vx.up) linkSet(nl, vx.index, { master: br.index, mtu, up: true });
+  if (br.mtu !== mtu || !br.up) linkSet(nl, br.index, { mtu, up: true });
+  return linkGet(nl, brName);
+}
+
+/** The VNIs whose devices exist on the node. */
+export function overlayVnis(nl: Netlink): number[] {
+  const out = new Set<number>();
+  for (const l of linkList(nl)) {
+    const m = OURS.exec(l.name);
+    if (m && (l.kind === 'bridge' || l.kind === 'vxlan')) out.add(Number(m[1]));
+  }
+  return [...out];
+}
+
+/** Removes the devices of network vni (its containers' veths go with the bridge's ports). */
+export function removeOverlay(nl: Netlink, vni: number): void {
+  for (const name of [vxlanName(vni), overlayBridgeName(vni)]) {
+    const l = linkFind(nl, name);
+    if (l) linkDelIfPresent(nl, l.index);
+  }
+}
+
+export interface SyncReport { fdbAdded: number; fdbRemoved: number; neighAdded: number; neighRemoved: number }
+
+/** Makes the FDB and neighbour entries of knv<vni> exactly those of `remotes`. */
+export function syncRemotes(nl: Netlink, vni: number, remotes: RemoteEndpoint[]): SyncReport {
+  const report: SyncReport = { fdbAdded: 0, fdbRemoved: 0, neighAdded: 0, neighRemoved: 0 };
+  const vx = linkFind(nl, vxlanName(vni));
+  if (!vx) return report;
+  const wantFdb = new Map(remotes.map((r) => [r.mac.toLowerCase(), r.nodeIp]));
+  const wantNeigh = new Map<string, string>();
+  for (const r of remotes) for (const cidr of r.ips) wantNeigh.set(cidr.split('/')[0]!, r.mac.toLowerCase());
+
+  for (const f of fdbList(nl, { link: vx.index })) {
+    if (!f.mac || f.mac === '00:00:00:00:00:00') continue;
+    const want = wantFdb.get(f.mac);
+    if (want === undefined || (f.dst && f.dst !== want)) {
+      try { fdbDel(nl, { link: vx.index, mac: f.mac, ...(f.dst ? { dst: f.dst } : {}) }); report.fdbRemoved++; } catch { /* gone meanwhile */ }
+    } else if (f.dst === want) wantFdb.delete(f.mac);
+  }
+  for (const [mac, dst] of wantFdb) { fdbReplace(nl, { link: vx.index, mac, dst }); report.fdbAdded++; }
+
+  for (const n of neighList(nl, { link: vx.index })) {
+    if (!n.ip) continue;
+    const want = wantNeigh.get(n.ip);
+    if (want === undefined || n.mac !== want || n.state !== NUD_PERMANENT) {
+      if (want === undefined) {
+        try { neighDel(nl, { link: vx.index, ip: n.ip }); report.neighRemoved++; } catch { /* gone meanwhile */ }
+      }
+      continue;
+    }
+    wantNeigh.delete(n.ip);
+  }
+  for (const [ip, mac] of wantNeigh) { neighReplace(nl, { link: vx.index, ip, mac, state: NUD_PERMANENT }); report.neighAdded++; }
+  return report;
+}

@@ -1,0 +1,124 @@
+// Named networks and their endpoints in etcd.
+//
+//   <prefix>/networks/<name>                               Network (JSON)
+//   <prefix>/endpoints/<network>/<node>/<containerId>/<if>  Endpoint (JSON), bound to the node's lease
+//
+// Creating a network validates it against every network read at revision R and commits only if
+// no network key changed since R (one compare over the whole range), so two admins racing to
+// take the same subnet or VNI cannot both win. An endpoint lives on the lease knitd keeps alive
+// for its node: a node that dies takes its endpoints with it when the lease expires.
+import { randomBytes } from 'node:crypto';
+import { EtcdClient, prefixEnd, type KeyValue } from '../datastore/etcd';
+import { b64, raw } from '../datastore/etcd-lease';
+import { buildNetwork, SpecError, type CreateRequest, type Network } from './spec';
+
+/** One container interface on a named network, as the plugin recorded it at ADD. */
+export interface Endpoint {
+  network: string;
+  containerId: string;
+  ifName: string;
+  node: string;
+  /** The node's underlay address (the remote VTEP for overlay networks). */
+  nodeIp: string;
+  mac: string;
+  /** Addresses with prefix, e.g. 10.0.0.5/24. */
+  ips: string[];
+  /** The container's name (CNI_ARGS K8S_POD_NAME) when the runtime gave one. */
+  name?: string;
+  created: string;
+}
+
+const CREATE_RETRIES = 5;
+
+export class NetworkStore {
+  constructor(readonly client: EtcdClient, readonly prefix = '/knit') {}
+
+  networksPrefix(): string { return `${this.prefix}/networks/`; }
+  endpointsPrefix(network?: string): string { return `${this.prefix}/endpoints/${network ? `${network}/` : ''}`; }
+  endpointKey(e: Pick<Endpoint, 'network' | 'node' | 'containerId' | 'ifName'>): string {
+    return `${this.endpointsPrefix(e.network)}${e.node}/${e.containerId}/${e.ifName}`;
+  }
+
+  async list(): Promise<{ networks: Network[]; revision: number }> {
+    const p = this.networksPrefix();
+    const r = await this.client.range({ key: p, rangeEnd: prefixEnd(p) });
+    return { networks: r.kvs.map(decodeNetwork).filter((n): n is Network => !!n), revision: r.revision };
+  }
+
+  async get(name: string): Promise<Network | null> {
+    const kv = await this.client.get(this.networksPrefix() + name);
+    return kv ? decodeNetwork(kv) : null;
+  }
+
+  /** Validates and stores a new network; SpecError names the bad flag. */
+  async create(req: CreateRequest, now = new Date()): Promise<Network> {
+    const p = this.networksPrefix();
+    for (let attempt = 1; ; attempt++) {
+      const { networks, revision } = await this.list();
+      const net = buildNetwork(req, networks, now, randomBytes(32).toString('hex'));
+      const t = await this.client.txn({
+        compare: [
+          { key: p, rangeEnd: prefixEnd(p), target: 'MOD', result: 'LESS', value: revision + 1 },
+          { key: p + net.name, target: 'CREATE', result: 'EQUAL', value: 0 },
+        ],
+        success: [{ put: { key: p + net.name, value: JSON.stringify(net) } }],
+      });
+      if (t.succeeded) return net;
+      if (attempt >= CREATE_RETRIES) throw new SpecError(`network ${req.name}: the networks kept changing while it was being created; try again`);
+    }
+  }
+
+  /** Removes a network with no endpoints; refuses, naming them, while containers are attached. */
+  async remove(name: string): Promise<void> {
+    const key = this.networksPrefix() + name;
+    const ep = this.endpointsPrefix(name);
+    const t = await this.client.txn({
+      compare: [{ key: ep, rangeEnd: prefixEnd(ep), target: 'CREATE', result: 'EQUAL', value: 0 }],
+      success: [{ del: { key } }],
+      failure: [{ range: { key: ep, rangeEnd: prefixEnd(ep) } }],
+    });
+    if (t.succeeded) {
+      const deleted = t.responses[0];
+      if (deleted?.kind === 'del' && deleted.deleted === 0) throw new SpecError(`no network named ${name} (knitctl network ls lists them)`);
+      return;
+    }
+    const r = t.responses[0];
+    const eps = r?.kind === 'range' ? r.range.kvs.map(decodeEndpoint).filter((e): e is Endpoint => !!e) : [];
+    const shown = eps.slice(0, 5).map((e) => `${e.name ?? e.containerId.slice(0, 12)} on ${e.node}`).join(', ');
+    throw new SpecError(`network ${name} has ${eps.length} container${eps.length === 1 ? '' : 's'} attached (${shown}${eps.length > 5 ? ', ...' : ''}): remove or disconnect them first`);
+  }
+
+  async endpoints(network?: string): Promise<{ endpoints: Endpoint[]; revision: number }> {
+    const p = this.endpointsPrefix(network);
+    const r = await this.client.range({ key: p, rangeEnd: prefixEnd(p) });
+    return { endpoints: r.kvs.map(decodeEndpoint).filter((e): e is Endpoint => !!e), revision: r.revision };
+  }
+
+  /** Records an endpoint on lease `lease` (the node's), replacing one of the same attachment. */
+  async putEndpoint(e: Endpoint, lease: string): Promise<void> {
+    const r = await raw(this.client)('/v3/kv/put', { key: b64(this.endpointKey(e)), value: b64(JSON.stringify(e)), lease });
+    if (r.error) throw new Error(`etcd put ${this.endpointKey(e)}: ${r.error}`);
+  }
+
+  async deleteEndpoint(e: Pick<Endpoint, 'network' | 'node' | 'containerId' | 'ifName'>): Promise<void> {
+    await this.client.delete(this.endpointKey(e));
+  }
+}
+
+export function decodeNetwork(kv: KeyValue): Network | null {
+  try {
+    const n = JSON.parse(kv.value.toString('utf8')) as Network;
+    return n && typeof n.name === 'string' && Array.isArray(n.subnets) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+export function decodeEndpoint(kv: KeyValue): Endpoint | null {
+  try {
+    const e = JSON.parse(kv.value.toString('utf8')) as Endpoint;
+    return e && typeof e.network === 'string' && typeof e.mac === 'string' && Array.isArray(e.ips) ? e : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,74 @@
+// knit-l2overlay's config, as knitd renders it for an overlay network (pkg/network/conflist.ts):
+// `{"type":"knit-l2overlay","vni":4096,"runDir":"/run/knit","internal":false,"isolation":true,
+// "ipam":{"type":"knit-etcd-ipam",...}}`. The attachment itself is knit-bridge's, run with a
+// synthesized config on the network's bridge knb<vni>, which knitd creates on every node.
+import { CniError, Code, invalidConfig, show } from '../../../pkg/cni/errors';
+import type { Context } from '../../../pkg/cni/skel';
+import type { NetConf } from '../../../pkg/cni/types';
+import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
+import { parseEtcdConn, type EtcdConnConfig } from '../../../pkg/ipam/etcd-config';
+import { overlayBridgeName } from '../../../pkg/network/conflist';
+import { nodeFilePath, readNodeFile, type NetworkNodeFile } from '../../../pkg/network/node-file';
+import { VNI_MAX } from '../../../pkg/network/spec';
+
+export interface L2Conf {
+  network: string;
+  vni: number;
+  bridge: string;
+  runDir: string;
+  internal: boolean;
+  isolation: boolean;
+  mtu?: number;
+  /** The IPAM's etcd and node name: where this node's endpoints are recorded. */
+  etcd: EtcdConnConfig;
+  nodeName: string;
+}
+
+const boolKey = (conf: NetConf, key: string, dflt: boolean): boolean => {
+  const v = conf[key];
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== 'boolean') throw invalidConfig(key, v, 'true or false');
+  return v;
+};
+
+export function parseL2Conf(conf: NetConf): L2Conf {
+  const vni = conf.vni;
+  if (typeof vni !== 'number' || !Number.isInteger(vni) || vni < 1 || vni > VNI_MAX) throw invalidConfig('vni', vni, `the network's VXLAN id, an integer from 1 to ${VNI_MAX}`);
+  const runDir = conf.runDir ?? DEFAULT_RUN_DIR;
+  if (typeof runDir !== 'string' || !runDir.startsWith('/')) throw invalidConfig('runDir', runDir, `an absolute directory path (default ${DEFAULT_RUN_DIR})`);
+  const mtu = conf.mtu;
+  if (mtu !== undefined && (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65535)) throw invalidConfig('mtu', mtu, 'an integer from 68 to 65535 (absent: the VXLAN device\'s)');
+  const ipam = conf.ipam as Record<string, unknown> | undefined;
+  if (!ipam || ipam.type !== 'knit-etcd-ipam') {
+    throw invalidConfig('ipam.type', ipam?.type, '"knit-etcd-ipam": an overlay network\'s addresses are cluster-wide (knitctl network create renders it)');
+  }
+  const nodeName = ipam.nodeName;
+  if (typeof nodeName !== 'string' || !nodeName) throw invalidConfig('ipam.nodeName', nodeName, 'the node\'s name, as knitd renders it');
+  return {
+    network: conf.name, vni, bridge: overlayBridgeName(vni), runDir, internal: boolKey(conf, 'internal', false),
+    isolation: boolKey(conf, 'isolation', true), ...(typeof mtu === 'number' ? { mtu } : {}),
+    etcd: parseEtcdConn(ipam.etcd), nodeName,
+  };
+}
+
+/** What knitd published for this node; code 11 while it has not (knitd starting or absent). */
+export function requireNode(cfg: L2Conf): NetworkNodeFile {
+  let node: NetworkNodeFile | null;
+  try { node = readNodeFile(cfg.runDir); } catch (e) { throw new CniError(Code.TryAgainLater, `knitd is not ready: ${(e as Error).message}`); }
+  if (!node) throw new CniError(Code.TryAgainLater, `knitd is not ready: no ${nodeFilePath(cfg.runDir)} (is knitd running on this node with --etcd-endpoints and --run-dir ${cfg.runDir}?)`);
+  if (node.nodeName !== cfg.nodeName) throw new CniError(Code.Conflict, `ipam.nodeName ${show(cfg.nodeName)} is not this node's knitd (${show(node.nodeName)}): the conflist was rendered for another node`);
+  return node;
+}
+
+/** ctx with its config replaced by the knit-bridge config of this network on this node. */
+export function bridgeContext(ctx: Context, cfg: L2Conf, mtu: number | undefined): Context {
+  const over: Record<string, unknown> = {
+    type: 'knit-bridge', bridge: cfg.bridge, isGateway: true, isDefaultGateway: !cfg.internal, ipMasq: !cfg.internal,
+    isolation: cfg.isolation, ...(mtu ? { mtu } : {}),
+  };
+  const conf = { ...ctx.conf, ...over } as NetConf;
+  if (!mtu) delete conf.mtu;
+  let raw: Record<string, unknown>;
+  try { raw = JSON.parse(ctx.rawConf.toString('utf8')) as Record<string, unknown>; } catch { raw = { ...ctx.conf }; }
+  return { ...ctx, conf, rawConf: Buffer.from(JSON.stringify({ ...raw, ...over })) };
+}
