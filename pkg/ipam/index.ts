@@ -1,4 +1,4 @@
-// knit's IPAM entry for main plugins (docs/design.md D5): knit's own IPAM types run in-process,
+// knit's IPAM entry for main plugins (DESIGN.md decision 5): knit's own IPAM types run in-process,
 // saving a second Node start (~30 ms); any other ipam.type is exec'd from CNI_PATH per the spec.
 import { parseConf } from '../cni/conf';
 import { execIpam, type DelegateCommand, type IpamRunner } from '../cni/exec';
