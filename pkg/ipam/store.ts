@@ -1,7 +1,6 @@
-// What the file allocator (allocator.ts) needs from persistence. The file store (host-local) and
-// the in-memory store (tests) implement it; the allocator's correctness rests on exactly one
-// property: reserve() is an atomic create, so two callers can never both own one address, without
-// any lock. (knit-etcd-ipam does not use a Store: its allocator writes etcd transactions, etcd/.)
+// What the allocator needs from persistence. The file store (host-local) and the etcd store
+// implement it; the allocator's correctness rests on exactly one property: reserve() is an
+// atomic create, so two callers can never both own one address, without any lock.
 
 /** One attachment of a container to the network (spec: containerID + ifname). */
 export interface Owner {
