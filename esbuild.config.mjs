@@ -36,7 +36,7 @@ await Promise.all(names.map((name) => build({
   banner: { js: banner },
   // @kubernetes/client-node (15 MB bundled, ~0.2 s more at every knitd start) stays out of every
   // executable: only knitd --datastore kubernetes loads it, from dist/lib/kube-client.js (below)
-  // or else node_modules (pkg/datastore/kubernetes.ts).
+  // or else node_modules (pkg/kube/client.ts).
   external: ['*.node', '@kubernetes/client-node'],
   legalComments: 'none',
   logLevel: 'warning',

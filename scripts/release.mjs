@@ -216,7 +216,7 @@ try {
     target: 'node20',
     format: 'cjs',
     // The Kubernetes client stays out of the executable every plugin runs: knitd --datastore
-    // kubernetes loads kube-client.js from beside it (pkg/datastore/kubernetes.ts).
+    // kubernetes loads kube-client.js from beside it (pkg/kube/client.ts).
     external: ['*.node', '@kubernetes/client-node'],
     minifySyntax: true,
     minifyWhitespace: true,

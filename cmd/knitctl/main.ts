@@ -9,7 +9,7 @@
 // --etcd-prefix (default /knit), --etcd-cafile, --etcd-certfile, --etcd-keyfile,
 // --etcd-username, --etcd-password (or $KNIT_ETCD_PASSWORD, kept out of the process list),
 // --etcd-timeout MS (default 5000).
-import { EtcdClient, EtcdError, prefixEnd } from '../../pkg/datastore/etcd';
+import { EtcdClient, EtcdError, prefixEnd } from '../../pkg/etcd';
 import { EtcdAllocator, EtcdKeys, gcNode, type NetworkListing } from '../../pkg/ipam/etcd-allocator';
 import { parseEtcdConn, NODE_RE, type EtcdConnConfig } from '../../pkg/ipam/etcd-config';
 import { CniError } from '../../pkg/cni/errors';
@@ -160,7 +160,7 @@ async function ipamGcPods(a: Args, sleep: (ms: number) => Promise<void>): Promis
   if (a.flags.has('keep')) throw new UsageError('--keep goes with --node N alone, not with --pods');
   const grace = Number(a.flags.get('grace') ?? 30);
   if (!Number.isInteger(grace) || grace < 0) throw new UsageError(`invalid --grace ${a.flags.get('grace')}: whole seconds ≥ 0 between the two looks`);
-  const { kubeClient, listPods } = require('../../pkg/datastore/kubernetes') as typeof import('../../pkg/datastore/kubernetes');
+  const { kubeClient, listPods } = require('../../pkg/kube') as typeof import('../../pkg/kube');
   const kubeconfig = a.flags.get('kubeconfig') ?? process.env.KUBECONFIG;
   const kube = kubeClient(kubeconfig ? { kubeconfig } : {});
   const list = () => listPods(kube.api);

@@ -31,6 +31,9 @@ function table(head: string[], rows: string[][]): string {
   return [line(head), ...rows.map(line)].join('\n');
 }
 
+/** A lease's backend data for a table cell, e.g. vtepMac=0e:..; '-' when none. */
+const backendDataText = (l: SubnetLease): string => Object.entries(l.backendData ?? {}).map(([k, v]) => `${k}=${v}`).join(',') || '-';
+
 const bySubnet = (a: SubnetLease, b: SubnetLease): number => a.subnet.localeCompare(b.subnet, 'en', { numeric: true });
 
 /** Runs an overlay command; null when the words are not one. */
@@ -61,7 +64,7 @@ export async function overlayCommand(words: string[], flags: Map<string, string>
       const { leases } = await store.listLeases();
       leases.sort(bySubnet);
       if (json) return JSON.stringify(leases, null, 2);
-      return table(['NODE', 'SUBNET', 'UNDERLAY', 'VTEP MAC', 'BACKEND'], leases.map((l) => [l.nodeName, l.subnet, l.underlayAddr, l.vtepMac ?? '-', l.backend ?? '-']));
+      return table(['NODE', 'SUBNET', 'UNDERLAY', 'BACKEND', 'BACKEND DATA'], leases.map((l) => [l.nodeName, l.subnet, l.underlayAddr, l.backend ?? '-', backendDataText(l)]));
     }
     if (group === 'node' && verb === 'rm') {
       want(1, 'node rm NAME');

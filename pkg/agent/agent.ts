@@ -17,8 +17,7 @@ import { addrList, linkGet, routeList, subscribe, withNetlink, KNIT_RTPROT, type
 import { parseCIDR } from '../ip/ip';
 import { ensureMasq } from '../nat/masq';
 import type { Datastore, LeaseEvent, SubnetLease, Watch } from '../datastore/datastore';
-import { newBackend, type Backend, type LocalState, type SyncReport } from './backend/backend';
-import { vtepMacFor } from './backend/reconcile';
+import { newBackend, type Backend, type BackendData, type LocalState, type SyncReport } from './backend';
 import { acquireSubnet, savePersisted } from './lease';
 import { DEFAULT_OVERLAY_BRIDGE, writeLeaseFile } from './lease-file';
 import { parseNetworkConfig, type NetworkConfig } from './network-config';
@@ -49,7 +48,8 @@ export interface AgentStatus {
   backend?: string;
   device?: string;
   mtu?: number;
-  vtepMac?: string;
+  /** What this node's backend publishes in its lease (opaque here). */
+  backendData?: BackendData;
   underlay?: { iface: string; addr: string };
   peers: Array<SubnetLease & { programmed: boolean; reason?: string }>;
   lastSync?: { at: string; ms: number; report: SyncReport };
@@ -123,10 +123,10 @@ export class OverlayAgent {
   }
 
   private me(): Omit<SubnetLease, 'subnet'> {
-    const b = this.cfg!.backend;
+    const data = this.backend!.leaseData(this.o.nodeName);
     return {
-      nodeName: this.o.nodeName, underlayAddr: this.underlay!.addr, backend: b.type,
-      ...(b.type === 'vxlan' ? { vtepMac: vtepMacFor(this.o.nodeName, b.vni) } : {}),
+      nodeName: this.o.nodeName, underlayAddr: this.underlay!.addr, backend: this.backend!.type,
+      ...(Object.keys(data).length ? { backendData: data } : {}),
     };
   }
 
@@ -141,7 +141,6 @@ export class OverlayAgent {
       this.subnet = subnet;
       this.local = this.backend!.ensureLocal({
         nodeName: this.o.nodeName, subnet, underlayIface: this.underlay!.iface, underlayAddr: this.underlay!.addr, network: cfg.network,
-        ...(cfg.backend.type === 'vxlan' && cfg.backend.mtu ? { mtu: cfg.backend.mtu } : {}),
       });
       savePersisted(this.o.stateDir, { nodeName: this.o.nodeName, network: cfg.network, subnet });
       writeLeaseFile(this.o.runDir, {
@@ -153,7 +152,7 @@ export class OverlayAgent {
       }
       Object.assign(this.status, {
         subnet, network: cfg.network, backend: cfg.backend.type, device: this.local.device, mtu: this.local.mtu,
-        underlay: this.underlay, ...(this.local.vtepMac ? { vtepMac: this.local.vtepMac } : {}),
+        underlay: this.underlay, backendData: this.backend!.leaseData(this.o.nodeName),
       });
       this.log.info(`lease ${subnet} written to ${path.join(this.o.runDir, 'lease.json')} (mtu ${this.local.mtu}, ${cfg.backend.type})`);
     }
@@ -161,7 +160,8 @@ export class OverlayAgent {
 
   /**
    * The underlay address changed (DHCP, renumbering): peers must learn the new one, and the
-   * VXLAN device's local address follow it. While the link has no address, the old one is kept.
+   * backend's local datapath follow it (a tunnel's local address). While the link has no
+   * address, the old one is kept.
    */
   async checkUnderlay(): Promise<void> {
     if (this.stopped || !this.underlay || !this.subnet) return;
@@ -267,7 +267,7 @@ export class OverlayAgent {
       const peers = [...this.peers.values()].filter((l) => l.subnet !== mine && l.nodeName !== this.o.nodeName);
       const own = this.peers.get(mine);
       if (own && own.nodeName !== this.o.nodeName) this.log.error(`subnet ${mine} is published by ${own.nodeName}: lease lost; will re-claim`);
-      const report = this.backend.sync(peers.map((p) => ({ nodeName: p.nodeName, subnet: p.subnet, underlayAddr: p.underlayAddr, ...(p.vtepMac ? { vtepMac: p.vtepMac } : {}) })));
+      const report = this.backend.sync(peers.map((p) => ({ nodeName: p.nodeName, subnet: p.subnet, underlayAddr: p.underlayAddr, ...(p.backendData ? { backendData: p.backendData } : {}) })));
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       const prog = new Set(report.programmed);
       const reasons = new Map(report.skipped.map((s) => [s.nodeName, s.reason]));

@@ -6,10 +6,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
-import { EtcdClient } from '../datastore/etcd';
+import { EtcdClient } from '../etcd';
 import { EtcdKeys } from '../ipam/etcd-allocator';
 import { parseEtcdIpamConfig, type EtcdIpamConfig } from '../ipam/etcd-config';
-import { podGcPass, StaleTracker, type PodInfo } from '../ipam/pod-gc';
+import { podGcPass, StaleTracker } from '../ipam/pod-gc';
+import type { PodInfo } from '../kube/pods';
 
 export interface EtcdIpamNetwork {
   /** The config file it came from. */

@@ -13,9 +13,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
-import { EtcdClient, prefixEnd } from '../datastore/etcd';
-import { leaseGrant, leaseKeepAlive, leaseTimeToLive } from '../datastore/etcd-lease';
-import { EtcdWatch, type WatchEvent } from '../datastore/etcd-watch';
+import { EtcdClient, prefixEnd } from '../etcd/client';
+import { leaseGrant, leaseKeepAlive, leaseTimeToLive } from '../etcd/lease';
+import { EtcdWatch, type WatchEvent } from '../etcd/watch';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
 import { removeMasq } from '../nat/masq';
 import { Netlink, linkGet } from '../netlink';

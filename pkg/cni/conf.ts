@@ -243,7 +243,11 @@ function validateRuntimeConfig(rc: unknown): void {
       });
     });
   }
-  if (rc.aliases !== undefined) strList(rc.aliases, `${p}.aliases`);
+  // CONVENTIONS.md's aliases: podman sends them keyed by network name ({"net": ["web"]}); a plain list is accepted too.
+  if (rc.aliases !== undefined) {
+    if (isObj(rc.aliases)) for (const [net, list] of Object.entries(rc.aliases)) strList(list, `${p}.aliases.${net}`);
+    else strList(rc.aliases, `${p}.aliases`);
+  }
   for (const k of ['cgroupPath', 'deviceID', 'infinibandGUID']) str(rc, k, `${p}.${k}`);
 }
 

@@ -130,7 +130,8 @@ export interface RuntimeConfig {
   bandwidth?: Bandwidth;
   dns?: RuntimeDNS;
   ipRanges?: IPRange[][];
-  aliases?: string[];
+  /** Keyed by network name, as podman sends them (`--network-alias`), or a plain list. */
+  aliases?: Record<string, string[]> | string[];
   cgroupPath?: string;
   deviceID?: string;
   infinibandGUID?: string;

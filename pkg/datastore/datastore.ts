@@ -8,11 +8,15 @@ export interface SubnetLease {
   nodeName: string;
   /** CIDR, e.g. "10.216.3.0/24". */
   subnet: string;
-  /** The node's underlay address (VXLAN outer destination, host-gw next hop). */
+  /** The node's underlay address (where peers send its pods' traffic: tunnel destination or next hop). */
   underlayAddr: string;
-  /** vxlan: the node's VTEP MAC. */
-  vtepMac?: string;
+  /** The backend's name (the network config's backend.type). */
   backend?: string;
+  /**
+   * What the node's backend publishes for its peers' backends, carried as is: datastores never
+   * read it. Keys [a-z][a-zA-Z0-9]* (checkBackendData), values strings.
+   */
+  backendData?: Record<string, string>;
   /** Datastore-specific: the etcd lease id, the record's revision. */
   leaseId?: string;
   revision?: number;
@@ -54,4 +58,24 @@ export interface Datastore {
   /** Lease changes after `revision`, until closed; onError then a re-list is the caller's job. */
   watchLeases(revision: number, onEvent: (e: LeaseEvent) => void, onError: (err: Error) => void): Watch;
   close(): void;
+}
+
+/** A backend data key: a camelCase word, which each datastore maps to its own names. */
+export const BACKEND_DATA_KEY = /^[a-z][a-zA-Z0-9]{0,40}$/;
+
+/** Refuses backend data a datastore could not carry (a bad key, a value not a string, a reserved key). */
+export function checkBackendData(d: Record<string, string> | undefined, reserved: readonly string[] = []): void {
+  for (const [k, v] of Object.entries(d ?? {})) {
+    if (!BACKEND_DATA_KEY.test(k) || reserved.includes(k)) {
+      throw new Error(`backend data key ${JSON.stringify(k)}: a camelCase word ([a-z][a-zA-Z0-9]*, at most 41 characters) other than ${reserved.join(', ')}`);
+    }
+    if (typeof v !== 'string') throw new Error(`backend data ${k} ${JSON.stringify(v)}: a string`);
+  }
+}
+
+/** Whether two leases carry the same backend data (absent = empty). */
+export function sameBackendData(a: Record<string, string> | undefined, b: Record<string, string> | undefined): boolean {
+  const x = Object.entries(a ?? {});
+  const y = b ?? {};
+  return x.length === Object.keys(y).length && x.every(([k, v]) => y[k] === v);
 }

@@ -1,13 +1,16 @@
 // The overlay's datastore in etcd. Keys (prefix default /knit):
 //   <prefix>/config                        the cluster network config (JSON)
-//   <prefix>/subnets/<a.b.c.d>-<len>       one node's subnet lease (JSON SubnetLease), bound to
+//   <prefix>/subnets/<a.b.c.d>-<len>       one node's subnet lease (JSON, leaseValue), bound to
 //                                          that node agent's etcd lease (TTL, kept alive)
 // The key is the subnet, so "one holder per subnet" is etcd's create-if-absent; the value names
 // the holder, so an agent restarted within the TTL finds and takes over its own subnet.
-import { EtcdClient, type EtcdClientOptions } from './etcd';
-import { leaseGrant, leaseKeepAlive, leaseRevoke, leasedPutIf } from './etcd-lease';
-import { EtcdWatch } from './etcd-watch';
-import type { ClaimResult, Datastore, LeaseEvent, SubnetLease, Watch } from './datastore';
+// A lease's value is {nodeName, underlayAddr, backend, subnet} plus the backend's data, unread
+// here, as further top-level string fields: the record knitd wrote before backends had their own
+// data, so agents of before and after read each other's leases (test/unit/overlay-lease-wire.test.ts).
+import { EtcdClient, type EtcdClientOptions } from '../etcd';
+import { leaseGrant, leaseKeepAlive, leaseRevoke, leasedPutIf } from '../etcd';
+import { EtcdWatch } from '../etcd';
+import { checkBackendData, type ClaimResult, type Datastore, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
 
 export const DEFAULT_ETCD_PREFIX = '/knit';
 
@@ -20,12 +23,27 @@ export function subnetFromKey(key: string): string | null {
   return m ? `${m[1]}/${m[2]}` : null;
 }
 
+/** The lease's own fields in its JSON value; every other string field is backend data. */
+export const LEASE_FIELDS = ['nodeName', 'subnet', 'underlayAddr', 'backend', 'leaseId', 'revision', 'backendData'] as const;
+
+/** A lease's JSON value: its fields, then its backend data as further top-level fields. */
+export function leaseValue(lease: SubnetLease): string {
+  checkBackendData(lease.backendData, LEASE_FIELDS);
+  const { leaseId: _l, revision: _r, backendData, ...rec } = lease;
+  return JSON.stringify({ ...rec, ...backendData });
+}
+
 export function parseLeaseValue(key: string, value: Buffer | string, revision?: number): SubnetLease | null {
   try {
-    const v = JSON.parse(value.toString()) as SubnetLease;
+    const v = JSON.parse(value.toString()) as Record<string, unknown>;
     const subnet = subnetFromKey(key);
     if (!v || typeof v.nodeName !== 'string' || typeof v.underlayAddr !== 'string' || !subnet) return null;
-    return { ...v, subnet, ...(revision !== undefined ? { revision } : {}) };
+    const lease: SubnetLease = { nodeName: v.nodeName, subnet, underlayAddr: v.underlayAddr };
+    if (typeof v.backend === 'string') lease.backend = v.backend;
+    const data = Object.entries(v).filter(([k, x]) => !(LEASE_FIELDS as readonly string[]).includes(k) && typeof x === 'string');
+    if (data.length) lease.backendData = Object.fromEntries(data) as Record<string, string>;
+    if (revision !== undefined) lease.revision = revision;
+    return lease;
   } catch {
     return null;
   }
@@ -69,8 +87,7 @@ export class EtcdDatastore implements Datastore {
       this.ttl = ttlSec;
     }
     const key = this.subnetKey(lease.subnet);
-    const { leaseId: _l, revision: _r, ...rec } = lease;
-    const value = JSON.stringify(rec);
+    const value = leaseValue(lease);
     let res = await leasedPutIf(this.client, key, value, this.leaseId, 0);
     for (let i = 0; !res.succeeded && i < 3; i++) {
       const cur = res.current;

@@ -5,27 +5,45 @@
 //     while it is unassigned claiming fails with a clear error (no lease file: the plugin
 //     answers 11 / STATUS 50);
 //   - what peers need is published as annotations of the node: knit.dev/public-ip (underlay
-//     address), knit.dev/vtep-mac, knit.dev/backend;
+//     address), knit.dev/backend, and one knit.dev/<key in kebab case> per key of the backend's
+//     data (carried as is, never read here), e.g. knit.dev/public-key for publicKey;
 //   - every Node is watched with an informer (client-node's ListWatch, with bookmarks; a 410 Gone
 //     re-lists), plus a periodic full re-list; peers are the nodes with a podCIDR and a
 //     knit.dev/public-ip annotation; a deleted Node (or one whose annotations go) is a 'del'.
 //   - the network config is a file (the ConfigMap mounted in the DaemonSet), --net-conf.
-// @kubernetes/client-node is loaded here only, lazily: nothing on the plugin path pulls it in.
+// @kubernetes/client-node is loaded lazily (pkg/kube/client.ts): nothing on the plugin path pulls it in.
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { createRequire } from 'node:module';
 import type * as K8s from '@kubernetes/client-node';
 import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
-import type { ClaimResult, Datastore, LeaseEvent, SubnetLease, Watch } from './datastore';
-import type { PodInfo } from '../ipam/pod-gc';
+import { checkBackendData, sameBackendData, type ClaimResult, type Datastore, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
+import { kubeClient, listPods, type KubeClient, type PodInfo } from '../kube';
 
 export const KNIT_ANNOTATION_PREFIX = 'knit.dev/';
 export const ANNOTATIONS = {
   publicIp: `${KNIT_ANNOTATION_PREFIX}public-ip`,
-  vtepMac: `${KNIT_ANNOTATION_PREFIX}vtep-mac`,
   backend: `${KNIT_ANNOTATION_PREFIX}backend`,
 } as const;
+/** The lease's own annotations; every other knit.dev/ annotation of a Node is backend data. */
+const LEASE_ANNOTATIONS: readonly string[] = Object.values(ANNOTATIONS);
+
+/** A backend data key's annotation: fooBar is knit.dev/foo-bar. */
+export function backendDataAnnotation(key: string): string {
+  return `${KNIT_ANNOTATION_PREFIX}${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** The backend data key of a knit.dev/ annotation (knit.dev/foo-bar is fooBar); null for the lease's own. */
+export function backendDataKey(annotation: string): string | null {
+  if (!annotation.startsWith(KNIT_ANNOTATION_PREFIX) || LEASE_ANNOTATIONS.includes(annotation)) return null;
+  const name = annotation.slice(KNIT_ANNOTATION_PREFIX.length);
+  return /^[a-z][a-z0-9]*(-[a-z][a-z0-9]*)*$/.test(name) ? name.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase()) : null;
+}
+
+/** The backend data a Node publishes (its knit.dev/ annotations other than the lease's own). */
+function backendDataOf(a: Record<string, string>): Record<string, string> | undefined {
+  const data = Object.entries(a).flatMap(([k, v]) => { const key = backendDataKey(k); return key && v ? [[key, v] as const] : []; });
+  return data.length ? Object.fromEntries(data) : undefined;
+}
 export const DEFAULT_NET_CONF = '/etc/knit/net-conf.json';
 /** Events kept for watchLeases(revision) to replay; older revisions get onError (re-list). */
 const EVENT_LOG = 4096;
@@ -48,64 +66,6 @@ export interface KubernetesDatastoreOptions {
 
 type KNode = K8s.V1Node;
 
-/**
- * @kubernetes/client-node, loaded at first use: kube-client.js (the client as one CommonJS file,
- * built by esbuild.config.mjs and scripts/release.mjs, which keep it out of every executable)
- * from bin/../lib beside a bundled knitd or beside the release executable; else node_modules.
- */
-export function loadKubeClient(): typeof K8s {
-  const candidates = [path.join(__dirname, '..', 'lib', 'kube-client.js'), path.join(path.dirname(process.execPath), 'kube-client.js')];
-  for (const f of candidates) {
-    // createRequire: a single executable's own require loads built-in modules only.
-    if (fs.existsSync(f)) return createRequire(f)(f) as typeof K8s;
-  }
-  return require('@kubernetes/client-node') as typeof K8s;
-}
-
-export interface KubeClient { k8s: typeof K8s; kc: K8s.KubeConfig; api: K8s.CoreV1Api }
-
-/** A client from a kubeconfig file, a kubeconfig's text (tests), or the in-cluster config. */
-export function kubeClient(o: { kubeconfig?: string; kubeconfigYaml?: string }): KubeClient {
-  const k8s = loadKubeClient();
-  const kc = new k8s.KubeConfig();
-  if (o.kubeconfigYaml !== undefined) kc.loadFromString(o.kubeconfigYaml);
-  else if (o.kubeconfig) kc.loadFromFile(o.kubeconfig);
-  else {
-    if (!process.env.KUBERNETES_SERVICE_HOST) throw new Error('no --kubeconfig and not in a pod (KUBERNETES_SERVICE_HOST unset): cannot reach the Kubernetes API');
-    kc.loadFromCluster();
-  }
-  return { k8s, kc, api: kc.makeApiClient(k8s.CoreV1Api) };
-}
-
-/** Pods per page of a list: a large cluster's list comes in pieces, not one huge answer. */
-const POD_PAGE = 500;
-
-/**
- * Every pod (of one node when given: fieldSelector spec.nodeName), as the IPAM pod GC sees them.
- * A list without resourceVersion is a consistent read of the API server's latest state, which
- * the GC's ordering rule relies on (pkg/ipam/pod-gc.ts); its pages continue that same snapshot.
- */
-export async function listPods(api: K8s.CoreV1Api, nodeName?: string): Promise<PodInfo[]> {
-  const out: PodInfo[] = [];
-  let cont: string | undefined;
-  do {
-    const l = await api.listPodForAllNamespaces({
-      limit: POD_PAGE, ...(nodeName ? { fieldSelector: `spec.nodeName=${nodeName}` } : {}), ...(cont ? { _continue: cont } : {}),
-    });
-    for (const p of l.items) {
-      const m = p.metadata;
-      if (!m?.name || !m.namespace || !m.uid) continue;
-      const ips = (p.status?.podIPs ?? []).map((x) => x.ip).filter((ip): ip is string => !!ip);
-      out.push({
-        namespace: m.namespace, name: m.name, uid: m.uid, podIPs: ips.length ? ips : p.status?.podIP ? [p.status.podIP] : [],
-        ...(p.spec?.nodeName ? { nodeName: p.spec.nodeName } : {}), ...(p.status?.phase ? { phase: p.status.phase } : {}),
-      });
-    }
-    cont = l.metadata?._continue || undefined;
-  } while (cont);
-  return out;
-}
-
 /** The node's IPv4 pod subnet, or undefined while unassigned. */
 export function podCIDROf(n: KNode): string | undefined {
   const all = [...(n.spec?.podCIDRs ?? []), ...(n.spec?.podCIDR ? [n.spec.podCIDR] : [])];
@@ -119,15 +79,16 @@ export function leaseOfNode(n: KNode): SubnetLease | null {
   const a = n.metadata?.annotations ?? {};
   const underlayAddr = a[ANNOTATIONS.publicIp];
   if (!name || !subnet || !underlayAddr) return null;
+  const data = backendDataOf(a);
   return {
     nodeName: name, subnet, underlayAddr,
-    ...(a[ANNOTATIONS.vtepMac] ? { vtepMac: a[ANNOTATIONS.vtepMac] } : {}),
     ...(a[ANNOTATIONS.backend] ? { backend: a[ANNOTATIONS.backend] } : {}),
+    ...(data ? { backendData: data } : {}),
   };
 }
 
 const sameLease = (a: SubnetLease | null | undefined, b: SubnetLease | null | undefined): boolean =>
-  !!a && !!b && a.subnet === b.subnet && a.underlayAddr === b.underlayAddr && a.vtepMac === b.vtepMac && a.backend === b.backend && a.nodeName === b.nodeName;
+  !!a && !!b && a.subnet === b.subnet && a.underlayAddr === b.underlayAddr && sameBackendData(a.backendData, b.backendData) && a.backend === b.backend && a.nodeName === b.nodeName;
 
 interface Listener { onEvent: (e: LeaseEvent) => void; onError: (err: Error) => void }
 
@@ -308,18 +269,21 @@ export class KubernetesDatastore implements Datastore {
   async claim(lease: SubnetLease, _ttlSec: number): Promise<ClaimResult> {
     const subnet = await this.assignedSubnet(lease.nodeName);
     if (subnet !== lease.subnet) return { ok: false, holder: `(node ${lease.nodeName}'s podCIDR is ${subnet})` };
+    checkBackendData(lease.backendData);
+    const have = this.nodes.get(lease.nodeName)?.metadata?.annotations ?? {};
     const want: Record<string, string | null> = {
       [ANNOTATIONS.publicIp]: lease.underlayAddr,
-      [ANNOTATIONS.vtepMac]: lease.vtepMac ?? null,
       [ANNOTATIONS.backend]: lease.backend ?? null,
+      // Backend data of before (another backend's) goes; this backend's is set.
+      ...Object.fromEntries(Object.keys(have).filter((k) => backendDataKey(k) !== null).map((k) => [k, null])),
+      ...Object.fromEntries(Object.entries(lease.backendData ?? {}).map(([k, v]) => [backendDataAnnotation(k), v])),
     };
-    const have = this.nodes.get(lease.nodeName)?.metadata?.annotations ?? {};
     if (Object.entries(want).some(([k, v]) => (have[k] ?? null) !== v)) {
       const { k8s, api } = this.client();
       const n = await api.patchNode({ name: lease.nodeName, body: { metadata: { annotations: want } } },
         k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch));
       this.apply(n);
-      this.log.info(`published ${lease.subnet} on node ${lease.nodeName}: ${lease.underlayAddr}${lease.vtepMac ? ` ${lease.vtepMac}` : ''}`);
+      this.log.info(`published ${lease.subnet} on node ${lease.nodeName}: ${lease.underlayAddr}${Object.entries(lease.backendData ?? {}).map(([k, v]) => ` ${k}=${v}`).join('')}`);
     }
     this.claimed = { ...lease };
     return { ok: true };
@@ -330,7 +294,7 @@ export class KubernetesDatastore implements Datastore {
     const c = this.claimed;
     if (!c) return false;
     const now = this.leases.get(c.nodeName);
-    if (now && now.subnet === c.subnet && now.underlayAddr === c.underlayAddr && now.vtepMac === c.vtepMac) return true;
+    if (now && now.subnet === c.subnet && now.underlayAddr === c.underlayAddr && sameBackendData(now.backendData, c.backendData)) return true;
     this.claimed = undefined;
     return false;
   }

@@ -18,8 +18,8 @@
 // released goes back to the pool in the release transaction itself (compare: no other address key
 // in the block's key range). ADD is one write transaction; DEL is one read and one transaction.
 import { CniError, Code } from '../cni/errors';
-import { EtcdClient, EtcdError, KeyValue, Op, Compare, TxnResult, cmp, prefixEnd } from '../datastore/etcd';
-import { TxnBatcher } from '../datastore/etcd-batch';
+import { EtcdClient, EtcdError, KeyValue, Op, Compare, TxnResult, cmp, prefixEnd } from '../etcd';
+import { TxnBatcher } from '../etcd';
 import { Family, IPAddr, bigIntToIP, bitsOf, formatIP, ipToBigInt, parseCIDR, parseIP } from '../ip/ip';
 import { Allocation, Allocator, GcReport, RangeStatus, allocatableCount } from './allocator';
 import { Range, RangeSet, blockedAt } from './config';

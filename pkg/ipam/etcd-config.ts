@@ -1,7 +1,7 @@
 // The knit-etcd-ipam keys beyond knit-host-local's (whose range keys parseIpamConfig reads):
 // nodeName, blockSize/blockSize6 and the etcd connection. Validated with messages naming the key.
 import { invalidConfig } from '../cni/errors';
-import type { EtcdClientOptions } from '../datastore/etcd';
+import type { EtcdClientOptions } from '../etcd';
 import { IpamConfig, IpamNetConf, parseIpamConfig } from './config';
 
 export const DEFAULT_PREFIX = '/knit';

@@ -7,7 +7,7 @@
 import { staticIPs } from '../cni/args';
 import { CniError, Code, invalidConfig } from '../cni/errors';
 import type { NetConf, Result } from '../cni/types';
-import { EtcdClient } from '../datastore/etcd';
+import { EtcdClient } from '../etcd';
 import { EtcdAllocator, etcdCniError, type PodRef } from './etcd-allocator';
 import { EtcdIpamConfig, parseEtcdConn, parseEtcdIpamConfig, NODE_RE } from './etcd-config';
 import { ipConfigs, toResult, type IpamContext } from './host-local';

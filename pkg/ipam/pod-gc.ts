@@ -14,21 +14,10 @@
 //     at least `graceMs` apart, with its index unchanged (same mod_revision). The release
 //     transaction compares that revision again, so a repeated ADD in between wins.
 // Attachments without a pod (no K8S_POD_NAME in CNI_ARGS: podman, plain CNI) are never touched.
-import type { EtcdClient } from '../datastore/etcd';
+import type { EtcdClient } from '../etcd';
 import { EtcdKeys, readAttachments, releaseAttachments, type AttachmentRow, type EtcdGcReport, type PodRef } from './etcd-allocator';
 import { ownerKey } from './store';
-
-/** What the GC needs to know of a pod (from a Pod list). */
-export interface PodInfo {
-  namespace: string;
-  name: string;
-  uid: string;
-  nodeName?: string;
-  /** Pending, Running, Succeeded, Failed, Unknown. */
-  phase?: string;
-  /** status.podIPs: empty until the kubelet reports them (after the ADD). */
-  podIPs: string[];
-}
+import type { PodInfo } from '../kube/pods';
 
 export interface Judgement {
   row: AttachmentRow;

@@ -8,8 +8,8 @@
 // take the same subnet or VNI cannot both win. An endpoint lives on the lease knitd keeps alive
 // for its node: a node that dies takes its endpoints with it when the lease expires.
 import { randomBytes } from 'node:crypto';
-import { EtcdClient, prefixEnd, type KeyValue } from '../datastore/etcd';
-import { b64, raw } from '../datastore/etcd-lease';
+import { EtcdClient, prefixEnd, type KeyValue } from '../etcd/client';
+import { b64, raw } from '../etcd/lease';
 import { buildNetwork, SpecError, type CreateRequest, type Network } from './spec';
 
 /** One container interface on a named network, as the plugin recorded it at ADD. */

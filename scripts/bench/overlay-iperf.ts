@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, type Host, type Netns } from '../../test/lab/lab';
-import { newBackend, type Backend, type BackendConfig } from '../../pkg/agent/backend/backend';
+import { newBackend, type Backend, type BackendConfig } from '../../pkg/agent/backend';
 
 const ROOT = path.resolve(__dirname, '../..');
 const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
@@ -42,7 +42,7 @@ async function program(lab: Lab, sides: Side[], cfg: BackendConfig): Promise<voi
     s.backend = newBackend(cfg, { netns: s.host.path });
     const st = s.backend.ensureLocal({ nodeName: `n${i}`, subnet: s.subnet, underlayIface: 'eth0', underlayAddr: s.host.address! });
     for (const [ns, dev] of [[s.host, 'vpod'], [s.host, 'knit-ov0'], [s.pod, 'eth0']] as const) await lab.ip(ns, ['link', 'set', dev, 'mtu', String(st.mtu)]);
-    peers.push({ nodeName: `n${i}`, subnet: s.subnet, underlayAddr: s.host.address!, ...(st.vtepMac ? { vtepMac: st.vtepMac } : {}) });
+    peers.push({ nodeName: `n${i}`, subnet: s.subnet, underlayAddr: s.host.address!, backendData: s.backend.leaseData(`n${i}`) });
   }
   for (const s of sides) s.backend!.sync(peers);
 }

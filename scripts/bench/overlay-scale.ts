@@ -27,7 +27,7 @@ const q = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) =
 
 /** Inside the host netns: seed, start knitd, measure. */
 async function inner(): Promise<void> {
-  const { EtcdClient } = await import('../../pkg/datastore/etcd');
+  const { EtcdClient } = await import('../../pkg/etcd');
   const { routeList, withNetlink, KNIT_RTPROT } = await import('../../pkg/netlink');
   const endpoint = arg('endpoint', '');
   const n = Number(arg('n', '100'));

@@ -11,11 +11,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { EtcdCluster } from '../../test/lab/etcd';
 import { KubeApiServer } from '../../test/lab/kube-api';
-import { EtcdClient } from '../../pkg/datastore/etcd';
+import { EtcdClient } from '../../pkg/etcd';
 import { EtcdAllocator, EtcdKeys } from '../../pkg/ipam/etcd-allocator';
 import { parseEtcdIpamConfig } from '../../pkg/ipam/etcd-config';
 import { podGcPass, StaleTracker } from '../../pkg/ipam/pod-gc';
-import { kubeClient, listPods } from '../../pkg/datastore/kubernetes';
+import { kubeClient, listPods } from '../../pkg/kube';
 
 const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
 const NODES = 8;

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { run, type ExecResult, type Lab, type Netns } from '../lab/lab';
+import { run, type ExecResult, type Lab, type Netns, type Switch } from '../lab/lab';
 import { REF_CNI_DIR, type KnitBuild } from '../lab/cni';
 
 export const BUSYBOX = '/bin/busybox';
@@ -51,6 +51,14 @@ export interface PodmanNetwork {
   dataDir: string;
 }
 
+/** A podman host of its own name, optionally a lab host on an underlay switch (for multi-host suites). */
+export interface HostOptions {
+  name?: string;
+  sw?: Switch;
+  /** CIDR of the host's eth0 on sw. */
+  address?: string;
+}
+
 export interface PodmanOptions {
   timeoutMs?: number;
   allowFail?: boolean;
@@ -79,11 +87,11 @@ export class PodmanHost {
    * A lab netns "<prefix>-podman" and a temp dir with the configuration, a plugin directory
    * (symlinks to knit's executables and to the reference plugins named in refPlugins), and the rootfs.
    */
-  static async create(lab: Lab, knit: KnitBuild, refPlugins: string[] = ['portmap']): Promise<PodmanHost> {
+  static async create(lab: Lab, knit: KnitBuild, refPlugins: string[] = ['portmap'], o: HostOptions = {}): Promise<PodmanHost> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${lab.prefix}-podman-`));
     let ns: Netns;
     try {
-      ns = await lab.netns('podman');
+      ns = o.sw ? await lab.host(o.name ?? 'podman', o.sw, { address: o.address! }) : await lab.netns(o.name ?? 'podman');
     } catch (e) {
       fs.rmSync(dir, { recursive: true, force: true });
       throw e;

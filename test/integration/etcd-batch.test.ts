@@ -1,11 +1,11 @@
-// Group commit of etcd transactions (pkg/datastore/etcd-batch.ts) against real etcd: concurrent
+// Group commit of etcd transactions (pkg/etcd/batch.ts) against real etcd: concurrent
 // independent transactions share requests and get the answers they would get alone; two that
 // touch the same key never share one; a transaction with a range compare or a nested transaction
 // goes alone; an error reaches every transaction of its request.
 import assert from 'node:assert/strict';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
-import { EtcdClient, cmp, type TxnRequest } from '../../pkg/datastore/etcd';
-import { TxnBatcher } from '../../pkg/datastore/etcd-batch';
+import { EtcdClient, cmp, type TxnRequest } from '../../pkg/etcd';
+import { TxnBatcher } from '../../pkg/etcd';
 
 describe('etcd group commit (TxnBatcher)', function () {
   this.timeout(30_000);

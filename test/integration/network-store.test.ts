@@ -2,8 +2,8 @@
 // admins resolved by one compare over the whole network range, removal refused while endpoints
 // exist, and endpoints that die with their node's lease.
 import assert from 'node:assert/strict';
-import { EtcdClient } from '../../pkg/datastore/etcd';
-import { leaseGrant, leaseRevoke } from '../../pkg/datastore/etcd-lease';
+import { EtcdClient } from '../../pkg/etcd/client';
+import { leaseGrant, leaseRevoke } from '../../pkg/etcd/lease';
 import { NetworkStore, type Endpoint } from '../../pkg/network/store';
 import { EtcdCluster, haveEtcd } from '../lab/etcd';
 

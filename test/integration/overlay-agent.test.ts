@@ -176,7 +176,7 @@ describe('knitd overlay agent with etcd', function () {
     assert.equal(j.config.network, '10.216.0.0/16');
     assert.deepEqual(j.nodes.map((n: any) => n.nodeName).sort(), ['h1', 'h2', 'h3']);
     assert.equal(j.thisNode.subnet, lease(nodes[0]!).subnet);
-    assert.ok(j.nodes.every((n: any) => /^02|^[0-9a-f]{2}:/.test(n.vtepMac) && n.underlayAddr.startsWith('192.168.60.')));
+    assert.ok(j.nodes.every((n: any) => /^02|^[0-9a-f]{2}:/.test(n.backendData?.vtepMac) && n.underlayAddr.startsWith('192.168.60.')));
   });
 
   it('serves Prometheus metrics and a health endpoint', async () => {

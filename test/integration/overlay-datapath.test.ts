@@ -6,8 +6,8 @@
 // host-gw route straight to the peer's underlay address.
 import assert from 'node:assert/strict';
 import { Lab, requireRoot, type Host, type Netns } from '../lab/lab';
-import { newBackend, type Backend, type BackendConfig, type Peer } from '../../pkg/agent/backend/backend';
-import { vtepMacFor } from '../../pkg/agent/backend/reconcile';
+import { newBackend, type Backend, type BackendConfig, type Peer } from '../../pkg/agent/backend';
+import { vtepMacFor } from '../../pkg/agent/backend/vxlan';
 
 const NETWORK = '10.216.0.0/16';
 
@@ -45,7 +45,7 @@ function start(nodes: Node[], cfg: BackendConfig): void {
     node.backend?.close();
     node.backend = newBackend(cfg, { netns: node.host.path });
     const st = node.backend.ensureLocal({ nodeName: `h${i + 1}`, subnet: node.subnet, underlayIface: 'eth0', underlayAddr: node.host.address!, network: NETWORK });
-    node.peer = { nodeName: `h${i + 1}`, subnet: node.subnet, underlayAddr: node.host.address!, ...(st.vtepMac ? { vtepMac: st.vtepMac } : {}) };
+    node.peer = { nodeName: `h${i + 1}`, subnet: node.subnet, underlayAddr: node.host.address!, backendData: node.backend.leaseData(`h${i + 1}`) };
     (node as Node & { mtu?: number }).mtu = st.mtu;
   }
 }

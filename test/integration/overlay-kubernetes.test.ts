@@ -18,6 +18,9 @@ import { KubeApiServer, relayToUnix } from '../lab/kube-api';
 import { EtcdCluster, haveEtcd } from '../lab/etcd';
 import { ANNOTATIONS, KNIT_ANNOTATION_PREFIX } from '../../pkg/datastore/kubernetes';
 
+/** The vxlan backend's VTEP MAC as a Node annotation (its backend data key vtepMac). */
+const VTEP_MAC = 'knit.dev/vtep-mac';
+
 const NET = '10.247.0.0/16';
 const API_ADDR = '192.168.247.254';
 
@@ -145,7 +148,7 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
     assert.equal(JSON.parse(fs.readFileSync(leaseFile(k2), 'utf8')).subnet, '10.247.2.0/24');
     const ann = api.node('k1')!.metadata.annotations!;
     assert.equal(ann[ANNOTATIONS.publicIp], '192.168.247.1');
-    assert.match(ann[ANNOTATIONS.vtepMac]!, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+    assert.match(ann[VTEP_MAC]!, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
     assert.equal(ann[ANNOTATIONS.backend], 'vxlan');
   });
 
@@ -167,7 +170,7 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
     const rv0 = api.node('k1')!.metadata.resourceVersion;
     const dev0 = await vxlanLink();
     assert.equal(dev0?.ifname, 'knit.47');
-    assert.equal(dev0.address, ann0[ANNOTATIONS.vtepMac], 'the VTEP MAC is the published one');
+    assert.equal(dev0.address, ann0[VTEP_MAC], 'the VTEP MAC is the published one');
     const mark = api.requests.length;
 
     // Stopped, knitd leaves the datapath up: the device, the route to the peer, the pods' traffic.
@@ -211,7 +214,7 @@ describe('knitd overlay agent with the kubernetes datastore', function () {
       const [dev] = await lab.ipJson(k1.host, ['-d', 'link', 'show', 'type', 'vxlan']); // none for a moment while it is rebuilt
       return dev?.ifname === 'knit.47' && dev.linkinfo?.info_data?.local === '192.168.247.11';
     }, 15_000, `k1's VTEP uses the new local address (log: ${k1.log.join('').slice(-2000)})`);
-    const vtep1 = knitAnnotations('k1')[ANNOTATIONS.vtepMac]!;
+    const vtep1 = knitAnnotations('k1')[VTEP_MAC]!;
     const fdb = async (): Promise<any[]> => JSON.parse((await lab.exec(k2.host, 'bridge', ['-json', 'fdb', 'show', 'dev', 'knit.47'])).stdout || '[]');
     await eventually(async () => (await fdb()).some((f) => f.mac === vtep1 && f.dst === '192.168.247.11'),
       15_000, `k2's FDB sends k1's VTEP to the new address (k2 log: ${k2.log.join('').slice(-2000)})`);

@@ -19,7 +19,7 @@ describe('overlay subnet leases in etcd', function () {
   const cfg = parseNetworkConfig({ network: '10.216.0.0/16', subnetLen: 24 });
   let n = 0;
   const store = (): EtcdDatastore => { const s = new EtcdDatastore({ endpoints: etcd.endpoints, prefix: `/t${n}` }); stores.push(s); return s; };
-  const me = (name: string) => ({ nodeName: name, underlayAddr: '192.168.1.1', vtepMac: '02:00:00:00:00:01', backend: 'vxlan' });
+  const me = (name: string) => ({ nodeName: name, underlayAddr: '192.168.1.1', backend: 'vxlan', backendData: { vtepMac: '02:00:00:00:00:01' } });
 
   before(async function () {
     requireEtcd(this);

@@ -107,6 +107,9 @@ describe('cni conf', () => {
         aliases: ['db'], cgroupPath: '/kubepods', deviceID: '0000:04:00.5', somethingElse: { x: 1 },
       });
     });
+    it('accepts aliases keyed by network name, as podman sends them', () => {
+      assert.deepEqual(rc({ aliases: { app: ['web', '0522c8a9089b'] } }).runtimeConfig?.aliases, { app: ['web', '0522c8a9089b'] });
+    });
     const cases: [string, unknown, RegExp][] = [
       ['not object', [], /invalid runtimeConfig \[\]/],
       ['ips not list', { ips: '10.0.0.1' }, /invalid runtimeConfig.ips "10.0.0.1"/],
@@ -125,6 +128,7 @@ describe('cni conf', () => {
       ['ipRanges subnet', { ipRanges: [[{ subnet: '10.0.0.0' }]] }, /invalid runtimeConfig.ipRanges\[0\]\[0\].subnet "10.0.0.0"/],
       ['ipRanges gateway', { ipRanges: [[{ subnet: '10.0.0.0/24', gateway: 'g' }]] }, /runtimeConfig.ipRanges\[0\]\[0\].gateway "g"/],
       ['cgroupPath', { cgroupPath: 5 }, /invalid runtimeConfig.cgroupPath 5/],
+      ['aliases of a network not a list', { aliases: { app: 'web' } }, /invalid runtimeConfig.aliases.app "web"/],
     ];
     for (const [what, r, re] of cases) it(what, () => assert.throws(() => rc(r), isErr(7, re)));
   });

@@ -2,7 +2,7 @@
 // knitctl argument parsing and tables.
 import assert from 'node:assert/strict';
 import { CniError } from '../../pkg/cni/errors';
-import { prefixEnd } from '../../pkg/datastore/etcd';
+import { prefixEnd } from '../../pkg/etcd';
 import { EtcdKeys, releaseOps } from '../../pkg/ipam/etcd-allocator';
 import { parseEtcdIpamConfig } from '../../pkg/ipam/etcd-config';
 import { etcdConfFromArgs, parseArgs, table } from '../../cmd/knitctl/main';

@@ -2,7 +2,8 @@
 // end-to-end cases are in test/integration/etcd-ipam-pod-gc.test.ts.
 import assert from 'node:assert/strict';
 import type { AttachmentRow, PodRef } from '../../pkg/ipam/etcd-allocator';
-import { judge, StaleTracker, type PodInfo } from '../../pkg/ipam/pod-gc';
+import { judge, StaleTracker } from '../../pkg/ipam/pod-gc';
+import type { PodInfo } from '../../pkg/kube/pods';
 
 const row = (cid: string, ip: string, pod: PodRef | undefined, modRevision = 10, ifName = 'eth0'): AttachmentRow => ({
   node: 'n1', owner: { containerId: cid, ifName }, modRevision,

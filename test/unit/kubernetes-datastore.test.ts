@@ -8,6 +8,9 @@ import { parseNetworkConfig } from '../../pkg/agent/network-config';
 import { overlayFlags } from '../../cmd/knitd/overlay';
 import type { LeaseEvent } from '../../pkg/datastore/datastore';
 
+/** The vxlan backend's VTEP MAC as a Node annotation (its backend data key vtepMac), as knitd has always written it. */
+const VTEP_MAC = 'knit.dev/vtep-mac';
+
 const until = async (cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> => {
   const t0 = Date.now();
   while (!cond()) {
@@ -17,7 +20,7 @@ const until = async (cond: () => boolean, ms = 5000, what = 'condition'): Promis
 };
 
 const peerAnn = (ip: string, mac = '0e:00:00:00:00:01'): Record<string, string> =>
-  ({ [ANNOTATIONS.publicIp]: ip, [ANNOTATIONS.vtepMac]: mac, [ANNOTATIONS.backend]: 'vxlan' });
+  ({ [ANNOTATIONS.publicIp]: ip, [VTEP_MAC]: mac, [ANNOTATIONS.backend]: 'vxlan' });
 
 describe('kubernetes datastore', () => {
   let srv: KubeApiServer;
@@ -28,7 +31,7 @@ describe('kubernetes datastore', () => {
     return s;
   };
   const cfg = parseNetworkConfig('{"network":"10.244.0.0/16","subnetLen":24}');
-  const me = (nodeName: string) => ({ nodeName, underlayAddr: '192.0.2.1', backend: 'vxlan', vtepMac: '0e:aa:bb:cc:dd:ee' });
+  const me = (nodeName: string) => ({ nodeName, underlayAddr: '192.0.2.1', backend: 'vxlan', backendData: { vtepMac: '0e:aa:bb:cc:dd:ee' } });
 
   beforeEach(async () => {
     srv = new KubeApiServer();
@@ -41,7 +44,7 @@ describe('kubernetes datastore', () => {
 
   it('maps a Node to a lease only with a podCIDR and knit.dev/public-ip', () => {
     const n = srv.addNode('a', { podCIDR: '10.244.1.0/24', annotations: peerAnn('192.0.2.10') });
-    assert.deepEqual(leaseOfNode(n as never), { nodeName: 'a', subnet: '10.244.1.0/24', underlayAddr: '192.0.2.10', vtepMac: '0e:00:00:00:00:01', backend: 'vxlan' });
+    assert.deepEqual(leaseOfNode(n as never), { nodeName: 'a', subnet: '10.244.1.0/24', underlayAddr: '192.0.2.10', backendData: { vtepMac: '0e:00:00:00:00:01' }, backend: 'vxlan' });
     assert.equal(leaseOfNode(srv.addNode('b', { annotations: peerAnn('192.0.2.11') }) as never), null);
     assert.equal(leaseOfNode(srv.addNode('c', { podCIDR: '10.244.3.0/24' }) as never), null);
     // Dual stack: the IPv4 one.
@@ -54,7 +57,7 @@ describe('kubernetes datastore', () => {
     const s = store('me');
     assert.equal(await acquireSubnet({ store: s, cfg, me: me('me'), ttlSec: 30 }), '10.244.7.0/24');
     assert.deepEqual(srv.node('me')!.metadata.annotations, {
-      other: 'kept', [ANNOTATIONS.publicIp]: '192.0.2.1', [ANNOTATIONS.vtepMac]: '0e:aa:bb:cc:dd:ee', [ANNOTATIONS.backend]: 'vxlan',
+      other: 'kept', [ANNOTATIONS.publicIp]: '192.0.2.1', [VTEP_MAC]: '0e:aa:bb:cc:dd:ee', [ANNOTATIONS.backend]: 'vxlan',
     });
     const patches = srv.requests.filter((r) => r.startsWith('PATCH')).length;
     assert.equal(patches, 1);

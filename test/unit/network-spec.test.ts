@@ -2,6 +2,7 @@
 // and every bad flag named with its value and what is valid.
 import assert from 'node:assert/strict';
 import { buildNetwork, splitParent, type CreateRequest, type Network } from '../../pkg/network/spec';
+import { inspect, lsRows } from '../../pkg/network/inspect';
 
 const NOW = new Date('2026-12-06T00:00:00Z');
 const ID = 'a'.repeat(64);
@@ -91,5 +92,25 @@ describe('named network spec (Docker flags)', () => {
     assert.deepEqual(splitParent('ens33.100'), { master: 'ens33', vlan: 100 });
     assert.deepEqual(splitParent('eth0'), { master: 'eth0' });
     assert.deepEqual(splitParent('eth0.5000'), { master: 'eth0.5000' });
+  });
+});
+
+describe('network inspect and ls (Docker\'s shape)', () => {
+  it('shows IPAM config, options, containers with their hosts, and the peers', () => {
+    const n = build({ name: 'web', driver: 'overlay', subnets: ['10.40.0.0/24'], ipRanges: ['10.40.0.128/25'], auxAddresses: ['r=10.40.0.5'], labels: ['team=a'] });
+    const eps = [
+      { network: 'web', containerId: 'bbbb', ifName: 'eth0', node: 'h2', nodeIp: '192.0.2.2', mac: '02:00:00:00:00:02', ips: ['10.40.0.130/24'], created: '' },
+      { network: 'web', containerId: 'aaaa', ifName: 'eth0', node: 'h1', nodeIp: '192.0.2.1', mac: '02:00:00:00:00:01', ips: ['10.40.0.129/24', 'fd00::5/64'], name: 'api', created: '' },
+      { network: 'other', containerId: 'cccc', ifName: 'eth0', node: 'h1', nodeIp: '192.0.2.1', mac: '02:00:00:00:00:03', ips: ['10.41.0.2/24'], created: '' },
+    ];
+    const d = inspect(n, eps);
+    assert.equal(d.Scope, 'swarm');
+    assert.deepEqual(d.IPAM.Config, [{ Subnet: '10.40.0.0/24', Gateway: '10.40.0.1', IPRange: '10.40.0.128/25', AuxiliaryAddresses: { r: '10.40.0.5' } }]);
+    assert.deepEqual(d.Options, { 'com.docker.network.driver.overlay.vxlanid_list': '4096' });
+    assert.deepEqual(Object.keys(d.Containers), ['aaaa', 'bbbb']);
+    assert.deepEqual(d.Containers.aaaa, { Name: 'api', EndpointID: 'h1/aaaa/eth0', MacAddress: '02:00:00:00:00:01', IPv4Address: '10.40.0.129/24', IPv6Address: 'fd00::5/64', Host: 'h1', Interface: 'eth0' });
+    assert.deepEqual(d.Peers, [{ Name: 'h1', IP: '192.0.2.1' }, { Name: 'h2', IP: '192.0.2.2' }]);
+    assert.deepEqual(d.Labels, { team: 'a' });
+    assert.deepEqual(lsRows([n], eps)[1], [n.id.slice(0, 12), 'web', 'overlay', 'swarm', '10.40.0.0/24', '2']);
   });
 });

@@ -1,10 +1,18 @@
-// The overlay datapath, one implementation per file (as flannel's pkg/backend): the agent says
-// who this node is (ensureLocal) and who its peers are (sync); a backend makes the kernel match,
-// listing what knit owns and adding what is missing, replacing what differs and deleting what is
-// extra. Backends are synchronous (netlink round trips take microseconds) and work on the
-// namespace they were opened for (null: the current one), which is how the lab tests run them.
+// The overlay datapath's interface, one implementation per file (as flannel's pkg/backend): the
+// agent says who this node is (ensureLocal) and who its peers are (sync); a backend makes the
+// kernel match, listing what knit owns and adding what is missing, replacing what differs and
+// deleting what is extra. Backends are synchronous (netlink round trips take microseconds) and
+// work on the namespace they were opened for (null: the current one), which is how the lab tests
+// run them. Each backend registers itself by name (registry.ts); index.ts imports them all.
+// This file imports no backend: it is what the agent, the registry and the backends share.
 import type { Logger } from '../../cni/log';
-import { getSysctl, setSysctl } from '../../netlink';
+
+/**
+ * What a backend publishes in its node's lease for the peers' backends (vxlan: the VTEP MAC;
+ * an encrypted backend: a public key). Opaque to the agent and the datastores, which carry it
+ * as is. Keys are camelCase words ([a-z][a-zA-Z0-9]*), values strings.
+ */
+export type BackendData = Record<string, string>;
 
 export interface LocalNode {
   nodeName: string;
@@ -14,7 +22,7 @@ export interface LocalNode {
   underlayIface: string;
   /** This node's address on the underlay, without prefix. */
   underlayAddr: string;
-  /** Overlay MTU; default: underlay MTU − 50 (vxlan) or the underlay MTU (host-gw). */
+  /** Overlay MTU; default: the backend's (its config's, else the underlay MTU less its overhead). */
   mtu?: number;
   /** The cluster network: knit-tagged routes outside it on the underlay link are not ours. */
   network?: string;
@@ -24,16 +32,14 @@ export interface Peer {
   nodeName: string;
   subnet: string;
   underlayAddr: string;
-  /** The peer's VTEP MAC (vxlan). */
-  vtepMac?: string;
+  /** What the peer's backend published (its leaseData). */
+  backendData?: BackendData;
 }
 
-/** What ensureLocal made: what the node publishes and what pods get. */
+/** What ensureLocal made: what pods get. */
 export interface LocalState {
   /** The MTU pods on this node must use. */
   mtu: number;
-  /** The VTEP's MAC (vxlan), published in the node's lease. */
-  vtepMac?: string;
   /** The datapath device (vxlan) or the underlay link (host-gw). */
   device: string;
 }
@@ -49,7 +55,13 @@ export interface SyncReport {
 }
 
 export interface Backend {
-  readonly type: BackendConfig['type'];
+  /** The name it is registered under (the network config's backend.type). */
+  readonly type: string;
+  /**
+   * What this node publishes in its lease for the peers' backends; known before the subnet is
+   * (the agent claims the subnet with it, then calls ensureLocal).
+   */
+  leaseData(nodeName: string): BackendData;
   ensureLocal(local: LocalNode): LocalState;
   sync(peers: Peer[]): SyncReport;
   /** The device(s) and links a netlink event on which calls for a repair. */
@@ -57,27 +69,17 @@ export interface Backend {
   close(): void;
 }
 
-export interface VxlanConfig {
-  type: 'vxlan';
-  vni: number;
-  /** UDP port; default 4789. */
-  port?: number;
-  mtu?: number;
-  /** Peers on the same L2 subnet get a direct route via their underlay address. */
-  directRouting?: boolean;
+/** The network config's `backend` object, validated by its backend's parseConfig. */
+export interface BackendConfig {
+  type: string;
+  [key: string]: unknown;
 }
-
-export interface HostGwConfig {
-  type: 'host-gw';
-}
-
-export type BackendConfig = VxlanConfig | HostGwConfig;
 
 export interface BackendOptions {
   /** Network namespace to program (a /run/netns path); default the current one. */
   netns?: string | null;
   log?: Logger;
-  /** Where vxlan keeps its VTEP MAC (optional: the MAC is derived from the node name anyway). */
+  /** Where a backend may keep state (vxlan keeps none: its MAC is derived from the node name). */
   stateDir?: string;
 }
 
@@ -85,19 +87,7 @@ export function emptyReport(): SyncReport {
   return { added: 0, updated: 0, removed: 0, skipped: [], programmed: [] };
 }
 
-export function newBackend(cfg: BackendConfig, opts: BackendOptions = {}): Backend {
-  switch (cfg.type) {
-    case 'vxlan': return new (require('./vxlan') as typeof import('./vxlan')).VxlanBackend(cfg, opts);
-    case 'host-gw': return new (require('./host-gw') as typeof import('./host-gw')).HostGwBackend(opts);
-    default: throw new Error(`unknown backend type ${JSON.stringify((cfg as { type?: unknown }).type)}: vxlan or host-gw`);
-  }
-}
-
-/**
- * Turns IPv4 forwarding on, writing only when it is off: in an unprivileged container (a
- * DaemonSet with NET_ADMIN only) /proc/sys is read-only, and forwarding is usually on already
- * (kubeadm's preflight requires it).
- */
-export function ensureForwarding(netns: string | null | undefined): void {
-  if (getSysctl(netns, 'net/ipv4/ip_forward').trim() !== '1') setSysctl(netns, 'net/ipv4/ip_forward', '1');
+/** A network config error: names the key, the value and what is valid. */
+export function configError(key: string, v: unknown, valid: string): Error {
+  return new Error(`invalid network config: ${key} ${JSON.stringify(v)}: ${valid}`);
 }

@@ -4,8 +4,9 @@
 import { Netlink } from '../../netlink';
 import { parseCIDR, type IPNet } from '../../ip/ip';
 import type { Logger } from '../../cni/log';
-import { emptyReport, ensureForwarding, type Backend, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport } from './backend';
-import { canonSubnet, reconcileRoutes, removeStaleVteps, sameL2, underlayOf, type Underlay, type WantRoute } from './reconcile';
+import { configError, emptyReport, type Backend, type BackendData, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport } from './backend';
+import { canonSubnet, ensureForwarding, reconcileRoutes, sameL2, underlayOf, type Underlay, type WantRoute } from './reconcile';
+import { register, removeOtherBackends } from './registry';
 
 export class HostGwBackend implements Backend {
   readonly type = 'host-gw' as const;
@@ -19,10 +20,15 @@ export class HostGwBackend implements Backend {
     if (opts.log) this.log = opts.log;
   }
 
+  /** Peers need only the underlay address, which every lease has. */
+  leaseData(): BackendData {
+    return {};
+  }
+
   ensureLocal(local: LocalNode): LocalState {
     this.local = local;
     const u = (this.underlay = underlayOf(this.nl, local.underlayIface, local.underlayAddr));
-    removeStaleVteps(this.nl, null, this.log);
+    removeOtherBackends(this.nl, this.type, this.log);
     ensureForwarding(this.opts.netns);
     return { mtu: local.mtu ?? u.mtu, device: u.name };
   }
@@ -59,3 +65,11 @@ export class HostGwBackend implements Backend {
     this.nl.close();
   }
 }
+
+register('host-gw', {
+  parseConfig: (b) => {
+    for (const k of Object.keys(b)) if (k !== 'type') throw configError(`backend.${k}`, b[k], 'unknown key for host-gw (only type)');
+    return { type: 'host-gw' };
+  },
+  create: (_cfg, opts) => new HostGwBackend(opts),
+});

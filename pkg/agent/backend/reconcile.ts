@@ -1,10 +1,10 @@
-// Shared reconcile steps of the backends: desired state in, kernel brought to it. Routes are
+// Reconcile steps every backend shares: desired state in, kernel brought to it. Routes are
 // knit's when they carry protocol KNIT_RTPROT (107) and sit on a link the backend owns.
-import { createHash } from 'node:crypto';
+// Backend-specific helpers live in the backend's own file (vxlan.ts).
 import {
-  KNIT_RTPROT, Netlink, addrList, isNotFound, linkDel, linkGet, linkList, routeDel, routeList, routeReplace, type Route,
+  KNIT_RTPROT, Netlink, addrList, getSysctl, isNotFound, linkGet, routeDel, routeList, routeReplace, setSysctl, type Route,
 } from '../../netlink';
-import { contains, formatCIDR, formatIP, networkOf, parseCIDR, parseIP, type IPNet } from '../../ip/ip';
+import { contains, formatCIDR, networkOf, parseCIDR, parseIP, type IPNet } from '../../ip/ip';
 import type { Logger } from '../../cni/log';
 import type { SyncReport } from './backend';
 
@@ -25,43 +25,12 @@ export function underlayOf(nl: Netlink, iface: string, addr: string): Underlay {
 }
 
 /** Whether a peer's underlay address is on the node's own L2 subnet. */
-/** knit's VXLAN devices are named knit.<vni> (vxlan.ts). */
-export const VTEP_NAME = /^knit\.\d+$/;
-
-/**
- * Removes knit's VXLAN devices other than `keep`: left by a node whose backend changed (vxlan to
- * host-gw, or another VNI). Their routes, neighbours and FDB entries go with them.
- */
-export function removeStaleVteps(nl: Netlink, keep: string | null, log?: Logger): string[] {
-  const removed: string[] = [];
-  for (const l of linkList(nl, { kind: 'vxlan' })) {
-    if (!VTEP_NAME.test(l.name) || l.name === keep) continue;
-    try { linkDel(nl, l.index); } catch (e) { if (!isNotFound(e)) throw e; }
-    removed.push(l.name);
-    log?.info(`removed ${l.name}: not this node's backend any more`);
-  }
-  return removed;
-}
-
 export function sameL2(u: Underlay, peerAddr: string): boolean {
   const ip = parseIP(peerAddr);
   return !!u.net && !!ip && contains(u.net, ip);
 }
 
-/** A stable, locally administered unicast MAC for a node's VTEP: the same across restarts. */
-export function vtepMacFor(nodeName: string, vni: number): string {
-  const h = createHash('sha256').update(`knit-vtep\0${nodeName}\0${vni}`).digest();
-  h[0] = (h[0]! & 0xfc) | 0x02;
-  return [...h.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
-}
-
-/** The subnet's network address: the VTEP address of a node (as flannel). */
-export function vtepAddrOf(subnet: string): string {
-  const n = parseCIDR(subnet);
-  if (!n) throw new Error(`invalid subnet ${JSON.stringify(subnet)}`);
-  return formatIP(networkOf(n).ip);
-}
-
+/** The subnet's canonical form: its network address and prefix. */
 export function canonSubnet(subnet: string): string {
   const n = parseCIDR(subnet);
   if (!n) throw new Error(`invalid subnet ${JSON.stringify(subnet)}`);
@@ -108,4 +77,13 @@ export function reconcileRoutes(nl: Netlink, want: Map<string, WantRoute>, devs:
     routeReplace(nl, { dst, gw: w.gw, dev: w.dev, onlink: w.onlink, protocol: KNIT_RTPROT });
     if (existed) rep.updated++; else rep.added++;
   }
+}
+
+/**
+ * Turns IPv4 forwarding on, writing only when it is off: in an unprivileged container (a
+ * DaemonSet with NET_ADMIN only) /proc/sys is read-only, and forwarding is usually on already
+ * (kubeadm's preflight requires it).
+ */
+export function ensureForwarding(netns: string | null | undefined): void {
+  if (getSysctl(netns, 'net/ipv4/ip_forward').trim() !== '1') setSysctl(netns, 'net/ipv4/ip_forward', '1');
 }

@@ -5,21 +5,92 @@
 //   fdb     <peer VTEP MAC> dst <peer underlay addr> self permanent
 // A node's VTEP address is its subnet's network address (/32 on the device); its MAC is derived
 // from the node name and VNI, so it stays the same across restarts without any state.
+// The MAC travels in the node's lease as the backend data {vtepMac} (knit.dev/vtep-mac on a
+// Kubernetes Node); the agent and the datastores carry it without reading it.
+import { createHash } from 'node:crypto';
 import {
   NUD_PERMANENT, Netlink, addrAdd, addrDel, addrList, fdbDel, fdbList, fdbReplace, isExist, isNotFound, linkAdd,
-  linkDel, linkFind, linkGet, linkSet, neighDel, neighList, neighReplace, type Link,
+  linkDel, linkFind, linkGet, linkList, linkSet, neighDel, neighList, neighReplace, type Link,
 } from '../../netlink';
-import { parseCIDR, type IPNet } from '../../ip/ip';
+import { formatIP, networkOf, parseCIDR, type IPNet } from '../../ip/ip';
 import type { Logger } from '../../cni/log';
-import { emptyReport, ensureForwarding, type Backend, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport, type VxlanConfig } from './backend';
-import { canonSubnet, reconcileRoutes, removeStaleVteps, sameL2, underlayOf, vtepAddrOf, vtepMacFor, type Underlay, type WantRoute } from './reconcile';
+import {
+  configError, emptyReport, type Backend, type BackendConfig, type BackendData, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport,
+} from './backend';
+import { canonSubnet, ensureForwarding, reconcileRoutes, sameL2, underlayOf, type Underlay, type WantRoute } from './reconcile';
+import { register, removeOtherBackends } from './registry';
+
+export interface VxlanConfig extends BackendConfig {
+  type: 'vxlan';
+  vni: number;
+  /** UDP port; default 4789. */
+  port?: number;
+  mtu?: number;
+  /** Peers on the same L2 subnet get a direct route via their underlay address. */
+  directRouting?: boolean;
+}
 
 export const DEFAULT_VXLAN_PORT = 4789;
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
 export const VXLAN_OVERHEAD = 50;
+/** The backend data key of the VTEP MAC (Kubernetes: the knit.dev/vtep-mac annotation). */
+export const VTEP_MAC_KEY = 'vtepMac';
 
 export function vxlanDeviceName(vni: number): string {
   return `knit.${vni}`;
+}
+
+/** knit's VXLAN devices are named knit.<vni> (vxlanDeviceName). */
+export const VTEP_NAME = /^knit\.\d+$/;
+
+/**
+ * Removes knit's VXLAN devices other than `keep`: left by a node whose backend changed (vxlan to
+ * host-gw, or another VNI). Their routes, neighbours and FDB entries go with them.
+ */
+export function removeStaleVteps(nl: Netlink, keep: string | null, log?: Logger): string[] {
+  const removed: string[] = [];
+  for (const l of linkList(nl, { kind: 'vxlan' })) {
+    if (!VTEP_NAME.test(l.name) || l.name === keep) continue;
+    try { linkDel(nl, l.index); } catch (e) { if (!isNotFound(e)) throw e; }
+    removed.push(l.name);
+    log?.info(`removed ${l.name}: not this node's backend any more`);
+  }
+  return removed;
+}
+
+/** A stable, locally administered unicast MAC for a node's VTEP: the same across restarts. */
+export function vtepMacFor(nodeName: string, vni: number): string {
+  const h = createHash('sha256').update(`knit-vtep\0${nodeName}\0${vni}`).digest();
+  h[0] = (h[0]! & 0xfc) | 0x02;
+  return [...h.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+/** The subnet's network address: the VTEP address of a node (as flannel). */
+export function vtepAddrOf(subnet: string): string {
+  const n = parseCIDR(subnet);
+  if (!n) throw new Error(`invalid subnet ${JSON.stringify(subnet)}`);
+  return formatIP(networkOf(n).ip);
+}
+
+const int = (v: unknown, lo: number, hi: number): boolean => typeof v === 'number' && Number.isInteger(v) && v >= lo && v <= hi;
+
+/** The network config's backend object for vxlan, with defaults (vni 1, port 4789). */
+export function parseVxlanConfig(b: Record<string, unknown>): VxlanConfig {
+  for (const k of Object.keys(b)) if (!['type', 'vni', 'port', 'mtu', 'directRouting'].includes(k)) throw configError(`backend.${k}`, b[k], 'unknown key for vxlan (vni, port, mtu, directRouting)');
+  const vni = b.vni ?? 1;
+  if (!int(vni, 0, 0xffffff)) throw configError('backend.vni', vni, 'an integer from 0 to 16777215 (default 1)');
+  const port = b.port ?? DEFAULT_VXLAN_PORT;
+  if (!int(port, 1, 65535)) throw configError('backend.port', port, `a UDP port 1-65535 (default ${DEFAULT_VXLAN_PORT})`);
+  const cfg: VxlanConfig = { type: 'vxlan', vni: vni as number, port: port as number };
+  if (b.mtu !== undefined) {
+    if (!int(b.mtu, 68, 65535)) throw configError('backend.mtu', b.mtu, 'an integer from 68 to 65535 (default: underlay MTU − 50)');
+    cfg.mtu = b.mtu as number;
+  }
+  if (b.directRouting !== undefined) {
+    if (typeof b.directRouting !== 'boolean') throw configError('backend.directRouting', b.directRouting, 'true or false');
+    cfg.directRouting = b.directRouting;
+  }
+  return cfg;
 }
 
 export class VxlanBackend implements Backend {
@@ -37,6 +108,10 @@ export class VxlanBackend implements Backend {
     if (opts.log) this.log = opts.log;
   }
 
+  leaseData(nodeName: string): BackendData {
+    return { [VTEP_MAC_KEY]: vtepMacFor(nodeName, this.cfg.vni) };
+  }
+
   get port(): number {
     return this.cfg.port ?? DEFAULT_VXLAN_PORT;
   }
@@ -47,6 +122,7 @@ export class VxlanBackend implements Backend {
     const mtu = local.mtu ?? this.cfg.mtu ?? u.mtu - VXLAN_OVERHEAD;
     const mac = vtepMacFor(local.nodeName, this.cfg.vni);
     removeStaleVteps(this.nl, this.device, this.log);
+    removeOtherBackends(this.nl, this.type, this.log);
     let l = linkFind(this.nl, this.device);
     if (l && !this.matches(l, u, local.underlayAddr)) {
       this.log?.warn(`${this.device} differs from its configuration (${JSON.stringify(l.vxlan ?? l.kind)}): recreating it`);
@@ -78,7 +154,7 @@ export class VxlanBackend implements Backend {
       try { addrAdd(this.nl, { link: l.index, address: want }); } catch (e) { if (!isExist(e)) throw e; }
     }
     ensureForwarding(this.opts.netns);
-    return { mtu, vtepMac: mac, device: this.device };
+    return { mtu, device: this.device };
   }
 
   private matches(l: Link, u: Underlay, local: string): boolean {
@@ -109,7 +185,7 @@ export class VxlanBackend implements Backend {
         rep.programmed.push(p.nodeName);
         continue;
       }
-      const mac = p.vtepMac?.toLowerCase();
+      const mac = p.backendData?.[VTEP_MAC_KEY]?.toLowerCase();
       if (!mac) { rep.skipped.push({ nodeName: p.nodeName, reason: 'no VTEP MAC published' }); continue; }
       const vtep = vtepAddrOf(subnet);
       routes.set(subnet, { dst: subnet, gw: vtep, dev: dev.index, onlink: true });
@@ -150,3 +226,9 @@ export class VxlanBackend implements Backend {
     this.nl.close();
   }
 }
+
+register('vxlan', {
+  parseConfig: parseVxlanConfig,
+  create: (cfg, opts) => new VxlanBackend(cfg as VxlanConfig, opts),
+  removeLeftovers: (nl, log) => removeStaleVteps(nl, null, log),
+});

@@ -8,7 +8,7 @@
 import type { Context, Plugin } from '../../../pkg/cni/skel';
 import { CniError, Code } from '../../../pkg/cni/errors';
 import type { Result } from '../../../pkg/cni/types';
-import { EtcdClient } from '../../../pkg/datastore/etcd';
+import { EtcdClient } from '../../../pkg/etcd/client';
 import { linkFind, withNetlink } from '../../../pkg/netlink';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
 import { bridge } from '../bridge/plugin';

@@ -8,11 +8,11 @@
 // one transaction per allocation); the "cold" case makes a fresh allocator and client for every
 // allocation, as a plugin process does (a read and a transaction). The "knitd, 4 ADDs at a time"
 // case has each node serve 4 concurrent ADDs through its one allocator, as knitd does in a burst
-// of pod starts: their transactions share etcd requests (pkg/datastore/etcd-batch.ts).
+// of pod starts: their transactions share etcd requests (pkg/etcd/batch.ts).
 // The naive side is what a lock-free whereabouts would do: read every reserved key, take the
 // lowest free address, create its key with compare create_revision == 0, re-read on a lost race.
 import { EtcdCluster } from '../../../test/lab/etcd';
-import { EtcdClient, cmp, prefixEnd } from '../../../pkg/datastore/etcd';
+import { EtcdClient, cmp, prefixEnd } from '../../../pkg/etcd';
 import { EtcdAllocator } from '../../../pkg/ipam/etcd-allocator';
 import { parseEtcdIpamConfig } from '../../../pkg/ipam/etcd-config';
 import { quantile } from '../stats';

@@ -5,7 +5,7 @@
 // unavailable) is retried as a runtime would. Prints one JSON line per ADD: {cid, ips, tries,
 // codes}, and with `shared` a last line {batch: {requests, transactions}}.
 //   node --import tsx worker.ts '<json: {conf, node, count, parallel, shared?}>'
-import { EtcdClient } from '../../../pkg/datastore/etcd';
+import { EtcdClient } from '../../../pkg/etcd';
 import { EtcdAllocator, etcdCniError } from '../../../pkg/ipam/etcd-allocator';
 import { parseEtcdIpamConfig } from '../../../pkg/ipam/etcd-config';
 import { CniError } from '../../../pkg/cni/errors';

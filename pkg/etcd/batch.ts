@@ -9,7 +9,7 @@
 // each other's writes. The batcher therefore puts two transactions in the same request only when
 // neither writes a key the other compares or writes. A transaction with a range compare or a
 // nested transaction is sent on its own. etcd itself refuses a request that puts one key twice.
-import type { Compare, EtcdClient, Op, TxnRequest, TxnResult } from './etcd';
+import type { Compare, EtcdClient, Op, TxnRequest, TxnResult } from './client';
 
 /** Nested transactions per request (etcd's --max-txn-ops defaults to 128 operations per branch). */
 const MAX_BATCH = 16;

@@ -1,6 +1,6 @@
 // etcd leases (grant, keepalive, revoke, time-to-live) and puts bound to a lease over the JSON
 // gateway, through EtcdClient.request (the same transport, failover, deadline, TLS and auth token).
-import { EtcdClient } from './etcd';
+import { EtcdClient } from './client';
 
 type Raw = (path: string, body: Record<string, unknown>) => Promise<Record<string, any>>;
 

@@ -4,9 +4,9 @@
 // re-lists and watches again from the new revision, which also covers events missed meanwhile.
 import type * as httpT from 'node:http';
 import * as fs from 'node:fs';
-import type { EtcdClient, EtcdClientOptions, KeyValue } from './etcd';
-import { prefixEnd } from './etcd';
-import { b64, raw } from './etcd-lease';
+import type { EtcdClient, EtcdClientOptions, KeyValue } from './client';
+import { prefixEnd } from './client';
+import { b64, raw } from './lease';
 
 export interface WatchEvent {
   type: 'put' | 'del';
