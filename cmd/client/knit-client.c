@@ -1,4 +1,4 @@
-// knit-client: the tiny front of every knit CNI plugin call (DESIGN.md decision 4, "Start fast").
+// knit-client: the tiny front of every knit CNI plugin call (docs/design.md D4, "Start fast").
 //
 //   knit-client <plugin-name> <fallback-command> [args...]
 //

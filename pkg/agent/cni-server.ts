@@ -1,5 +1,5 @@
 // knitd's CNI server: runs knit's plugins in-process for knit-client, so a CNI call costs a
-// connect instead of a Node start (DESIGN.md decision 4). One unix socket per network namespace,
+// connect instead of a Node start (docs/design.md D4). One unix socket per network namespace,
 // <dir>/<netns inode>.sock: the client finds the agent of the namespace it runs in, and the
 // plugin runs here in that same namespace, so "the host" means the same thing on both paths.
 // The socket directory is 0700 and the socket 0600: only root can connect, the trust boundary.

@@ -1,6 +1,6 @@
 // A small etcd v3 client over etcd's JSON gateway (POST /v3/kv/range, /v3/kv/txn,
 // /v3/kv/deleterange, /v3/auth/authenticate; keys and values base64) and Node's own http/https:
-// no gRPC stack and no npm client on the plugin path (DESIGN.md decision 4; node:http costs
+// no gRPC stack and no npm client on the plugin path (docs/design.md D8; node:http costs
 // ~2 ms of start-up over node:net, an npm etcd client with gRPC tens of ms).
 //
 // Every request has one deadline, timeoutMs from its start, across all endpoints: an endpoint

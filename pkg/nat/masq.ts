@@ -1,4 +1,4 @@
-// Masquerade per network with nftables (DESIGN decision 6): one chain per network holding
+// Masquerade per network with nftables (docs/design.md D6): one chain per network holding
 // one rule per family, reached through a verdict map keyed by the network's subnets.
 // Adding a pod costs one idempotent, atomic `nft -f` transaction, never a rule per pod.
 //

@@ -35,7 +35,7 @@ export interface VethPeer {
   mac?: string;
   // No "up": veth configures the peer before the pair is joined, so opening it then
   // fails with ENOTCONN. Bring it up afterwards with a handle in its namespace.
-  /** Create the peer directly in this namespace (decision 2: never move links). */
+  /** Create the peer directly in this namespace (docs/design.md D2: never move links). */
   netns?: NetnsRef;
 }
 

@@ -2,7 +2,7 @@
 // through temp files, running inside a lab network namespace so that the bridge, the host veths,
 // the masquerade and portmap's DNAT all land there and never in the root namespace.
 //
-// What podman 4.3 needs on these machines (see DESIGN.md, "Facts of these machines"):
+// What podman 4.3 needs on these machines (see docs/podman.md, "In the test lab"):
 //   containers.conf (CONTAINERS_CONF): network_backend="cni", cni_plugin_dirs, network_config_dir,
 //     runtime="runc" (crun fails on this cgroup layout), cgroup_manager="cgroupfs",
 //     default_ulimits nofile/nproc, events_logger="file", tmp_dir in the temp dir (else /run/libpod)

@@ -15,7 +15,7 @@ const ROOT = resolve(__dirname, '../..');
 describe('cni exec against the reference plugins', function () {
   let dir: string;
   let dataDir: string;
-  // NODE_EXTRA_CA_CERTS triples node's start-up (DESIGN.md): plugins run without it.
+  // NODE_EXTRA_CA_CERTS triples node's start-up (docs/design.md D4): plugins run without it.
   const env = (id: string) => ({ CNI_CONTAINERID: id, CNI_NETNS: '/run/netns/knit-none', CNI_IFNAME: 'eth0', CNI_PATH: REF, KNIT_LOG_LEVEL: 'silent', NODE_EXTRA_CA_CERTS: undefined });
   const hostLocal = (version: string, subnet = '10.77.0.0/24') => ({
     cniVersion: version, name: 'knitnet', type: 'knit-fake',

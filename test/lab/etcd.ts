@@ -1,4 +1,4 @@
-// Real etcd for tests (Debian's etcd-server, DESIGN.md decision 7): one member or a cluster of
+// Real etcd for tests (Debian's etcd-server, docs/design.md D7): one member or a cluster of
 // three on loopback (or on a lab namespace's address) with random free ports and temporary data
 // directories, optionally with TLS (a throw-away CA and certificates made with openssl) and with
 // auth enabled (root user and a role limited to a prefix). Every member is killed and every

@@ -1,4 +1,4 @@
-// A small Kubernetes API server for tests (DESIGN decision 7): Nodes, and Pods to list, over plain
+// A small Kubernetes API server for tests (docs/design.md D7): Nodes, and Pods to list, over plain
 // HTTP (the client takes http:// only with insecure-skip-tls-verify, which kubeconfig() sets),
 // enough for the real @kubernetes/client-node to list, get, watch and patch Nodes and to list Pods.
 //   GET   /api/v1/nodes                  list (metadata.resourceVersion)

@@ -10,7 +10,7 @@ import { allSubnets, fitsNetwork, loadPersisted, savePersisted } from '../../pkg
 import { canonSubnet } from '../../pkg/agent/backend/reconcile';
 import { vtepAddrOf, vtepMacFor } from '../../pkg/agent/backend/vxlan';
 import { readLeaseFile, writeLeaseFile } from '../../pkg/agent/lease-file';
-import { bridgeConfOf, requireLease } from '../../plugins/main/overlay/config';
+import { bridgeConfOf, requireLease, runDirOf } from '../../plugins/main/overlay/config';
 import { overlayFlags } from '../../cmd/knitd/overlay';
 import { parseLeaseValue, subnetFromKey, subnetKeyPart } from '../../pkg/datastore/etcd-overlay';
 import type { NetConf } from '../../pkg/cni/types';
@@ -108,6 +108,19 @@ describe('overlay: lease file and state', () => {
       { type: 'knit-host-local', dataDir: '/d', ranges: [[{ subnet: '10.216.3.0/24' }]] });
     const other = { type: 'knit-etcd-ipam', etcd: {} };
     assert.deepEqual(bridgeConfOf({ ...conf, ipam: other }, lease).ipam, other);
+  });
+});
+
+describe('knit-overlay config', () => {
+  it('runDir: absent is the default; anything but an absolute path is code 7 naming key, value and what is valid', () => {
+    const conf = (runDir: unknown) => ({ cniVersion: '1.1.0', name: 'n', type: 'knit-overlay', runDir }) as NetConf;
+    assert.equal(runDirOf(conf(undefined)), '/run/knit');
+    assert.equal(runDirOf(conf(null)), '/run/knit');
+    assert.equal(runDirOf(conf('/run/knit-test')), '/run/knit-test');
+    for (const [v, shown] of [['rel', '"rel"'], ['', '""'], [5, '5'], [true, 'true']] as const) {
+      assert.throws(() => runDirOf(conf(v)), (e: any) => e.code === 7
+        && e.message === `invalid runDir ${shown}: an absolute directory path (default /run/knit)`, String(v));
+    }
   });
 });
 

@@ -1,7 +1,7 @@
 // knit-bridge's own keys: parsed and validated by hand (no schema library on the start-up path),
 // every message naming the key, the value and what is valid.
-import { ifNameProblem } from '../../../pkg/cni/env';
 import { requestedMac, type CniArgs } from '../../../pkg/cni/args';
+import { bool, ifName, mtu } from '../../../pkg/cni/confkeys';
 import { invalidConfig } from '../../../pkg/cni/errors';
 import type { NetConf } from '../../../pkg/cni/types';
 
@@ -26,40 +26,27 @@ export interface BridgeConf {
 
 export const DEFAULT_BRIDGE = 'knit0';
 
-function bool(conf: NetConf, key: string, dflt = false): boolean {
-  const v = conf[key];
-  if (v === undefined || v === null) return dflt;
-  if (typeof v !== 'boolean') throw invalidConfig(key, v, 'true or false');
-  return v;
-}
-
 export function parseBridgeConf(conf: NetConf, args: CniArgs): BridgeConf {
-  const bridge = conf.bridge ?? DEFAULT_BRIDGE;
-  if (typeof bridge !== 'string' || ifNameProblem(bridge)) {
-    throw invalidConfig('bridge', bridge, "an interface name of 1-15 bytes without '/', ':' or whitespace (default knit0)");
-  }
-  const isDefaultGateway = bool(conf, 'isDefaultGateway');
+  const bridge = ifName('bridge', conf.bridge ?? DEFAULT_BRIDGE, "an interface name of 1-15 bytes without '/', ':' or whitespace (default knit0)");
+  const isDefaultGateway = bool('isDefaultGateway', conf.isDefaultGateway);
   const out: BridgeConf = {
     network: conf.name,
     bridge,
     isDefaultGateway,
     // A default gateway must be a gateway (as in the reference).
-    isGateway: bool(conf, 'isGateway') || isDefaultGateway,
-    forceAddress: bool(conf, 'forceAddress'),
-    ipMasq: bool(conf, 'ipMasq'),
-    isolation: bool(conf, 'isolation', true),
-    hairpinMode: bool(conf, 'hairpinMode'),
-    promiscMode: bool(conf, 'promiscMode'),
+    isGateway: bool('isGateway', conf.isGateway) || isDefaultGateway,
+    forceAddress: bool('forceAddress', conf.forceAddress),
+    ipMasq: bool('ipMasq', conf.ipMasq),
+    isolation: bool('isolation', conf.isolation, true),
+    hairpinMode: bool('hairpinMode', conf.hairpinMode),
+    promiscMode: bool('promiscMode', conf.promiscMode),
     hasIpam: !!conf.ipam && Object.keys(conf.ipam).length > 0,
   };
   if (out.hairpinMode && out.promiscMode) {
     throw invalidConfig('hairpinMode', true, 'false when promiscMode is true (a promiscuous bridge already reflects frames)');
   }
-  const mtu: unknown = conf.mtu;
-  if (mtu !== undefined && mtu !== null && mtu !== 0) {
-    if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw invalidConfig('mtu', mtu, 'an integer from 68 to 65535 (0 or absent: the kernel default)');
-    out.mtu = mtu;
-  }
+  const m = mtu('mtu', conf.mtu);
+  if (m !== undefined) out.mtu = m;
   const mac = requestedMac(conf, args);
   if (mac) out.mac = mac;
   if (out.ipMasq && !out.hasIpam) throw invalidConfig('ipMasq', true, 'false when there is no ipam (nothing to masquerade)');

@@ -2,6 +2,7 @@
 // `{"type":"knit-l2overlay","vni":4096,"runDir":"/run/knit","internal":false,"isolation":true,
 // "ipam":{"type":"knit-etcd-ipam",...}}`. The attachment itself is knit-bridge's, run with a
 // synthesized config on the network's bridge knb<vni>, which knitd creates on every node.
+import { bool } from '../../../pkg/cni/confkeys';
 import { CniError, Code, invalidConfig, show } from '../../../pkg/cni/errors';
 import type { Context } from '../../../pkg/cni/skel';
 import type { NetConf } from '../../../pkg/cni/types';
@@ -24,13 +25,6 @@ export interface L2Conf {
   nodeName: string;
 }
 
-const boolKey = (conf: NetConf, key: string, dflt: boolean): boolean => {
-  const v = conf[key];
-  if (v === undefined || v === null) return dflt;
-  if (typeof v !== 'boolean') throw invalidConfig(key, v, 'true or false');
-  return v;
-};
-
 export function parseL2Conf(conf: NetConf): L2Conf {
   const vni = conf.vni;
   if (typeof vni !== 'number' || !Number.isInteger(vni) || vni < 1 || vni > VNI_MAX) throw invalidConfig('vni', vni, `the network's VXLAN id, an integer from 1 to ${VNI_MAX}`);
@@ -45,8 +39,8 @@ export function parseL2Conf(conf: NetConf): L2Conf {
   const nodeName = ipam.nodeName;
   if (typeof nodeName !== 'string' || !nodeName) throw invalidConfig('ipam.nodeName', nodeName, 'the node\'s name, as knitd renders it');
   return {
-    network: conf.name, vni, bridge: overlayBridgeName(vni), runDir, internal: boolKey(conf, 'internal', false),
-    isolation: boolKey(conf, 'isolation', true), ...(typeof mtu === 'number' ? { mtu } : {}),
+    network: conf.name, vni, bridge: overlayBridgeName(vni), runDir, internal: bool('internal', conf.internal),
+    isolation: bool('isolation', conf.isolation, true), ...(typeof mtu === 'number' ? { mtu } : {}),
     etcd: parseEtcdConn(ipam.etcd), nodeName,
   };
 }

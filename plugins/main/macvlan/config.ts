@@ -1,8 +1,9 @@
 // knit-macvlan's own keys: parsed and validated by hand (no schema library on the start-up path),
 // every message naming the key, the value and what is valid. Checks that need the kernel (the
 // master exists, mtu ≤ the master's) happen in the plugin.
-import { ifNameProblem, type Env } from '../../../pkg/cni/env';
+import type { Env } from '../../../pkg/cni/env';
 import { requestedMac, type CniArgs } from '../../../pkg/cni/args';
+import { bool, ifName, mtu } from '../../../pkg/cni/confkeys';
 import { invalidConfig } from '../../../pkg/cni/errors';
 import type { NetConf } from '../../../pkg/cni/types';
 import type { MacvlanMode } from '../../../pkg/netlink';
@@ -31,48 +32,33 @@ export interface MacvlanConf {
 
 export const MODES: readonly MacvlanMode[] = ['bridge', 'private', 'vepa', 'passthru'];
 
-function bool(conf: NetConf, key: string): boolean {
-  const v = conf[key];
-  if (v === undefined || v === null) return false;
-  if (typeof v !== 'boolean') throw invalidConfig(key, v, 'true or false');
-  return v;
-}
-
 export function parseMacvlanConf(conf: NetConf, args: CniArgs, env: Env): MacvlanConf {
   const out: MacvlanConf = {
     network: conf.name,
     mode: 'bridge',
-    promisc: bool(conf, 'promisc'),
-    linkInContainer: bool(conf, 'linkInContainer'),
+    promisc: bool('promisc', conf.promisc),
+    linkInContainer: bool('linkInContainer', conf.linkInContainer),
     hasIpam: !!conf.ipam && Object.keys(conf.ipam).length > 0,
     runDir: DEFAULT_RUN_DIR,
   };
   const master: unknown = conf.master;
   if (master !== undefined && master !== null && master !== '') {
-    if (typeof master !== 'string' || ifNameProblem(master)) {
-      throw invalidConfig('master', master, "an interface name of 1-15 bytes without '/', ':' or whitespace (absent: the link of the default route)");
-    }
-    out.master = master;
+    out.master = ifName('master', master, "an interface name of 1-15 bytes without '/', ':' or whitespace (absent: the link of the default route)");
   }
   const mode: unknown = conf.mode;
   if (mode !== undefined && mode !== null && mode !== '') {
     if (typeof mode !== 'string' || !MODES.includes(mode as MacvlanMode)) throw invalidConfig('mode', mode, `one of ${MODES.join(', ')} (default bridge)`);
     out.mode = mode as MacvlanMode;
   }
-  const mtu: unknown = conf.mtu;
-  if (mtu !== undefined && mtu !== null && mtu !== 0) {
-    if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
-      throw invalidConfig('mtu', mtu, "an integer from 68 to the master's MTU (0 or absent: the master's)");
-    }
-    out.mtu = mtu;
-  }
+  const m = mtu('mtu', conf.mtu, "an integer from 68 to the master's MTU (0 or absent: the master's)");
+  if (m !== undefined) out.mtu = m;
   const vlan: unknown = conf.vlan;
   if (vlan !== undefined && vlan !== null) {
     if (typeof vlan !== 'number' || !Number.isInteger(vlan) || vlan < 1 || vlan > 4094) {
       throw invalidConfig('vlan', vlan, 'an 802.1Q VLAN id, an integer from 1 to 4094 (absent: no VLAN)');
     }
     out.vlan = vlan;
-    if (out.master && `${out.master}.${vlan}`.length > 15) {
+    if (out.master && Buffer.byteLength(`${out.master}.${vlan}`) > 15) {
       throw invalidConfig('master', out.master, `a name short enough that the sub-interface "${out.master}.${vlan}" fits in 15 bytes`);
     }
   }
