@@ -94,7 +94,7 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
   before(async function () {
     requireRoot(this);
     requireEtcd(this);
-    knit = await buildKnit(['knitd', 'knit-l2overlay', 'knit-bridge', 'knit-etcd-ipam']);
+    knit = await buildKnit(['knitd', 'knit-l2overlay', 'knit-bridge', 'knit-macvlan', 'knit-etcd-ipam']);
     lab = new Lab();
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-named-'));
     sw = await lab.switch();
@@ -183,11 +183,45 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     const fdbA = await fdbOf(nodes[0]!, `knv${vniA}`);
     const macB1 = (await lab.ipJson(b1, ['link', 'show', 'eth0']))[0].address;
     assert.ok(!fdbA.some((f) => f.startsWith(macB1)), 'app knows nothing of db\'s container');
+    // On one host, the node does not route between the two networks (isolation, on by default).
+    const b2 = await lab.pod('b2');
+    const ipB2 = await add(nodes[0]!, 'db', 'b2', b2);
+    assert.ok(!(await lab.ping(b2, pods.a1!.ip, 1)), 'b2 (db) must not reach a1 (app) through h1');
+    assert.ok(!(await lab.ping(pods.a1!.ns, ipB2, 1)), 'a1 (app) must not reach b2 (db) through h1');
+    assert.ok(await lab.ping(b2, pods.b1!.ip, 2), 'b2 reaches b1 (db, other host)');
+    assert.equal((await plugin(nodes[0]!, 'db', 'DEL', 'b2', b2)).code, 0);
     // DEL of one network's interface leaves the other intact.
     const del = await plugin(nodes[1]!, 'db', 'DEL', 'c', c, 'eth1');
     assert.equal(del.code, 0, del.stdout);
     assert.ok(await lab.ping(c, pods.a1!.ip, 1), 'c still on app');
     assert.deepEqual((await lab.ipJson(c, ['link', 'show'])).map((x: any) => x.ifname).sort(), ['eth0', 'lo']);
+  });
+
+  it('the bridge and macvlan drivers render conflists that work: knit-bridge and knit-macvlan with cluster-wide addresses', async () => {
+    createNetwork({ name: 'local', driver: 'bridge', subnets: ['10.236.0.0/24'] });
+    // A macvlan network on the underlay itself: its containers sit beside the hosts on the switch.
+    createNetwork({ name: 'pub', driver: 'macvlan', subnets: ['192.168.70.0/24'], gateways: ['192.168.70.254'], ipRanges: ['192.168.70.128/26'], opts: ['parent=eth0'] });
+    for (const n of nodes) for (const net of ['local', 'pub']) await eventually(() => fs.existsSync(conflistPath(n, net)), 5000, `${n.name} conflist ${net}`);
+    const cl = conflist(nodes[0]!, 'local');
+    assert.equal(cl.plugins[0].type, 'knit-bridge');
+    assert.equal(cl.plugins[0].ipam.type, 'knit-etcd-ipam');
+    assert.deepEqual(conflist(nodes[0]!, 'pub').plugins[0].master, 'eth0');
+    const l1 = await lab.pod('l1');
+    const l2 = await lab.pod('l2');
+    const ipL1 = await add(nodes[0]!, 'local', 'l1', l1);
+    const ipL2 = await add(nodes[0]!, 'local', 'l2', l2);
+    assert.ok(await lab.ping(l1, ipL2, 1), 'bridge network: l1 -> l2');
+    const m1 = await lab.pod('m1');
+    const ipM1 = await add(nodes[1]!, 'pub', 'm1', m1);
+    assert.match(ipM1, /^192\.168\.70\.(1[2-8]\d|19[01])$/, `${ipM1} in 192.168.70.128/26`);
+    assert.ok(await lab.ping(m1, '192.168.70.100', 2), 'macvlan network: m1 reaches the etcd host on the underlay');
+    for (const [n, net, id, ns] of [[nodes[0]!, 'local', 'l1', l1], [nodes[0]!, 'local', 'l2', l2], [nodes[1]!, 'pub', 'm1', m1]] as const) {
+      const del = await plugin(n, net, 'DEL', id, ns);
+      assert.equal(del.code, 0, `DEL ${id}: ${del.stdout}`);
+    }
+    assert.notEqual(ipL1, ipL2);
+    removeNetwork('local');
+    removeNetwork('pub');
   });
 
   it('DEL removes the endpoint: the other node drops its FDB and neighbour entries; DEL again is fine', async () => {
