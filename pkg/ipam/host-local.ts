@@ -11,7 +11,9 @@ import type { Logger } from '../cni/log';
 import type { NetConf, Result } from '../cni/types';
 import { Allocation, Allocator } from './allocator';
 import { DEFAULT_DATA_DIR, IpamConfig, parseIpamConfig } from './config';
-import { FileStore } from './file-store';
+import { FileStore, type FileStoreOptions } from './file-store';
+import type { Env } from '../cni/env';
+import { failpoint } from '../iface/rollback';
 import { mergeDns, readResolvConf } from './resolv';
 import type { Owner } from './store';
 
@@ -22,6 +24,8 @@ export interface IpamContext {
   args?: CniArgs | undefined;
   conf: NetConf;
   log: Logger;
+  /** The request's environment (test failpoints). */
+  env?: Env;
 }
 
 function ownerOf(ctx: IpamContext): Owner {
@@ -29,8 +33,8 @@ function ownerOf(ctx: IpamContext): Owner {
 }
 
 /** Runs fn with an allocator over this network's file store, closing the store afterwards. */
-async function withAllocator<T>(cfg: IpamConfig, fn: (a: Allocator) => Promise<T>): Promise<T> {
-  const store = new FileStore(cfg.dataDir, cfg.network);
+async function withAllocator<T>(cfg: IpamConfig, fn: (a: Allocator) => Promise<T>, opts: FileStoreOptions = {}): Promise<T> {
+  const store = new FileStore(cfg.dataDir, cfg.network, opts);
   try {
     return await fn(new Allocator(cfg, store));
   } finally {
@@ -55,7 +59,8 @@ export async function add(ctx: IpamContext): Promise<Result> {
   const requests = staticIPs(ctx.conf, ctx.args ?? { ignoreUnknown: false, ips: [], raw: {} }).map((s) => s.ip);
   // Read resolv.conf before reserving, so a missing file cannot leave a reservation behind.
   const result = toResult(cfg, ctx.conf.cniVersion, []);
-  const allocs = await withAllocator(cfg, (a) => a.allocate(ownerOf(ctx), requests));
+  // Failpoint "reserved": the addresses are reserved, their index not yet written.
+  const allocs = await withAllocator(cfg, (a) => a.allocate(ownerOf(ctx), requests), { beforeIndex: () => { if (ctx.env) failpoint(ctx.env, 'reserved'); } });
   result.ips = ipConfigs(allocs);
   ctx.log.debug('knit-host-local: reserved', { network: cfg.network, ips: allocs.map((x) => x.ip) });
   return result;
