@@ -51,8 +51,10 @@ export const macvlan: Plugin = {
         }
         refs.add(rec);
         undo.add(`attachment on ${refs.parent}`, () => {
-          const l = linkFind(pod, ctx.ifName);
-          if (l?.kind === 'macvlan') deleteLink(pod, l.index);
+          for (const name of [ctx.ifName, temporaryName(ctx)]) {
+            const l = linkFind(pod, name);
+            if (l?.kind === 'macvlan') deleteLink(pod, l.index);
+          }
           settle(refs, [rec], where, ctx.log);
         });
         failpoint(ctx.env, 'record');
