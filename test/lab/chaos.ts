@@ -138,8 +138,9 @@ export class Chaos {
 
   constructor(private readonly log: (line: string) => void = () => undefined) {}
 
-  async setup(): Promise<void> {
-    execFileSync(process.execPath, ['esbuild.config.mjs'], { cwd: ROOT, stdio: 'ignore' });
+  /** Builds dist/ (unless build is false: another run uses it), then the lab, etcd, knitd and the steady pods. */
+  async setup(build = true): Promise<void> {
+    if (build) execFileSync(process.execPath, ['esbuild.config.mjs'], { cwd: ROOT, stdio: 'ignore' });
     for (const f of ['knit-bridge', 'knit-macvlan', 'knit-overlay', 'knitd']) {
       if (!fs.existsSync(path.join(BIN, f))) throw new Error(`dist/bin/${f} missing: npm run build`);
     }
