@@ -100,8 +100,10 @@ export class Allocator implements IpamBackend {
   /** DEL: frees the attachment's addresses by its index; nothing to free is success. */
   async release(owner: Owner): Promise<string[]> {
     const idx = await this.store.getAttachment(owner);
-    if (!idx) return [];
-    const freed: string[] = [];
+    // An ADD killed between its reservations and its index left them without an index: DEL
+    // finds them too (from the killed process's temp files), not only GC.
+    const freed: string[] = (await this.store.releaseStray?.(owner)) ?? [];
+    if (!idx) return freed;
     for (const ip of idx.ips) if (await this.store.release(ip, owner)) freed.push(ip);
     // Addresses first, index last: a crash in between leaves an index that a repeated DEL finishes.
     await this.store.deleteAttachment(owner);

@@ -22,6 +22,8 @@ export interface FileStoreOptions {
   graceMs?: number;
   /** ...unless its writer's pid is gone and it is at least this old. */
   deadPidMinAgeMs?: number;
+  /** Test hook: runs as an index is about to be written (KNIT_FAILPOINT "reserved"). */
+  beforeIndex?: () => void;
 }
 
 const DIR_MODE = 0o700;
@@ -58,6 +60,7 @@ export class FileStore implements Store {
   readonly dir: string;
   private readonly graceMs: number;
   private readonly deadPidMinAgeMs: number;
+  private readonly beforeIndex: (() => void) | undefined;
   /** The owner temp file of this invocation, linked for every address it reserves. */
   private ownerTmp: { key: string; file: string } | null = null;
   private dirsMade = false;
@@ -67,6 +70,7 @@ export class FileStore implements Store {
     this.dir = path.join(dataDir, network);
     this.graceMs = opts.graceMs ?? 60_000;
     this.deadPidMinAgeMs = opts.deadPidMinAgeMs ?? 2_000;
+    this.beforeIndex = opts.beforeIndex;
   }
 
   private p(...parts: string[]): string {
@@ -225,6 +229,7 @@ export class FileStore implements Store {
 
   async putAttachment(owner: Owner, ips: string[]): Promise<void> {
     ips.forEach(checkIP);
+    this.beforeIndex?.();
     this.writeAtomic(this.indexFile(owner), JSON.stringify({ containerId: owner.containerId, ifName: owner.ifName, ips }) + '\n');
   }
 
@@ -293,6 +298,37 @@ export class FileStore implements Store {
       if (!this.inFlight(Number.isInteger(pid) ? pid : null, st.mtimeMs) && this.unlinkQuiet(file)) n++;
     }
     return n;
+  }
+
+  /**
+   * A killed ADD leaves its owner temp file ("cid\nifname\npid\n", linked to each address it
+   * reserved) or a half-written index in tmp/. When one names `owner`, the reservations of
+   * `owner` are looked up (the slow path, only after a kill) and freed, then those temp files
+   * removed (in this order: a DEL killed in between is finished by the next one).
+   */
+  async releaseStray(owner: Owner): Promise<string[]> {
+    checkOwner(owner);
+    const mine: string[] = [];
+    for (const name of this.listDir('tmp')) {
+      // Only a dead writer's: a live one's ADD is still running (and may be this process's).
+      if (pidAlive(Number(name.split('.')[0]))) continue;
+      const file = this.p('tmp', name);
+      const r = this.readOptional(file);
+      if (!r) continue;
+      const [cid, ifName] = r.text.split('\n');
+      let named = cid === owner.containerId && ifName === owner.ifName;
+      if (!named && r.text.startsWith('{')) {
+        try { const j = JSON.parse(r.text) as Owner; named = j.containerId === owner.containerId && j.ifName === owner.ifName; } catch { /* not an index */ }
+      }
+      if (named) mine.push(file);
+    }
+    if (!mine.length) return [];
+    const freed: string[] = [];
+    for (const r of await this.listReservations()) {
+      if (r.owner.containerId === owner.containerId && r.owner.ifName === owner.ifName && (await this.release(r.ip, owner))) freed.push(r.ip);
+    }
+    for (const f of mine) this.unlinkQuiet(f);
+    return freed;
   }
 
   private dropOwnerTmp(): void {

@@ -10,6 +10,7 @@
 // subnet's is returned.
 import { staticIPs, type CniArgs } from '../cni/args';
 import { CniError, Code } from '../cni/errors';
+import type { Env } from '../cni/env';
 import type { Logger } from '../cni/log';
 import type { Plugin } from '../cni/skel';
 import type { Attachment, NetConf, Result } from '../cni/types';
@@ -28,6 +29,8 @@ export interface IpamContext {
   log: Logger;
   /** GC: the runtime's cni.dev/valid-attachments (pkg/cni/skel.ts); absent: free nothing by list. */
   validAttachments?: Attachment[];
+  /** The request's environment (test failpoints, KNIT_FAILPOINT). */
+  env?: Env;
 }
 
 /** What a plugin gives the adapter. */
@@ -41,7 +44,7 @@ export interface IpamPluginSpec<C extends IpamConfig, B extends IpamBackend> {
    */
   configForDel(conf: NetConf, err: unknown): C;
   /** Runs fn with a backend for cfg and releases what the backend holds (files, connections). */
-  withBackend<T>(cfg: C, fn: (b: B) => Promise<T>): Promise<T>;
+  withBackend<T>(cfg: C, fn: (b: B) => Promise<T>, ctx?: IpamContext): Promise<T>;
   /** Fields every log line of the plugin carries besides the network (e.g. the node). */
   logFields?(cfg: C): Record<string, unknown>;
 }
@@ -81,7 +84,7 @@ export function ipamPlugin<C extends IpamConfig, B extends IpamBackend>(spec: Ip
     const requests = staticIPs(ctx.conf, ctx.args ?? { ignoreUnknown: false, ips: [], raw: {} }).map((s) => s.ip);
     // Read resolv.conf before reserving, so a missing file cannot leave a reservation behind.
     const result = toResult(cfg, ctx.conf.cniVersion, []);
-    const allocs = await spec.withBackend(cfg, (b) => b.allocate(owner, requests, podOf(ctx)));
+    const allocs = await spec.withBackend(cfg, (b) => b.allocate(owner, requests, podOf(ctx)), ctx);
     result.ips = ipConfigs(allocs);
     ctx.log.debug(`${spec.name}: reserved`, { ...fields(cfg), ips: allocs.map((x) => x.ip) });
     return result;

@@ -50,6 +50,11 @@ export interface Store {
   listAttachments(): Promise<AttachmentRecord[]>;
   /** Removes leftovers of crashed writers (temp files); returns how many. */
   sweepTemp(): Promise<number>;
+  /**
+   * Optional: frees what a killed ADD of `owner` reserved without writing its index (found from
+   * the temp files it left, which go too); the addresses freed, [] in the usual case.
+   */
+  releaseStray?(owner: Owner): Promise<string[]>;
 
   /** Frees per-invocation resources (temp files). Always called, even after errors. */
   close(): Promise<void>;

@@ -12,7 +12,7 @@ import { buildKnit, links, REF_CNI_DIR, reservations, reservationsOf, type KnitB
 
 const ROOT = path.resolve(__dirname, '../..');
 /** Every name accepted by KNIT_FAILPOINT on knit-macvlan's ADD path (plugins/main/macvlan, pkg/iface). */
-const FAILPOINTS = ['record', 'parent', 'macvlan', 'address', 'route', 'result'] as const;
+const FAILPOINTS = ['record', 'parent', 'rename', 'macvlan', 'address', 'route', 'result'] as const;
 const SUBNET = '10.210.0.0/24';
 
 describe('knit-macvlan integration', function () {

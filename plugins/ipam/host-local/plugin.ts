@@ -5,11 +5,16 @@ import type { NetConf } from '../../../pkg/cni/types';
 import { Allocator } from '../../../pkg/ipam/allocator';
 import { DEFAULT_DATA_DIR, IpamConfig, parseIpamConfig } from '../../../pkg/ipam/config';
 import { FileStore } from '../../../pkg/ipam/file-store';
-import { ipamPlugin } from '../../../pkg/ipam/plugin';
+import { ipamPlugin, type IpamContext } from '../../../pkg/ipam/plugin';
+import { failpoint } from '../../../pkg/iface/rollback';
 
-/** Runs fn with an allocator over this network's file store, closing the store afterwards. */
-async function withAllocator<T>(cfg: IpamConfig, fn: (a: Allocator) => Promise<T>): Promise<T> {
-  const store = new FileStore(cfg.dataDir, cfg.network);
+/**
+ * Runs fn with an allocator over this network's file store, closing the store afterwards.
+ * Failpoint "reserved" (KNIT_FAILPOINT): the addresses are reserved, their index not yet written.
+ */
+async function withAllocator<T>(cfg: IpamConfig, fn: (a: Allocator) => Promise<T>, ctx?: IpamContext): Promise<T> {
+  const env = ctx?.env;
+  const store = new FileStore(cfg.dataDir, cfg.network, env ? { beforeIndex: () => failpoint(env, 'reserved') } : {});
   try {
     return await fn(new Allocator(cfg, store));
   } finally {

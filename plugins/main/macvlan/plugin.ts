@@ -16,6 +16,7 @@ import { interfaceDrift } from '../../../pkg/iface/check';
 import { configureInterface } from '../../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../../pkg/iface/rollback';
 import { openPodNetns, openPodNetnsIfPresent } from '../../../pkg/iface/netns';
+import { hostLinkName } from '../../../pkg/iface/attachment';
 import { DEFAULT_RUN_DIR, ParentRefs, type AttachmentRecord } from '../../../pkg/iface/parent-refs';
 import { parseMacvlanConf, type MacvlanConf } from './config';
 import {
@@ -45,14 +46,16 @@ export const macvlan: Plugin = {
       checkMtu(cfg, master, 'master');
       const refs = refsFor(cfg, where.path, parentName(master.name, cfg));
       const parent = refs.locked(() => {
-        removeStale(pod, refs, rec);
+        removeStale(pod, refs, rec, ctx);
         if (linkFind(pod, ctx.ifName)) {
           throw new CniError(Code.Conflict, `CNI_IFNAME ${show(ctx.ifName)} already exists in ${ctx.netns}: pick another interface name or DEL the old attachment`);
         }
         refs.add(rec);
         undo.add(`attachment on ${refs.parent}`, () => {
-          const l = linkFind(pod, ctx.ifName);
-          if (l?.kind === 'macvlan') linkDelIfPresent(pod, l.index);
+          for (const name of [ctx.ifName, temporaryName(ctx)]) {
+            const l = linkFind(pod, name);
+            if (l?.kind === 'macvlan') linkDelIfPresent(pod, l.index);
+          }
           settle(refs, [rec], where, ctx.log);
         });
         failpoint(ctx.env, 'record');
@@ -100,7 +103,7 @@ export const macvlan: Plugin = {
     let cfg: MacvlanConf | undefined;
     try { cfg = parseMacvlanConf(ctx.conf, ctx.args, ctx.env); } catch (e) { ctx.log.warn(`DEL with an invalid config: ${(e as Error).message}; cleaning up what can be found`); }
     const id = attachmentOf(ctx);
-    if (ctx.netns) deletePodMacvlan(ctx.netns, ctx.ifName);
+    if (ctx.netns) deletePodMacvlan(ctx);
     // Every parent holding this attachment's record (found by name, so a master renamed or a
     // default route changed since ADD does not matter).
     for (const refs of ParentRefs.scan(stateBase(cfg?.runDir ?? runDirOf(ctx)))) {
@@ -214,7 +217,7 @@ export const macvlan: Plugin = {
  */
 function createMacvlan(nl: Netlink, pod: Netlink, ctx: Context, cfg: MacvlanConf, parent: Link): void {
   const inPlace = cfg.linkInContainer; // created in the pod's own namespace: no collision possible
-  const name = inPlace ? ctx.ifName : temporaryName();
+  const name = inPlace ? ctx.ifName : temporaryName(ctx);
   try {
     linkAdd(nl, {
       kind: 'macvlan', name, parent: parent.index, mode: cfg.mode,
@@ -225,6 +228,7 @@ function createMacvlan(nl: Netlink, pod: Netlink, ctx: Context, cfg: MacvlanConf
     kernelRefused(e, `cannot create macvlan ${ctx.ifName} (mode ${cfg.mode}) on ${parent.name} in ${ctx.netns}`);
   }
   if (inPlace) return;
+  failpoint(ctx.env, 'rename');
   try {
     linkSet(pod, name, { name: ctx.ifName });
   } catch (e) {
@@ -234,24 +238,33 @@ function createMacvlan(nl: Netlink, pod: Netlink, ctx: Context, cfg: MacvlanConf
   }
 }
 
-/** "kmv" + 8 hex digits: unique enough in two namespaces for the instant it exists. */
-function temporaryName(): string {
-  return `kmv${((Math.random() * 0x100000000) >>> 0).toString(16).padStart(8, '0')}`;
+/**
+ * "kmv" + 12 hex digits of the attachment (network, container, interface): free in both
+ * namespaces for the instant it exists, and a process killed before the rename leaves a link
+ * that DEL and the next ADD find by this name (an ifalias cannot be set in the creating message).
+ */
+function temporaryName(ctx: Context): string {
+  return hostLinkName({ network: ctx.conf.name, containerId: ctx.containerId, ifName: ctx.ifName }, 'kmv');
 }
 
 /** A macvlan of this very attachment left by a crashed ADD (its record is still there): remove it. */
-function removeStale(pod: Netlink, refs: ParentRefs, rec: AttachmentRecord): void {
+function removeStale(pod: Netlink, refs: ParentRefs, rec: AttachmentRecord, ctx: Context): void {
   const l = linkFind(pod, rec.ifName);
   if (l?.kind === 'macvlan' && refs.get(rec)?.netns === rec.netns) linkDelIfPresent(pod, l.index);
+  // Killed between creating it and naming it: the temporary name is this attachment's alone.
+  const t = linkFind(pod, temporaryName(ctx));
+  if (t?.kind === 'macvlan') linkDelIfPresent(pod, t.index);
 }
 
-/** DEL: the container's macvlan, if the netns and the interface are still there. */
-function deletePodMacvlan(netns: string, ifName: string): void {
-  const pod = openPodNetnsIfPresent(netns);
+/** DEL: the container's macvlan (under its name or its temporary one), if the netns and it are still there. */
+function deletePodMacvlan(ctx: Context): void {
+  const pod = openPodNetnsIfPresent(ctx.netns);
   if (!pod) return;
   try {
-    const l = linkFind(pod, ifName);
-    if (l?.kind === 'macvlan') linkDelIfPresent(pod, l.index);
+    for (const name of [ctx.ifName, temporaryName(ctx)]) {
+      const l = linkFind(pod, name);
+      if (l?.kind === 'macvlan') linkDelIfPresent(pod, l.index);
+    }
   } finally {
     pod.close();
   }
