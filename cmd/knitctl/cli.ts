@@ -1,5 +1,5 @@
-// knitctl's command line on yargs (docs/overlay.md#knitctl-yargs): the root parser, the error style
-// and the helpers each command group (commands/<group>.ts, one file per group) builds on.
+// knitctl's command line on yargs (docs/overlay.md#knitctl-yargs): the root parser and the error
+// style. Each command group is one file, commands/<group>.ts, built with common.ts's group/leaf.
 //
 // Conventions, for every command:
 // - a command's output is its handler's return value, on stdout, exit code 0;
@@ -25,8 +25,9 @@ function groups(ctx: Ctx): CommandModule[] {
 
 /** The knitctl parser for one run (yargs instances keep state: one per run). */
 export function buildCli(ctx: Ctx, argv: string[]): Argv {
-  // yargs' CommonJS factory: an `import` of 'yargs' would make esbuild bundle its ES module build,
-  // which reads import.meta.url (empty in the CommonJS bundles) at load.
+  // yargs' CommonJS build: an `import` would make esbuild bundle its ES build, whose platform shim
+  // takes its directory from import.meta.url (empty in our CommonJS bundles: it falls back to the
+  // working directory). yargs/yargs is the factory (yargs' default export is a process-wide instance).
   const yargs = require('yargs/yargs') as typeof import('yargs/yargs');
   const y = yargs(argv) as unknown as Argv;
   let suggestion: string | null = null;
