@@ -59,9 +59,14 @@ export function buildCli(ctx: Ctx, argv: string[]): Argv {
     .version(false)
     .wrap(Math.min(110, process.stdout.columns || 110))
     .epilogue("Run 'knitctl <command> --help' for a command's flags.")
-    // A flag given with an empty value (--network=) is as wrong as one without.
+    // A flag given with an empty value (--network=) is as wrong as one without; a switch takes
+    // none (--json=x; yargs reads --json=false as false).
     .check((a) => {
       for (const [k, v] of Object.entries(a)) if (v === '' && k !== '$0' && argv.some((x) => x === `--${k}` || x.startsWith(`--${k}=`))) throw new UsageError(`--${k} needs a value`);
+      for (const x of argv) {
+        const m = /^--([^=]+)=(.*)$/.exec(x);
+        if (m && typeof a[m[1]!] === 'boolean' && m[2] !== 'true' && m[2] !== 'false') throw new UsageError(`--${m[1]} takes no value`);
+      }
       return true;
     })
     .fail((msg, err, usage) => {

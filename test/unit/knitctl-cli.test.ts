@@ -100,6 +100,7 @@ describe('knitctl: errors', () => {
     await usageError(['peers', '--run-dir', '/tmp'], 'unknown flag --run-dir', 'knitctl peers --help');
     await usageError(['ipam', 'ls', '--network'], '--network needs a value', 'knitctl ipam ls --help');
     await usageError(['ipam', 'ls', '--network='], '--network needs a value', 'knitctl ipam ls --help');
+    await usageError(['ipam', 'ls', '--json=x'], '--json takes no value', 'knitctl ipam ls --help');
     await usageError(['node', 'rm'], 'missing argument (usage: knitctl node rm <name>)', 'knitctl node rm --help');
     await usageError(['node', 'rm', 'a', 'b'], 'unexpected argument "b" (usage: knitctl node rm <name>)', 'knitctl node rm --help');
     await usageError(['peers', 'extra'], 'unexpected argument "extra" (usage: knitctl peers)', 'knitctl peers --help');
