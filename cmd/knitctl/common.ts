@@ -1,5 +1,6 @@
-// What every knitctl command group shares: how a command is defined (leaf, group), the usage-error class, the etcd flags (global: accepted
-// before or after the command words) and the etcd connection built from them, and tables.
+// What every knitctl command group shares: how a command is defined (group, leaf), the usage-error
+// class, the etcd flags (global: accepted before or after the command words) and the etcd
+// connection built from them, the pod network's datastore, and tables.
 import type { Argv, CommandModule, Options, PositionalOptions } from 'yargs';
 import { EtcdDatastore } from '../../pkg/datastore/etcd-overlay';
 import { parseEtcdConn, type EtcdConnConfig } from '../../pkg/ipam/etcd-config';
