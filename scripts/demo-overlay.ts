@@ -27,7 +27,7 @@ export async function overlayDemo(): Promise<void> {
       (await lab.exec(hosts[0]!, join(BIN, 'knitctl'), ['--etcd-endpoints', ep, ...args, ...(runDir ? ['--run-dir', runDir] : [])], { env: { NODE_EXTRA_CA_CERTS: undefined } })).stdout;
     const net = join(tmp, 'network.json');
     writeFileSync(net, JSON.stringify({ network: '10.216.0.0/16', subnetLen: 24, backend: { type: 'vxlan', vni: 1 } }));
-    console.log(indent(await ctl(['network', 'set', net])));
+    console.log(indent(await ctl(['pod-network', 'set', net])));
     const runDirs = hosts.map((h) => join(tmp, h.name, 'run'));
     for (const [i, h] of hosts.entries()) {
       const p = spawn('ip', ['netns', 'exec', h.name, join(BIN, 'knitd'), '--cni-socket-dir', join(tmp, h.name, 'cni'), '--etcd-endpoints', ep,

@@ -116,7 +116,7 @@ export class OverlayAgent {
     for (let warned = false; ; ) {
       const raw = await this.o.store.getNetworkConfig().catch((e) => { this.fail('reading the network config', e); return null; });
       if (raw !== null) return parseNetworkConfig(raw);
-      if (!warned) { this.log.warn('no network config in the datastore yet (knitctl network set FILE); waiting'); warned = true; }
+      if (!warned) { this.log.warn('no network config in the datastore yet (knitctl pod-network set FILE); waiting'); warned = true; }
       await sleep(2000);
       if (this.stopped) throw new Error('stopped');
     }

@@ -124,17 +124,21 @@ describe('knitd overlay agent with etcd', function () {
     if (this.currentTest?.state === 'failed') for (const n of nodes) console.log(`--- knitd ${n.name} log\n${n.log.join('').split('\n').slice(-30).join('\n')}`);
   });
 
-  it('knitctl validates and stores the network config', async () => {
+  it('knitctl pod-network validates and stores the network config', async () => {
     const bad = path.join(tmp, 'bad.json');
     fs.writeFileSync(bad, JSON.stringify({ network: '10.216.0.0/16', subnetLen: 8 }));
-    const r = await lab.exec(nodes[0]!.host, knit.bin('knitctl'), ['--etcd-endpoints', endpoint, 'network', 'set', bad], { allowFail: true });
+    const r = await lab.exec(nodes[0]!.host, knit.bin('knitctl'), ['--etcd-endpoints', endpoint, 'pod-network', 'set', bad], { allowFail: true });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /subnetLen 8/);
     const file = path.join(tmp, 'network.json');
     fs.writeFileSync(file, JSON.stringify({ network: '10.216.0.0/16', subnetLen: 24, backend: { type: 'vxlan', vni: 1 } }));
-    await ctl(nodes[0]!, ['network', 'set', file]);
-    const got = JSON.parse(await ctl(nodes[0]!, ['network', 'get']));
+    await ctl(nodes[0]!, ['pod-network', 'set', file]);
+    const got = JSON.parse(await ctl(nodes[0]!, ['pod-network', 'get']));
     assert.deepEqual(got, { network: '10.216.0.0/16', subnetLen: 24, backend: { type: 'vxlan', vni: 1, port: 4789 } });
+    // The former name still works, with one warning line.
+    const old = await lab.exec(nodes[0]!.host, knit.bin('knitctl'), ['--etcd-endpoints', endpoint, 'network', 'get'], { env: { NODE_EXTRA_CA_CERTS: undefined } });
+    assert.deepEqual(JSON.parse(old.stdout), got);
+    assert.equal(old.stderr, "knitctl: 'knitctl network get' is deprecated: use 'knitctl pod-network get' ('network' is for named networks)\n");
   });
 
   it('before knitd writes a lease, knit-overlay answers code 11', async () => {

@@ -1,11 +1,10 @@
-// knit-etcd-ipam config and the pieces that need no etcd: key layout, release transactions,
-// knitctl argument parsing and tables.
+// knit-etcd-ipam config and the pieces that need no etcd: key layout, release transactions
+// (knitctl's arguments: knitctl-cli.test.ts).
 import assert from 'node:assert/strict';
 import { CniError } from '../../pkg/cni/errors';
 import { prefixEnd } from '../../pkg/etcd';
 import { EtcdKeys, releaseOps } from '../../pkg/ipam/etcd-allocator';
 import { parseEtcdIpamConfig } from '../../pkg/ipam/etcd-config';
-import { etcdConfFromArgs, parseArgs, table } from '../../cmd/knitctl/main';
 
 const conf = (ipam: object): any => ({ name: 'n', ipam: { type: 'knit-etcd-ipam', etcd: { endpoints: ['http://127.0.0.1:2379'] }, ranges: [[{ subnet: '10.1.0.0/16' }]], ...ipam } });
 
@@ -57,23 +56,5 @@ describe('knit-etcd-ipam config', () => {
       assert.deepEqual(x.txn.success.map((o: any) => String(o.del.key)), ['/knit/ipam/net/blocks/4/0a010040', '/knit/ipam/net/nodes/n1/4/0a010040']);
       assert.equal(x.txn.compare.at(-1).result, 'GREATER', 'another block of the node');
     }
-  });
-});
-
-describe('knitctl arguments', () => {
-  it('parses flags with = or a separate value and builds the etcd config', () => {
-    const a = parseArgs(['ipam', 'ls', '--network=n', '--etcd-endpoints', 'https://a:1,https://b:2', '--etcd-cafile', '/ca', '--etcd-certfile', '/c', '--etcd-keyfile', '/k', '--json']);
-    assert.deepEqual(a.words, ['ipam', 'ls']);
-    assert.ok(a.bools.has('json'));
-    const e = etcdConfFromArgs(a, {});
-    assert.deepEqual(e.endpoints, ['https://a:1', 'https://b:2']);
-    assert.deepEqual(e.tls, { ca: '/ca', cert: '/c', key: '/k' });
-    assert.equal(etcdConfFromArgs(parseArgs(['--etcd-username', 'u']), { KNIT_ETCD_PASSWORD: 'pw' }).password, 'pw');
-    assert.throws(() => parseArgs(['--nope']), /unknown flag --nope/);
-    assert.throws(() => etcdConfFromArgs(parseArgs(['--etcd-endpoints', 'ftp://x']), {}), /--etcd-endpoints/);
-  });
-
-  it('tables align columns', () => {
-    assert.equal(table(['A', 'BB'], [['xxx', 'y']]), 'A    BB\nxxx  y');
   });
 });
