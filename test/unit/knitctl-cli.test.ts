@@ -23,13 +23,13 @@ describe('knitctl: help', () => {
     const r = await knitctl('--help');
     assert.equal(r.code, 0);
     assert.equal(r.err, '');
-    for (const c of ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'completion']) {
+    for (const c of ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'completion']) {
       assert.match(r.out, new RegExp(`^  knitctl ${c} `, 'm'), c);
     }
     assert.match(r.out, /^etcd flags:$/m);
     assert.match(r.out, /^Flags:\n  -h, --help +show help/m);
     for (const f of ['endpoints', 'prefix', 'cafile', 'certfile', 'keyfile', 'username', 'password', 'timeout']) assert.match(r.out, new RegExp(`--etcd-${f} `));
-    assert.doesNotMatch(r.out, /knitctl network/, 'network set/get are hidden');
+    assert.doesNotMatch(r.out, /knitctl network (set|get)/, 'network set/get are hidden');
     assert.deepEqual(await knitctl('-h'), r);
   });
 
@@ -76,7 +76,7 @@ describe('knitctl: help', () => {
     assert.match(script.out, /knitctl --get-yargs-completions/);
     assert.match(script.out, /complete -o bashdefault -o default -F _knitctl_yargs_completions knitctl/);
     const words = async (...argv: string[]): Promise<string[]> => (await knitctl('--get-yargs-completions', 'knitctl', ...argv)).out.trim().split('\n');
-    assert.deepEqual(await words(''), ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'completion']);
+    assert.deepEqual(await words(''), ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'completion']);
     assert.deepEqual(await words('ipam', ''), ['ls', 'gc']);
     assert.ok((await words('ipam', 'gc', '--')).includes('--pods'));
   });
@@ -88,7 +88,8 @@ describe('knitctl: errors', () => {
     await usageError(['ipam', 'lss'], 'unknown command "lss": did you mean "ls"?', 'knitctl ipam --help');
     await usageError(['pod-netwrk', 'get'], 'unknown command "pod-netwrk": did you mean "pod-network"?', 'knitctl --help');
     await usageError(['node', 'remove', 'n1'], 'unknown command "remove"', 'knitctl node --help');
-    await usageError(['netwrk', 'get'], 'unknown command "netwrk"', 'knitctl --help');
+    await usageError(['netwrk', 'ls'], 'unknown command "netwrk": did you mean "network"?', 'knitctl --help');
+    await usageError(['network', 'st'], 'unknown command "st"', 'knitctl network --help');
   });
 
   it('unknown flags (flags are per command), missing values and arguments: exit code 2, one style', async () => {
@@ -171,9 +172,15 @@ describe('knitctl: pod-network and the deprecated network set/get', () => {
     assert.ok(missing.err.startsWith(WARN('set') + 'knitctl: missing argument (usage: knitctl network set <file>)\n'), missing.err);
   });
 
-  it('the network group itself is hidden and holds no other verb yet', async () => {
-    await usageError(['network'], "missing command after 'network'", 'knitctl --help');
-    await usageError(['network', 'ls'], 'unknown command "ls"', 'knitctl --help');
+  it('the network group shows Docker\'s verbs and hides set/get; create checks its flags before etcd', async () => {
+    const h = await knitctl('network', '--help');
+    assert.equal(h.code, 0);
+    for (const v of ['create <name>', 'ls', 'inspect <names..>', 'rm <names..>']) assert.match(h.out, new RegExp(`knitctl network ${v.replace(/[.<>]/g, '\\$&')} `), v);
+    assert.doesNotMatch(h.out, /network (set|get)/);
+    await usageError(['network', 'create'], 'missing argument (usage: knitctl network create <name>)', 'knitctl network create --help');
+    await usageError(['network', 'create', '-d', 'ipvlan', 'n'], 'invalid --driver "ipvlan": one of overlay, bridge, macvlan', 'knitctl network create --help');
+    await usageError(['network', 'create', 'host'], 'invalid network name "host": a name other than bridge, host, none, default, podman (reserved by runtimes)', 'knitctl network create --help');
+    await usageError(['network', 'create', '--subnet'], '--subnet needs a value', 'knitctl network create --help');
   });
 });
 
