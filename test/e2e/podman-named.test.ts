@@ -7,14 +7,17 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, type Switch } from '../lab/lab';
+import { Lab, run as labRun, type Switch } from '../lab/lab';
 import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
 import { EtcdCluster, haveEtcd } from '../lab/etcd';
-import { buildNetwork, type Network } from '../../pkg/network/spec';
 import { conflistFile } from '../../pkg/network/conflist';
 import { PodmanHost, podmanMissing } from './podman';
 
 const PREFIX = '/knpm';
+
+/** A command inside a lab netns, its exit code kept. */
+const run0 = (ns: string, file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+  labRun('ip', ['netns', 'exec', ns, file, ...args], { allowFail: true, env: { NODE_EXTRA_CA_CERTS: undefined } });
 
 describe('podman e2e: named overlay networks across two hosts', function () {
   this.timeout(300_000);
@@ -25,13 +28,13 @@ describe('podman e2e: named overlay networks across two hosts', function () {
   const hosts: PodmanHost[] = [];
   const knitds: ChildProcess[] = [];
   const logs: string[][] = [[], []];
-  const nets: Network[] = [];
+  const nets: Array<{ name: string }> = [];
   const name = (s: string): string => `${labs.net.prefix}-${s}`;
 
   before(async function () {
     const missing = podmanMissing() ?? (haveEtcd() ? null : 'needs /usr/bin/etcd (scripts/bootstrap installs etcd-server)');
     if (missing) { console.log(`      skipped: podman named-network e2e ${missing}`); this.skip(); }
-    knit = await buildKnit(['knitd', 'knit-l2overlay', 'knit-bridge', 'knit-etcd-ipam']);
+    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge', 'knit-etcd-ipam']);
     sw = await labs.net.switch();
     const etcdHost = await labs.net.host('etcd', sw, { address: '192.168.71.100/24' });
     etcd = await EtcdCluster.start({ netns: etcdHost, host: '192.168.71.100' });
@@ -48,13 +51,11 @@ describe('podman e2e: named overlay networks across two hosts', function () {
     for (const [i, h] of hosts.entries()) {
       await eventually(() => fs.existsSync(path.join(h.dir, 'knit-run', 'networks', 'node.json')), 30_000, `knitd on ph${i + 1} (log: ${logs[i]!.join('')})`);
     }
-    for (const req of [
-      { name: name('app'), driver: 'overlay', subnets: ['10.234.0.0/24'] },
-      { name: name('other'), driver: 'overlay', subnets: ['10.235.0.0/24'] },
-    ]) {
-      const n = buildNetwork(req, nets, new Date(), 'b'.repeat(64));
-      etcd.ctl(['put', `${PREFIX}/networks/${n.name}`, JSON.stringify(n)]);
-      nets.push(n);
+    // knitctl network create on one host, as an admin would, Docker's flags.
+    for (const [net, subnet] of [['app', '10.234.0.0/24'], ['other', '10.235.0.0/24']] as const) {
+      const r = await run0(hosts[0]!.ns.name, knit.bin('knitctl'), ['--etcd-endpoints', etcd.endpoints[0]!, '--etcd-prefix', PREFIX, 'network', 'create', '-d', 'overlay', '--subnet', subnet, name(net)]);
+      assert.equal(r.code, 0, r.stderr);
+      nets.push({ name: name(net) });
     }
     for (const h of hosts) for (const n of nets) await eventually(() => fs.existsSync(path.join(h.netDir, conflistFile(n.name))), 10_000, `conflist of ${n.name}`);
   });

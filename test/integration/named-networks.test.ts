@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
 import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
-import { buildNetwork, type CreateRequest, type Network } from '../../pkg/network/spec';
+import type { CreateRequest, Network } from '../../pkg/network/spec';
 import { conflistFile } from '../../pkg/network/conflist';
 
 interface Node { name: string; host: Host; runDir: string; stateDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
@@ -54,16 +54,28 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     await done;
   }
 
-  /** Stores a network as knitctl network create does (validated against those that exist). */
-  function createNetwork(req: CreateRequest): Network {
-    const net = buildNetwork(req, created, new Date(), `${req.name.padEnd(8, '0')}${'0'.repeat(56)}`.replace(/[^0-9a-f]/g, 'a'));
-    etcd.ctl(['put', `${PREFIX}/networks/${net.name}`, JSON.stringify(net)]);
-    created.push(net);
+  async function knitctl(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    return lab.exec(nodes[0]!.host, knit.bin('knitctl'), ['--etcd-endpoints', endpoint, '--etcd-prefix', PREFIX, ...args], { allowFail: true, env: { NODE_EXTRA_CA_CERTS: undefined } });
+  }
+
+  /** knitctl network create with Docker's flags, run on h1; the networks as knitctl lists them after. */
+  async function createNetwork(req: CreateRequest): Promise<Network> {
+    const flags = [
+      ...(req.driver ? ['-d', req.driver] : []), ...(req.subnets ?? []).flatMap((x) => ['--subnet', x]), ...(req.gateways ?? []).flatMap((x) => ['--gateway', x]),
+      ...(req.ipRanges ?? []).flatMap((x) => ['--ip-range', x]), ...(req.auxAddresses ?? []).flatMap((x) => ['--aux-address', x]), ...(req.opts ?? []).flatMap((x) => ['-o', x]),
+    ];
+    const r = await knitctl('network', 'create', ...flags, req.name);
+    assert.equal(r.code, 0, `knitctl network create ${req.name}: ${r.stderr}`);
+    const ls = await knitctl('network', 'ls', '--json');
+    created.splice(0, created.length, ...(JSON.parse(ls.stdout) as Network[]));
+    const net = created.find((n) => n.name === req.name)!;
+    assert.equal(r.stdout.trim(), net.id, 'create prints the network ID');
     return net;
   }
 
-  function removeNetwork(name: string): void {
-    etcd.ctl(['del', `${PREFIX}/networks/${name}`]);
+  async function removeNetwork(name: string): Promise<void> {
+    const r = await knitctl('network', 'rm', name);
+    assert.equal(r.code, 0, `knitctl network rm ${name}: ${r.stderr}`);
     created.splice(created.findIndex((n) => n.name === name), 1);
   }
 
@@ -94,7 +106,7 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
   before(async function () {
     requireRoot(this);
     requireEtcd(this);
-    knit = await buildKnit(['knitd', 'knit-l2overlay', 'knit-bridge', 'knit-macvlan', 'knit-etcd-ipam']);
+    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge', 'knit-macvlan', 'knit-etcd-ipam']);
     lab = new Lab();
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-named-'));
     sw = await lab.switch();
@@ -120,7 +132,7 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
   const pods: Record<string, { ns: Netns; ip: string }> = {};
 
   it('a network created once appears on every node: conflist named after it, bridge and VXLAN device', async () => {
-    const net = createNetwork({
+    const net = await createNetwork({
       name: 'app', driver: 'overlay', subnets: ['10.231.0.0/16', '10.232.0.0/16'], gateways: ['10.231.0.100', '10.232.0.100'],
       ipRanges: ['10.231.1.0/24'], auxAddresses: ['my-router=10.231.1.5', 'my-switch=10.231.1.16'],
     });
@@ -163,10 +175,18 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     assert.ok(await lab.ping(pods.a2!.ns, '10.231.0.100', 1), 'the gateway answers on every node');
     const [l] = await lab.ipJson(pods.a1!.ns, ['link', 'show', 'eth0']);
     assert.equal(l.mtu, 1450);
+    // inspect shows every container on every node, Docker's shape; rm is refused while they are attached.
+    const ins = JSON.parse((await knitctl('network', 'inspect', 'app')).stdout)[0];
+    assert.deepEqual(Object.values(ins.Containers).map((c: any) => `${c.Name}@${c.Host} ${c.IPv4Address.split('/')[0]}`).sort(),
+      [`a1@h1 ${pods.a1!.ip}`, `a2@h2 ${pods.a2!.ip}`, `a3@h1 ${pods.a3!.ip}`].sort());
+    assert.deepEqual(ins.Peers.map((p: any) => p.Name), ['h1', 'h2']);
+    const rm = await knitctl('network', 'rm', 'app');
+    assert.equal(rm.code, 1);
+    assert.match(rm.stderr, /network app has 3 containers attached \(/);
   });
 
   it('a second network is its own L2 segment; a container on both reaches the members of each', async () => {
-    const b = createNetwork({ name: 'db', driver: 'overlay', subnets: ['10.233.0.0/24'] });
+    const b = await createNetwork({ name: 'db', driver: 'overlay', subnets: ['10.233.0.0/24'] });
     for (const n of nodes) await eventually(() => fs.existsSync(conflistPath(n, 'db')), 5000, `${n.name} conflist db`);
     await eventually(async () => (await lab.ipJson(nodes[1]!.host, ['link', 'show', `knb${b.options.vni}`]).catch(() => [])).length === 1, 5000, 'db bridge');
     const b1 = await lab.pod('b1');
@@ -198,9 +218,9 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
   });
 
   it('the bridge and macvlan drivers render conflists that work: knit-bridge and knit-macvlan with cluster-wide addresses', async () => {
-    createNetwork({ name: 'local', driver: 'bridge', subnets: ['10.236.0.0/24'] });
+    await createNetwork({ name: 'local', driver: 'bridge', subnets: ['10.236.0.0/24'] });
     // A macvlan network on the underlay itself: its containers sit beside the hosts on the switch.
-    createNetwork({ name: 'pub', driver: 'macvlan', subnets: ['192.168.70.0/24'], gateways: ['192.168.70.254'], ipRanges: ['192.168.70.128/26'], opts: ['parent=eth0'] });
+    await createNetwork({ name: 'pub', driver: 'macvlan', subnets: ['192.168.70.0/24'], gateways: ['192.168.70.254'], ipRanges: ['192.168.70.128/26'], opts: ['parent=eth0'] });
     for (const n of nodes) for (const net of ['local', 'pub']) await eventually(() => fs.existsSync(conflistPath(n, net)), 5000, `${n.name} conflist ${net}`);
     const cl = conflist(nodes[0]!, 'local');
     assert.equal(cl.plugins[0].type, 'knit-bridge');
@@ -220,8 +240,8 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
       assert.equal(del.code, 0, `DEL ${id}: ${del.stdout}`);
     }
     assert.notEqual(ipL1, ipL2);
-    removeNetwork('local');
-    removeNetwork('pub');
+    await removeNetwork('local');
+    await removeNetwork('pub');
   });
 
   it('DEL removes the endpoint: the other node drops its FDB and neighbour entries; DEL again is fine', async () => {
@@ -248,7 +268,7 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     const db = created.find((n) => n.name === 'db')!;
     assert.equal((await plugin(nodes[1]!, 'db', 'DEL', 'b1', pods.b1!.ns)).code, 0);
     await stopKnitd(nodes[0]!);
-    removeNetwork('db');
+    await removeNetwork('db');
     await eventually(() => !fs.existsSync(conflistPath(nodes[1]!, 'db')), 5000, 'h2 removes db');
     assert.ok(fs.existsSync(conflistPath(nodes[0]!, 'db')), 'h1 was down');
     startKnitd(nodes[0]!);

@@ -180,7 +180,7 @@ describe('knitctl: pod-network and the deprecated network set/get', () => {
     await usageError(['network', 'create'], 'missing argument (usage: knitctl network create <name>)', 'knitctl network create --help');
     await usageError(['network', 'create', '-d', 'ipvlan', 'n'], 'invalid --driver "ipvlan": one of overlay, bridge, macvlan', 'knitctl network create --help');
     await usageError(['network', 'create', 'host'], 'invalid network name "host": a name other than bridge, host, none, default, podman (reserved by runtimes)', 'knitctl network create --help');
-    await usageError(['network', 'create', '--subnet'], '--subnet needs a value', 'knitctl network create --help');
+    await usageError(['network', 'create', 'n', '--subnet'], '--subnet needs a value', 'knitctl network create --help');
   });
 });
 
