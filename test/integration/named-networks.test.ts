@@ -255,13 +255,40 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     assert.equal((await plugin(nodes[1]!, 'app', 'DEL', 'c', (await lab.pod('c-gone')))).code, 0);
   });
 
-  it('knitd restarted converges: entries removed while it was down are gone, missing ones come back', async () => {
+  it('knitd restarted mid-way: pings keep flowing, entries removed while it was down are gone, missing ones come back', async () => {
     const vni = created.find((n) => n.name === 'app')!.options.vni!;
+    const a4 = await lab.pod('a4');
+    const ipA4 = await add(nodes[1]!, 'app', 'a4', a4);
+    await eventually(async () => (await fdbOf(nodes[0]!, `knv${vni}`)).length === 1, 5000, 'h1 learns a4');
+    // 30 pings at 0.1 s across the restart of h1's knitd: the kernel keeps the datapath meanwhile.
+    const flow = lab.exec(pods.a1!.ns, 'ping', ['-c', '30', '-i', '0.1', '-W', '1', ipA4], { allowFail: true, timeoutMs: 30_000 });
     await stopKnitd(nodes[0]!);
     await lab.exec(nodes[0]!.host, 'bridge', ['fdb', 'add', '02:00:00:00:00:99', 'dev', `knv${vni}`, 'dst', '192.168.70.99', 'self', 'permanent']);
     startKnitd(nodes[0]!);
+    const r = await flow;
+    assert.match(r.stdout, / 0% packet loss/, `pings across the restart: ${r.stdout.split('\n').slice(-3).join(' ')}`);
     await eventually(async () => !(await fdbOf(nodes[0]!, `knv${vni}`)).some((f) => f.startsWith('02:00:00:00:00:99')), 10_000, 'stale entry removed');
-    assert.ok(await lab.ping(pods.a1!.ns, '10.231.0.100', 1));
+    assert.equal((await fdbOf(nodes[0]!, `knv${vni}`)).length, 1, 'a4\'s entry kept');
+    assert.ok(await lab.ping(pods.a1!.ns, ipA4, 1));
+    assert.equal((await plugin(nodes[1]!, 'app', 'DEL', 'a4', a4)).code, 0);
+  });
+
+  it('a failed ADD (its endpoint cannot be recorded) leaves no record, link or address', async () => {
+    // A node file naming a lease etcd does not have: the record's put fails after the attachment was made.
+    const runDir = path.join(tmp, 'bad-run');
+    const good = JSON.parse(fs.readFileSync(path.join(nodes[0]!.runDir, 'networks', 'node.json'), 'utf8'));
+    fs.mkdirSync(path.join(runDir, 'networks'), { recursive: true });
+    fs.writeFileSync(path.join(runDir, 'networks', 'node.json'), JSON.stringify({ ...good, lease: '7777777' }));
+    const pod = await lab.pod('failed');
+    const r = await plugin(nodes[0]!, 'app', 'ADD', 'failed1', pod, 'eth0', { runDir });
+    assert.equal(r.code, 1, r.stdout);
+    assert.equal(r.json?.code, 11, r.stdout);
+    assert.match(r.json.msg, /endpoint records/);
+    const ins = JSON.parse((await knitctl('network', 'inspect', 'app')).stdout)[0];
+    assert.ok(!Object.values(ins.Containers).some((c: any) => c.Name === 'failed1'), 'no endpoint record');
+    assert.deepEqual((await lab.ipJson(pod, ['link', 'show'])).map((l: any) => l.ifname), ['lo'], 'no interface in the pod');
+    assert.deepEqual([...etcd.dump(`${PREFIX}/ipam/app/attach/`).keys()].filter((k) => k.includes('failed1')), [], 'no address held by failed1');
+    assert.ok(etcd.dump(`${PREFIX}/ipam/app/attach/`).size > 0, 'the oracle sees the other containers\' addresses');
   });
 
   it('a network removed while a node is down disappears from it when it comes back; rm leaves nothing on any node', async () => {
