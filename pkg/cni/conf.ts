@@ -26,7 +26,8 @@ export function decodeJson(data: Buffer | string, what = 'network config on stdi
   try {
     return JSON.parse(text);
   } catch (e) {
-    const off = jsonErrorOffset(text);
+    // The offset scan recurses per nesting level: skipped for text nested deeper than any config.
+    const off = jsonDepth(text) > MAX_NESTING ? -1 : jsonErrorOffset(text);
     const pre = text.slice(0, Math.max(off, 0));
     const line = pre.split('\n').length;
     const col = off - pre.lastIndexOf('\n');
@@ -88,9 +89,38 @@ export function jsonErrorOffset(s: string): number {
   }
 }
 
-/** Decodes stdin into an object (code 6 for non-JSON or a non-object document). */
+/**
+ * How deep a network config may nest. JSON.parse copes with any depth, but a config nested
+ * deeper than the call stack (~10^4 levels) breaks everything that walks it later
+ * (JSON.stringify for a delegate, the log): refused at decode, code 6, like Go's decoder
+ * (which stops at 10000).
+ */
+export const MAX_NESTING = 1000;
+
+/** Nesting depth of JSON text (brackets outside strings), stopping once past `limit`. */
+export function jsonDepth(text: string, limit = MAX_NESTING): number {
+  let depth = 0, max = 0, inStr = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inStr) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inStr = false;
+    } else if (c === 0x22) inStr = true;
+    else if (c === 0x7b || c === 0x5b) { if (++depth > max) { max = depth; if (max > limit) return max; } }
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
+}
+
+/** Decodes stdin into an object (code 6 for non-JSON, a non-object document, or one nested too deep). */
 export function decodeConfObject(stdin: Buffer | string): Obj {
   const raw = decodeJson(stdin);
+  if (isObj(raw)) {
+    const text = typeof stdin === 'string' ? stdin : stdin.toString('utf8');
+    if (jsonDepth(text) > MAX_NESTING) {
+      throw new CniError(Code.DecodeFailure, `failed to decode network config on stdin: nested more than ${MAX_NESTING} levels deep; a network config is a shallow JSON object`);
+    }
+  }
   if (!isObj(raw)) {
     throw new CniError(Code.DecodeFailure, `failed to decode network config on stdin: got ${kind(raw)}, a JSON object is expected`);
   }
