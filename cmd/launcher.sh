@@ -10,6 +10,8 @@
 # - Any other verb goes to knitd through the C client when the agent's socket directory exists
 #   (no Node start at all); without an agent for this netns the client execs the Node path.
 unset NODE_EXTRA_CA_CERTS
+# knit_len TEXT sets l to its length in bytes (bash counts characters unless LC_ALL=C).
+knit_len() { local LC_ALL=C; l=${#1}; }
 # knit_version TEXT sets v to the VERSION answer's cniVersion for TEXT (printable ASCII, tab
 # and newline only, no backslash) when it is blank or {"cniVersion":"X"} with whitespace
 # between tokens; leaves v empty when only the Node path can answer. A function, so `set --`
@@ -31,60 +33,52 @@ knit_version() {
   case $4 in @SUPPORTED_ALT@) v=$4 ;; *) v=@LATEST@ ;; esac
 }
 if [ "$CNI_COMMAND" = VERSION ]; then
-  # Answered here only for an empty stdin (or a terminal) and for the one form runtimes send,
+  # Answered here only for an empty stdin (or a terminal), for the one form runtimes send,
   # {"cniVersion":"X"} (whitespace between tokens allowed) in printable ASCII without a
-  # backslash: the answer is exactly the Node path's (X when supported, else the latest).
-  # Anything else (other keys, escapes, NULs, other bytes, over 4096 bytes, a failed read)
-  # goes to the Node path with stdin byte for byte. stdin is read once, by one dd into a
-  # private file (a pipe cannot be peeked, a shell variable cannot hold NUL), and dd's byte
-  # count exposes any byte `read` drops. Linear: at most 4097 bytes are looked at here.
+  # backslash, and for a stdin holding a NUL byte (code 6): exactly the Node path's answers.
+  # Anything else (other keys, escapes, other bytes, over 4096 bytes, a failed read) goes to
+  # the Node path with stdin byte for byte. One dd reads at most 4097 bytes (a pipe cannot be
+  # peeked) and reports how many: the shell keeps every byte but NUL, so a shorter capture
+  # means a NUL. Linear: nothing past those bytes is looked at here.
   if [ -t 0 ]; then
     printf '{"cniVersion":"%s","supportedVersions":[@SUPPORTED_JSON@]}' @LATEST@
     exit 0
   fi
-  f=${TMPDIR:-/tmp}/.knit-version.$$
-  # dd and rm are found even when the runtime passes no PATH (the Node path needs none either).
-  P=${PATH:+$PATH:}/usr/bin:/bin
-  set -C
-  # `true`, not `:`: a failed redirection of a special builtin would end the shell.
-  if ! { true >"$f"; } 2>/dev/null; then set +C; exec "${KNIT_NODE:-node}" "$0" "$@"; fi
-  set +C
-  n=$(PATH=$P LC_ALL=C exec dd bs=4097 count=1 iflag=fullblock of="$f" 2>&1)
+  # dd is found even when the runtime passes no PATH (the Node path needs none either).
+  n=$(PATH=${PATH:+$PATH:}/usr/bin:/bin LC_ALL=C exec dd bs=4097 count=1 iflag=fullblock 2>&1)
+  # n is the bytes read, then dd's report: "I+P records in", "O+Q records out", "B bytes ...".
   b=${n##*"
 "}
   b=${b%% *}
+  s=${n%[0-9]*+[0-9]*" records in
+"*"
+"*}
   v=
-  case $b in
-    '' | *[!0-9]*) PATH=$P rm -f "$f"; exec "${KNIT_NODE:-node}" "$0" "$@" ;; # dd could not read: Node will
-    4097) ;;
-    *)
-      s= l=
-      while IFS= read -r l; do s="$s$l
-"; done <"$f"
-      s="$s$l"
-      if [ "${#s}" = "$b" ]; then
-        w='	
+  case $b in '' | *[!0-9]*) exec "${KNIT_NODE:-node}" "$0" "$@" ;; esac # dd could not read: the Node path will
+  knit_len "$s"
+  if [ "$l" != "$b" ]; then
+    printf '{"cniVersion":"%s","code":6,"msg":"%s"}' @LATEST@ 'failed to decode VERSION request on stdin: it holds a NUL byte, which JSON text never does'
+    exit 1
+  fi
+  if [ "$b" != 4097 ]; then
+    w='	
 '
-        case $s in
-          *[!\ -~"$w"]* | *\\*) ;; # a byte but printable ASCII, tab, newline; or an escape
-          *) knit_version "$s" ;;
-        esac
-      fi
-      ;;
-  esac
+    case $s in
+      *[!\ -~"$w"]* | *\\*) ;; # a byte but printable ASCII, tab, newline; or an escape
+      *) knit_version "$s" ;;
+    esac
+  fi
   if [ -n "$v" ]; then
-    PATH=$P rm -f "$f"
     printf '{"cniVersion":"%s","supportedVersions":[@SUPPORTED_JSON@]}' "$v"
     exit 0
   fi
   # The Node path gets stdin as it came: the bytes read so far, then whatever follows.
-  exec 3<"$f"
-  PATH=$P rm -f "$f"
   if [ "$b" = 4097 ]; then
-    { PATH=$P cat <&3; PATH=$P exec cat; } | "${KNIT_NODE:-node}" "$0" "$@" 3<&-
-    exit $?
+    { printf %s "$s"; PATH=${PATH:+$PATH:}/usr/bin:/bin exec cat; } | "${KNIT_NODE:-node}" "$0" "$@"
+  else
+    printf %s "$s" | "${KNIT_NODE:-node}" "$0" "$@"
   fi
-  exec "${KNIT_NODE:-node}" "$0" "$@" <&3 3<&-
+  exit $?
 fi
 if [ -n "$CNI_COMMAND" ] && [ -d "${KNIT_CNI_SOCKET_DIR:-/run/knit/cni}" ]; then
   # A node agent may serve this network namespace: knit-client (lib/ beside the real bin/ of

@@ -308,9 +308,15 @@ export function validAttachments(v: unknown): Attachment[] {
 
 /**
  * The cniVersion a VERSION request asks about, reading no more than needed: undefined when stdin
- * is empty or has no string cniVersion. Non-JSON is code 6 like any other verb.
+ * is empty or has no string cniVersion. Non-JSON is code 6 like any other verb; a NUL byte
+ * anywhere is code 6 with a message that does not depend on where it is.
  */
 export function versionRequest(stdin: Buffer | string): string | undefined {
+  // A NUL is never JSON text: said without a position, so the launcher (whose shell cannot
+  // keep NULs, cmd/launcher.sh) gives this very answer without Node.
+  if (typeof stdin === 'string' ? stdin.includes('\0') : stdin.includes(0)) {
+    throw new CniError(Code.DecodeFailure, 'failed to decode VERSION request on stdin: it holds a NUL byte, which JSON text never does');
+  }
   const text = typeof stdin === 'string' ? stdin : stdin.toString('utf8');
   if (text.trim() === '') return undefined;
   const raw = decodeJson(text, 'VERSION request on stdin');
