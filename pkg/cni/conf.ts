@@ -13,7 +13,9 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const kind = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'an object' : `a ${typeof v}`);
 
-const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+// A network name becomes a directory name (IPAM data), a key segment and part of an ifalias: at most
+// 200 characters, as container IDs (pkg/cni/env.ts), so neither fails as ENAMETOOLONG later.
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,199}$/;
 
 /**
  * Decodes JSON, turning a syntax error into code 6 with line, column and offset of the problem.
@@ -183,7 +185,7 @@ export function validateConf(raw: Obj, cniVersion: string): NetConf {
   if (raw.cniVersions !== undefined) strList(raw.cniVersions, 'cniVersions', undefined, 'a version string');
   str(raw, 'name', 'name', {
     required: true, re: NAME_RE,
-    valid: 'a network name: an alphanumeric character, then alphanumerics, "_", "." or "-"',
+    valid: 'a network name of at most 200 characters: an alphanumeric character, then alphanumerics, "_", "." or "-"',
   });
   const type = str(raw, 'type', 'type', { required: true, valid: TYPE_VALID });
   if (!typeOk(type!)) throw invalidConfig('type', type, TYPE_VALID);

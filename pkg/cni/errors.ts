@@ -73,6 +73,8 @@ export function show(v: unknown): string {
  */
 export function asCniError(e: unknown, fallbackCode: number = Code.IOFailure): CniError {
   if (e instanceof CniError) return e;
+  const k = kernelRefusal(e);
+  if (k) return k;
   if (e instanceof Error) {
     const ne = e as NodeJS.ErrnoException;
     const details = [ne.code, ne.syscall, ne.path].filter((x) => typeof x === 'string' && x !== '').join(' ');
@@ -80,3 +82,17 @@ export function asCniError(e: unknown, fallbackCode: number = Code.IOFailure): C
   }
   return new CniError(fallbackCode, String(e));
 }
+
+/**
+ * A netlink request the kernel refused (pkg/netlink's NetlinkError, recognised by shape so pkg/cni
+ * does not load the netlink code) as code 100 with errno and extended ack: the answer to a
+ * valid-looking config the kernel rejects (e.g. a default route via a multicast gateway), which is
+ * not an unexpected failure. null for anything else.
+ */
+export function kernelRefusal(e: unknown): CniError | null {
+  const n = e as { name?: unknown; errno?: unknown; code?: unknown; extack?: unknown; message?: unknown } | null;
+  if (!(e instanceof Error) || n?.name !== 'NetlinkError' || typeof n.errno !== 'number') return null;
+  const details = [`errno ${typeof n.code === 'string' ? n.code : n.errno}`, typeof n.extack === 'string' && n.extack ? `extack: ${n.extack}` : ''].filter(Boolean).join('; ');
+  return new CniError(Code.KernelRefused, `the kernel refused ${e.message}`, details);
+}
+

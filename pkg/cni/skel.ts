@@ -121,7 +121,7 @@ export async function dispatch(plugin: Plugin, env: Env, stdin: Buffer, opts: Di
     return { stdout: '', exitCode: 0 };
   } catch (err) {
     const ce = asCniError(err);
-    if (!(err instanceof CniError)) {
+    if (!(err instanceof CniError) && ce.code !== Code.KernelRefused) {
       // The stack belongs on stderr (when logging permits), never in the protocol output.
       log.error(`unexpected failure: ${ce.message}`, { stack: err instanceof Error ? err.stack : String(err) });
     } else {

@@ -376,8 +376,9 @@ function pluginMut(verb: Verb, m: KeyMut): Expect {
   if (m.layer === L.protocol) return { ok: false, codes: [7], mention, why: `bad ${m.path.join('.')}` };
   if (m.ok !== undefined) return { ok: m.ok, codes: [...(m.codes ?? []), ...(verb === 'STATUS' ? [50, 51] : [])], why: `odd ${m.path.join('.')}` };
   if (verb === 'ADD') return { ok: false, codes: [7], mention, why: `bad ${m.path.join('.')}` };
-  // CHECK: prevResult is missing too (7 either way); DEL, STATUS, GC: 7 naming the key, or done.
-  return { ok: verb !== 'CHECK', codes: [7], why: `bad ${m.path.join('.')} (${verb})` };
+  // CHECK: prevResult is missing too (7 either way); DEL, STATUS, GC: 7 naming the key, or done
+  // (STATUS may say 50, "not available", for a config it cannot serve ADD with).
+  return { ok: verb !== 'CHECK', codes: verb === 'STATUS' ? [7, 50] : [7], why: `bad ${m.path.join('.')} (${verb})` };
 }
 
 const deep = (n: number, open: string, close: string, inner = '0'): string => open.repeat(n) + inner + close.repeat(n);
@@ -520,6 +521,8 @@ function decide(p: PluginName, verb: Verb, muts: Mut[]): Expect {
     return { ...base, codes: [...new Set([...base.codes, ...sorted.flatMap((m) => m.expect!.codes)])], mention: undefined };
   }
   if (e.ok && verb === 'CHECK') e.codes = [...new Set([...e.codes, ...base.codes])];
+  // A CNI_NETNS that is no namespace, behind mutations that may pass: still that class.
+  if (e.ok && sorted.some((m) => m.expect!.netnsClass)) e.netnsClass = true;
   // Ties at the deciding layer (two bad variables): either may be named.
   const ties = sorted.filter((m) => m.layer === first.layer && !m.expect!.ok);
   if (ties.length > 1) e.mention = ties.map((m) => m.expect!.mention).filter(Boolean).join('|') || undefined;

@@ -3,7 +3,11 @@
 // spec's codes, with a cleanup DEL and a residue check after each case that may create. Long
 // runs: `npm run fuzz -- --runs N --seed S`. FUZZ_SEED / FUZZ_RUNS / FUZZ_EXEC_RUNS override.
 import assert from 'node:assert/strict';
-import { requireRoot } from '../lab/lab';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Lab, requireRoot } from '../lab/lab';
+import { attachmentLinks, natState, natEmpty, reservations } from '../lab/cni';
 import { requireEtcd } from '../lab/etcd';
 import { formatReport, runFuzz } from '../fuzz/runner';
 
@@ -28,3 +32,34 @@ describe('fuzz: every plugin and verb under malformed stdin and environment (iss
       { crashes: 0, wrong: 0, leaks: 0, residue: 0, hangs: 0 }, text);
   });
 });
+
+describe('fuzz finds, as regression tests (issue 14)', function () {
+  this.timeout(60_000);
+  let lab: Lab;
+  let dir: string;
+  before(function () { requireRoot(this); });
+  beforeEach(() => { lab = new Lab(); dir = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-fuzzreg-')); });
+  afterEach(async () => { await lab?.cleanup(); fs.rmSync(dir, { recursive: true, force: true }); });
+
+  it('knit-bridge ADD whose default route the kernel refuses (a multicast gateway): code 100 with errno and extack, nothing left', async () => {
+    const host = await lab.netns('h');
+    const pod = await lab.pod('p');
+    const conf = { cniVersion: '1.0.0', name: 'mc', type: 'knit-bridge', bridge: 'mcbr0', isGateway: true, ipMasq: true,
+      ipam: { type: 'knit-host-local', dataDir: dir, ranges: [[{ subnet: '224.0.0.0/24' }]], routes: [{ dst: '0.0.0.0/0' }] } };
+    const call = { containerId: 'c1', netns: pod.path, ifName: 'eth0', conf, env: { KNIT_CNI_SOCKET_DIR: '/nonexistent' } };
+    const bin = path.resolve(__dirname, '../../dist/bin/knit-bridge');
+    const add = await lab.runPlugin(host, bin, { command: 'ADD', ...call });
+    assert.equal(add.code, 1, add.stdout);
+    assert.equal(add.json?.code, 100, add.stdout);
+    assert.match(add.json.msg, /^the kernel refused RTM_NEWROUTE 0\.0\.0\.0\/0 via 224\.0\.0\.1/);
+    assert.match(add.json.details, /^errno ENETUNREACH/);
+    assert.doesNotMatch(add.stderr, /unexpected failure|\n\s+at /);
+    // A failed ADD leaves nothing: no link of the attachment, no reservation, no NAT entry.
+    assert.deepEqual(await attachmentLinks(lab, host, 'mc'), []);
+    assert.deepEqual(reservations(dir, 'mc'), []);
+    assert.ok(natEmpty(await natState(lab, host, 'mc')));
+    const del = await lab.runPlugin(host, bin, { command: 'DEL', ...call });
+    assert.equal(del.code, 0, del.stdout);
+  });
+});
+

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { dispatch, type Plugin } from '../../pkg/cni/skel';
 import { decodeConfObject, jsonDepth, MAX_NESTING, versionRequest } from '../../pkg/cni/conf';
 import { CniError } from '../../pkg/cni/errors';
+import { NetlinkError } from '../../pkg/netlink/errors';
+import { hostLocal } from '../../pkg/ipam/host-local';
 
 const nested = (n: number): string => `{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":[],"deep":${'['.repeat(n - 1)}${']'.repeat(n - 1)}}`;
 
@@ -60,6 +62,33 @@ describe('fuzz regressions (issue 14)', () => {
         assert.match(err.msg, /^invalid CNI_CONTAINERID .*at most 200 characters/);
       });
     }
+  });
+
+  describe('a network name longer than a file name allows: code 7 naming it, on every verb', () => {
+    for (const verb of ['ADD', 'DEL', 'CHECK', 'STATUS', 'GC']) {
+      it(`knit-host-local ${verb} with a 300-character name (was ENAMETOOLONG, code 5, on DEL)`, async () => {
+        const conf = { cniVersion: '1.1.0', name: 'n'.repeat(300), type: 'knit-host-local', 'cni.dev/valid-attachments': [],
+          ipam: { type: 'knit-host-local', dataDir: '/nonexistent-knit-test', ranges: [[{ subnet: '10.1.0.0/24' }]] } };
+        const out = await dispatch(hostLocal, { CNI_COMMAND: verb, CNI_CONTAINERID: 'c1', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0' }, Buffer.from(JSON.stringify(conf)));
+        const err = JSON.parse(out.stdout);
+        assert.equal(err.code, 7, out.stdout);
+        assert.match(err.msg, /^invalid name "n+\.\.\.: a network name of at most 200 characters/);
+      });
+    }
+  });
+
+  describe('a netlink request the kernel refuses: code 100 with errno and extack, not "unexpected failure"', () => {
+    it('a plugin that meets a NetlinkError answers 100 and logs no stack', async () => {
+      const refusing: Plugin = { ...stringifier, add: async () => { throw new NetlinkError('RTM_NEWROUTE 0.0.0.0/0 via 224.0.0.1 dev 5', 101, 'Nexthop has invalid gateway'); } };
+      let stderr = '';
+      const out = await dispatch(refusing, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0', KNIT_LOG_LEVEL: 'debug' },
+        Buffer.from('{"cniVersion":"1.0.0","name":"n","type":"t"}'), { stderr: (l) => { stderr += l; } });
+      const err = JSON.parse(out.stdout);
+      assert.equal(err.code, 100, out.stdout);
+      assert.match(err.msg, /^the kernel refused RTM_NEWROUTE 0\.0\.0\.0\/0 via 224\.0\.0\.1 dev 5: .*\(ENETUNREACH\)/);
+      assert.equal(err.details, 'errno ENETUNREACH; extack: Nexthop has invalid gateway');
+      assert.doesNotMatch(stderr, /unexpected failure|\n\s+at /);
+    });
   });
 
   describe('VERSION with a NUL byte: code 6 without a position (the launcher gives the same answer)', () => {
