@@ -41,6 +41,28 @@ describe('fuzz finds, as regression tests (issue 14)', function () {
   beforeEach(() => { lab = new Lab(); dir = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-fuzzreg-')); });
   afterEach(async () => { await lab?.cleanup(); fs.rmSync(dir, { recursive: true, force: true }); });
 
+  it('knit-macvlan with a 200-character network name and container ID: ADD, DEL and a clean host (was ENAMETOOLONG on both)', async () => {
+    const host = await lab.netns('h');
+    const pod = await lab.pod('p');
+    await lab.ip(host, ['link', 'add', 'm0', 'type', 'veth', 'peer', 'name', 'm0p']);
+    await lab.ip(host, ['link', 'set', 'm0', 'up']);
+    const name = 'n'.repeat(200);
+    const conf = { cniVersion: '1.0.0', name, type: 'knit-macvlan', master: 'm0', runDir: path.join(dir, 'run'),
+      ipam: { type: 'knit-host-local', dataDir: dir, ranges: [[{ subnet: '10.68.0.0/24' }]] } };
+    const call = { containerId: 'c'.repeat(200), netns: pod.path, ifName: 'eth0', conf, env: { KNIT_CNI_SOCKET_DIR: '/nonexistent' } };
+    const bin = path.resolve(__dirname, '../../dist/bin/knit-macvlan');
+    const add = await lab.runPlugin(host, bin, { command: 'ADD', ...call });
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.equal(reservations(dir, name).length, 1);
+    const del = await lab.runPlugin(host, bin, { command: 'DEL', ...call });
+    assert.equal(del.code, 0, del.stdout + del.stderr);
+    assert.deepEqual(reservations(dir, name), []);
+    assert.deepEqual((await lab.ipJson(pod, ['link', 'show'])).map((l: { ifname: string }) => l.ifname), ['lo']);
+    const att = path.join(dir, 'run', 'macvlan');
+    const left = fs.existsSync(att) ? fs.readdirSync(att, { recursive: true }).map(String).filter((f) => f.includes('/att/') && !f.endsWith('/att')) : [];
+    assert.deepEqual(left, []);
+  });
+
   it('knit-bridge ADD whose default route the kernel refuses (a multicast gateway): code 100 with errno and extack, nothing left', async () => {
     const host = await lab.netns('h');
     const pod = await lab.pod('p');
