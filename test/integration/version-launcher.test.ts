@@ -59,7 +59,7 @@ describe('VERSION: the launcher and the Node path agree on any stdin (issue 14)'
       const node = await dispatch(bridge, { CNI_COMMAND: 'VERSION' }, input);
       const exe = await execVersion(input);
       assert.deepEqual({ stdout: exe.stdout, code: exe.code }, { stdout: node.stdout, code: node.exitCode }, `stdin ${JSON.stringify(input.toString('latin1'))}`);
-    }), { seed: SEED, numRuns: Number(process.env.FUZZ_VERSION_RUNS ?? 120) });
+    }), { seed: SEED, numRuns: Number(process.env.FUZZ_VERSION_RUNS ?? 60) });
   });
 
   it('bytes the shell cannot keep (NUL, CR, non-ASCII, a lone "\\") reach the Node path intact', async () => {
