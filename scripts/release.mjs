@@ -164,9 +164,9 @@ function launcherFor(name) {
   // The knitd client branch: the client sits beside knit, and the plugin's name is this launcher's.
   const clientPath = 'c=$d/../lib/knit-client';
   const clientName = '"${f##*[/]}"';
-  if (lines.filter((l) => l.includes(nodeCall)).length !== 3 || !lines[1].startsWith("':'")
+  if (lines.filter((l) => l.includes(nodeCall)).length < 3 || !lines[1].startsWith("':'")
     || lines.filter((l) => l.includes(clientPath)).length !== 1 || lines.filter((l) => l.includes(clientName)).length !== 1) {
-    throw new Error(`release: cmd/launcher.sh no longer has three ${nodeCall} lines after a ':' line 2 and one ${clientPath}; update launcherFor()`);
+    throw new Error(`release: cmd/launcher.sh no longer has three or more ${nodeCall} lines after a ':' line 2 and one ${clientPath}; update launcherFor()`);
   }
   const body = lines.map((l) => l.replace(nodeCall, `"$knit" ${name} "$@"`).replace(clientPath, 'c=$d/knit-client').replace(clientName, name)).join('\n')
     .replaceAll('@LATEST@', latest)

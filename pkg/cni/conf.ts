@@ -13,7 +13,9 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const kind = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'an object' : `a ${typeof v}`);
 
-const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+// A network name becomes a directory name (IPAM data), a key segment and part of an ifalias: at most
+// 200 characters, as container IDs (pkg/cni/env.ts), so neither fails as ENAMETOOLONG later.
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,199}$/;
 
 /**
  * Decodes JSON, turning a syntax error into code 6 with line, column and offset of the problem.
@@ -26,7 +28,8 @@ export function decodeJson(data: Buffer | string, what = 'network config on stdi
   try {
     return JSON.parse(text);
   } catch (e) {
-    const off = jsonErrorOffset(text);
+    // The offset scan recurses per nesting level: skipped for text nested deeper than any config.
+    const off = jsonDepth(text) > MAX_NESTING ? -1 : jsonErrorOffset(text);
     const pre = text.slice(0, Math.max(off, 0));
     const line = pre.split('\n').length;
     const col = off - pre.lastIndexOf('\n');
@@ -88,9 +91,38 @@ export function jsonErrorOffset(s: string): number {
   }
 }
 
-/** Decodes stdin into an object (code 6 for non-JSON or a non-object document). */
+/**
+ * How deep a network config may nest. JSON.parse copes with any depth, but a config nested
+ * deeper than the call stack (~10^4 levels) breaks everything that walks it later
+ * (JSON.stringify for a delegate, the log): refused at decode, code 6, like Go's decoder
+ * (which stops at 10000).
+ */
+export const MAX_NESTING = 1000;
+
+/** Nesting depth of JSON text (brackets outside strings), stopping once past `limit`. */
+export function jsonDepth(text: string, limit = MAX_NESTING): number {
+  let depth = 0, max = 0, inStr = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inStr) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inStr = false;
+    } else if (c === 0x22) inStr = true;
+    else if (c === 0x7b || c === 0x5b) { if (++depth > max) { max = depth; if (max > limit) return max; } }
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
+}
+
+/** Decodes stdin into an object (code 6 for non-JSON, a non-object document, or one nested too deep). */
 export function decodeConfObject(stdin: Buffer | string): Obj {
   const raw = decodeJson(stdin);
+  if (isObj(raw)) {
+    const text = typeof stdin === 'string' ? stdin : stdin.toString('utf8');
+    if (jsonDepth(text) > MAX_NESTING) {
+      throw new CniError(Code.DecodeFailure, `failed to decode network config on stdin: nested more than ${MAX_NESTING} levels deep; a network config is a shallow JSON object`);
+    }
+  }
   if (!isObj(raw)) {
     throw new CniError(Code.DecodeFailure, `failed to decode network config on stdin: got ${kind(raw)}, a JSON object is expected`);
   }
@@ -153,7 +185,7 @@ export function validateConf(raw: Obj, cniVersion: string): NetConf {
   if (raw.cniVersions !== undefined) strList(raw.cniVersions, 'cniVersions', undefined, 'a version string');
   str(raw, 'name', 'name', {
     required: true, re: NAME_RE,
-    valid: 'a network name: an alphanumeric character, then alphanumerics, "_", "." or "-"',
+    valid: 'a network name of at most 200 characters: an alphanumeric character, then alphanumerics, "_", "." or "-"',
   });
   const type = str(raw, 'type', 'type', { required: true, valid: TYPE_VALID });
   if (!typeOk(type!)) throw invalidConfig('type', type, TYPE_VALID);
@@ -282,9 +314,15 @@ export function validAttachments(v: unknown): Attachment[] {
 
 /**
  * The cniVersion a VERSION request asks about, reading no more than needed: undefined when stdin
- * is empty or has no string cniVersion. Non-JSON is code 6 like any other verb.
+ * is empty or has no string cniVersion. Non-JSON is code 6 like any other verb; a NUL byte
+ * anywhere is code 6 with a message that does not depend on where it is.
  */
 export function versionRequest(stdin: Buffer | string): string | undefined {
+  // A NUL is never JSON text: said without a position, so the launcher (whose shell cannot
+  // keep NULs, cmd/launcher.sh) gives this very answer without Node.
+  if (typeof stdin === 'string' ? stdin.includes('\0') : stdin.includes(0)) {
+    throw new CniError(Code.DecodeFailure, 'failed to decode VERSION request on stdin: it holds a NUL byte, which JSON text never does');
+  }
   const text = typeof stdin === 'string' ? stdin : stdin.toString('utf8');
   if (text.trim() === '') return undefined;
   const raw = decodeJson(text, 'VERSION request on stdin');

@@ -21,7 +21,7 @@ export interface CniEnv {
 }
 
 const VALID = {
-  CNI_CONTAINERID: 'a container ID: an alphanumeric character, then alphanumerics, "_", "." or "-"',
+  CNI_CONTAINERID: 'a container ID of at most 200 characters: an alphanumeric character, then alphanumerics, "_", "." or "-"',
   CNI_NETNS: "the path of the container's network namespace (e.g. /run/netns/NAME or /proc/PID/ns/net)",
   CNI_IFNAME: "an interface name of 1-15 bytes without '/', ':' or whitespace, not \".\" or \"..\"",
 } as const;
@@ -49,10 +49,16 @@ export function parseCommand(value: string | undefined): Command {
 
 // The one container-ID rule (the spec's): every plugin and IPAM store checks IDs with it.
 const CONTAINER_ID_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+/**
+ * Container IDs end up in file names (IPAM reservations, macvlan parent records) together with the
+ * network and interface names, and a file name holds 255 bytes: a longer ID is refused here (code 4
+ * naming the variable) rather than failing as ENAMETOOLONG deep in a store. Runtimes use 64.
+ */
+export const MAX_CONTAINER_ID = 200;
 
 /** Returns an error message for a bad container ID, or null when it is valid. */
 export function containerIdProblem(id: string): string | null {
-  return CONTAINER_ID_RE.test(id) ? null : VALID.CNI_CONTAINERID;
+  return CONTAINER_ID_RE.test(id) && id.length <= MAX_CONTAINER_ID ? null : VALID.CNI_CONTAINERID;
 }
 
 /** Returns why an interface name is unusable (Linux dev_valid_name rules), or null when it is valid. */

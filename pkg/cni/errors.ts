@@ -79,9 +79,9 @@ export function isExpectedError(e: unknown): boolean {
 export function asCniError(e: unknown, fallbackCode: number = Code.IOFailure): CniError {
   if (e instanceof CniError) return e;
   // An error that knows its CNI code (NetlinkError: a kernel refusal is code 100).
-  const known = e as { cniCode?: unknown; cniDetails?: unknown; message?: unknown };
+  const known = e as { cniCode?: unknown; cniDetails?: unknown; cniMessage?: unknown };
   if (e instanceof Error && typeof known.cniCode === 'number') {
-    return new CniError(known.cniCode, e.message, typeof known.cniDetails === 'string' ? known.cniDetails : undefined);
+    return new CniError(known.cniCode, typeof known.cniMessage === 'string' ? known.cniMessage : e.message, typeof known.cniDetails === 'string' ? known.cniDetails : undefined);
   }
   if (e instanceof Error) {
     const ne = e as NodeJS.ErrnoException;
@@ -90,3 +90,4 @@ export function asCniError(e: unknown, fallbackCode: number = Code.IOFailure): C
   }
   return new CniError(fallbackCode, String(e));
 }
+

@@ -48,8 +48,23 @@ export function nsKeyOf(netnsPath: string | null): string {
 }
 
 const enc = (s: string): string => encodeURIComponent(s);
-export const recordName = (r: { network: string; containerId: string; ifName: string }): string =>
-  `${enc(r.network)}:${enc(r.containerId)}:${enc(r.ifName)}`;
+/** A file name holds 255 bytes and writeAtomic appends ".tmp<pid>": longer names are hashed. */
+export const MAX_RECORD_NAME = 200;
+const fnv = (s: string, seed: number): string => {
+  let h = seed >>> 0;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
+};
+/**
+ * The record's file name: "<network>:<containerId>:<ifName>" (URI-encoded, so ASCII). When that
+ * is longer than MAX_RECORD_NAME (a 200-character network and a 200-character ID; issue 14: it
+ * was ENAMETOOLONG on ADD and on every DEL), its first 150 bytes then "~" and a 64-bit hash of the
+ * whole: still one name per attachment; records are read from their contents, not their names.
+ */
+export const recordName = (r: { network: string; containerId: string; ifName: string }): string => {
+  const full = `${enc(r.network)}:${enc(r.containerId)}:${enc(r.ifName)}`;
+  return full.length <= MAX_RECORD_NAME ? full : `${full.slice(0, 150)}~${fnv(full, 0x811c9dc5)}${fnv(full, 0x01000193)}`;
+};
 
 function writeAtomic(file: string, data: string): void {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });

@@ -50,6 +50,7 @@ export class NetlinkError extends Error {
    * code 100 with errno and extack in details.
    */
   get cniCode(): number { return 100; }
+  get cniMessage(): string { return `the kernel refused ${this.message}`; }
   get cniDetails(): string { return `errno ${this.code}${this.extack ? `; extack: ${this.extack}` : ''}`; }
 }
 

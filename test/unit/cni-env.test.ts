@@ -59,10 +59,16 @@ describe('cni env', () => {
     for (const ok of ['abc', 'A1', '0', 'a_b.c-d', 'f'.repeat(64)]) {
       it(`accepts ${JSON.stringify(ok)}`, () => validateContainerId(ok));
     }
+    it('accepts 200 characters, refuses 201 (issue 14: IDs end up in file names, which hold 255 bytes)', () => {
+      validateContainerId('a'.repeat(200));
+      for (const cmd of ['ADD', 'DEL', 'CHECK']) {
+        code4(() => parseEnv({ ...full, CNI_COMMAND: cmd, CNI_CONTAINERID: 'a'.repeat(201) }), /^invalid CNI_CONTAINERID "a{20,}\.\.\.: a container ID of at most 200 characters/);
+      }
+    });
     for (const bad of ['/x', 'a/b', '..', '.a', '-a', '_a', 'a b', 'a\tb', 'a\nb', 'a:b', 'ü', '../../etc']) {
       it(`rejects ${JSON.stringify(bad)} naming variable, value and rule`, () => {
         code4(() => parseEnv({ ...full, CNI_COMMAND: 'ADD', CNI_CONTAINERID: bad }),
-          /^invalid CNI_CONTAINERID ".*": a container ID: an alphanumeric character, then alphanumerics, "_", "." or "-"$/);
+          /^invalid CNI_CONTAINERID ".*": a container ID of at most 200 characters: an alphanumeric character, then alphanumerics, "_", "." or "-"$/);
       });
     }
   });

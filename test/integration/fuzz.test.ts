@@ -1,0 +1,87 @@
+// The fuzz suite's short seeded run inside `npm test` (issue 14): a few hundred cases in-process
+// through dispatch() and a dozen exec'd from dist/bin, in a netns lab with etcd, judged by the
+// spec's codes, with a cleanup DEL and a residue check after each case that may create. Long
+// runs: `npm run fuzz -- --runs N --seed S`. FUZZ_SEED / FUZZ_RUNS / FUZZ_EXEC_RUNS override.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Lab, requireRoot } from '../lab/lab';
+import { attachmentLinks, natState, natEmpty, reservations } from '../lab/cni';
+import { requireEtcd } from '../lab/etcd';
+import { formatReport, runFuzz } from '../fuzz/runner';
+
+describe('fuzz: every plugin and verb under malformed stdin and environment (issue 14)', function () {
+  this.timeout(240_000);
+  before(function () {
+    requireRoot(this);
+    requireEtcd(this);
+  });
+
+  it('no crash, wrong answer, leak, residue or hang', async () => {
+    const seed = Number(process.env.FUZZ_SEED ?? 1414);
+    const report = await runFuzz({
+      seed, runs: Number(process.env.FUZZ_RUNS ?? 300), execRuns: Number(process.env.FUZZ_EXEC_RUNS ?? 12), timeoutMs: 30_000,
+    });
+    assert.ok(report);
+    const text = formatReport(report);
+    console.log(text.split('\n').map((l) => `      ${l}`).join('\n'));
+    assert.ok(report.cases >= 300, `${report.cases} cases`);
+    assert.equal(report.failed, 0, text);
+    assert.deepEqual({ crashes: report.crashes, wrong: report.wrong, leaks: report.leaks, residue: report.residue, hangs: report.hangs },
+      { crashes: 0, wrong: 0, leaks: 0, residue: 0, hangs: 0 }, text);
+  });
+});
+
+describe('fuzz finds, as regression tests (issue 14)', function () {
+  this.timeout(60_000);
+  let lab: Lab;
+  let dir: string;
+  before(function () { requireRoot(this); });
+  beforeEach(() => { lab = new Lab(); dir = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-fuzzreg-')); });
+  afterEach(async () => { await lab?.cleanup(); fs.rmSync(dir, { recursive: true, force: true }); });
+
+  it('knit-macvlan with a 200-character network name and container ID: ADD, DEL and a clean host (was ENAMETOOLONG on both)', async () => {
+    const host = await lab.netns('h');
+    const pod = await lab.pod('p');
+    await lab.ip(host, ['link', 'add', 'm0', 'type', 'veth', 'peer', 'name', 'm0p']);
+    await lab.ip(host, ['link', 'set', 'm0', 'up']);
+    const name = 'n'.repeat(200);
+    const conf = { cniVersion: '1.0.0', name, type: 'knit-macvlan', master: 'm0', runDir: path.join(dir, 'run'),
+      ipam: { type: 'knit-host-local', dataDir: dir, ranges: [[{ subnet: '10.68.0.0/24' }]] } };
+    const call = { containerId: 'c'.repeat(200), netns: pod.path, ifName: 'eth0', conf, env: { KNIT_CNI_SOCKET_DIR: '/nonexistent' } };
+    const bin = path.resolve(__dirname, '../../dist/bin/knit-macvlan');
+    const add = await lab.runPlugin(host, bin, { command: 'ADD', ...call });
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.equal(reservations(dir, name).length, 1);
+    const del = await lab.runPlugin(host, bin, { command: 'DEL', ...call });
+    assert.equal(del.code, 0, del.stdout + del.stderr);
+    assert.deepEqual(reservations(dir, name), []);
+    assert.deepEqual((await lab.ipJson(pod, ['link', 'show'])).map((l: { ifname: string }) => l.ifname), ['lo']);
+    const att = path.join(dir, 'run', 'macvlan');
+    const left = fs.existsSync(att) ? fs.readdirSync(att, { recursive: true }).map(String).filter((f) => f.includes('/att/') && !f.endsWith('/att')) : [];
+    assert.deepEqual(left, []);
+  });
+
+  it('knit-bridge ADD whose default route the kernel refuses (a multicast gateway): code 100 with errno and extack, nothing left', async () => {
+    const host = await lab.netns('h');
+    const pod = await lab.pod('p');
+    const conf = { cniVersion: '1.0.0', name: 'mc', type: 'knit-bridge', bridge: 'mcbr0', isGateway: true, ipMasq: true,
+      ipam: { type: 'knit-host-local', dataDir: dir, ranges: [[{ subnet: '224.0.0.0/24' }]], routes: [{ dst: '0.0.0.0/0' }] } };
+    const call = { containerId: 'c1', netns: pod.path, ifName: 'eth0', conf, env: { KNIT_CNI_SOCKET_DIR: '/nonexistent' } };
+    const bin = path.resolve(__dirname, '../../dist/bin/knit-bridge');
+    const add = await lab.runPlugin(host, bin, { command: 'ADD', ...call });
+    assert.equal(add.code, 1, add.stdout);
+    assert.equal(add.json?.code, 100, add.stdout);
+    assert.match(add.json.msg, /^the kernel refused RTM_NEWROUTE 0\.0\.0\.0\/0 via 224\.0\.0\.1/);
+    assert.match(add.json.details, /^errno ENETUNREACH/);
+    assert.doesNotMatch(add.stderr, /unexpected failure|\n\s+at /);
+    // A failed ADD leaves nothing: no link of the attachment, no reservation, no NAT entry.
+    assert.deepEqual(await attachmentLinks(lab, host, 'mc'), []);
+    assert.deepEqual(reservations(dir, 'mc'), []);
+    assert.ok(natEmpty(await natState(lab, host, 'mc')));
+    const del = await lab.runPlugin(host, bin, { command: 'DEL', ...call });
+    assert.equal(del.code, 0, del.stdout);
+  });
+});
+
