@@ -9,9 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { dispatch, type Plugin } from '../../pkg/cni/skel';
-import { PLUGINS } from '../../cmd/knitd/plugins';
-import { etcdIpam } from '../../pkg/ipam/etcd-ipam';
-import { EtcdClient } from '../../pkg/datastore/etcd';
+import { loadAll } from '../../plugins/registry';
+import { EtcdClient } from '../../pkg/etcd';
 import { parseIP } from '../../pkg/ip/ip';
 import { linkList, withNetlink } from '../../pkg/netlink';
 import { NETNS_CLASS_FIXED, caseArb, resultProblem, type Case, type Fixtures } from './cases';
@@ -53,7 +52,8 @@ export interface Report {
 
 interface Out { stdout: string; stderr: string; exitCode: number | null; signal?: string | null; hang?: boolean; ms: number }
 
-const ALL: Map<string, Plugin> = new Map([...PLUGINS, ['knit-etcd-ipam', etcdIpam]]);
+// The plugins as knitd serves them (plugins/registry.ts); the cases name which of them they cover.
+const ALL: ReadonlyMap<string, Plugin> = loadAll();
 const MAIN = new Set(['knit-bridge', 'knit-macvlan', 'knit-overlay']);
 const STACK_RE = /\n\s+at .+[(:]\d+:\d+\)?|unexpected failure|^\s*at [\w.<>]+ \(/m;
 

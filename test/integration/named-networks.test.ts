@@ -145,7 +145,8 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
       assert.equal(cl.plugins[0].vni, net.options.vni);
       assert.equal(cl.plugins[0].ipam.nodeName, n.name);
       assert.deepEqual(cl.plugins[0].ipam.exclude, ['10.231.1.5', '10.231.1.16']);
-      await eventually(async () => (await lab.ipJson(n.host, ['-d', 'link', 'show', `knv${net.options.vni}`]).catch(() => [])).length === 1, 5000, `${n.name} knv device`);
+      // Made, then enslaved to its bridge: wait for the whole step.
+      await eventually(async () => (await lab.ipJson(n.host, ['-d', 'link', 'show', `knv${net.options.vni}`]).catch(() => []))[0]?.master === `knb${net.options.vni}`, 5000, `${n.name} knv device on its bridge`);
       const [vx] = await lab.ipJson(n.host, ['-d', 'link', 'show', `knv${net.options.vni}`]);
       assert.equal(vx.linkinfo.info_data.id, net.options.vni);
       assert.equal(vx.linkinfo.info_data.local, n.host.address);

@@ -192,7 +192,7 @@ describe('pkg/netlink (integration, netns lab)', function () {
       assert.equal(d.learning, false);
       assert.equal(d.ttl, 64);
       assert.equal(d.udp_csum, true);
-      assert.deepEqual(nl.linkGet(hA, 'vx0').vxlan, { vni: 42, local: '10.1.0.1', port: 4789, dev, learning: false, ttl: 64, udpCsum: true });
+      assert.deepEqual(nl.linkGet(hA, 'vx0').vxlan, { vni: 42, local: '10.1.0.1', port: 4789, dev, learning: false, proxy: false, ttl: 64, udpCsum: true });
     });
 
     it('creates macvlan children directly inside another netns, in each mode', async () => {

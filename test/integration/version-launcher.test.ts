@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { dispatch } from '../../pkg/cni/skel';
-import { bridge } from '../../cmd/knit-bridge/plugin';
+import { bridge } from '../../plugins/main/bridge/plugin';
 import { SUPPORTED_VERSIONS } from '../../pkg/cni/version';
 
 const ROOT = resolve(__dirname, '../..');

@@ -5,7 +5,7 @@ import { dispatch, type Plugin } from '../../pkg/cni/skel';
 import { decodeConfObject, jsonDepth, MAX_NESTING, versionRequest } from '../../pkg/cni/conf';
 import { CniError } from '../../pkg/cni/errors';
 import { NetlinkError } from '../../pkg/netlink/errors';
-import { hostLocal } from '../../pkg/ipam/host-local';
+import { hostLocal } from '../../plugins/ipam/host-local/plugin';
 
 const nested = (n: number): string => `{"cniVersion":"1.1.0","name":"n","type":"t","cni.dev/valid-attachments":[],"deep":${'['.repeat(n - 1)}${']'.repeat(n - 1)}}`;
 
