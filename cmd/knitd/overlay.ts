@@ -140,33 +140,21 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
     gc = new IpamGc({ ...g, nodeName: f.nodeName, listPods: (n) => kube.listPods(n), log: parent.child({ component: 'ipam-gc' }) });
     gc.start();
   }
-  let agent: InstanceType<typeof OverlayAgent> | null = null;
-  let stopped = false;
-  let timer: NodeJS.Timeout | null = null;
-  const attempt = (delay: number): void => {
-    agent = new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
-    agent.start().then(() => log.info(`overlay agent up: node ${f.nodeName}, subnet ${agent!.status.subnet}, ${agent!.status.backend}`), (e: Error) => {
-      agent?.stop();
-      if (stopped) return;
-      log.error(`overlay agent cannot start: ${e.message}; retrying in ${delay / 1000} s`);
-      timer = setTimeout(() => attempt(Math.min(delay * 2, 30_000)), delay);
-    });
-  };
-  attempt(1000);
+  const overlay = startRetrying(
+    () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }),
+    (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
   const networks = f.kubernetes ? undefined : startNetworks(f, parent);
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
-    serveMetrics(f.metricsAddr, { status: () => agent?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}) }).then(
+    serveMetrics(f.metricsAddr, { status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}) }).then(
       (s) => { metrics = s; log.info(`metrics and health on http://${f.metricsAddr}/metrics, /healthz`); },
       (e: Error) => log.error(`metrics: ${e.message}`));
   }
   return {
     stop() {
       metrics?.close();
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      agent?.stop();
+      overlay.stop();
       networks?.stop();
       gc?.stop();
       store.close();
@@ -182,18 +170,25 @@ function startNetworks(f: OverlayFlags, parent: Logger): { stop(): void } {
     endpoints: f.endpoints, prefix: f.prefix, timeoutMs: 5000, ...(f.tls ? { tls: f.tls } : {}),
     ...(f.username ? { username: f.username } : {}), ...(f.password ? { password: f.password } : {}),
   };
-  let agent: InstanceType<typeof NetworksAgent> | null = null;
+  return startRetrying(
+    () => new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }),
+    (a) => `named networks up: node ${f.nodeName}, ${a.status.networks} network(s), conflists in ${f.confDir}`, 'named networks', log);
+}
+
+/** Starts an agent in the background, retrying (1 s doubling to 30 s) until it starts or stop() is called. */
+function startRetrying<A extends { start(): Promise<void>; stop(): void }>(make: () => A, up: (a: A) => string, what: string, log: Logger): { agent(): A | null; stop(): void } {
+  let agent: A | null = null;
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;
   const attempt = (delay: number): void => {
-    agent = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
-    agent.start().then(() => log.info(`named networks up: node ${f.nodeName}, ${agent!.status.networks} network(s), conflists in ${f.confDir}`), (e: Error) => {
-      agent?.stop();
+    const a = (agent = make());
+    a.start().then(() => log.info(up(a)), (e: Error) => {
+      a.stop();
       if (stopped) return;
-      log.error(`named networks cannot start: ${e.message}; retrying in ${delay / 1000} s`);
+      log.error(`${what} cannot start: ${e.message}; retrying in ${delay / 1000} s`);
       timer = setTimeout(() => attempt(Math.min(delay * 2, 30_000)), delay);
     });
   };
   attempt(1000);
-  return { stop() { stopped = true; if (timer) clearTimeout(timer); agent?.stop(); } };
+  return { agent: () => agent, stop() { stopped = true; if (timer) clearTimeout(timer); agent?.stop(); } };
 }
