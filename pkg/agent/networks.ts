@@ -20,7 +20,7 @@ import type { EtcdConnConfig } from '../ipam/etcd-config';
 import { removeMasq } from '../nat/masq';
 import { Netlink, linkGet } from '../netlink';
 import { CONFLIST_PREFIX, conflistFile, renderConflist } from '../network/conflist';
-import { ensureOverlay, overlayVnis, removeOverlay, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
+import { addRemote, ensureOverlay, overlayVnis, removeOverlay, removeRemote, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
 import { writeAtomic, writeNodeFile } from '../network/node-file';
 import type { Network } from '../network/spec';
 import { NetworkStore, decodeEndpoint, decodeNetwork, type Endpoint } from '../network/store';
@@ -66,6 +66,8 @@ export class NetworksAgent {
   private stopped = false;
   private underlay?: Underlay;
   private lease = '';
+  /** Endpoint changes since the last pass (old and new value by key); null: a full pass is due. */
+  private changes: Map<string, { before?: Endpoint; after?: Endpoint }> | null = null;
 
   constructor(private readonly o: NetworksAgentOptions) {
     this.client = new EtcdClient(o.conn);
@@ -152,11 +154,12 @@ export class NetworksAgent {
     for (const kv of nets.kvs) { const n = decodeNetwork(kv); if (n) this.networks.set(kv.key.toString(), n); }
     this.endpoints.clear();
     for (const kv of eps.kvs) { const e = decodeEndpoint(kv); if (e) this.endpoints.set(kv.key.toString(), e); }
+    this.changes = null;
     for (const w of this.watches) w.close();
     if (this.stopped) return;
     this.watches = [
-      this.watch(np, nets.revision, (ev) => this.onEvent(this.networks, decodeNetwork, ev)),
-      this.watch(ep, eps.revision, (ev) => this.onEvent(this.endpoints, decodeEndpoint, ev)),
+      this.watch(np, nets.revision, (ev) => { this.onEvent(this.networks, decodeNetwork, ev); this.changes = null; }),
+      this.watch(ep, eps.revision, (ev) => this.onEndpointEvent(ev)),
     ];
   }
 
@@ -179,6 +182,17 @@ export class NetworksAgent {
     if (v) map.set(key, v); else map.delete(key);
   }
 
+  /** An endpoint put or deleted: remembered for an incremental pass (one FDB and neighbour change, no dumps). */
+  private onEndpointEvent(ev: WatchEvent): void {
+    const key = ev.kv.key.toString();
+    const before = this.endpoints.get(key);
+    this.onEvent(this.endpoints, decodeEndpoint, ev);
+    const after = this.endpoints.get(key);
+    if (!this.changes) return; // a full pass is due anyway
+    const prev = this.changes.get(key);
+    this.changes.set(key, { ...(prev ? (prev.before ? { before: prev.before } : {}) : before ? { before } : {}), ...(after ? { after } : {}) });
+  }
+
   private schedule(): void {
     if (this.stopped || this.pending) return;
     this.pending = setTimeout(() => {
@@ -194,7 +208,14 @@ export class NetworksAgent {
       do {
         this.again = false;
         const t0 = performance.now();
-        try { this.apply(); } catch (e) { this.fail('reconcile', e); }
+        const changes = this.changes;
+        this.changes = new Map();
+        try {
+          if (changes) this.applyEndpointChanges(changes); else this.apply();
+        } catch (e) {
+          this.changes = null; // whatever failed, the next pass looks at everything
+          this.fail('reconcile', e);
+        }
         this.status.reconciles++;
         this.status.lastReconcileMs = performance.now() - t0;
       } while (this.again && !this.stopped);
@@ -227,6 +248,27 @@ export class NetworksAgent {
       syncRemotes(this.nl, vni, remotes);
     }
     this.status.remoteEndpoints = remote;
+  }
+
+  /**
+   * Only endpoints changed: their remote entries are added, replaced or removed one by one (a
+   * put or delete each), so a new container costs the same with 10 or 10,000 others. The timer's
+   * full pass still catches anything this misses.
+   */
+  private applyEndpointChanges(changes: Map<string, { before?: Endpoint; after?: Endpoint }>): void {
+    const vniOf = new Map<string, number>();
+    for (const n of this.networks.values()) if (n.driver === 'overlay' && n.options.vni !== undefined) vniOf.set(n.name, n.options.vni);
+    const remote = (e?: Endpoint): RemoteEndpoint & { vni: number } | undefined => {
+      const vni = e && e.node !== this.o.nodeName ? vniOf.get(e.network) : undefined;
+      return e && vni !== undefined ? { vni, mac: e.mac, ips: e.ips, nodeIp: e.nodeIp } : undefined;
+    };
+    for (const { before, after } of changes.values()) {
+      const old = remote(before);
+      const now = remote(after);
+      if (old) removeRemote(this.nl, old.vni, old, now && now.vni === old.vni ? now : undefined);
+      if (now) addRemote(this.nl, now.vni, now);
+    }
+    this.status.endpoints = this.endpoints.size;
   }
 
   /** Conflists of knit's networks: written when missing or different, removed when their network is gone. */

@@ -6,7 +6,7 @@
 // Everything is reconciled against a desired state (stale entries removed, missing ones added),
 // so a restart, a missed event or a node gone for good converges the same way.
 import {
-  NUD_PERMANENT, Netlink, fdbDel, fdbList, fdbReplace, isExist, linkAdd, linkDelIfPresent, linkFind, linkGet, linkList,
+  NUD_PERMANENT, Netlink, fdbDel, fdbList, fdbReplace, isExist, isNotFound, linkAdd, linkDelIfPresent, linkFind, linkGet, linkList,
   linkSet, neighDel, neighList, neighReplace, setSysctl, type Link,
 } from '../netlink';
 import { overlayBridgeName, vxlanName } from './conflist';
@@ -103,4 +103,28 @@ export function syncRemotes(nl: Netlink, vni: number, remotes: RemoteEndpoint[])
   }
   for (const [ip, mac] of wantNeigh) { neighReplace(nl, { link: vx.index, ip, mac, state: NUD_PERMANENT }); report.neighAdded++; }
   return report;
+}
+
+/** One remote endpoint's FDB and neighbour entries on knv<vni>, added or replaced. */
+export function addRemote(nl: Netlink, vni: number, r: RemoteEndpoint): void {
+  const vx = linkFind(nl, vxlanName(vni));
+  if (!vx) return;
+  fdbReplace(nl, { link: vx.index, mac: r.mac.toLowerCase(), dst: r.nodeIp });
+  for (const cidr of r.ips) neighReplace(nl, { link: vx.index, ip: cidr.split('/')[0]!, mac: r.mac.toLowerCase(), state: NUD_PERMANENT });
+}
+
+/** Removes what `r` had on knv<vni>, except what `keep` (its successor on the same network) still needs. */
+export function removeRemote(nl: Netlink, vni: number, r: RemoteEndpoint, keep?: RemoteEndpoint): void {
+  const vx = linkFind(nl, vxlanName(vni));
+  if (!vx) return;
+  const mac = r.mac.toLowerCase();
+  if (!keep || keep.mac.toLowerCase() !== mac || keep.nodeIp !== r.nodeIp) {
+    try { fdbDel(nl, { link: vx.index, mac, dst: r.nodeIp }); } catch (e) { if (!isNotFound(e)) throw e; }
+  }
+  const kept = new Set((keep?.ips ?? []).map((c) => c.split('/')[0]!));
+  for (const cidr of r.ips) {
+    const ip = cidr.split('/')[0]!;
+    if (kept.has(ip)) continue;
+    try { neighDel(nl, { link: vx.index, ip }); } catch (e) { if (!isNotFound(e)) throw e; }
+  }
 }

@@ -11,6 +11,7 @@ import type { Result } from '../../../pkg/cni/types';
 import { EtcdClient } from '../../../pkg/etcd/client';
 import { linkFind, withNetlink } from '../../../pkg/netlink';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
+import { resident } from '../../../pkg/ipam/resident';
 import { bridge } from '../bridge/plugin';
 import { bridgeContext, parseL2Conf, requireNode, type L2Conf } from './config';
 
@@ -23,15 +24,21 @@ function networkBridgeMtu(cfg: L2Conf, code: number): number {
   return br.mtu;
 }
 
+/** Under knitd, one etcd client per connection config across requests (keep-alive, no new TCP per call). */
+const clients = new Map<string, EtcdClient>();
+
 async function withStore<T>(cfg: L2Conf, fn: (s: NetworkStore) => Promise<T>): Promise<T> {
-  const client = new EtcdClient(cfg.etcd);
+  const key = JSON.stringify(cfg.etcd);
+  const kept = resident.enabled ? clients.get(key) : undefined;
+  const client = kept ?? new EtcdClient(cfg.etcd);
+  if (resident.enabled && !kept) clients.set(key, client);
   try {
     return await fn(new NetworkStore(client, cfg.etcd.prefix));
   } catch (e) {
     if (e instanceof CniError) throw e;
     throw new CniError(Code.TryAgainLater, `network ${cfg.network}: cannot reach the endpoint records in etcd: ${(e as Error).message}`);
   } finally {
-    client.close();
+    if (!resident.enabled) client.close();
   }
 }
 
