@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { buildKnit, eventually, REF_CNI_DIR, type KnitBuild } from '../lab/cni';
+import { buildCnitool } from '../e2e/libcni';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import type { CreateRequest, Network } from '../../pkg/network/spec';
 import { conflistFile } from '../../pkg/network/conflist';
@@ -176,6 +177,19 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     assert.ok(await lab.ping(pods.a2!.ns, '10.231.0.100', 1), 'the gateway answers on every node');
     const [l] = await lab.ipJson(pods.a1!.ns, ['link', 'show', 'eth0']);
     assert.equal(l.mtu, 1450);
+    // libcni, the runtimes' client library, runs the rendered conflist as it is (knit-l2overlay, then portmap).
+    const cnitool = await buildCnitool();
+    const lc = await lab.pod('lc1');
+    const tool = (verb: string): Promise<{ code: number; stdout: string; stderr: string }> => lab.exec(nodes[1]!.host, cnitool, [verb, conflistPath(nodes[1]!, 'app'), lc.path, 'eth0', 'lc1'], {
+      env: { CNI_PATH: `${knit.binDir}:${REF_CNI_DIR}`, CNI_CACHE_DIR: path.join(tmp, 'cni-cache'), KNIT_CNI_SOCKET_DIR: path.join(tmp, 'no-agent'), NODE_EXTRA_CA_CERTS: undefined }, allowFail: true,
+    });
+    const lcAdd = await tool('add');
+    assert.equal(lcAdd.code, 0, `libcni add: ${lcAdd.stdout} ${lcAdd.stderr}`);
+    const lcIp = String(JSON.parse(lcAdd.stdout).ips[0].address).split('/')[0]!;
+    assert.match(lcIp, /^10\.231\.1\./);
+    assert.ok(await lab.ping(lc, pods.a1!.ip, 2), 'the libcni container (h2) reaches a1 (h1)');
+    assert.equal((await tool('check')).code, 0, 'libcni check');
+    assert.equal((await tool('del')).code, 0, 'libcni del');
     // inspect shows every container on every node, Docker's shape; rm is refused while they are attached.
     const ins = JSON.parse((await knitctl('network', 'inspect', 'app')).stdout)[0];
     assert.deepEqual(Object.values(ins.Containers).map((c: any) => `${c.Name}@${c.Host} ${c.IPv4Address.split('/')[0]}`).sort(),
