@@ -83,6 +83,10 @@ function readJson<T>(file: string): T | null {
   }
 }
 
+function processAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
 function rmFile(file: string): boolean {
   try {
     fs.unlinkSync(file);
@@ -150,7 +154,25 @@ export class ParentRefs {
   }
 
   remove(id: { network: string; containerId: string; ifName: string }): boolean {
+    this.removeStray(id);
     return rmFile(path.join(this.attDir, recordName(id)));
+  }
+
+  /**
+   * A writer killed between its temp file and the rename (kill -9 during ADD) left
+   * `<record>.tmp<pid>`: removed once that process is gone. DEL calls it even when the record itself
+   * was never renamed into place.
+   */
+  removeStray(id: { network: string; containerId: string; ifName: string }): number {
+    const prefix = `${recordName(id)}.tmp`;
+    let names: string[];
+    try { names = fs.readdirSync(this.attDir); } catch { return 0; }
+    let removed = 0;
+    for (const n of names) {
+      const pid = n.startsWith(prefix) ? Number(n.slice(prefix.length)) : NaN;
+      if (Number.isInteger(pid) && pid > 0 && !processAlive(pid) && rmFile(path.join(this.attDir, n))) removed++;
+    }
+    return removed;
   }
 
   list(): AttachmentRecord[] {

@@ -108,7 +108,7 @@ export const macvlan: Plugin = {
     // default route changed since ADD does not matter).
     for (const refs of ParentRefs.scan(stateBase(cfg?.runDir ?? runDirOf(ctx)))) {
       const rec = refs.get(id);
-      if (!rec) continue;
+      if (!rec) { refs.removeStray(id); continue; }
       const where = locate(refs, rec);
       if (where === 'foreign') continue;
       try {
