@@ -149,7 +149,7 @@ export class NetworksAgent {
     const np = this.store.networksPrefix();
     const ep = this.store.endpointsPrefix();
     const nets = await this.client.range({ key: np, rangeEnd: prefixEnd(np) });
-    const eps = await this.client.range({ key: ep, rangeEnd: prefixEnd(ep), ...{} });
+    const eps = await this.client.range({ key: ep, rangeEnd: prefixEnd(ep) });
     this.networks.clear();
     for (const kv of nets.kvs) { const n = decodeNetwork(kv); if (n) this.networks.set(kv.key.toString(), n); }
     this.endpoints.clear();
