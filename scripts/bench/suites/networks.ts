@@ -104,7 +104,7 @@ async function build(opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: s
   }
   const ipam = ovConf.ipam as Record<string, unknown>;
   const brConf = {
-    cniVersion: cl.cniVersion, name: 'benchbr', type: 'knit-bridge', bridge: 'kbb0', isGateway: true, ipMasq: false, mtu: ovConf.mtu,
+    cniVersion: cl.cniVersion, name: 'benchbr', type: 'knit-bridge', bridge: 'kbb0', isGateway: true, isDefaultGateway: true, ipMasq: true, mtu: ovConf.mtu,
     ipam: { type: 'knit-etcd-ipam', nodeName: NODE, etcd: ipam.etcd, ranges: [[{ subnet: '10.78.0.0/16', gateway: '10.78.0.1' }]], routes: [{ dst: '0.0.0.0/0' }] },
   };
   const count = opts.runs + 10;
@@ -124,7 +124,7 @@ async function build(opts: SuiteOptions): Promise<{ cases: BenchCase[]; notes: s
   notes.splice(0, notes.length,
     `etcd 3.4 (Debian) in a lab host on the underlay switch; knitd in lab host ${NODE} with --etcd-endpoints, rendering the overlay network benchov (VNI ${vni}) to a temp --cni-conf-dir`,
     'both sides: `nsenter --net=<lab host> <plugin>`, KNIT_CNI_SOCKET_DIR at knitd\'s socket dir (the launcher execs knit-client, knitd serves the request); a run is ADD then DEL of one pod, both timed and summed',
-    'overlay conf: plugins[0] of the rendered conflist (knit-l2overlay on knb<vni>, knit-etcd-ipam, endpoint record in etcd); baseline: knit-bridge on its own bridge with knit-etcd-ipam on the same etcd and knitd',
+    'overlay conf: plugins[0] of the rendered conflist (knit-l2overlay on knb<vni>, knit-etcd-ipam, endpoint record in etcd); baseline: knit-bridge doing the same job (gateway, default route, masquerade, isolation) on its own bridge with knit-etcd-ipam on the same etcd and knitd',
     'goal (issue 12): overlay no slower than the baseline (knit/ref ≤ 1.00 within noise)',
   );
   return {
