@@ -51,6 +51,17 @@ export interface NetworksStatus {
 
 const DEBOUNCE_MS = 10;
 
+/**
+ * What other parts of knitd (the resolver, the service load balancer) learn from the same watch:
+ * `resync` with everything after each (re)list, then one call per change. Called synchronously
+ * from the watch; a listener that throws is logged and does not stop the others.
+ */
+export interface NetworksListener {
+  resync?(networks: Network[], endpoints: Endpoint[]): void;
+  network?(before: Network | undefined, after: Network | undefined): void;
+  endpoint?(before: Endpoint | undefined, after: Endpoint | undefined): void;
+}
+
 export class NetworksAgent {
   readonly status: NetworksStatus = { networks: 0, endpoints: 0, remoteEndpoints: 0, reconciles: 0, errors: 0, lastReconcileMs: 0 };
   private readonly client: EtcdClient;
@@ -68,6 +79,7 @@ export class NetworksAgent {
   private lease = '';
   /** Endpoint changes since the last pass (old and new value by key); null: a full pass is due. */
   private changes: Map<string, { before?: Endpoint; after?: Endpoint }> | null = null;
+  private readonly listeners: NetworksListener[] = [];
 
   constructor(private readonly o: NetworksAgentOptions) {
     this.client = new EtcdClient(o.conn);
@@ -91,6 +103,25 @@ export class NetworksAgent {
     if (this.pending) clearTimeout(this.pending);
     this.client.close();
     this.nl.close();
+  }
+
+  /** Adds a listener; it gets `resync` with the current state right away when the agent has one. */
+  subscribe(l: NetworksListener): void {
+    this.listeners.push(l);
+    if (this.watches.length) this.notify(l, (x) => x.resync?.([...this.networks.values()], [...this.endpoints.values()]));
+  }
+
+  /** The networks and endpoints as last seen (read-only views). */
+  view(): { networks: ReadonlyMap<string, Network>; endpoints: ReadonlyMap<string, Endpoint> } {
+    return { networks: this.networks, endpoints: this.endpoints };
+  }
+
+  private notify(l: NetworksListener, call: (l: NetworksListener) => void): void {
+    try { call(l); } catch (e) { this.fail('listener', e); }
+  }
+
+  private emit(call: (l: NetworksListener) => void): void {
+    for (const l of this.listeners) this.notify(l, call);
   }
 
   /** Reconciles now (tests, knitctl): resolves when the node matches the datastore as last seen. */
@@ -157,8 +188,9 @@ export class NetworksAgent {
     this.changes = null;
     for (const w of this.watches) w.close();
     if (this.stopped) return;
+    this.emit((l) => l.resync?.([...this.networks.values()], [...this.endpoints.values()]));
     this.watches = [
-      this.watch(np, nets.revision, (ev) => { this.onEvent(this.networks, decodeNetwork, ev); this.changes = null; }),
+      this.watch(np, nets.revision, (ev) => this.onNetworkEvent(ev)),
       this.watch(ep, eps.revision, (ev) => this.onEndpointEvent(ev)),
     ];
   }
@@ -182,12 +214,22 @@ export class NetworksAgent {
     if (v) map.set(key, v); else map.delete(key);
   }
 
+  private onNetworkEvent(ev: WatchEvent): void {
+    const key = ev.kv.key.toString();
+    const before = this.networks.get(key);
+    this.onEvent(this.networks, decodeNetwork, ev);
+    this.changes = null;
+    const after = this.networks.get(key);
+    this.emit((l) => l.network?.(before, after));
+  }
+
   /** An endpoint put or deleted: remembered for an incremental pass (one FDB and neighbour change, no dumps). */
   private onEndpointEvent(ev: WatchEvent): void {
     const key = ev.kv.key.toString();
     const before = this.endpoints.get(key);
     this.onEvent(this.endpoints, decodeEndpoint, ev);
     const after = this.endpoints.get(key);
+    this.emit((l) => l.endpoint?.(before, after));
     if (!this.changes) return; // a full pass is due anyway
     const prev = this.changes.get(key);
     this.changes.set(key, { ...(prev ? (prev.before ? { before: prev.before } : {}) : before ? { before } : {}), ...(after ? { after } : {}) });

@@ -25,6 +25,8 @@ export interface Endpoint {
   ips: string[];
   /** The container's name (CNI_ARGS K8S_POD_NAME) when the runtime gave one. */
   name?: string;
+  /** Further names on this network (the CNI `aliases` capability: podman's --network-alias). */
+  aliases?: string[];
   created: string;
 }
 
