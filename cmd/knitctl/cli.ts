@@ -17,10 +17,11 @@ import * as network from './commands/network';
 import * as node from './commands/node';
 import * as overlay from './commands/overlay';
 import * as podNetwork from './commands/pod-network';
+import * as service from './commands/service';
 
 /** Every command group of knitctl, in the order of the top-level help. */
 function groups(ctx: Ctx): CommandModule[] {
-  return [ipam, podNetwork, overlay, node, network].flatMap((g) => g.commands(ctx));
+  return [ipam, podNetwork, overlay, node, network, service].flatMap((g) => g.commands(ctx));
 }
 
 /** The knitctl parser for one run (yargs instances keep state: one per run). */

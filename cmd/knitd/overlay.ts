@@ -170,9 +170,14 @@ function startNetworks(f: OverlayFlags, parent: Logger): { stop(): void } {
     endpoints: f.endpoints, prefix: f.prefix, timeoutMs: 5000, ...(f.tls ? { tls: f.tls } : {}),
     ...(f.username ? { username: f.username } : {}), ...(f.password ? { password: f.password } : {}),
   };
-  return startRetrying(
-    () => new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }),
+  // Service VIPs (pkg/agent/services.ts) follow whichever networks agent is running.
+  const { ServicesAgent } = require('../../pkg/agent/services') as typeof import('../../pkg/agent/services');
+  const services = new ServicesAgent({ conn, nodeName: f.nodeName, resyncSec: f.resyncSec, log: parent.child({ component: 'services' }) });
+  void services.start();
+  const networks = startRetrying(
+    () => { const a = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }); services.attach(a); return a; },
     (a) => `named networks up: node ${f.nodeName}, ${a.status.networks} network(s), conflists in ${f.confDir}`, 'named networks', log);
+  return { stop() { networks.stop(); services.stop(); } };
 }
 
 /** Starts an agent in the background, retrying (1 s doubling to 30 s) until it starts or stop() is called. */

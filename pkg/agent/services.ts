@@ -1,0 +1,270 @@
+// knitd's service load balancer (docs/services.md): every service of <prefix>/services/ whose
+// network is an overlay network becomes, on this node, an nftables map over its backends (the
+// network's endpoints holding the service's name), a local route for its VIP on the network's
+// bridge, and this node's load-balancer address on the network (reserved, published as an
+// endpoint record, a local route). The datapath is pkg/service/lb.ts.
+//
+//   etcd <prefix>/services/*   --watch------------------->  desired state  --> nft table, routes
+//        networks, endpoints   --NetworksAgent.subscribe-->       |
+//                                                          LB reservations and endpoint records
+//
+// Like the networks agent: every change leads to one debounced pass over the whole desired state,
+// so a restart, a missed event or a service removed while knitd was down converge the same way.
+import type { Logger } from '../cni/log';
+import { EtcdClient, prefixEnd } from '../etcd/client';
+import { EtcdWatch, type WatchEvent } from '../etcd/watch';
+import type { EtcdConnConfig } from '../ipam/etcd-config';
+import { EtcdAllocator } from '../ipam/etcd-allocator';
+import { contains, parseCIDR, parseIP } from '../ip/ip';
+import { Netlink, linkFind } from '../netlink';
+import { overlayBridgeName } from '../network/conflist';
+import type { Network } from '../network/spec';
+import { NetworkStore, type Endpoint } from '../network/store';
+import { applyTable, backendsOf, renderTable, syncLocalRoutes, type LbService } from '../service/lb';
+import { decodeService, servicesPrefix, type Service } from '../service/spec';
+import { LB_CONTAINER, LB_IFNAME, isLbEndpoint, lbOwner, serviceIpamConfig } from '../service/store';
+import type { NetworksAgent, NetworksListener } from './networks';
+
+export interface ServicesAgentOptions {
+  conn: EtcdConnConfig;
+  nodeName: string;
+  resyncSec: number;
+  log: Logger;
+}
+
+export interface ServicesStatus {
+  /** Services balanced on this node (their network is here and has a load-balancer address). */
+  services: number;
+  /** Backends over every service's map. */
+  backends: number;
+  /** Table replacements (only when the rendered table changed). */
+  applies: number;
+  passes: number;
+  errors: number;
+  lastPassMs: number;
+}
+
+const DEBOUNCE_MS = 10;
+/** A pass that could not finish a network (its bridge not made yet, no lease yet) runs again after this. */
+const RETRY_MS = 250;
+
+export class ServicesAgent implements NetworksListener {
+  readonly status: ServicesStatus = { services: 0, backends: 0, applies: 0, passes: 0, errors: 0, lastPassMs: 0 };
+  private readonly client: EtcdClient;
+  private readonly store: NetworkStore;
+  private readonly services = new Map<string, Service>();
+  private readonly networks = new Map<string, Network>();
+  private readonly endpoints = new Map<string, Endpoint>();
+  /** This node's load-balancer address per network, as reserved. */
+  private readonly lbs = new Map<string, string>();
+  private readonly nl = Netlink.open(null);
+  private agent: NetworksAgent | null = null;
+  private watch: EtcdWatch | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private pending: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopped = false;
+  private applied: string | null = null;
+  private haveNetworks = false;
+
+  constructor(private readonly o: ServicesAgentOptions) {
+    this.client = new EtcdClient(o.conn);
+    this.store = new NetworkStore(this.client, o.conn.prefix);
+  }
+
+  /** Follows this networks agent (a restarted one replaces the last). */
+  attach(agent: NetworksAgent): void {
+    this.agent = agent;
+    agent.subscribe(this);
+  }
+
+  /** Lists and watches the services; while etcd cannot be reached, tries again every few seconds. */
+  async start(): Promise<void> {
+    try {
+      await this.relist();
+    } catch (e) {
+      if (this.stopped) return;
+      this.fail('start', e);
+      await new Promise((r) => setTimeout(r, 2000).unref());
+      return this.start();
+    }
+    this.timers.push(setInterval(() => {
+      this.lbs.clear(); // reservations checked again: someone may have released one
+      void this.relist().then(() => this.schedule(), (e) => this.fail('resync', e));
+    }, this.o.resyncSec * 1000));
+    for (const t of this.timers) t.unref();
+    this.schedule();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.watch?.close();
+    for (const t of this.timers) clearInterval(t);
+    if (this.pending) clearTimeout(this.pending);
+    this.client.close();
+    this.nl.close();
+  }
+
+  /** Runs a pass now (tests): resolves when the node matches the state as last seen. */
+  async sync(): Promise<void> { await this.pass(); }
+
+  // ---- NetworksListener ----------------------------------------------------------------------
+
+  resync(networks: Network[], endpoints: Endpoint[]): void {
+    this.networks.clear();
+    for (const n of networks) this.networks.set(n.name, n);
+    this.endpoints.clear();
+    for (const e of endpoints) this.endpoints.set(this.store.endpointKey(e), e);
+    this.haveNetworks = true;
+    this.schedule();
+  }
+
+  network(before: Network | undefined, after: Network | undefined): void {
+    if (before) this.networks.delete(before.name);
+    if (after) this.networks.set(after.name, after);
+    this.schedule();
+  }
+
+  endpoint(before: Endpoint | undefined, after: Endpoint | undefined): void {
+    if (before) this.endpoints.delete(this.store.endpointKey(before));
+    if (after) this.endpoints.set(this.store.endpointKey(after), after);
+    this.schedule();
+  }
+
+  // ---- services watch ------------------------------------------------------------------------
+
+  private async relist(): Promise<void> {
+    const p = servicesPrefix(this.o.conn.prefix);
+    const r = await this.client.range({ key: p, rangeEnd: prefixEnd(p) });
+    this.services.clear();
+    for (const kv of r.kvs) { const s = decodeService(kv.value); if (s) this.services.set(kv.key.toString(), s); }
+    this.watch?.close();
+    if (this.stopped) return;
+    this.watch = new EtcdWatch({
+      conn: this.o.conn, client: this.client, prefix: p, revision: r.revision,
+      onEvents: (events) => { for (const ev of events) this.onEvent(ev); this.schedule(); },
+      onError: (err) => {
+        if (this.stopped) return;
+        this.o.log.warn(`watch ${p}: ${err.message}; listing again`);
+        setTimeout(() => void this.relist().then(() => this.schedule(), (e) => this.fail('relist', e)), 1000).unref();
+      },
+    });
+  }
+
+  private onEvent(ev: WatchEvent): void {
+    const key = ev.kv.key.toString();
+    const s = ev.type === 'del' ? null : decodeService(ev.kv.value);
+    if (s) this.services.set(key, s); else this.services.delete(key);
+  }
+
+  // ---- passes --------------------------------------------------------------------------------
+
+  private schedule(delay = DEBOUNCE_MS): void {
+    if (this.stopped || (this.pending && delay === DEBOUNCE_MS)) return;
+    if (this.pending) clearTimeout(this.pending);
+    this.pending = setTimeout(() => {
+      this.pending = null;
+      void this.pass().catch((e) => this.fail('pass', e));
+    }, delay);
+  }
+
+  private async pass(): Promise<void> {
+    if (this.running) { this.again = true; return this.running; }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        const t0 = performance.now();
+        try {
+          if (!(await this.reconcile()) && !this.stopped) this.schedule(RETRY_MS);
+        } catch (e) {
+          this.fail('reconcile', e);
+          if (!this.stopped) this.schedule(RETRY_MS * 4);
+        }
+        this.status.passes++;
+        this.status.lastPassMs = performance.now() - t0;
+      } while (this.again && !this.stopped);
+    })().finally(() => { this.running = null; });
+    return this.running;
+  }
+
+  /** One pass; false when something is not ready yet (a retry is scheduled). */
+  private async reconcile(): Promise<boolean> {
+    if (!this.haveNetworks) return true; // the networks agent's first list is still to come
+    let complete = true;
+    const byNet = new Map<string, Service[]>();
+    for (const s of this.services.values()) {
+      const n = this.networks.get(s.network);
+      if (!n || n.driver !== 'overlay' || n.options.vni === undefined) continue;
+      byNet.set(n.name, [...(byNet.get(n.name) ?? []), s]);
+    }
+    const lease = this.agent?.status.lease;
+    const nodeIp = this.agent?.status.nodeIp;
+
+    // This node's load-balancer address on each network with services: reserved, published.
+    const ready = new Map<string, { lb: string; bridge: string }>();
+    for (const name of byNet.keys()) {
+      const net = this.networks.get(name)!;
+      const bridge = overlayBridgeName(net.options.vni!);
+      const br = linkFind(this.nl, bridge);
+      if (!br?.mac || !lease || !nodeIp) { complete = false; continue; }
+      let lb = this.lbs.get(name);
+      if (!lb) {
+        const [a] = await new EtcdAllocator(serviceIpamConfig(net, this.o.conn.prefix), this.client).allocate(lbOwner(this.o.nodeName));
+        lb = a!.ip;
+        this.lbs.set(name, lb);
+      }
+      const at = parseIP(lb)!;
+      const prefix = net.subnets.map((s) => parseCIDR(s.subnet)!).find((n) => contains(n, at))?.prefix ?? 32;
+      const rec: Endpoint = {
+        network: name, containerId: LB_CONTAINER(name), ifName: LB_IFNAME, node: this.o.nodeName, nodeIp, mac: br.mac, ips: [`${lb}/${prefix}`], created: '',
+      };
+      const have = this.endpoints.get(this.store.endpointKey(rec));
+      if (!have || have.mac !== rec.mac || have.nodeIp !== rec.nodeIp || have.ips.join() !== rec.ips.join()) {
+        await this.store.putEndpoint({ ...rec, created: have?.created || new Date().toISOString() }, lease);
+        this.o.log.info(`services: load-balancer address ${lb} of network ${name} on ${bridge} published`);
+      }
+      ready.set(name, { lb, bridge });
+    }
+    // Networks without services (here): this node's record and reservation go.
+    for (const e of [...this.endpoints.values()]) {
+      if (e.node !== this.o.nodeName || !isLbEndpoint(e) || byNet.has(e.network)) continue;
+      await this.store.deleteEndpoint(e);
+      const net = this.networks.get(e.network);
+      if (net) await new EtcdAllocator(serviceIpamConfig(net, this.o.conn.prefix), this.client).release(lbOwner(this.o.nodeName)).catch(() => undefined);
+      this.lbs.delete(e.network);
+      this.o.log.info(`services: network ${e.network} has no services: load-balancer address released`);
+    }
+
+    const lbServices: LbService[] = [];
+    const routes = new Map<string, string[]>();
+    for (const [name, svcs] of byNet) {
+      const r = ready.get(name);
+      if (!r) continue;
+      const local = [r.lb];
+      for (const s of svcs) {
+        const vip = s.vips.find((v) => v.includes('.'));
+        if (!vip) continue;
+        lbServices.push({ network: name, name: s.name, vip, ports: s.ports, backends: backendsOf(s, this.endpoints.values()), lb: r.lb });
+        local.push(vip);
+      }
+      routes.set(r.bridge, local);
+    }
+    syncLocalRoutes(this.nl, routes);
+    const script = renderTable(lbServices);
+    if (script !== this.applied) {
+      applyTable(script);
+      this.applied = script;
+      this.status.applies++;
+      this.o.log.debug(`services: table ${lbServices.length ? `written (${lbServices.length} service(s))` : 'removed'}`);
+    }
+    this.status.services = lbServices.length;
+    this.status.backends = lbServices.reduce((n, s) => n + s.backends.length, 0);
+    return complete;
+  }
+
+  private fail(what: string, e: unknown): void {
+    this.status.errors++;
+    this.o.log.error(`services: ${what}: ${(e as Error).message ?? e}`);
+  }
+}
