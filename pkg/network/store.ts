@@ -70,20 +70,27 @@ export class NetworkStore {
     }
   }
 
-  /** Removes a network with no endpoints; refuses, naming them, while containers are attached. */
+  /** Removes a network with no endpoints and no services; refuses, naming them, while containers are attached. */
   async remove(name: string): Promise<void> {
     const key = this.networksPrefix() + name;
     const ep = this.endpointsPrefix(name);
+    // Services (pkg/service/spec.ts, key <prefix>/services/<network>/<name>) hold a VIP of the network.
+    const sp = `${this.prefix}/services/${name}/`;
     const t = await this.client.txn({
-      compare: [{ key: ep, rangeEnd: prefixEnd(ep), target: 'CREATE', result: 'EQUAL', value: 0 }],
+      compare: [
+        { key: ep, rangeEnd: prefixEnd(ep), target: 'CREATE', result: 'EQUAL', value: 0 },
+        { key: sp, rangeEnd: prefixEnd(sp), target: 'CREATE', result: 'EQUAL', value: 0 },
+      ],
       success: [{ del: { key } }],
-      failure: [{ range: { key: ep, rangeEnd: prefixEnd(ep) } }],
+      failure: [{ range: { key: ep, rangeEnd: prefixEnd(ep) } }, { range: { key: sp, rangeEnd: prefixEnd(sp), keysOnly: true } }],
     });
     if (t.succeeded) {
       const deleted = t.responses[0];
       if (deleted?.kind === 'del' && deleted.deleted === 0) throw new SpecError(`no network named ${name} (knitctl network ls lists them)`);
       return;
     }
+    const svcs = t.responses[1]?.kind === 'range' ? t.responses[1].range.kvs.map((kv) => kv.key.toString().slice(sp.length)) : [];
+    if (svcs.length) throw new SpecError(`network ${name} has service${svcs.length === 1 ? '' : 's'} ${svcs.join(', ')}: remove ${svcs.length === 1 ? 'it' : 'them'} first (knitctl service rm)`);
     const r = t.responses[0];
     const eps = r?.kind === 'range' ? r.range.kvs.map(decodeEndpoint).filter((e): e is Endpoint => !!e) : [];
     const shown = eps.slice(0, 5).map((e) => `${e.name ?? e.containerId.slice(0, 12)} on ${e.node}`).join(', ');

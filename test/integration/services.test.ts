@@ -244,6 +244,9 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
     for (const n of nodes) assert.ok(!(await localRoutes(n)).some((x) => x.startsWith('10.241.0.200 ')), `${n.name}: web's VIP route removed`);
     // Its VIP is free again.
     await ok('service', 'create', 'web', '--network', 'app', '--vip', '10.241.0.200');
+    const busy = await knitctl('network', 'rm', 'app');
+    assert.equal(busy.code, 1);
+    assert.match(busy.stderr, /network app has services api, web: remove them first \(knitctl service rm\)/);
     await ok('service', 'rm', 'web', 'api');
     for (const n of nodes) {
       await eventually(async () => !(await nftTable(n)).includes('table inet'), 10_000, `${n.name}: no table without services`);
