@@ -147,7 +147,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
-    serveMetrics(f.metricsAddr, { status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}) }).then(
+    serveMetrics(f.metricsAddr, { status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}), ...(networks ? { services: () => networks.services.status } : {}) }).then(
       (s) => { metrics = s; log.info(`metrics and health on http://${f.metricsAddr}/metrics, /healthz`); },
       (e: Error) => log.error(`metrics: ${e.message}`));
   }
@@ -163,7 +163,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
 }
 
 /** The named-network agent (pkg/agent/networks.ts) on etcd, retried until it starts; independent of the pod network. */
-function startNetworks(f: OverlayFlags, parent: Logger): { stop(): void } {
+function startNetworks(f: OverlayFlags, parent: Logger): { services: import('../../pkg/agent/services').ServicesAgent; stop(): void } {
   const { NetworksAgent } = require('../../pkg/agent/networks') as typeof import('../../pkg/agent/networks');
   const log = parent.child({ component: 'networks' });
   const conn = {
@@ -177,7 +177,7 @@ function startNetworks(f: OverlayFlags, parent: Logger): { stop(): void } {
   const networks = startRetrying(
     () => { const a = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }); services.attach(a); return a; },
     (a) => `named networks up: node ${f.nodeName}, ${a.status.networks} network(s), conflists in ${f.confDir}`, 'named networks', log);
-  return { stop() { networks.stop(); services.stop(); } };
+  return { services, stop() { networks.stop(); services.stop(); } };
 }
 
 /** Starts an agent in the background, retrying (1 s doubling to 30 s) until it starts or stop() is called. */

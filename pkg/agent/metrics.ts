@@ -4,12 +4,15 @@
 import * as http from 'node:http';
 import type { AgentStatus } from './agent';
 import type { IpamGcStats } from './ipam-gc';
+import type { ServicesStatus } from './services';
 
 export interface MetricsSource {
   status(): AgentStatus | null;
   resyncSec: number;
   /** The IPAM pod GC's counters, when it runs. */
   ipamGc?: () => IpamGcStats;
+  /** The service load balancer's counters (named networks on etcd). */
+  services?: () => ServicesStatus;
 }
 
 const esc = (v: string): string => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
@@ -35,6 +38,12 @@ export function renderMetrics(src: MetricsSource): string {
     metric('knit_ipam_gc_released_total', 'counter', 'Addresses the pod GC released (their pod was gone).', [['', gc.released]]);
     metric('knit_ipam_gc_pending', 'gauge', 'Stale attachments waiting for the confirming pass.', [['', gc.pending]]);
     metric('knit_ipam_gc_errors_total', 'counter', 'Pod GC passes that failed for a network (etcd or the API unreachable).', [['', gc.errors]]);
+  }
+  const svc = src.services?.();
+  if (svc) {
+    metric('knit_services_balanced', 'gauge', 'Service VIPs balanced on this node (one nftables map each).', [['', svc.services]]);
+    metric('knit_services_backends', 'gauge', 'Backends in the maps of those services.', [['', svc.backends]]);
+    metric('knit_services_errors_total', 'counter', 'Errors of the service load balancer (etcd, nft, routes).', [['', svc.errors]]);
   }
   return lines.join('\n') + '\n';
 }

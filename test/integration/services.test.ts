@@ -39,7 +39,7 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
     n.log = [];
     const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', path.join(n.runDir, 'cni'), '--etcd-endpoints', endpoint,
       '--etcd-prefix', PREFIX, '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir, '--cni-conf-dir', n.confDir,
-      '--lease-ttl', '10', '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+      '--lease-ttl', '10', '--resync-interval', '5', '--log-level', 'debug', '--metrics-addr', '127.0.0.1:9464'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
     proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
     n.knitd = proc;
   }
@@ -186,6 +186,11 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
       const lb = lbs.find((l) => l.Host === n.name)!.Address.split('/')[0];
       assert.deepEqual(await localRoutes(n), [`${lb} knb4096`, `${vip} knb4096`].sort(), `${n.name} local routes`);
     }
+
+    // knitd's metrics (served inside the host's netns, read there).
+    const metrics = (await lab.exec(nodes[0]!.host, 'busybox', ['wget', '-q', '-O', '-', 'http://127.0.0.1:9464/metrics'])).stdout;
+    assert.match(metrics, /^knit_services_balanced 1$/m);
+    assert.match(metrics, /^knit_services_backends 2$/m);
 
     for (const c of ['c1', 'c2']) {
       const got = await connect(pods[c]!.ns, vip, 80, 12);
