@@ -62,6 +62,7 @@ export class ServicesAgent implements NetworksListener {
   private watch: EtcdWatch | null = null;
   private timers: NodeJS.Timeout[] = [];
   private pending: NodeJS.Timeout | null = null;
+  private pendingDue = 0;
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
@@ -160,9 +161,13 @@ export class ServicesAgent implements NetworksListener {
 
   // ---- passes --------------------------------------------------------------------------------
 
+  /** A pass after `delay`, unless one is already due sooner (a change never waits for a retry's timer). */
   private schedule(delay = DEBOUNCE_MS): void {
-    if (this.stopped || (this.pending && delay === DEBOUNCE_MS)) return;
+    if (this.stopped) return;
+    const due = Date.now() + delay;
+    if (this.pending && this.pendingDue <= due) return;
     if (this.pending) clearTimeout(this.pending);
+    this.pendingDue = due;
     this.pending = setTimeout(() => {
       this.pending = null;
       void this.pass().catch((e) => this.fail('pass', e));
