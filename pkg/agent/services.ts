@@ -20,7 +20,7 @@ import { Netlink, linkFind } from '../netlink';
 import { overlayBridgeName } from '../network/conflist';
 import type { Network } from '../network/spec';
 import { NetworkStore, type Endpoint } from '../network/store';
-import { applyTable, backendsOf, renderTable, syncLocalRoutes, type LbService } from '../service/lb';
+import { applyTable, backendsOf, renderChanges, syncLocalRoutes, type LbService } from '../service/lb';
 import { decodeService, servicesPrefix, type Service } from '../service/spec';
 import { LB_CONTAINER, LB_IFNAME, isLbEndpoint, lbOwner, serviceIpamConfig } from '../service/store';
 import type { NetworksAgent, NetworksListener } from './networks';
@@ -66,7 +66,8 @@ export class ServicesAgent implements NetworksListener {
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
-  private applied: string | null = null;
+  /** The services the table holds as last written; null: write the whole table next time. */
+  private applied: LbService[] | null = null;
   private haveNetworks = false;
 
   constructor(private readonly o: ServicesAgentOptions) {
@@ -256,13 +257,14 @@ export class ServicesAgent implements NetworksListener {
       routes.set(r.bridge, local);
     }
     syncLocalRoutes(this.nl, routes);
-    const script = renderTable(lbServices);
-    if (script !== this.applied) {
+    const script = renderChanges(this.applied, lbServices);
+    if (script) {
+      this.applied = null; // unknown until nft says it is done: a failed change means a whole write next time
       applyTable(script);
-      this.applied = script;
       this.status.applies++;
-      this.o.log.debug(`services: table ${lbServices.length ? `written (${lbServices.length} service(s))` : 'removed'}`);
+      this.o.log.debug(`services: table ${lbServices.length ? `updated (${lbServices.length} service(s))` : 'removed'}`);
     }
+    this.applied = lbServices;
     this.status.services = lbServices.length;
     this.status.backends = lbServices.reduce((n, s) => n + s.backends.length, 0);
     return complete;

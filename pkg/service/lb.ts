@@ -24,7 +24,8 @@
 // neighbour entries, which never hold a VIP), and knit-bridge's gateway check never sees them.
 //
 // The table is rendered whole from the desired state (a pure function) and replaced in one nft
-// transaction: the same state gives the same table, after any restart; stale maps go with it.
+// transaction when knitd starts (the same state gives the same table after any restart; stale maps
+// go with it); after that each change touches only the services that changed (renderChanges).
 import { fnv1a32 } from '../hash';
 import { parseIP } from '../ip/ip';
 import { nft } from '../nat/nft';
@@ -123,7 +124,51 @@ export function renderTable(services: readonly LbService[]): string {
   return lines.join('\n') + '\n';
 }
 
-/** Replaces the node's table with `script` (renderTable's), one transaction. */
+const sameService = (a: LbService, b: LbService): boolean =>
+  a.vip === b.vip && a.lb === b.lb && JSON.stringify(a.ports) === JSON.stringify(b.ports) && a.backends.join() === b.backends.join();
+
+/**
+ * What turns the table written for `before` into `after`, as one nft script: only the services
+ * that changed are touched (a backend's ADD or DEL flushes and refills that service's map and
+ * rewrites its chain's rules, whatever the number of other services). `before` null (nothing
+ * written yet, or the last write failed), or an empty side: the whole table (renderTable).
+ * Applying renderChanges(A, B) to the table of A gives the same table as renderTable(B).
+ */
+export function renderChanges(before: readonly LbService[] | null, after: readonly LbService[]): string {
+  if (!before || !before.length || !after.length) return renderTable(after);
+  const t = `inet ${SERVICES_TABLE}`;
+  const key = (x: LbService): string => serviceId(x.network, x.name);
+  const old = new Map(before.map((x) => [key(x), x]));
+  const now = new Map(after.map((x) => [key(x), x]));
+  const gone = [...old].filter(([k]) => !now.has(k)).map(([, v]) => v);
+  const added = [...now].filter(([k]) => !old.has(k)).map(([, v]) => v);
+  const changed = [...now].filter(([k, v]) => old.has(k) && !sameService(old.get(k)!, v)).map(([k, v]) => ({ from: old.get(k)!, to: v, id: k }));
+  const lines: string[] = [];
+  // Order matters within the transaction: nothing is deleted while something still refers to it.
+  for (const x of [...gone, ...changed.map((c) => c.from)]) {
+    lines.push(`delete element ${t} vip4 { ${x.vip} }`, `delete element ${t} snat4 { ${x.vip} }`);
+  }
+  for (const x of gone) lines.push(`delete chain ${t} s_${key(x)}`, `delete map ${t} b_${key(x)}`);
+  for (const c of changed) lines.push(`flush chain ${t} s_${c.id}`, `flush map ${t} b_${c.id}`);
+  for (const x of added) {
+    lines.push(`add map ${t} b_${key(x)} { typeof numgen inc mod 1 : ip daddr; comment ${JSON.stringify(`knit service ${x.network}/${x.name}`)}; }`, `add chain ${t} s_${key(x)}`);
+  }
+  for (const x of [...added, ...changed.map((c) => c.to)]) {
+    const id = key(x);
+    if (x.backends.length) lines.push(`add element ${t} b_${id} { ${x.backends.map((b, i) => `${i} : ${b}`).join(', ')} }`);
+    if (x.backends.length) for (const r of portRules(x, `b_${id}`)) lines.push(`add rule ${t} s_${id} ${r}`);
+    lines.push(`add element ${t} vip4 { ${x.vip} : jump s_${id} }`, `add element ${t} snat4 { ${x.vip} : ${x.lb} }`);
+  }
+  const locals = (xs: readonly LbService[]): Set<string> => new Set(xs.flatMap((x) => [x.vip, x.lb]));
+  const [was, will] = [locals(before), locals(after)];
+  const del = [...was].filter((a) => !will.has(a)).sort(cmpIp);
+  const add = [...will].filter((a) => !was.has(a)).sort(cmpIp);
+  if (del.length) lines.push(`delete element ${t} local4 { ${del.join(', ')} }`);
+  if (add.length) lines.push(`add element ${t} local4 { ${add.join(', ')} }`);
+  return lines.length ? lines.join('\n') + '\n' : '';
+}
+
+/** Runs `script` (renderTable's or renderChanges') as one nft transaction. */
 export function applyTable(script: string): void {
   nft(['-f', '-'], script, 'service VIPs');
 }

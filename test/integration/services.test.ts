@@ -12,7 +12,21 @@ import { Lab, requireRoot, type Host, type Netns, type Switch } from '../lab/lab
 import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import { conflistFile } from '../../pkg/network/conflist';
-import { SERVICES_TABLE } from '../../pkg/service/lb';
+import { SERVICES_TABLE, renderChanges, renderTable, type LbService } from '../../pkg/service/lb';
+
+/** An nft -j listing as comparable lines: no handles, set elements sorted (the kernel's order is its own). */
+function normalize(items: any[]): string[] {
+  const strip = (v: any): any => {
+    if (Array.isArray(v)) return v.map(strip);
+    if (v && typeof v === 'object') {
+      const o: any = {};
+      for (const k of Object.keys(v).sort()) if (k !== 'handle') o[k] = k === 'elem' ? v[k].map((e: any) => JSON.stringify(strip(e))).sort() : strip(v[k]);
+      return o;
+    }
+    return v;
+  };
+  return items.filter((i) => !i.metainfo).map((i) => JSON.stringify(strip(i))).sort();
+}
 
 interface Node { name: string; host: Host; runDir: string; stateDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
 
@@ -93,6 +107,7 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
   }
 
   const nftTable = async (n: Node): Promise<string> => (await lab.exec(n.host, 'nft', ['list', 'table', 'inet', SERVICES_TABLE], { allowFail: true })).stdout;
+  const nftState = async (n: Node): Promise<string[]> => normalize(await nftJson(n));
   const nftJson = async (n: Node): Promise<any[]> => {
     const r = await lab.exec(n.host, 'nft', ['-j', 'list', 'table', 'inet', SERVICES_TABLE], { allowFail: true });
     return r.code === 0 ? (JSON.parse(r.stdout).nftables as any[]) : [];
@@ -203,15 +218,16 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
   });
 
   it('the nft state after a knitd restart is identical', async () => {
-    const before = await nftTable(nodes[0]!);
+    // Written piece by piece so far (each change touched only its service); after the restart, whole.
+    const before = await nftState(nodes[0]!);
     const routes = await localRoutes(nodes[0]!);
-    assert.match(before, /numgen inc mod 2/);
+    assert.match(await nftTable(nodes[0]!), /numgen inc mod 2/);
     await stopKnitd(nodes[0]!);
     // Something stale to clean up: knitd must rewrite the table, not keep whatever it finds.
     await lab.exec(nodes[0]!.host, 'nft', ['add', 'map', 'inet', SERVICES_TABLE, 'b_stale', '{ typeof numgen inc mod 1 : ip daddr; }']);
     startKnitd(nodes[0]!);
     await eventually(async () => !(await nftTable(nodes[0]!)).includes('b_stale'), 20_000, 'stale map removed after restart');
-    assert.equal(await nftTable(nodes[0]!), before);
+    assert.deepEqual(await nftState(nodes[0]!), before);
     assert.deepEqual(await localRoutes(nodes[0]!), routes);
     const got = await connect(pods.c1!.ns, vip, 80, 6);
     assert.ok(got.includes('b1') && got.includes('b2'), `after restart: ${got}`);
@@ -263,5 +279,47 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
     await cni(nodes[1]!, 'DEL', 'app', pods.c2!.id, 'client2', pods.c2!.ns);
     const rm = await knitctl('network', 'rm', 'app');
     assert.equal(rm.code, 0, rm.stderr);
+  });
+});
+
+describe('service load balancer table: changes applied one by one equal the whole table (nft in a lab netns)', function () {
+  this.timeout(120_000);
+  let lab: Lab;
+  let ns: Netns;
+  before(async function () {
+    requireRoot(this);
+    lab = new Lab();
+    ns = await lab.netns('svcnft');
+  });
+  after(async () => { await lab?.cleanup(); });
+
+  const apply = async (script: string): Promise<void> => { if (script) await lab.exec(ns, 'nft', ['-f', '-'], { input: script }); };
+  const state = async (): Promise<string[]> => {
+    const r = await lab.exec(ns, 'nft', ['-j', 'list', 'table', 'inet', SERVICES_TABLE], { allowFail: true });
+    return r.code === 0 ? normalize(JSON.parse(r.stdout).nftables) : [];
+  };
+
+  it('random sequences of services, ports and backends: renderChanges(A, B) on A\'s table is renderTable(B)', async () => {
+    let seed = 7;
+    const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return (seed >>> 16) % n; };
+    const make = (): LbService[] => {
+      const out: LbService[] = [];
+      for (let i = 0; i < 6; i++) {
+        if (rnd(3) === 0) continue;
+        const ports = [[], [{ proto: 'tcp' as const, port: 80 }], [{ proto: 'tcp' as const, port: 80 }, { proto: 'udp' as const, port: 53 }]][rnd(3)]!;
+        const backends = [...new Set(Array.from({ length: rnd(4) }, () => `10.0.0.${10 + rnd(20)}`))].sort((a, b) => Number(a.split('.')[3]) - Number(b.split('.')[3]));
+        out.push({ network: rnd(2) ? 'app' : 'db', name: `s${i}`, vip: `10.0.1.${i + 1 + 10 * rnd(2)}`, ports, backends, lb: `10.0.2.${rnd(2)}` });
+      }
+      return out;
+    };
+    let prev: LbService[] | null = null;
+    for (let step = 0; step < 25; step++) {
+      const next = make();
+      await apply(renderChanges(prev, next));
+      const got = await state();
+      await apply(renderTable(next));
+      assert.deepEqual(got, await state(), `step ${step}: ${JSON.stringify(prev)} -> ${JSON.stringify(next)}`);
+      prev = next;
+    }
   });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { buildNetwork, SpecError, type Network } from '../../pkg/network/spec';
 import type { Endpoint } from '../../pkg/network/store';
 import { inspectService, serviceRows } from '../../pkg/service/inspect';
-import { backendsOf, renderTable, serviceId, type LbService } from '../../pkg/service/lb';
+import { backendsOf, renderChanges, renderTable, serviceId, type LbService } from '../../pkg/service/lb';
 import { checkServiceName, checkServiceNetwork, checkVip, decodeService, parsePorts, type Service } from '../../pkg/service/spec';
 import { serviceIpamConfig } from '../../pkg/service/store';
 
@@ -107,6 +107,27 @@ describe('services: backends and the nft table', () => {
     assert.equal(renderTable([s1, s2, s3]), renderTable([s3, s1, s2]));
     assert.notEqual(renderTable([s1]), renderTable([{ ...s1, backends: ['10.0.0.5'] }]));
     assert.equal(renderTable([]), 'table inet knit-services {}\ndelete table inet knit-services\n');
+  });
+
+  it('a change touches only the services that changed (the whole table when nothing was written yet)', () => {
+    assert.equal(renderChanges(null, [s1, s2]), renderTable([s1, s2]), 'first write: whole');
+    assert.equal(renderChanges([s1, s2], []), renderTable([]), 'last service gone: the table goes');
+    assert.equal(renderChanges([s1, s2], [s2, s1]), '', 'nothing changed: nothing to do');
+    const id = serviceId('app', 'api');
+    const c = renderChanges([s1, s2], [{ ...s1, backends: ['10.0.0.6'] }, s2]);
+    assert.equal(c, [
+      'delete element inet knit-services vip4 { 10.0.0.100 }', 'delete element inet knit-services snat4 { 10.0.0.100 }',
+      `flush chain inet knit-services s_${id}`, `flush map inet knit-services b_${id}`,
+      `add element inet knit-services b_${id} { 0 : 10.0.0.6 }`,
+      `add rule inet knit-services s_${id} tcp dport { 80, 443 } dnat ip to numgen inc mod 1 map @b_${id}`,
+      `add rule inet knit-services s_${id} udp dport { 53 } dnat ip to numgen inc mod 1 map @b_${id}`,
+      `add element inet knit-services vip4 { 10.0.0.100 : jump s_${id} }`, 'add element inet knit-services snat4 { 10.0.0.100 : 10.0.0.120 }',
+      '',
+    ].join('\n'));
+    assert.doesNotMatch(c, new RegExp(serviceId('app', 'all')), 'the other service is not touched');
+    const gone = renderChanges([s1, s2], [s1]);
+    assert.match(gone, new RegExp(`delete chain inet knit-services s_${serviceId('app', 'all')}\ndelete map inet knit-services b_${serviceId('app', 'all')}`));
+    assert.match(gone, /delete element inet knit-services local4 \{ 10\.0\.0\.101 \}/);
   });
 });
 
