@@ -1,7 +1,7 @@
 // Services in etcd (the record: spec.ts), and the addresses they take from their network.
 //
 //   <prefix>/services/<network>/<name>                    Service (JSON)
-//   <prefix>/ipam/<network>/attach/knit-services/vip-<name>:vip   the VIP's reservation
+//   <prefix>/ipam/<network>/attach/knit-services/vip-<name>.<id12>:vip   the VIP's reservation
 //   <prefix>/ipam/<network>/attach/knit-services/lb-<node>:lb     a node's load-balancer address
 //
 // VIPs and the nodes' load-balancer addresses are reserved through knit-etcd-ipam's allocator
@@ -27,7 +27,8 @@ import {
 
 /** The IPAM node that holds every service VIP and node load-balancer address. */
 export const SERVICES_NODE = 'knit-services';
-export const vipOwner = (service: string): Owner => ({ containerId: `vip-${service}`, ifName: 'vip' });
+/** The VIP's IPAM owner: per service and creation (two racing creates of one name never share, or free, one reservation). */
+export const vipOwner = (service: string, id: string): Owner => ({ containerId: `vip-${service}.${id.slice(0, 12)}`, ifName: 'vip' });
 export const lbOwner = (node: string): Owner => ({ containerId: `lb-${node}`, ifName: 'lb' });
 /** A node's load-balancer endpoint record: containerId and ifName under <prefix>/endpoints/<net>/<node>/. */
 export const LB_CONTAINER = (network: string): string => `lb-${network}`;
@@ -86,15 +87,16 @@ export class ServiceStore {
       throw new SpecError(`service ${req.name} already exists on network ${net.name}: pick another name or remove it first (knitctl service rm ${req.name})`);
     }
     const requested = req.vip !== undefined ? checkVip(req.vip, net, existing) : undefined;
-    const vip = await this.reserveVip(net, req.name, requested);
-    const svc: Service = { name: req.name, network: net.name, vips: [vip], ports, id: randomBytes(32).toString('hex'), created: now.toISOString() };
+    const id = randomBytes(32).toString('hex');
+    const vip = await this.reserveVip(net, req.name, id, requested);
+    const svc: Service = { name: req.name, network: net.name, vips: [vip], ports, id, created: now.toISOString() };
     const key = serviceKey(this.prefix, net.name, req.name);
     const t = await this.client.txn({
       compare: [cmp.absent(key), cmp.modified(this.networks.networksPrefix() + net.name, netKv!.modRevision)],
       success: [{ put: { key, value: JSON.stringify(svc) } }],
     });
     if (!t.succeeded) {
-      await this.releaseVip(net, req.name);
+      await this.releaseVip(net.name, vipOwner(req.name, id));
       throw new SpecError(`service ${req.name} on network ${net.name}: the service or its network changed while it was being created; try again`);
     }
     return svc;
@@ -105,11 +107,12 @@ export class ServiceStore {
    * load-balancer endpoints and addresses with it (knitd on each node drops its routes and map).
    */
   async remove(network: string, name: string): Promise<void> {
-    const n = await this.client.delete(serviceKey(this.prefix, network, name));
-    if (!n) throw new SpecError(`no service named ${name} on network ${network} (knitctl service ls lists them)`);
-    const keys = new EtcdKeys(this.prefix, network);
-    const mine = (await readAttachments(this.client, keys, SERVICES_NODE)).filter((r) => r.owner.containerId === vipOwner(name).containerId);
-    await releaseAttachments(this.client, keys, mine, () => `service ${name} removed`);
+    const key = serviceKey(this.prefix, network, name);
+    const kv = await this.client.get(key);
+    const svc = kv ? decodeService(kv.value) : null;
+    const t = kv ? await this.client.txn({ compare: [cmp.modified(key, kv.modRevision)], success: [{ del: { key } }] }) : null;
+    if (!kv || !t?.succeeded) throw new SpecError(`no service named ${name} on network ${network} (knitctl service ls lists them)`);
+    if (svc) await this.releaseVip(network, vipOwner(name, svc.id));
     if ((await this.list(network)).length) return;
     await this.releaseLbs(network);
   }
@@ -128,11 +131,11 @@ export class ServiceStore {
   }
 
   /** The VIP: `requested` reserved (code 102 from the IPAM becomes a --vip error naming the holder), or one allocated. */
-  private async reserveVip(net: Network, name: string, requested?: IPAddr): Promise<string> {
+  private async reserveVip(net: Network, name: string, id: string, requested?: IPAddr): Promise<string> {
     const cfg = serviceIpamConfig(net, this.prefix, requested !== undefined);
     const alloc = new EtcdAllocator(cfg, this.client);
     try {
-      const [a] = await alloc.allocate(vipOwner(name), requested ? [requested] : []);
+      const [a] = await alloc.allocate(vipOwner(name, id), requested ? [requested] : []);
       return a!.ip;
     } catch (e) {
       if (!(e instanceof CniError) || !requested) {
@@ -141,12 +144,14 @@ export class ServiceStore {
       }
       const holder = await this.client.get(new EtcdKeys(this.prefix, net.name).ip(4, ipToBigInt(requested)));
       const v = holder ? parseJson(holder.value) : null;
-      const who = v ? (v.node === SERVICES_NODE ? `${String(v.containerID).replace(/^vip-/, 'service ').replace(/^lb-/, 'the load balancer of node ')}` : `container ${String(v.containerID).slice(0, 12)} on node ${v.node}`) : null;
+      const who = v ? (v.node === SERVICES_NODE ? `${String(v.containerID).replace(/^vip-(.*)\.[0-9a-f]+$/, 'service $1').replace(/^lb-/, 'the load balancer of node ')}` : `container ${String(v.containerID).slice(0, 12)} on node ${v.node}`) : null;
       throw new SpecError(`invalid --vip ${JSON.stringify(formatIP(requested))}: an address not in use${who ? ` (${who} holds it)` : ` (${e.message})`}`);
     }
   }
 
-  private async releaseVip(net: Network, name: string): Promise<void> {
-    await new EtcdAllocator(serviceIpamConfig(net, this.prefix), this.client).release(vipOwner(name));
+  private async releaseVip(network: string, owner: Owner): Promise<void> {
+    const keys = new EtcdKeys(this.prefix, network);
+    const rows = (await readAttachments(this.client, keys, SERVICES_NODE)).filter((r) => r.owner.containerId === owner.containerId && r.owner.ifName === owner.ifName);
+    await releaseAttachments(this.client, keys, rows, () => `service ${owner.containerId} removed`);
   }
 }

@@ -175,6 +175,21 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
     assert.equal((await knitctl('service', 'ls', '-q')).stdout.trim(), '', 'nothing was stored');
   });
 
+  it('racing creates of one name: one wins, one VIP reserved; rm frees it and the nodes\' LB addresses', async () => {
+    const vipReservations = async (): Promise<Array<{ containerId: string; ips: string[] }>> =>
+      (JSON.parse(await ok('ipam', 'ls', '--network', 'app', '--json'))[0]?.attachments ?? []).filter((a: any) => a.node === 'knit-services');
+    const rs = await Promise.all(Array.from({ length: 4 }, () => knitctl('service', 'create', 'race', '--network', 'app')));
+    assert.equal(rs.filter((r) => r.code === 0).length, 1, rs.map((r) => r.stderr).join(' | '));
+    for (const r of rs.filter((x) => x.code !== 0)) assert.match(r.stderr, /service race already exists on network app|changed while it was being created/);
+    const [svc] = JSON.parse(await ok('service', 'inspect', 'race'));
+    const vips = (await vipReservations()).filter((a) => a.containerId.startsWith('vip-race.'));
+    assert.deepEqual(vips.map((a) => a.ips[0]), [svc.Endpoint.VirtualIPs[0].Addr], 'exactly the winner\'s VIP is reserved');
+    await eventually(async () => (await vipReservations()).filter((a) => a.containerId.startsWith('lb-')).length === 2, 10_000, 'each node reserved its LB address');
+    await ok('service', 'rm', 'race');
+    await eventually(async () => (await vipReservations()).length === 0, 10_000, 'VIP and LB reservations freed');
+    assert.deepEqual(Object.keys(JSON.parse(await ok('network', 'inspect', 'app'))[0].Containers).filter((k) => k.startsWith('lb-')), [], 'no LB endpoint left');
+  });
+
   it('a VIP service with a backend on each host: connections to VIP:80 reach both, from either host', async () => {
     // Backends first on h1 (local to the client) and h2 (across the VXLAN), named after the service.
     for (const [key, node, name] of [['b1', nodes[0]!, 'api'], ['b2', nodes[1]!, 'api'], ['c1', nodes[0]!, 'client1'], ['c2', nodes[1]!, 'client2']] as const) {
