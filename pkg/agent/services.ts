@@ -227,7 +227,9 @@ export class ServicesAgent implements NetworksListener {
       };
       const have = this.endpoints.get(this.store.endpointKey(rec));
       if (!have || have.mac !== rec.mac || have.nodeIp !== rec.nodeIp || have.ips.join() !== rec.ips.join()) {
-        await this.store.putEndpoint({ ...rec, created: have?.created || new Date().toISOString() }, lease);
+        const put = { ...rec, created: have?.created || new Date().toISOString() };
+        await this.store.putEndpoint(put, lease);
+        this.endpoints.set(this.store.endpointKey(put), put); // the watch confirms it; no second put meanwhile
         this.o.log.info(`services: load-balancer address ${lb} of network ${name} on ${bridge} published`);
       }
       ready.set(name, { lb, bridge });
