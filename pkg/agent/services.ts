@@ -238,6 +238,7 @@ export class ServicesAgent implements NetworksListener {
     for (const e of [...this.endpoints.values()]) {
       if (e.node !== this.o.nodeName || !isLbEndpoint(e) || byNet.has(e.network)) continue;
       await this.store.deleteEndpoint(e);
+      this.endpoints.delete(this.store.endpointKey(e));
       const net = this.networks.get(e.network);
       if (net) await new EtcdAllocator(serviceIpamConfig(net, this.o.conn.prefix), this.client).release(lbOwner(this.o.nodeName)).catch(() => undefined);
       this.lbs.delete(e.network);

@@ -19,7 +19,7 @@ import { parseJson } from '../ipam/etcd/keys';
 import { formatIP, ipToBigInt, parseCIDR, type IPAddr } from '../ip/ip';
 import { ipamOf } from '../network/conflist';
 import { SpecError, type Network } from '../network/spec';
-import { NetworkStore, decodeEndpoint, type Endpoint } from '../network/store';
+import { NetworkStore, decodeEndpoint, decodeNetwork, type Endpoint } from '../network/store';
 import type { Owner } from '../ipam/store';
 import {
   checkServiceName, checkServiceNetwork, checkVip, decodeService, parsePorts, serviceKey, servicesPrefix, type Service, type ServiceRequest,
@@ -81,7 +81,7 @@ export class ServiceStore {
     checkServiceName(req.name);
     const ports = parsePorts(req.ports ?? []);
     const netKv = await this.client.get(this.networks.networksPrefix() + req.network);
-    const net = checkServiceNetwork(netKv ? JSON.parse(netKv.value.toString()) as Network : null, req.network);
+    const net = checkServiceNetwork(netKv ? decodeNetwork(netKv) : null, req.network);
     const existing = await this.list(net.name);
     if (existing.some((s) => s.name === req.name)) {
       throw new SpecError(`service ${req.name} already exists on network ${net.name}: pick another name or remove it first (knitctl service rm ${req.name})`);
