@@ -7,6 +7,7 @@ import { inspectService, serviceRows } from '../../pkg/service/inspect';
 import { backendsOf, renderChanges, renderTable, serviceId, type LbService } from '../../pkg/service/lb';
 import { checkServiceName, checkServiceNetwork, checkVip, decodeService, parsePorts, type Service } from '../../pkg/service/spec';
 import { serviceIpamConfig } from '../../pkg/service/store';
+import { run } from '../../cmd/knitctl/main';
 
 const NOW = new Date('2026-01-01T00:00:00Z');
 const net = (req: Parameters<typeof buildNetwork>[0]): Network => buildNetwork(req, [], NOW, 'f'.repeat(64));
@@ -145,5 +146,27 @@ describe('services: knitctl service inspect and ls', () => {
     assert.deepEqual(i.Backends.map((b) => `${b.Host} ${b.Name} ${b.Addresses.join()}`), ['h1 api 10.0.0.5/24', 'h2 x 10.0.0.6/24']);
     assert.deepEqual(i.LoadBalancers, [{ Host: 'h1', Address: '10.0.0.120/24' }]);
     assert.deepEqual(serviceRows([s], eps)[1], ['aaaaaaaaaaaa', 'api', 'app', 'vip', '10.0.0.100', '80/tcp', '2']);
+  });
+});
+
+describe('services: knitctl service (in-process, no etcd)', () => {
+  const knitctl = (...argv: string[]): ReturnType<typeof run> => run(argv, async () => { throw new Error('no wait expected'); }, {});
+
+  it('the service group shows its verbs; create checks name, --network and --port before any etcd request', async () => {
+    const h = await knitctl('service', '--help');
+    assert.equal(h.code, 0);
+    for (const v of ['create <name>', 'ls', 'inspect <names..>', 'rm <names..>']) assert.match(h.out, new RegExp(`knitctl service ${v.replace(/[.<>]/g, '\\$&')} `), v);
+    const c = await knitctl('service', 'create', '--help');
+    for (const f of ['--network', '--vip', '--port']) assert.match(c.out, new RegExp(`${f} `));
+    const noEtcd = ['--etcd-endpoints', 'http://127.0.0.1:1', '--etcd-timeout', '300'];
+    for (const [argv, msg] of [
+      [['service', 'create', 'api'], '--network is required: the overlay network of the service'],
+      [['service', 'create', 'a.b', '--network', 'n'], 'invalid service name "a.b": letters and digits, "-" or "_" between them, at most 63 characters (it becomes a DNS name)'],
+      [['service', 'create', 'api', '--network', 'n', '--port', 'icmp:1'], 'invalid --port "icmp:1": PROTO:PORT with PROTO tcp or udp and PORT from 1 to 65535, e.g. tcp:80 (PORT alone is tcp)'],
+    ] as Array<[string[], string]>) {
+      assert.deepEqual(await knitctl(...noEtcd, ...argv), { code: 2, out: '', err: `knitctl: ${msg}\nSee 'knitctl service create --help'.\n` }, argv.join(' '));
+    }
+    const down = await knitctl(...noEtcd, 'service', 'ls');
+    assert.equal(down.code, 1, 'etcd unreachable: a failure, not a usage error');
   });
 });
