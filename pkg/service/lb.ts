@@ -135,6 +135,7 @@ const sameService = (a: LbService, b: LbService): boolean =>
  * Applying renderChanges(A, B) to the table of A gives the same table as renderTable(B).
  */
 export function renderChanges(before: readonly LbService[] | null, after: readonly LbService[]): string {
+  if (before && !before.length && !after.length) return ''; // no table, none wanted: no nft at all
   if (!before || !before.length || !after.length) return renderTable(after);
   const t = `inet ${SERVICES_TABLE}`;
   const key = (x: LbService): string => serviceId(x.network, x.name);

@@ -88,10 +88,13 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
     return command === 'ADD' ? String(r.json.ips[0].address).split('/')[0]! : '';
   }
 
-  /** A TCP server on :80 in the pod answering its own name (node: always here; busybox nc's -e is not). */
+  /** Servers in the pod answering its own name: TCP :80 and UDP :5353 (node: always here; busybox nc's -e is not). */
   async function serve(pod: Netns, answer: string): Promise<void> {
+    const a = JSON.stringify(answer);
     const p = spawn('ip', ['netns', 'exec', pod.name, process.execPath, '-e',
-      `require('net').createServer((s) => s.end(${JSON.stringify(answer)} + '\\n')).listen(80, () => console.log('up'))`], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+      `require('net').createServer((s) => s.end(${a} + '\\n')).listen(80, () => {
+        const u = require('dgram').createSocket('udp4'); u.on('message', (m, r) => u.send(${a}, r.port, r.address)); u.bind(5353, () => console.log('up')); })`],
+      { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
     servers.push(p);
     await new Promise<void>((resolve, reject) => { p.stdout!.once('data', () => resolve()); p.once('exit', (c) => reject(new Error(`server ${answer} exited ${c}`))); });
   }
@@ -101,6 +104,16 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
     const script = `const net = require('net'); (async () => { const out = []; for (let i = 0; i < ${count}; i++) {
       out.push(await new Promise((res) => { let b = ''; const s = net.connect(${port}, ${JSON.stringify(addr)});
         s.setTimeout(3000, () => { s.destroy(); res(''); }); s.on('data', (d) => (b += d)); s.on('end', () => res(b.trim())); s.on('error', () => res('')); })); }
+      console.log(JSON.stringify(out)); })();`;
+    const r = await lab.exec(pod, process.execPath, ['-e', script], { env: { NODE_EXTRA_CA_CERTS: undefined }, timeoutMs: 60_000 });
+    return JSON.parse(r.stdout) as string[];
+  }
+
+  /** `count` UDP queries to addr:port, each from a new socket (a new flow): the answers ('' on timeout). */
+  async function query(pod: Netns, addr: string, port: number, count: number): Promise<string[]> {
+    const script = `const dgram = require('dgram'); (async () => { const out = []; for (let i = 0; i < ${count}; i++) {
+      out.push(await new Promise((res) => { const s = dgram.createSocket('udp4'); const t = setTimeout(() => { s.close(); res(''); }, 2000);
+        s.on('message', (m) => { clearTimeout(t); s.close(); res(m.toString()); }); s.send('?', ${port}, ${JSON.stringify(addr)}); })); }
       console.log(JSON.stringify(out)); })();`;
     const r = await lab.exec(pod, process.execPath, ['-e', script], { env: { NODE_EXTRA_CA_CERTS: undefined }, timeoutMs: 60_000 });
     return JSON.parse(r.stdout) as string[];
@@ -199,7 +212,7 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
     }
     await serve(pods.b1!.ns, 'b1');
     await serve(pods.b2!.ns, 'b2');
-    const id = (await ok('service', 'create', 'api', '--network', 'app', '--port', 'tcp:80')).trim();
+    const id = (await ok('service', 'create', 'api', '--network', 'app', '--port', 'tcp:80', '--port', 'udp:5353')).trim();
     assert.match(id, /^[0-9a-f]{64}$/, 'create prints the service ID');
     const [svc] = JSON.parse(await ok('service', 'inspect', 'api'));
     vip = svc.Endpoint.VirtualIPs[0].Addr;
@@ -226,7 +239,9 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
       const got = await connect(pods[c]!.ns, vip, 80, 12);
       assert.ok(got.every((g) => g === 'b1' || g === 'b2'), `${c}: every connection answered by a backend: ${got}`);
       assert.ok(got.includes('b1') && got.includes('b2'), `${c}: both backends reached: ${got}`);
-      // Only the published port is balanced: another port of the VIP is refused at once.
+      const udp = await query(pods[c]!.ns, vip, 5353, 8);
+      assert.ok(udp.includes('b1') && udp.includes('b2') && udp.every((g) => g === 'b1' || g === 'b2'), `${c}: UDP to both backends: ${udp}`);
+      // Only the published ports are balanced: another port of the VIP is refused at once.
       assert.deepEqual(await connect(pods[c]!.ns, vip, 81, 1), ['']);
       assert.ok(await lab.ping(pods[c]!.ns, vip), `${c}: the VIP answers ping`);
     }
@@ -272,7 +287,7 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
     assert.deepEqual(await mapOf(nodes[0]!, 'web'), [], 'no backend yet');
     assert.deepEqual(await connect(pods.c1!.ns, '10.241.0.200', 8080, 1), [''], 'no backend: refused');
     const ls = await ok('service', 'ls');
-    assert.match(ls, /api\s+app\s+vip\s+10\.241\.0\.\d+\s+80\/tcp\s+1/);
+    assert.match(ls, /api\s+app\s+vip\s+10\.241\.0\.\d+\s+80\/tcp,5353\/udp\s+1/);
     assert.match(ls, /web\s+app\s+vip\s+10\.241\.0\.200\s+\*\s+0/);
 
     await ok('service', 'rm', 'web');

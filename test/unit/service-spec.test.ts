@@ -114,6 +114,8 @@ describe('services: backends and the nft table', () => {
     assert.equal(renderChanges(null, [s1, s2]), renderTable([s1, s2]), 'first write: whole');
     assert.equal(renderChanges([s1, s2], []), renderTable([]), 'last service gone: the table goes');
     assert.equal(renderChanges([s1, s2], [s2, s1]), '', 'nothing changed: nothing to do');
+    assert.equal(renderChanges(null, []), renderTable([]), 'knitd starting without services: any old table goes');
+    assert.equal(renderChanges([], []), '', 'then no nft run per event while there is no service');
     const id = serviceId('app', 'api');
     const c = renderChanges([s1, s2], [{ ...s1, backends: ['10.0.0.6'] }, s2]);
     assert.equal(c, [
