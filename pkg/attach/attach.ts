@@ -3,7 +3,7 @@
 // DEL and GC treat it as any other attachment. ADD goes through the list the config directory
 // holds today; DEL through the list cached at ADD (as podman does), so a network edited or
 // removed since can still be detached.
-import { CniError } from '../cni/errors';
+import { CniError, Code } from '../cni/errors';
 import { IP_VALID, MAC_VALID, normalizeMac, parseStaticIP } from '../cni/args';
 import { addChain, capabilitiesOf, delChain, type RuntimeConf } from '../cni/chain';
 import { cacheEntry, cachedConfList, listCached, removeCached, writeCached, type CachedAttachment } from '../cni/cache';
@@ -76,9 +76,50 @@ export function networkConf(confDir: string, network: string): ConfList {
   throw new AttachError(`unknown NETWORK ${JSON.stringify(network)}: ${names.length ? `the networks in ${confDir} are ${names.join(', ')}` : `${confDir} holds no network config`}${skipped}`);
 }
 
+/** How long an attach/detach waits for another one on the node. */
+export const LOCK_TIMEOUT_MS = 30_000;
+
+/**
+ * One attach or detach at a time on the node: two at once on one target would pick the same
+ * ethN, and the loser's cleanup DEL would remove the winner's attachment (same container ID and
+ * interface). flock(2) beside libcni's results/ (never inside it: runtimes read every file there);
+ * the kernel drops it if knitctl dies. An admin command, so a node-wide lock costs nothing.
+ */
+async function locked<T>(cacheDir: string, fn: () => Promise<T>): Promise<T> {
+  const fs = require('node:fs') as typeof import('node:fs');
+  const { native } = require('../netlink/native') as typeof import('../netlink/native');
+  const dir = cacheDir.replace(/\/+$/, '');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = `${dir}/knit-attach.lock`;
+  let fd: number;
+  try {
+    fd = native().flock(file, LOCK_TIMEOUT_MS);
+  } catch (e) {
+    if ((e as { errno?: number }).errno === 110) throw new CniError(Code.TryAgainLater, `another knitctl attach/detach has held ${file} for ${LOCK_TIMEOUT_MS / 1000} s; retry`);
+    throw e;
+  }
+  try {
+    return await fn();
+  } finally {
+    native().funlock(fd);
+  }
+}
+
+/** Fails when the target is the namespace knitctl runs in: the host's own, not a container's. */
+function notOwnNetns(target: Target): void {
+  const fs = require('node:fs') as typeof import('node:fs');
+  if (fs.statSync(target.netns, { bigint: true }).ino === fs.statSync('/proc/self/ns/net', { bigint: true }).ino) {
+    throw new AttachError(`invalid TARGET ${JSON.stringify(target.input)}: ${target.label} is in this host's own network namespace, not a container's; TARGET is a container's netns, PID or name`);
+  }
+}
+
 /** ADD of NETWORK's chain for TARGET, recorded in the cache; a failure leaves nothing behind. */
 export async function attach(req: AttachRequest, env: AttachEnv): Promise<Attached> {
   checkForm(req);
+  return locked(env.cacheDir, () => attachLocked(req, env));
+}
+
+async function attachLocked(req: AttachRequest, env: AttachEnv): Promise<Attached> {
   const list = networkConf(env.confDir, req.network);
   const caps = capabilitiesOf(list);
   const need: Array<[unknown, string, string]> = [[req.ips?.length, 'ips', '--ip'], [req.mac, 'mac', '--mac'], [req.aliases?.length, 'aliases', '--alias']];
@@ -88,6 +129,7 @@ export async function attach(req: AttachRequest, env: AttachEnv): Promise<Attach
     }
   }
   const target = await resolveTarget(req.target, env.podman);
+  notOwnNetns(target);
   const existing = listCached(env.cacheDir, req.network, target.containerId);
   if (existing.length && (req.ifName === undefined || existing.some((e) => e.ifName === req.ifName))) {
     const ifs = existing.map((e) => e.ifName).join(', ');
@@ -142,6 +184,10 @@ export interface Detached {
  */
 export async function detach(req: DetachRequest, env: AttachEnv): Promise<Detached> {
   checkForm(req);
+  return locked(env.cacheDir, () => detachLocked(req, env));
+}
+
+async function detachLocked(req: DetachRequest, env: AttachEnv): Promise<Detached> {
   const opts = { ...env.exec, paths: env.cniPath };
   let target: Target | null = null;
   let containerId: string;

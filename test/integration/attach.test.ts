@@ -206,9 +206,25 @@ describe('knitctl attach / detach', function () {
     assert.match(outside.stderr, /knitctl: plugin "knit-bridge" \(1 of 1\) failed \(add\): .*10\.99\.0\.5.*\(CNI error code \d+/);
     assert.equal(await linkAddrs(lab, pod, 'eth0'), undefined);
     assert.deepEqual(await attachmentLinks(lab, host, NET, `knit-ns-${ino(pod.path)}`), []);
+    // The host's own namespace is no container.
+    const self = await knitctl('attach', NET, host.path);
+    assert.equal(self.code, 1);
+    assert.match(self.stderr, new RegExp(`invalid TARGET "${host.path}": netns ${host.path} is in this host's own network namespace, not a container's`));
     // Detach of an unknown network is an error (a typo), of a known one with nothing attached is not.
     assert.match((await knitctl('detach', 'nosuch', pod.path)).stderr, /unknown NETWORK "nosuch": the networks in/);
     ok(await knitctl('detach', NET, pod.path), 'detach of nothing');
+  });
+
+  it('two attaches of one target at once: one attaches, the other is refused, the attachment intact', async () => {
+    const pod = await lab.pod('race');
+    const [a, b] = await Promise.all([knitctl('attach', NET, pod.path), knitctl('attach', NET, pod.path)]);
+    assert.deepEqual([a.code, b.code].sort(), [0, 1], `${a.stderr} ${b.stderr}`);
+    assert.match((a.code ? a : b).stderr, /is already attached to/);
+    assert.equal((await globalAddrs(pod, 'eth0')).length, 1);
+    assert.equal(await linkAddrs(lab, pod, 'eth1'), undefined);
+    assert.ok(await lab.ping(pod, '10.251.7.1'), 'the attachment works');
+    ok(await knitctl('detach', NET, pod.path), 'detach');
+    assert.deepEqual(reservations(dataDir, NET).filter((x) => x.owner === `knit-ns-${ino(pod.path)}`), []);
   });
 
   it('a failed ADD runs the chain\'s DEL: no interface, address, veth or cache entry left', async () => {
