@@ -145,12 +145,15 @@ async function attachLocked(req: AttachRequest, env: AttachEnv): Promise<Attache
   if (req.mac) capabilityArgs.mac = req.mac;
   // CONVENTIONS.md: aliases keyed by network name, as podman sends them.
   if (req.aliases?.length) capabilityArgs.aliases = { [req.network]: req.aliases };
-  const rt: RuntimeConf = { containerId: target.containerId, netns: target.netns, ifName, capabilityArgs };
+  // What podman passes with every attachment: the container's name (knit-l2overlay records it on
+  // the endpoint; network inspect shows it), and leave to plugins that do not know the key.
+  const args: Array<[string, string]> = target.name ? [['IgnoreUnknown', '1'], ['K8S_POD_NAME', target.name]] : [];
+  const rt: RuntimeConf = { containerId: target.containerId, netns: target.netns, ifName, args, capabilityArgs };
   const opts = { ...env.exec, paths: env.cniPath };
   const result = await addChain(list, rt, opts);
   let cacheFile: string;
   try {
-    cacheFile = writeCached(env.cacheDir, cacheEntry(list, { containerId: rt.containerId, ifName, netns: rt.netns, capabilityArgs, result: convertResult(result, list.cniVersion) }));
+    cacheFile = writeCached(env.cacheDir, cacheEntry(list, { containerId: rt.containerId, ifName, netns: rt.netns, args, capabilityArgs, result: convertResult(result, list.cniVersion) }));
   } catch (e) {
     // Unrecorded, nothing could ever DEL it: undo.
     await delChain(list, rt, opts, result, { keepGoing: true }).catch(() => undefined);

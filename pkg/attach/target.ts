@@ -17,6 +17,8 @@ export interface Target {
   containerId: string;
   /** For messages: `netns /run/netns/x`, `process 123`, `podman container web (3f2a...)`. */
   label: string;
+  /** The container's name, passed as CNI_ARGS K8S_POD_NAME as podman does (shown by network inspect): podman's, or a named netns's. */
+  name?: string;
 }
 
 export interface PodmanOptions {
@@ -56,7 +58,8 @@ function checkNetns(path: string, input: string): void {
 
 function byNetns(path: string, input: string): Target {
   checkNetns(path, input);
-  return { kind: 'netns', input, netns: path, containerId: netnsContainerId(netnsIno(path)), label: `netns ${path}` };
+  const named = /^(?:\/var)?\/run\/netns\/([^/]+)$/.exec(path);
+  return { kind: 'netns', input, netns: path, containerId: netnsContainerId(netnsIno(path)), label: `netns ${path}`, ...(named ? { name: named[1]! } : {}) };
 }
 
 function byPid(pid: string, input: string): Target {
@@ -108,7 +111,7 @@ async function byPodman(name: string, o: PodmanOptions): Promise<Target> {
   const key = c.NetworkSettings?.SandboxKey;
   const netns = key && fs.existsSync(key) ? key : `/proc/${c.State.Pid}/ns/net`;
   checkNetns(netns, name);
-  return { kind: 'podman', input: name, netns, containerId: id, label };
+  return { kind: 'podman', input: name, netns, containerId: id, label, ...(c.Name ? { name: c.Name } : {}) };
 }
 
 /** Resolves TARGET: a path (has a '/'), a PID (digits), else a podman container. */

@@ -101,6 +101,7 @@ describe('knitctl attach / detach', function () {
     assert.equal(c.netns, box.path);
     assert.deepEqual(Buffer.from(c.config, 'base64'), fs.readFileSync(path.join(confDir, `knit-${NET}.conflist`)), 'config: the conflist\'s bytes');
     assert.deepEqual(c.capabilityArgs, { ips: ['10.251.7.50/24'], mac: '02:aa:bb:cc:dd:01', aliases: { [NET]: ['web'] } });
+    assert.deepEqual(c.cniArgs, [['IgnoreUnknown', '1'], ['K8S_POD_NAME', box.name]]);
     assert.equal(c.result.cniVersion, '1.0.0');
     assert.deepEqual(c.result.ips.map((x: any) => x.address), ['10.251.7.50/24']);
     assert.equal((fs.statSync(cacheOf(NET, cid, 'eth0')).mode & 0o777), 0o600);
@@ -303,7 +304,7 @@ describe('knitctl attach / detach', function () {
     let knitEntry: any;
     let libcniEntry: any;
     const theirs = await record(lDir, async () => {
-      const env = { NODE_EXTRA_CA_CERTS: undefined, REC_DIR: lDir, CNI_PATH: bin, CNI_CACHE_DIR: lCache, CAP_ARGS: JSON.stringify(caps) };
+      const env = { NODE_EXTRA_CA_CERTS: undefined, REC_DIR: lDir, CNI_PATH: bin, CNI_CACHE_DIR: lCache, CAP_ARGS: JSON.stringify(caps), CNI_ARGS_PAIRS: `IgnoreUnknown=1;K8S_POD_NAME=${pod.name}` };
       ok(await lab.exec(host, cnitool, ['add', file, pod.path, 'eth0', cid], { env, allowFail: true }), 'libcni add');
       libcniEntry = JSON.parse(fs.readFileSync(path.join(lCache, 'results', `${net}-${cid}-eth0`), 'utf8'));
       ok(await lab.exec(host, cnitool, ['del', file, pod.path, 'eth0', cid], { env, allowFail: true }), 'libcni del');
@@ -317,6 +318,7 @@ describe('knitctl attach / detach', function () {
     assert.equal(ours[1]!.stdin.prevResult.interfaces[0].name, 'first');
     assert.equal(ours[2]!.stdin.runtimeConfig, undefined);
     assert.deepEqual(ours.slice(3).map((c) => c.stdin.tag), ['third', 'second', 'first'], 'DEL in reverse');
+    assert.match(ours[0]!.env, new RegExp(`^CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME=${pod.name}$`, 'm'), 'the netns name, as podman passes a container\'s');
     assert.equal(ours[3]!.stdin.prevResult.interfaces[0].name, 'third', 'DEL gets the cached result');
     // The cache entries: the same but for the netns field (libcni 1.1 predates it) and Go's empty dns.
     ok(await lab.exec(host, knit.bin('knitctl'), ['attach', net, pod.path, '--ip', caps.ips[0]!, '--mac', caps.mac, '--cni-conf-dir', recConf, '--cni-path', bin, '--cni-cache-dir', kCache],
