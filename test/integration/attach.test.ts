@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, run, type ExecResult, type Netns } from '../lab/lab';
-import { attachmentLinks, buildKnit, eventually, linkAddrs, reservations, type KnitBuild } from '../lab/cni';
+import { attachmentLinks, buildKnit, eventually, linkAddrs, REF_CNI_DIR, reservations, type KnitBuild } from '../lab/cni';
+import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import { buildCnitool, LIBCNI_SRC } from '../e2e/libcni';
 
 describe('knitctl attach / detach', function () {
@@ -327,6 +328,76 @@ describe('knitctl attach / detach', function () {
     delete knitEntry.netns;
     libcniEntry.result = dropEmptyDns(libcniEntry.result);
     assert.deepEqual(knitEntry, libcniEntry);
+  });
+});
+
+describe('knitctl attach / detach on a named network (knitd on etcd)', function () {
+  this.timeout(180_000);
+  const lab = new Lab();
+  const PREFIX = '/knat';
+  let knit: KnitBuild;
+  let etcd: EtcdCluster;
+  let node: Netns;
+  let tmp: string;
+  let knitd: ChildProcess | undefined;
+  const log: string[] = [];
+  let sleeper: ChildProcess | undefined;
+
+  before(async function () {
+    requireRoot(this);
+    requireEtcd(this);
+    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge', 'knit-etcd-ipam']);
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${lab.prefix}-attach-named-`));
+    const sw = await lab.switch();
+    const etcdHost = await lab.host('etcd', sw, { address: '192.168.72.100/24' });
+    etcd = await EtcdCluster.start({ netns: etcdHost, host: '192.168.72.100' });
+    node = await lab.host('n1', sw, { address: '192.168.72.1/24' });
+    await lab.ip(node, ['route', 'add', 'default', 'via', '192.168.72.254']);
+    knitd = spawn('ip', ['netns', 'exec', node.name, knit.bin('knitd'), '--cni-socket-dir', path.join(tmp, 'run/cni'), '--etcd-endpoints', etcd.endpoints[0]!,
+      '--etcd-prefix', PREFIX, '--node-name', 'n1', '--iface', 'eth0', '--run-dir', path.join(tmp, 'run'), '--state-dir', path.join(tmp, 'state'),
+      '--cni-conf-dir', path.join(tmp, 'net.d'), '--lease-ttl', '10'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+    knitd.stderr!.on('data', (d: Buffer) => log.push(d.toString()));
+    await eventually(() => fs.existsSync(path.join(tmp, 'run/networks/node.json')), 30_000, `knitd's node.json (log: ${log.join('')})`);
+  });
+
+  after(async () => {
+    if (sleeper?.pid && sleeper.exitCode === null) try { process.kill(sleeper.pid, 'SIGKILL'); } catch { /* gone */ }
+    knitd?.kill('SIGKILL');
+    await etcd?.stop();
+    await lab.cleanup();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const knitctl = (...args: string[]): Promise<ExecResult> => lab.exec(node, knit.bin('knitctl'), ['--etcd-endpoints', etcd.endpoints[0]!, '--etcd-prefix', PREFIX, ...args], { allowFail: true, env: { NODE_EXTRA_CA_CERTS: undefined } });
+  const cni = (): string[] => ['--cni-conf-dir', path.join(tmp, 'net.d'), '--cni-path', `${knit.binDir}:${REF_CNI_DIR}`, '--cni-cache-dir', path.join(tmp, 'cache')];
+
+  it('the rendered conflist: static address and default one, endpoints recorded with the names, rm refused until detached', async () => {
+    let r = await knitctl('network', 'create', '-d', 'overlay', '--subnet', '10.236.0.0/24', 'app');
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(() => fs.existsSync(path.join(tmp, 'net.d', 'knit-app.conflist')), 10_000, 'the conflist of app');
+    const p1 = await lab.pod('p1');
+    const p2 = await lab.pod('p2');
+    r = await knitctl('attach', 'app', p1.path, '--ip', '10.236.0.9/24', ...cni());
+    assert.equal(r.code, 0, `${r.stdout} ${r.stderr} ${log.join('').slice(-2000)}`);
+    sleeper = spawn('ip', ['netns', 'exec', p2.name, 'sleep', '600'], { stdio: 'ignore' });
+    let pid = 0;
+    await eventually(async () => (pid = Number((await run('ip', ['netns', 'pids', p2.name])).stdout.trim().split(/\s+/)[0] || 0)) > 0, 5000, 'sleep in p2');
+    r = await knitctl('attach', 'app', String(pid), '--json', ...cni());
+    assert.equal(r.code, 0, r.stderr);
+    const ip2 = (JSON.parse(r.stdout).result.ips[0].address as string).split('/')[0]!;
+    assert.ok(await lab.ping(p1, ip2, 2), 'p1 -> p2 on the network');
+    assert.ok(await lab.ping(p2, '10.236.0.9'), 'p2 -> p1');
+    assert.ok(await lab.ping(p1, '10.236.0.1'), 'p1 -> the gateway');
+    const inspect = async (): Promise<any> => JSON.parse((await knitctl('network', 'inspect', 'app')).stdout)[0];
+    const cs = Object.values((await inspect()).Containers) as any[];
+    assert.deepEqual(cs.map((c) => [c.Name, c.IPv4Address.split('/')[0], c.Interface]).sort(), [[p1.name, '10.236.0.9', 'eth0'], [`knit-ns-${fs.statSync(p2.path, { bigint: true }).ino}`.slice(0, 12), ip2, 'eth0']].sort());
+    const rm = await knitctl('network', 'rm', 'app');
+    assert.notEqual(rm.code, 0, 'rm refused while attached');
+    for (const p of [p1, p2]) assert.equal((await knitctl('detach', 'app', p.path, ...cni())).code, 0);
+    assert.deepEqual((await inspect()).Containers, {});
+    assert.equal(await linkAddrs(lab, p1, 'eth0'), undefined);
+    r = await knitctl('network', 'rm', 'app');
+    assert.equal(r.code, 0, r.stderr);
   });
 });
 
