@@ -81,7 +81,13 @@ describe('podman e2e: knitctl attach / detach of a podman container', function (
     assert.equal((await inCtr(['ping', '-c', '1', '-W', '2', '10.77.51.1'])).code, 0, 'container -> its own network\'s gateway, still');
     // Recorded where podman's own attachments are, under podman's container ID.
     const cache = path.join(CNI_RESULTS, `${att.name}-${id}-eth1`);
-    assert.equal(JSON.parse(fs.readFileSync(cache, 'utf8')).containerId, id);
+    const ours = JSON.parse(fs.readFileSync(cache, 'utf8'));
+    const podmans = JSON.parse(fs.readFileSync(path.join(CNI_RESULTS, `${own.name}-${id}-eth0`), 'utf8'));
+    assert.equal(ours.containerId, id);
+    // The entry podman's libcni wrote for its own network has the same keys (ours adds netns, as libcni 1.2 does) and args.
+    assert.deepEqual(Object.keys(podmans).filter((k) => !(k in ours)), [], `podman's keys ${Object.keys(podmans)} vs ours ${Object.keys(ours)}`);
+    assert.deepEqual(ours.cniArgs, podmans.cniArgs);
+    assert.deepEqual(ours.cniArgs, [['IgnoreUnknown', '1'], ['K8S_POD_NAME', ctr]]);
     assert.equal((await attachmentLinks(lab, h.ns, att.name, id)).length, 1);
 
     const d = ok(await knitctl('detach', att.name, ctr), 'detach container');
