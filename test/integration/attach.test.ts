@@ -229,6 +229,21 @@ describe('knitctl attach / detach', function () {
     assert.deepEqual(reservations(dataDir, NET).filter((x) => x.owner === `knit-ns-${ino(pod.path)}`), []);
   });
 
+  it('an attachment whose cache entry is lost (knitctl killed after ADD): detach --ifname runs DEL with the network\'s list', async () => {
+    const pod = await lab.pod('lost');
+    const cid = `knit-ns-${ino(pod.path)}`;
+    ok(await knitctl('attach', NET, pod.path), 'attach');
+    fs.rmSync(cacheOf(NET, cid, 'eth0'));
+    const none = ok(await knitctl('detach', NET, pod.path), 'detach without the entry');
+    assert.match(none.stdout, /is not attached to .*: nothing to do/);
+    assert.equal((await globalAddrs(pod, 'eth0')).length, 1, 'nothing known, nothing touched');
+    const forced = ok(await knitctl('detach', NET, pod.path, '--ifname', 'eth0'), 'detach --ifname');
+    assert.equal(forced.stdout.trim(), `netns ${pod.path} had no cached attachment to ${NET}; ran the network's DEL for eth0 anyway`);
+    assert.equal(await linkAddrs(lab, pod, 'eth0'), undefined);
+    assert.deepEqual(reservations(dataDir, NET).filter((x) => x.owner === cid), []);
+    assert.deepEqual(await attachmentLinks(lab, host, NET, cid), []);
+  });
+
   it('a failed ADD runs the chain\'s DEL: no interface, address, veth or cache entry left', async () => {
     const pod = await lab.pod('failing');
     const net = `${lab.prefix}-fail`;
