@@ -5,6 +5,7 @@
 //   knitctl pod-network set FILE | pod-network get    the routed pod network's config (commands/pod-network.ts)
 //   knitctl status | peers | inspect                  the pod network's leases (commands/overlay.ts)
 //   knitctl node rm NAME                              (commands/node.ts)
+//   knitctl attach|detach NETWORK TARGET              a running container on a network (commands/attach.ts)
 //   knitctl completion                                the bash/zsh completion script
 //
 // etcd flags (every command): --etcd-endpoints URL[,URL...] (default $KNIT_ETCD_ENDPOINTS or

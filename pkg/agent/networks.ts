@@ -50,6 +50,7 @@ export interface NetworksStatus {
 }
 
 const DEBOUNCE_MS = 10;
+const RELIST_EVERY = 10;
 
 /**
  * What other parts of knitd (the resolver, the service load balancer) learn from the same watch:
@@ -80,6 +81,8 @@ export class NetworksAgent {
   /** Endpoint changes since the last pass (old and new value by key); null: a full pass is due. */
   private changes: Map<string, { before?: Endpoint; after?: Endpoint }> | null = null;
   private readonly listeners: NetworksListener[] = [];
+  /** Networks created, changed or removed since the last pass (by name): only theirs are re-synced. */
+  private dirtyNets = new Set<string>();
 
   constructor(private readonly o: NetworksAgentOptions) {
     this.client = new EtcdClient(o.conn);
@@ -92,7 +95,14 @@ export class NetworksAgent {
     await this.relist();
     await this.reconcile();
     this.timers.push(setInterval(() => void this.keepAlive(), Math.max(1, Math.floor(this.o.ttlSec / 3)) * 1000));
-    this.timers.push(setInterval(() => void this.relist().then(() => this.schedule(), (e) => this.fail('resync', e)), this.o.resyncSec * 1000));
+    // The watch delivers every change in order (a compacted or broken watch errors and re-lists), so
+    // the timer's job is the kernel: a full pass over the view repairs entries changed behind knitd's
+    // back. Re-reading etcd (10,000 endpoints: a few MB of JSON) is kept for every RELIST_EVERY ticks.
+    let ticks = 0;
+    this.timers.push(setInterval(() => {
+      if (++ticks % RELIST_EVERY === 0) void this.relist().then(() => this.schedule(), (e) => this.fail('resync', e));
+      else { this.changes = null; this.schedule(); }
+    }, this.o.resyncSec * 1000));
     for (const t of this.timers) t.unref();
   }
 
@@ -218,8 +228,8 @@ export class NetworksAgent {
     const key = ev.kv.key.toString();
     const before = this.networks.get(key);
     this.onEvent(this.networks, decodeNetwork, ev);
-    this.changes = null;
     const after = this.networks.get(key);
+    for (const n of [before, after]) if (n) this.dirtyNets.add(n.name);
     this.emit((l) => l.network?.(before, after));
   }
 
@@ -251,9 +261,16 @@ export class NetworksAgent {
         this.again = false;
         const t0 = performance.now();
         const changes = this.changes;
+        const nets = this.dirtyNets;
         this.changes = new Map();
+        this.dirtyNets = new Set();
         try {
-          if (changes) this.applyEndpointChanges(changes); else this.apply();
+          if (!changes) this.apply();
+          else {
+            // Networks first: a new network's devices exist before its endpoints' entries go in.
+            if (nets.size) this.applyNetworks(nets);
+            this.applyEndpointChanges(changes);
+          }
         } catch (e) {
           this.changes = null; // whatever failed, the next pass looks at everything
           this.fail('reconcile', e);
@@ -265,10 +282,20 @@ export class NetworksAgent {
     return this.running;
   }
 
+  /** The full pass: everything the view holds, made true in the kernel and the conf dir. */
   private apply(): void {
+    this.applyNetworks(null);
+    this.status.endpoints = this.endpoints.size;
+  }
+
+  /**
+   * Networks changed (`names`; null: all): every conflist is checked (one read each), devices of
+   * removed networks go, and only the named networks' devices and remote entries are synced, so
+   * creating the 200th network does not walk the entries of the other 199.
+   */
+  private applyNetworks(names: Set<string> | null): void {
     const nets = [...this.networks.values()];
     this.status.networks = nets.length;
-    this.status.endpoints = this.endpoints.size;
     this.syncConflists(nets);
     // Overlay devices: those of existing networks made or corrected, the rest removed.
     const overlays = new Map(nets.filter((n) => n.driver === 'overlay' && n.options.vni !== undefined).map((n) => [n.options.vni!, n]));
@@ -276,20 +303,21 @@ export class NetworksAgent {
       if (!overlays.has(vni)) { removeOverlay(this.nl, vni); this.o.log.info(`removed the devices of VNI ${vni}: its network is gone`); }
     }
     const byNet = new Map<string, RemoteEndpoint[]>();
-    let remote = 0;
     for (const e of this.endpoints.values()) {
-      if (e.node === this.o.nodeName) continue;
+      if (e.node === this.o.nodeName || (names && !names.has(e.network))) continue;
       const list = byNet.get(e.network) ?? [];
       list.push({ mac: e.mac, ips: e.ips, nodeIp: e.nodeIp });
       byNet.set(e.network, list);
     }
+    let remote = 0;
     for (const [vni, n] of overlays) {
+      if (names && !names.has(n.name)) continue;
       ensureOverlay(this.nl, vni, this.underlay!, n.options.mtu);
       const remotes = byNet.get(n.name) ?? [];
       remote += remotes.length;
       syncRemotes(this.nl, vni, remotes);
     }
-    this.status.remoteEndpoints = remote;
+    if (!names) this.status.remoteEndpoints = remote;
   }
 
   /**

@@ -10,7 +10,7 @@
 // The rules live in the namespace the plugin runs in (the host's); removal is explicit:
 // the bridge removes a network's entry when its last attachment goes (DEL) or by GC.
 import { formatCIDR, networkOf, type IPNet } from '../ip/ip';
-import { chainName, listTable as listNft, nft as runNft } from './nft';
+import { chainName, listTable as listNft, nft as runNft, type NftJson } from './nft';
 
 export { chainName };
 
@@ -69,11 +69,10 @@ function prefixText(v: any): string | undefined {
   return undefined;
 }
 
-/** What the table holds for a network right now (for CHECK and for removal). */
-export function masqState(network: string): MasqState {
+/** What the table holds for a network right now (for CHECK and for removal), from `table` when the caller just listed it. */
+export function masqState(network: string, table: NftJson | null = listTable()): MasqState {
   const chain = chainName(network);
   const state: MasqState = { subnets: [], chain: false };
-  const table = listTable();
   if (!table) return state;
   for (const item of table.nftables) {
     if (item.map && (item.map.name === 'masq4' || item.map.name === 'masq6')) {
@@ -103,7 +102,7 @@ export function removeMasq(network: string): string[] {
     const table = listTable();
     if (!table) return [...seen];
     const hasChain = table.nftables.some((i) => i.chain?.name === chain);
-    const st = masqState(network);
+    const st = masqState(network, table); // one listing per attempt: every nft process costs ~10 ms
     const lines: string[] = [];
     for (const s of st.subnets) {
       seen.add(s);

@@ -88,20 +88,27 @@ export function syncRemotes(nl: Netlink, vni: number, remotes: RemoteEndpoint[])
       try { fdbDel(nl, { link: vx.index, mac: f.mac, ...(f.dst ? { dst: f.dst } : {}) }); report.fdbRemoved++; } catch { /* gone meanwhile */ }
     } else if (f.dst === want) wantFdb.delete(f.mac);
   }
-  for (const [mac, dst] of wantFdb) { fdbReplace(nl, { link: vx.index, mac, dst }); report.fdbAdded++; }
-
+  // What is missing is added one endpoint at a time, FDB then neighbour entries, so every endpoint
+  // is usable as soon as it is written (not after all FDB entries of a large network).
   for (const n of neighList(nl, { link: vx.index })) {
     if (!n.ip) continue;
     const want = wantNeigh.get(n.ip);
-    if (want === undefined || n.mac !== want || n.state !== NUD_PERMANENT) {
-      if (want === undefined) {
-        try { neighDel(nl, { link: vx.index, ip: n.ip }); report.neighRemoved++; } catch { /* gone meanwhile */ }
-      }
-      continue;
-    }
-    wantNeigh.delete(n.ip);
+    if (want === undefined) {
+      try { neighDel(nl, { link: vx.index, ip: n.ip }); report.neighRemoved++; } catch { /* gone meanwhile */ }
+    } else if (n.mac === want && n.state === NUD_PERMANENT) wantNeigh.delete(n.ip); // else replaced below
   }
-  for (const [ip, mac] of wantNeigh) { neighReplace(nl, { link: vx.index, ip, mac, state: NUD_PERMANENT }); report.neighAdded++; }
+  for (const r of remotes) {
+    const mac = r.mac.toLowerCase();
+    const dst = wantFdb.get(mac);
+    if (dst !== undefined) { fdbReplace(nl, { link: vx.index, mac, dst }); report.fdbAdded++; wantFdb.delete(mac); }
+    for (const cidr of r.ips) {
+      const ip = cidr.split('/')[0]!;
+      if (wantNeigh.get(ip) !== mac) continue;
+      neighReplace(nl, { link: vx.index, ip, mac, state: NUD_PERMANENT });
+      wantNeigh.delete(ip);
+      report.neighAdded++;
+    }
+  }
   return report;
 }
 

@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { EtcdClient, prefixEnd, type KeyValue } from '../etcd/client';
 import { b64, raw } from '../etcd/lease';
+import { EtcdKeys } from '../ipam/etcd/keys';
 import { buildNetwork, SpecError, type CreateRequest, type Network } from './spec';
 
 /** One container interface on a named network, as the plugin recorded it at ADD. */
@@ -70,31 +71,46 @@ export class NetworkStore {
     }
   }
 
-  /** Removes a network with no endpoints and no services; refuses, naming them, while containers are attached. */
+  /**
+   * Removes a network with nothing attached and no services, and its address records (knit-etcd-ipam's
+   * blocks and reservations, so a network made again under the name starts clean). Attached means an
+   * endpoint record (overlay) or an address held by a container (every driver: bridge and macvlan
+   * networks record no endpoint); refused, naming them, while any exists. Services (pkg/service/spec.ts,
+   * <prefix>/services/<network>/<name>) hold a VIP of the network: refused, naming them, too.
+   */
   async remove(name: string): Promise<void> {
     const key = this.networksPrefix() + name;
     const ep = this.endpointsPrefix(name);
-    // Services (pkg/service/spec.ts, key <prefix>/services/<network>/<name>) hold a VIP of the network.
+    const ipam = new EtcdKeys(this.prefix, name);
+    const at = ipam.attachments();
     const sp = `${this.prefix}/services/${name}/`;
     const t = await this.client.txn({
       compare: [
         { key: ep, rangeEnd: prefixEnd(ep), target: 'CREATE', result: 'EQUAL', value: 0 },
+        { key: at, rangeEnd: prefixEnd(at), target: 'CREATE', result: 'EQUAL', value: 0 },
         { key: sp, rangeEnd: prefixEnd(sp), target: 'CREATE', result: 'EQUAL', value: 0 },
       ],
-      success: [{ del: { key } }],
-      failure: [{ range: { key: ep, rangeEnd: prefixEnd(ep) } }, { range: { key: sp, rangeEnd: prefixEnd(sp), keysOnly: true } }],
+      success: [{ del: { key } }, { del: { key: ipam.base, rangeEnd: prefixEnd(ipam.base) } }],
+      failure: [{ range: { key: ep, rangeEnd: prefixEnd(ep) } }, { range: { key: at, rangeEnd: prefixEnd(at) } }, { range: { key: sp, rangeEnd: prefixEnd(sp), keysOnly: true } }],
     });
     if (t.succeeded) {
       const deleted = t.responses[0];
       if (deleted?.kind === 'del' && deleted.deleted === 0) throw new SpecError(`no network named ${name} (knitctl network ls lists them)`);
       return;
     }
-    const svcs = t.responses[1]?.kind === 'range' ? t.responses[1].range.kvs.map((kv) => kv.key.toString().slice(sp.length)) : [];
+    const kvs = (i: number): KeyValue[] => { const r = t.responses[i]; return r?.kind === 'range' ? r.range.kvs : []; };
+    const svcs = kvs(2).map((kv) => kv.key.toString().slice(sp.length));
     if (svcs.length) throw new SpecError(`network ${name} has service${svcs.length === 1 ? '' : 's'} ${svcs.join(', ')}: remove ${svcs.length === 1 ? 'it' : 'them'} first (knitctl service rm)`);
-    const r = t.responses[0];
-    const eps = r?.kind === 'range' ? r.range.kvs.map(decodeEndpoint).filter((e): e is Endpoint => !!e) : [];
-    const shown = eps.slice(0, 5).map((e) => `${e.name ?? e.containerId.slice(0, 12)} on ${e.node}`).join(', ');
-    throw new SpecError(`network ${name} has ${eps.length} container${eps.length === 1 ? '' : 's'} attached (${shown}${eps.length > 5 ? ', ...' : ''}): remove or disconnect them first`);
+    const who = new Map<string, string>();
+    for (const e of kvs(0).map(decodeEndpoint)) if (e) who.set(`${e.node}/${e.containerId}`, `${e.name ?? e.containerId.slice(0, 12)} on ${e.node}`);
+    for (const kv of kvs(1)) {
+      // .../attach/<node>/<containerID>:<ifname>
+      const [node, owner] = kv.key.toString().slice(at.length).split('/');
+      const cid = owner?.slice(0, owner.lastIndexOf(':')) ?? '';
+      if (node && !who.has(`${node}/${cid}`)) who.set(`${node}/${cid}`, `${cid.slice(0, 12)} on ${node}`);
+    }
+    const shown = [...who.values()];
+    throw new SpecError(`network ${name} has ${shown.length} container${shown.length === 1 ? '' : 's'} attached (${shown.slice(0, 5).join(', ')}${shown.length > 5 ? ', ...' : ''}): remove or disconnect them first`);
   }
 
   async endpoints(network?: string): Promise<{ endpoints: Endpoint[]; revision: number }> {

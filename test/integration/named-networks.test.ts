@@ -306,6 +306,20 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     assert.ok(etcd.dump(`${PREFIX}/ipam/app/attach/`).size > 0, 'the oracle sees the other containers\' addresses');
   });
 
+  it('an ADD failing after its record was written (the nft step) takes the record back: no record, link or address', async () => {
+    const pod = await lab.pod('failed2');
+    const cl = conflist(nodes[0]!, 'app');
+    const r = await lab.runPlugin(nodes[0]!.host, knit.bin('knit-l2overlay'), {
+      command: 'ADD', containerId: 'failed2', netns: pod.path, ifName: 'eth0', path: [knit.binDir], conf: { cniVersion: cl.cniVersion, name: cl.name, ...cl.plugins[0] },
+      env: { KNIT_CNI_SOCKET_DIR: path.join(tmp, 'no-agent'), KNIT_FAILPOINT: 'isolation' },
+    });
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout + r.stderr, /failpoint "isolation"/);
+    assert.deepEqual([...etcd.dump(`${PREFIX}/endpoints/app/`).keys()].filter((k) => k.includes('failed2')), [], 'no endpoint record');
+    assert.deepEqual((await lab.ipJson(pod, ['link', 'show'])).map((l: any) => l.ifname), ['lo'], 'no interface in the pod');
+    assert.deepEqual([...etcd.dump(`${PREFIX}/ipam/app/attach/`).keys()].filter((k) => k.includes('failed2')), [], 'no address held by failed2');
+  });
+
   it('a network removed while a node is down disappears from it when it comes back; rm leaves nothing on any node', async () => {
     const db = created.find((n) => n.name === 'db')!;
     assert.equal((await plugin(nodes[1]!, 'db', 'DEL', 'b1', pods.b1!.ns)).code, 0);

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { EtcdClient } from '../../pkg/etcd/client';
 import { leaseGrant, leaseRevoke } from '../../pkg/etcd/lease';
+import { EtcdKeys } from '../../pkg/ipam/etcd/keys';
 import { NetworkStore, type Endpoint } from '../../pkg/network/store';
 import { EtcdCluster, haveEtcd } from '../lab/etcd';
 
@@ -61,5 +62,19 @@ describe('named network store (etcd)', function () {
     await store.remove('app');
     assert.equal(await store.get('app'), null);
     await assert.rejects(store.remove('app'), /no network named app/);
+  });
+
+  it('refuses rm of a bridge or macvlan network while a container holds an address (no endpoint records there); rm clears its address records', async () => {
+    await store.create({ name: 'mv', driver: 'macvlan', subnets: ['10.92.0.0/24'], opts: ['parent=eth0'] });
+    const keys = new EtcdKeys('/knt', 'mv');
+    // What knit-etcd-ipam leaves for one container on node n3: its block and the attachment index.
+    await client.put(keys.block(4, 0x0a5c0000n), JSON.stringify({ cidr: '10.92.0.0/28', node: 'n3' }));
+    await client.put(keys.attach('n3', { containerId: 'cafe0123456789ab', ifName: 'eth0' }), JSON.stringify({ ips: [] }));
+    await assert.rejects(store.remove('mv'), /network mv has 1 container attached \(cafe01234567 on n3\)/);
+    assert.ok(await store.get('mv'), 'the refused rm kept the network');
+    await client.delete(keys.attach('n3', { containerId: 'cafe0123456789ab', ifName: 'eth0' }));
+    await store.remove('mv');
+    assert.equal(await store.get('mv'), null);
+    assert.deepEqual((await client.prefix(keys.base)).map((kv) => kv.key.toString()), [], 'the network\'s address records are gone');
   });
 });

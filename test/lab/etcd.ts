@@ -65,6 +65,8 @@ export interface EtcdOptions {
   /** Serve clients over TLS with these files; clientCertAuth requires client certificates. */
   tls?: TlsFiles;
   clientCertAuth?: boolean;
+  /** How long start() waits for every member to answer (default 20 s; the kernel lane is slower). */
+  readyTimeoutMs?: number;
 }
 
 interface Member {
@@ -128,7 +130,7 @@ export class EtcdCluster {
       c.members.push({ name: `m${i}`, clientPort: ports[2 * i]!, peerPort: ports[2 * i + 1]!, dataDir: path.join(c.root, `m${i}`), proc: null, log: [] });
     }
     for (const m of c.members) c.spawn(m, 'new');
-    await c.waitReady();
+    await c.waitReady(c.members, opts.readyTimeoutMs);
     return c;
   }
 

@@ -23,7 +23,7 @@ describe('knitctl: help', () => {
     const r = await knitctl('--help');
     assert.equal(r.code, 0);
     assert.equal(r.err, '');
-    for (const c of ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'completion']) {
+    for (const c of ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'attach', 'detach', 'completion']) {
       assert.match(r.out, new RegExp(`^  knitctl ${c} `, 'm'), c);
     }
     assert.match(r.out, /^etcd flags:$/m);
@@ -45,6 +45,8 @@ describe('knitctl: help', () => {
     [['inspect'], [/^knitctl inspect$/m, /--run-dir /], [/--json/]],
     [['node'], [/^knitctl node <command>$/m, /knitctl node rm <name> +decommission/], []],
     [['node', 'rm'], [/^knitctl node rm <name>$/m, /^ +name +the node name/m], []],
+    [['attach'], [/^knitctl attach <network> <target>$/m, /--ip /, /--ifname /, /--mac /, /--alias /, /--cni-conf-dir /, /--cni-path /, /--cni-cache-dir /, /--podman-root /, /weave attach/], []],
+    [['detach'], [/^knitctl detach <network> <target>$/m, /--ifname /, /--cni-cache-dir /], [/--ip /, /--mac /]],
   ];
   for (const [words, has, hasNot] of helps) {
     it(`knitctl ${words.join(' ')} --help`, async () => {
@@ -76,7 +78,7 @@ describe('knitctl: help', () => {
     assert.match(script.out, /knitctl --get-yargs-completions/);
     assert.match(script.out, /complete -o bashdefault -o default -F _knitctl_yargs_completions knitctl/);
     const words = async (...argv: string[]): Promise<string[]> => (await knitctl('--get-yargs-completions', 'knitctl', ...argv)).out.trim().split('\n');
-    assert.deepEqual(await words(''), ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'service', 'completion']);
+    assert.deepEqual(await words(''), ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'attach', 'detach', 'service', 'completion']);
     assert.deepEqual(await words('ipam', ''), ['ls', 'gc']);
     assert.ok((await words('ipam', 'gc', '--')).includes('--pods'));
   });

@@ -25,11 +25,24 @@ import { parseBridgeConf, type BridgeConf } from './config';
 
 const attachmentOf = (ctx: Context): AttachmentId => ({ network: ctx.conf.name, containerId: ctx.containerId, ifName: ctx.ifName });
 
-export const bridge: Plugin = {
+/** What a plugin built on knit-bridge (knit-l2overlay) may do in the middle of its ADD. */
+export interface BridgeAddHooks {
+  /**
+   * The interface is up with its addresses and routes; only the network's nftables transaction
+   * (an `nft` process) is left. Work started here runs while nft does.
+   */
+  addressed?(result: Result): void;
+}
+
+export const bridge: Plugin & { addWith(ctx: Context, hooks: BridgeAddHooks): Promise<Result> } = {
   name: 'knit-bridge',
   about: 'knit-bridge: CNI plugin (veth pair on a Linux bridge); see https://www.cni.dev/docs/spec/',
 
-  async add(ctx) {
+  add(ctx) {
+    return bridge.addWith(ctx, {});
+  },
+
+  async addWith(ctx, hooks) {
     const cfg = parseBridgeConf(ctx.conf, ctx.args);
     const id = attachmentOf(ctx);
     const host = Netlink.open(null);
@@ -72,6 +85,7 @@ export const bridge: Plugin = {
           if (ipam.dns) result.dns = ipam.dns;
         }
         if (cfg.isolation) nft.push(isolationScript(cfg.network, cfg.bridge));
+        hooks.addressed?.(result);
         // The network's masquerade and isolation entries: one nft process, one atomic transaction.
         applyNft(nft, 'ipMasq or isolation');
         // Both undo steps before any later failure: the transaction installed both.

@@ -55,14 +55,26 @@ export const l2overlay: Plugin = {
     const bridgeMtu = networkBridgeMtu(cfg, Code.TryAgainLater);
     const mtu = cfg.mtu ?? bridgeMtu;
     const bctx = bridgeContext(ctx, cfg, mtu);
-    const result: Result = await bridge.add(bctx);
-    const pod = result.interfaces?.find((i) => i.sandbox && i.name === ctx.ifName);
-    const ep: Endpoint = {
-      ...endpointId(ctx, cfg), nodeIp: node.nodeIp, mac: pod?.mac ?? '', ips: (result.ips ?? []).map((i) => i.address),
+    const endpointOf = (r: Result): Endpoint => ({
+      ...endpointId(ctx, cfg), nodeIp: node.nodeIp,
+      mac: r.interfaces?.find((i) => i.sandbox && i.name === ctx.ifName)?.mac ?? '', ips: (r.ips ?? []).map((i) => i.address),
       ...(ctx.args.k8sPodName ? { name: ctx.args.k8sPodName } : {}), created: new Date().toISOString(),
-    };
+    });
+    const record = (r: Result): Promise<void> => withStore(cfg, (s) => s.putEndpoint(endpointOf(r), node.lease));
+    // The record is written while knit-bridge's last step (one nft process) runs: etcd's disk
+    // write and nft overlap instead of adding up.
+    let put: Promise<void> | undefined;
+    let result: Result;
     try {
-      await withStore(cfg, (s) => s.putEndpoint(ep, node.lease));
+      result = await bridge.addWith(bctx, { addressed: (r) => { put = record(r); put.catch(() => undefined); } });
+    } catch (e) {
+      // Nothing half-done: a record written for an ADD that failed after all is taken back.
+      if (put) await put.then(() => withStore(cfg, (s) => s.deleteEndpoint(endpointId(ctx, cfg))), () => undefined)
+        .catch((undo) => ctx.log.warn(`removing the endpoint record of the failed ADD: ${(undo as Error).message}`));
+      throw e;
+    }
+    try {
+      await (put ?? record(result));
     } catch (e) {
       // Nothing half-done: without its record no other node could reach the container.
       try { await bridge.del(bctx); } catch (undo) { ctx.log.warn(`undoing ADD after the endpoint record failed: ${(undo as Error).message}`); }
