@@ -1,0 +1,172 @@
+// The mesh (pkg/mesh) in one process on 127.0.0.1: frames under random bytes (fast-check),
+// authentication (a wrong secret is refused and nothing it sent is applied), discovery (a chain
+// becomes a full mesh), replication (a late joiner catches up), claims by quorum (never one
+// subnet to two nodes; the minority side gets an error), node rm, and lease expiry.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import fc from 'fast-check';
+import { encodeFrame, FrameError, FrameReader, MAX_HANDSHAKE_FRAME } from '../../pkg/mesh/frame';
+import { MeshNode, NoQuorumError, parseHostPort } from '../../pkg/mesh/node';
+import { MeshDatastore } from '../../pkg/datastore/mesh';
+import type { LeaseEvent } from '../../pkg/datastore/datastore';
+
+const SECRET = Buffer.from('s3cret');
+
+async function eventually(fn: () => boolean, ms: number, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!fn()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('mesh', function () {
+  this.timeout(30_000);
+  const nodes: MeshNode[] = [];
+  let tmp: string;
+  before(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-mesh-')); });
+  afterEach(() => { for (const n of nodes.splice(0)) n.stop(); });
+  after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  async function node(name: string, peers: MeshNode[] = [], o: { secret?: Buffer; ttl?: number; state?: boolean } = {}): Promise<MeshNode> {
+    const n = new MeshNode({
+      name, secret: o.secret ?? SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: peers.map((p) => `127.0.0.1:${p.listenPort}`),
+      stateDir: o.state ? path.join(tmp, name) : null, ttlSec: o.ttl ?? 30,
+    });
+    await n.start();
+    nodes.push(n);
+    return n;
+  }
+
+  describe('frames', () => {
+    it('cuts any split of valid frames back into the same payloads', () => {
+      fc.assert(fc.property(fc.array(fc.uint8Array({ minLength: 1, maxLength: 300 }), { maxLength: 8 }), fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1 }), (payloads, cuts) => {
+        const wire = Buffer.concat(payloads.map((p) => encodeFrame(Buffer.from(p))));
+        const r = new FrameReader(1000);
+        const got: Buffer[] = [];
+        for (let i = 0, k = 0; i < wire.length; k++) { const n = cuts[k % cuts.length]!; got.push(...r.push(wire.subarray(i, i + n))); i += n; }
+        assert.deepEqual(got.map((b) => b.toString('hex')), payloads.map((p) => Buffer.from(p).toString('hex')));
+        assert.equal(r.pending, 0);
+      }), { seed: 15, numRuns: 300 });
+    });
+
+    it('random bytes give frames or a FrameError, never another error, and never hold more than a frame', () => {
+      fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 2000 }), { maxLength: 10 }), (chunks) => {
+        const r = new FrameReader();
+        try {
+          for (const c of chunks) { r.push(Buffer.from(c)); assert.ok(r.pending <= MAX_HANDSHAKE_FRAME + 4 + 2000); }
+        } catch (e) { assert.ok(e instanceof FrameError, String(e)); }
+      }), { seed: 15, numRuns: 500 });
+      assert.throws(() => new FrameReader().push(Buffer.from([0xff, 0xff, 0xff, 0xff])), /frame length 4294967295/);
+      assert.throws(() => new FrameReader().push(Buffer.from([0, 0, 0, 0])), /frame length 0/);
+    });
+
+    it('parses HOST[:PORT]', () => {
+      assert.deepEqual(parseHostPort('10.0.0.1'), { host: '10.0.0.1', port: 6788 });
+      assert.deepEqual(parseHostPort('[fd00::1]:99'), { host: 'fd00::1', port: 99 });
+      assert.throws(() => parseHostPort('a:b:c'), /HOST, HOST:PORT/);
+      assert.throws(() => parseHostPort('h:70000'), /out of range/);
+    });
+  });
+
+  it('a peer with the wrong secret is refused, counted, and nothing it sent is applied', async () => {
+    const a = await node('a');
+    a.setConfig('{"x":1}');
+    const bad = await node('evil', [a], { secret: Buffer.from('wrong') });
+    bad.setConfig('{"x":2}');
+    await eventually(() => a.counters.authFailed >= 1 && bad.counters.authFailed >= 1, 5000, 'both ends refuse');
+    assert.deepEqual(a.connected(), []);
+    assert.equal(a.state.nodes.has('evil'), false);
+    assert.equal(a.state.config!.json, '{"x":1}');
+  });
+
+  it('garbage, truncated frames and huge lengths close the connection and count; the node keeps serving', async () => {
+    const a = await node('a');
+    const send = (bytes: Buffer, end = true): Promise<void> => new Promise((resolve) => {
+      const s = net.connect(a.listenPort, '127.0.0.1', () => { s.write(bytes); if (end) s.end(); });
+      s.on('error', () => resolve());
+      s.on('close', () => resolve());
+      s.resume();
+    });
+    await send(Buffer.from([0x7f, 0xff, 0xff, 0xff, 1, 2, 3]));
+    await send(encodeFrame(Buffer.from('not json')));
+    await send(encodeFrame(Buffer.from('{"t":"sync","records":[]}'))); // before authentication
+    await send(Buffer.from([0, 0, 0, 50, 1, 2]));
+    await eventually(() => a.counters.badFrames >= 3 && a.counters.truncated >= 1, 5000, `bad frames counted (${JSON.stringify(a.counters)})`);
+    const b = await node('b', [a]);
+    await eventually(() => a.connected().includes('b') && b.connected().includes('a'), 5000, 'a still accepts good peers');
+  });
+
+  it('a chain topology becomes a full mesh, and a late joiner catches up with the state', async () => {
+    const chain: MeshNode[] = [];
+    for (let i = 0; i < 5; i++) chain.push(await node(`n${i}`, i ? [chain[i - 1]!] : []));
+    chain[0]!.setConfig('{"network":"10.1.0.0/16"}');
+    await eventually(() => chain.every((n) => n.connected().length === 4), 10_000, `full mesh: ${chain.map((n) => `${n.state.self}:${n.connected().join('+')}`).join(' ')}`);
+    for (const n of chain) assert.deepEqual(n.state.members(), ['n0', 'n1', 'n2', 'n3', 'n4']);
+    const late = await node('late', [chain[4]!]);
+    await late.ready(5000);
+    assert.equal(late.state.config?.json, '{"network":"10.1.0.0/16"}');
+    await eventually(() => late.connected().length === 5, 10_000, 'late joiner connects to all');
+  });
+
+  it('claims need a majority: one holder per subnet, the minority side gets NoQuorumError', async () => {
+    const ns: MeshNode[] = [];
+    for (let i = 0; i < 5; i++) ns.push(await node(`q${i}`, i ? [ns[0]!] : []));
+    await eventually(() => ns.every((n) => n.connected().length === 4), 10_000, 'full mesh');
+    const lease = (s: string): { subnet: string; underlayAddr: string } => ({ subnet: s, underlayAddr: '192.0.2.1' });
+    assert.deepEqual(await ns[0]!.claim(lease('10.1.1.0/24')), { ok: true });
+    assert.deepEqual(await ns[1]!.claim(lease('10.1.1.0/24')), { ok: false, holder: 'q0' });
+    // Two nodes racing for one subnet: at most one wins.
+    const race = await Promise.allSettled([ns[2]!.claim(lease('10.1.2.0/24')), ns[3]!.claim(lease('10.1.2.0/24'))]);
+    assert.ok(race.filter((r) => r.status === 'fulfilled' && r.value.ok).length <= 1, JSON.stringify(race));
+    // Partition: q3, q4 alone (3 members gone) cannot claim anything.
+    for (const n of ns.slice(0, 3)) n.stop();
+    await eventually(() => ns[3]!.connected().length === 1, 5000, 'q3 sees only q4');
+    await assert.rejects(ns[3]!.claim(lease('10.1.9.0/24')), (e: Error) => e instanceof NoQuorumError && /1 of 5 known member\(s\) granted it, 3 needed|2 of 5/.test(e.message));
+  });
+
+  it('members and grants survive a restart: a lone restarted node knows it is a minority', async () => {
+    const a = await node('ra', [], { state: true });
+    const b = await node('rb', [a], { state: true });
+    const c = await node('rc', [a], { state: true });
+    await eventually(() => [a, b, c].every((n) => n.connected().length === 2), 10_000, 'mesh of 3');
+    assert.deepEqual(await a.claim({ subnet: '10.2.0.0/24', underlayAddr: '192.0.2.1' }), { ok: true });
+    for (const n of [a, b, c]) n.stop();
+    nodes.length = 0;
+    const a2 = await node('ra', [], { state: true });
+    assert.deepEqual(a2.quorum().members, ['ra', 'rb', 'rc']);
+    await assert.rejects(a2.claim({ subnet: '10.2.9.0/24', underlayAddr: '192.0.2.1' }), NoQuorumError);
+    const b2 = await node('rb', [a2], { state: true });
+    await eventually(() => a2.connected().includes('rb'), 5000, 'ra-rb');
+    // rb remembers its vote for ra: rb cannot take ra's subnet.
+    assert.deepEqual(await b2.claim({ subnet: '10.2.0.0/24', underlayAddr: '192.0.2.2' }), { ok: false, holder: 'ra' });
+    assert.deepEqual(await a2.claim({ subnet: '10.2.0.0/24', underlayAddr: '192.0.2.1' }), { ok: true });
+  });
+
+  it('the datastore: leases replicate, expire when a node is gone, and node rm frees the subnet (twice is harmless)', async () => {
+    const a = await node('da', [], { ttl: 2 });
+    const b = await node('db', [a], { ttl: 2 });
+    const c = await node('dc', [a], { ttl: 2 });
+    await eventually(() => [a, b, c].every((n) => n.connected().length === 2), 10_000, 'mesh of 3');
+    const [sa, sb, sc] = [a, b, c].map((n) => new MeshDatastore(n));
+    const events: LeaseEvent[] = [];
+    sa!.watchLeases(0, (e) => events.push(e), () => undefined);
+    assert.deepEqual(await sb!.claim({ nodeName: 'db', subnet: '10.3.1.0/24', underlayAddr: '192.0.2.2', backend: 'vxlan', backendData: { vtepMac: '02:00:00:00:00:02' } }, 2), { ok: true });
+    assert.deepEqual(await sc!.claim({ nodeName: 'dc', subnet: '10.3.1.0/24', underlayAddr: '192.0.2.3' }, 2), { ok: false, holder: 'db' });
+    await eventually(() => events.some((e) => e.type === 'put' && e.lease.nodeName === 'db'), 5000, 'put event on da');
+    const { leases } = await sa!.listLeases();
+    assert.deepEqual(leases, [{ nodeName: 'db', subnet: '10.3.1.0/24', underlayAddr: '192.0.2.2', backend: 'vxlan', backendData: { vtepMac: '02:00:00:00:00:02' } }]);
+    b.stop();
+    await eventually(() => events.some((e) => e.type === 'del' && e.subnet === '10.3.1.0/24'), 6000, 'db expires on da');
+    // Expired, but still held: nobody else gets the subnet until node rm.
+    assert.deepEqual(await sc!.claim({ nodeName: 'dc', subnet: '10.3.1.0/24', underlayAddr: '192.0.2.3' }, 2), { ok: false, holder: 'db' });
+    assert.equal(await sa!.releaseNode('db'), 1);
+    assert.equal(await sa!.releaseNode('db'), 0);
+    await eventually(() => !c.state.nodes.has('db'), 5000, 'rm reaches dc');
+    assert.deepEqual(await sc!.claim({ nodeName: 'dc', subnet: '10.3.1.0/24', underlayAddr: '192.0.2.3' }, 2), { ok: true });
+    for (const s of [sa, sb, sc]) s!.close();
+  });
+});
