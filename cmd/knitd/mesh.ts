@@ -13,7 +13,9 @@ import { MeshDatastore } from '../../pkg/datastore/mesh';
 import { serveControl } from '../../pkg/mesh/control';
 import { DEFAULT_MESH_PORT, joinHostPort, MeshNode, parseHostPort } from '../../pkg/mesh/node';
 import { meshStatus } from '../../pkg/mesh/status';
-import type { OverlayFlags } from './overlay';
+
+/** What the mesh takes from knitd's common flags (overlay.ts). */
+interface NodeFlags { nodeName: string; stateDir: string; runDir: string; ttlSec: number }
 
 export interface MeshFlags {
   peers: string[];
@@ -43,7 +45,7 @@ export function meshFlags(v: Record<string, string | undefined>, env: NodeJS.Pro
 }
 
 /** Starts the mesh node and the control socket; the store is usable at once (its calls wait for the first sync). */
-export function startMesh(f: OverlayFlags, m: MeshFlags, parent: Logger): { store: MeshDatastore; node: MeshNode; stop(): void } {
+export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger): { store: MeshDatastore; node: MeshNode; stop(): void } {
   const log = parent.child({ component: 'mesh' });
   const node = new MeshNode({ name: f.nodeName, secret: m.secret, listen: m.listen, peers: m.peers, stateDir: path.join(f.stateDir, 'mesh'), ttlSec: f.ttlSec, log });
   const store = new MeshDatastore(node);
@@ -59,7 +61,7 @@ export function startMesh(f: OverlayFlags, m: MeshFlags, parent: Logger): { stor
 }
 
 /** What knitctl asks the local knitd in mesh mode. */
-async function handle(node: MeshNode, store: MeshDatastore, f: OverlayFlags, req: Record<string, unknown>): Promise<unknown> {
+async function handle(node: MeshNode, store: MeshDatastore, f: NodeFlags, req: Record<string, unknown>): Promise<unknown> {
   switch (req.op) {
     case 'status':
       return meshStatus(node);

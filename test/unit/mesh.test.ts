@@ -12,6 +12,7 @@ import { encodeFrame, FrameError, FrameReader, MAX_HANDSHAKE_FRAME } from '../..
 import { MeshNode, NoQuorumError, parseHostPort } from '../../pkg/mesh/node';
 import { MeshDatastore } from '../../pkg/datastore/mesh';
 import type { LeaseEvent } from '../../pkg/datastore/datastore';
+import { overlayFlags } from '../../cmd/knitd/overlay';
 
 const SECRET = Buffer.from('s3cret');
 
@@ -40,6 +41,26 @@ describe('mesh', function () {
     nodes.push(n);
     return n;
   }
+
+  it('knitd --datastore mesh: flags checked, every error naming its flag', () => {
+    const f = overlayFlags({ datastore: 'mesh', 'node-name': 'n1', peers: '10.0.0.1, 10.0.0.2:7000,[fd00::1]', 'mesh-password': 'pw' }, {})!;
+    assert.deepEqual(f.mesh, { peers: ['10.0.0.1:6788', '10.0.0.2:7000', '[fd00::1]:6788'], listen: { host: '0.0.0.0', port: 6788 }, secret: Buffer.from('pw') });
+    assert.equal(overlayFlags({ datastore: 'mesh', 'node-name': 'n1' }, { KNIT_MESH_PASSWORD: 'e' })!.mesh!.secret.toString(), 'e');
+    const pwFile = path.join(tmp, 'pw');
+    fs.writeFileSync(pwFile, 'from-file\n');
+    assert.equal(overlayFlags({ datastore: 'mesh', 'node-name': 'n1', 'mesh-password-file': pwFile, 'mesh-listen': '127.0.0.1:9' }, {})!.mesh!.secret.toString(), 'from-file');
+    const bad: Array<[Record<string, string>, RegExp]> = [
+      [{}, /--datastore mesh needs --mesh-password SECRET or --mesh-password-file FILE/],
+      [{ 'mesh-password': '' }, /invalid --mesh-password "": an empty secret/],
+      [{ 'mesh-password': 'a', 'mesh-password-file': pwFile }, /--mesh-password and --mesh-password-file: give one/],
+      [{ 'mesh-password-file': path.join(tmp, 'none') }, /invalid --mesh-password-file .*none: ENOENT/],
+      [{ 'mesh-password': 'a', peers: 'a:b:c' }, /invalid --peers "a:b:c"/],
+      [{ 'mesh-password': 'a', 'mesh-listen': '0.0.0.0:99999' }, /invalid --mesh-listen "0.0.0.0:99999": port 99999 out of range/],
+      [{ 'mesh-password': 'a', 'etcd-endpoints': 'http://x:1' }, /--etcd-endpoints and --datastore mesh do not go together/],
+    ];
+    for (const [v, re] of bad) assert.throws(() => overlayFlags({ datastore: 'mesh', 'node-name': 'n1', ...v }, {}), re);
+    assert.throws(() => overlayFlags({ 'etcd-endpoints': 'http://x:1', peers: 'h' }, {}), /--peers is for --datastore mesh/);
+  });
 
   describe('frames', () => {
     it('cuts any split of valid frames back into the same payloads', () => {
