@@ -81,6 +81,8 @@ class Conn {
   seqOut = 0;
   seqIn = 0;
   since = new Date();
+  /** When the last frame arrived: a peer's record comes at least every ttl/3, so silence means the path is gone. */
+  lastRx = Date.now();
   /** Dialable address of the other end, once known. */
   addr: string;
   timer: NodeJS.Timeout;
@@ -203,7 +205,7 @@ export class MeshNode {
     this.publishSelf();
     for (const p of this.o.peers) this.addTarget(p);
     this.dialKnown();
-    this.heartbeat = setInterval(() => { this.publishSelf(); this.dialKnown(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
+    this.heartbeat = setInterval(() => { this.publishSelf(); this.closeSilent(); this.dialKnown(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
     this.heartbeat.unref?.();
     this.log.info(`mesh: node ${this.o.name} (incarnation ${this.inc}) listening on ${joinHostPort(this.o.listen.host, this.listenPort)}; ${this.state.members().length} known member(s)`);
   }
@@ -261,6 +263,7 @@ export class MeshNode {
 
   private onData(c: Conn, d: Buffer): void {
     if (c.state === 'closed') return;
+    c.lastRx = Date.now();
     try {
       for (const f of c.reader.push(d)) {
         if ((c.state as string) === 'closed') return;
@@ -334,6 +337,20 @@ export class MeshNode {
     c.send({ t: 'sync', records: this.state.records(Date.now()) });
   }
 
+  /**
+   * Closes connections silent for a lease time: TCP would keep them "established" through a
+   * partition for many minutes; closed, they are dialed again and resynced when the path heals.
+   */
+  private closeSilent(): void {
+    const now = Date.now();
+    for (const c of this.byName.values()) {
+      if (now - c.lastRx > Math.max(this.ttl * 1000, 3000)) {
+        this.log.warn(`mesh: nothing from ${c.name} (${c.remote}) for ${Math.round((now - c.lastRx) / 1000)} s; closing to dial again`);
+        this.close(c);
+      }
+    }
+  }
+
   private onClose(c: Conn, target?: Target): void {
     const was = c.state;
     if (c.reader.pending > 0) {
@@ -387,7 +404,7 @@ export class MeshNode {
 
   private scheduleDial(t: Target): void {
     if (this.stopped || t.timer || t.self) return;
-    const delay = Math.min(30_000, 500 * 2 ** Math.min(t.attempts, 6));
+    const delay = Math.min(10_000, 500 * 2 ** Math.min(t.attempts, 5));
     t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, delay);
     t.timer.unref?.();
   }

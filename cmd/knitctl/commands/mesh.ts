@@ -31,7 +31,7 @@ export function commands(ctx: Ctx): CommandModule[] {
       options: { 'run-dir': runDirOpt, json },
       run: async (a) => {
         const s = await controlCall<MeshStatus>(str(a, 'run-dir') ?? DEFAULT_RUN_DIR, { op: 'status' });
-        if (a.json) return JSON.stringify(s.connections, null, 2);
+        if (a.json) return JSON.stringify({ node: s.node, inc: s.inc, port: s.port, connections: s.connections, counters: s.counters }, null, 2);
         const rows = s.connections.sort((x, y) => x.addr.localeCompare(y.addr)).map((c) => [
           arrow(c.dir), c.addr, c.state, c.name ? `${c.name} (${c.inc})` : '-', c.error ?? '',
         ]);
