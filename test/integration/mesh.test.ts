@@ -155,7 +155,7 @@ describe('knitd on the mesh (no etcd)', function () {
     const text = (await ctl(nodes[0]!, ['status', 'peers', '--run-dir', nodes[0]!.runDir])).stdout;
     for (const n of nodes) assert.match(text, new RegExp(`^${n.name} \\(`, 'm'));
     const conns = (await ctl(nodes[0]!, ['status', 'connections', '--run-dir', nodes[0]!.runDir])).stdout;
-    assert.match(conns, /-> 192\.168\.61\.\d:6788 +established +h\d|<- 192\.168\.61\.\d:\d+ +established +h\d/);
+    assert.match(conns, /^(-> +192\.168\.61\.\d:6788|<- +192\.168\.61\.\d:\d+) +established +h\d \([0-9a-f]{16}\)$/m);
     for (const n of nodes) await eventually(async () => (await knitRoutes(n)).length === 4, 15_000, `${n.name} routes 4 peers`);
     const peers = JSON.parse((await ctl(nodes[3]!, ['peers', '--json', '--run-dir', nodes[3]!.runDir])).stdout);
     assert.deepEqual(peers.map((p: any) => p.nodeName).sort(), ['h1', 'h2', 'h3', 'h4', 'h5']);
