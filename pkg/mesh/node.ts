@@ -32,6 +32,8 @@ export interface MeshOptions {
   stateDir: string | null;
   ttlSec: number;
   log?: Logger;
+  /** Tests: whether a peer may be talked to (a simulated partition); default every peer. */
+  reachable?: (name: string) => boolean;
 }
 
 export interface ConnStatus {
@@ -223,8 +225,13 @@ export class MeshNode {
   }
 
   /** Resolves once this node has the mesh's state: at once when it knows no other member and has no --peers, else after the first sync. */
+  /** No --peers and no other known member: the first node of a new mesh. */
+  private alone(): boolean {
+    return this.o.peers.length === 0 && this.state.members().every((m) => m === this.o.name);
+  }
+
   ready(timeoutMs: number): Promise<void> {
-    if (this.synced || (this.o.peers.length === 0 && this.state.members().every((m) => m === this.o.name))) return Promise.resolve();
+    if (this.synced || this.alone()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new NoQuorumError(`mesh: no peer reached yet (--peers ${this.o.peers.join(',') || '-'}, ${this.state.members().length - 1} other known member(s))`)), timeoutMs);
       this.syncWaiters.push(() => { clearTimeout(t); resolve(); });
@@ -315,6 +322,7 @@ export class MeshNode {
       this.close(c);
       return;
     }
+    if (this.o.reachable && !this.o.reachable(t.name)) { this.close(c); return; }
     const [dialer, acceptor] = c.role === 'dial' ? [c.mine, t] : [t, c.mine];
     c.key = sessionKey(this.o.secret, dialer, acceptor);
     c.reader.max = MAX_FRAME;
@@ -433,6 +441,7 @@ export class MeshNode {
         for (const w of recs) this.applyRemote(w, c);
         if (m.t === 'sync' && !this.synced) {
           this.synced = true;
+          this.publishSelf();
           for (const w of this.syncWaiters.splice(0)) w();
         }
         this.dialKnown();
@@ -500,6 +509,9 @@ export class MeshNode {
   publishSelf(): void {
     if (this.stopped) return;
     if (this.claiming) return; // published when the claim ends
+    // A restarted node publishes nothing before it has the mesh's state: a `node rm` of it made
+    // while it was down must reach it first, or its old lease would come back with a newer version.
+    if (!this.synced && !this.alone()) return;
     const conns: ConnInfo[] = [...this.byName.values()].map((c) => ({ name: c.name!, addr: c.addr, dir: c.role === 'dial' ? 'out' : 'in' }));
     const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns };
     const ch = this.state.apply({ rec, age: 0 }, Date.now());
@@ -607,6 +619,13 @@ export class MeshNode {
       out.push({ dir: 'out', addr: t.addr, state: t.timer ? 'retrying' : 'connecting', since: t.since.toISOString(), ...(t.error ? { error: t.error } : {}) });
     }
     return out;
+  }
+
+  /** Tests: applies a changed `reachable` at once (closes what it cuts, dials what it allows). */
+  recheck(): void {
+    for (const c of [...this.byName.values()]) if (this.o.reachable && !this.o.reachable(c.name!)) this.close(c);
+    for (const t of this.targets.values()) { if (t.timer) { clearTimeout(t.timer); t.timer = null; } t.attempts = 0; }
+    this.dialKnown();
   }
 
   /** Names of the peers this node has an authenticated connection to. */
