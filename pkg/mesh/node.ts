@@ -138,6 +138,8 @@ export class MeshNode {
   private readonly syncWaiters: Array<() => void> = [];
   private readonly listeners = new Set<(c: StateChange) => void>();
   listenPort = 0;
+  /** Bytes written on connections since closed (bytesOut). */
+  private bytesClosed = 0;
 
   constructor(private readonly o: MeshOptions) {
     this.log = o.log ?? nullLogger;
@@ -361,6 +363,7 @@ export class MeshNode {
 
   private onClose(c: Conn, target?: Target): void {
     const was = c.state;
+    this.bytesClosed += c.sock.bytesWritten;
     if (c.reader.pending > 0) {
       this.counters.truncated++;
       this.log.warn(`mesh: ${c.remote}${c.name ? ` (${c.name})` : ''}: connection closed in the middle of a frame (${c.reader.pending} byte(s) pending)`);
@@ -626,6 +629,13 @@ export class MeshNode {
     for (const c of [...this.byName.values()]) if (this.o.reachable && !this.o.reachable(c.name!)) this.close(c);
     for (const t of this.targets.values()) { if (t.timer) { clearTimeout(t.timer); t.timer = null; } t.attempts = 0; }
     this.dialKnown();
+  }
+
+  /** Bytes this node has written to peers (benchmarks: the mesh's own traffic). */
+  bytesOut(): number {
+    let n = this.bytesClosed;
+    for (const c of this.conns) n += c.sock.bytesWritten;
+    return n;
   }
 
   /** Names of the peers this node has an authenticated connection to. */

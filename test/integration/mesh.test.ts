@@ -136,7 +136,7 @@ describe('knitd on the mesh (no etcd)', function () {
     for (const [i, n] of nodes.entries()) startKnitd(n, i ? [nodes[i - 1]!] : []);
     const cfg = path.join(tmp, 'network.json');
     fs.writeFileSync(cfg, JSON.stringify({ network: '10.218.0.0/16', subnetLen: 24, backend: { type: 'vxlan', vni: 1 } }));
-    await eventually(() => fs.existsSync(path.join(nodes[0]!.runDir, 'mesh.sock')), 20_000, 'h1 control socket');
+    await eventually(() => fs.existsSync(path.join(nodes[2]!.runDir, 'mesh.sock')), 20_000, 'h3 control socket');
     const set = await ctl(nodes[2]!, ['pod-network', 'set', cfg, '--run-dir', nodes[2]!.runDir]);
     assert.match(set.stdout, /stored on the mesh/);
     for (const n of nodes) await waitLease(n);

@@ -13,11 +13,16 @@ import { leaf, str, table, value, type Ctx, type Flags } from '../common';
 const runDirOpt: Options = value(`knitd's --run-dir (default ${DEFAULT_RUN_DIR})`);
 const json: Options = { type: 'boolean', describe: 'as JSON' };
 
-/** The run dir of a mesh-mode knitd when this command should go there (no etcd endpoint given), else null. */
-export function meshRunDir(a: Flags, env: NodeJS.ProcessEnv): string | null {
+/**
+ * The run dir of a mesh-mode knitd when this command should go there (no etcd endpoint given),
+ * else null. For commands whose --run-dir exists only for the mesh (peers, pod-network, node rm)
+ * an explicit --run-dir means the mesh, so a knitd not (yet) there is an error saying so.
+ */
+export function meshRunDir(a: Flags, env: NodeJS.ProcessEnv, runDirMeansMesh = true): string | null {
   if (a['etcd-endpoints'] !== undefined || env.KNIT_ETCD_ENDPOINTS) return null;
-  const dir = str(a, 'run-dir') ?? DEFAULT_RUN_DIR;
-  return hasControl(dir) ? dir : null;
+  const given = str(a, 'run-dir');
+  const dir = given ?? DEFAULT_RUN_DIR;
+  return hasControl(dir) || (given !== undefined && runDirMeansMesh) ? dir : null;
 }
 
 const ago = (ms: number | null): string => (ms === null ? 'never' : ms < 1000 ? 'now' : `${Math.round(ms / 1000)}s ago`);

@@ -26,7 +26,7 @@ export function commands(ctx: Ctx): CommandModule[] {
       describe: 'this node: its lease, the datapath device, each peer and whether its route is in the kernel; on the mesh: status peers|connections',
       options: { 'run-dir': runDir, json },
       run: (a, c) => {
-        const dir = mesh.meshRunDir(a, c.env);
+        const dir = mesh.meshRunDir(a, c.env, false);
         if (dir) return controlCall<SubnetLease[]>(dir, { op: 'leases' }).then((leases) => status({ listLeases: async () => ({ leases, revision: 0 }) }, a));
         return withStore(a, c.env, (s) => status(s, a));
       },
