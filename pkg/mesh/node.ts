@@ -124,7 +124,7 @@ export class MeshNode {
   /** Authenticated connections by peer name. */
   private readonly byName = new Map<string, Conn>();
   private readonly targets = new Map<string, Target>();
-  private readonly pending = new Map<number, (m: Record<string, unknown> | null) => void>();
+  private readonly pending = new Map<number, ((m: Record<string, unknown> | null) => void) & { conn: Conn }>();
   private reqId = 0;
   private clock = 0;
   private lease: MeshLease | null = null;
@@ -248,7 +248,7 @@ export class MeshNode {
 
   private accept(s: net.Socket): void {
     if (this.stopped) { s.destroy(); return; }
-    const handshakes = [...this.conns].filter((c) => c.state === 'handshake').length;
+    const handshakes = [...this.conns].filter((c) => c.state === 'handshake' && c.role === 'accept').length;
     if (handshakes >= MAX_PENDING_HANDSHAKES) { this.counters.refusedBusy++; s.destroy(); return; }
     const c = this.setup(s, 'accept', joinHostPort(s.remoteAddress ?? '?', s.remotePort ?? 0));
     c.sendRaw(c.mine);
@@ -343,7 +343,7 @@ export class MeshNode {
     c.since = new Date();
     this.byName.set(t.name, c);
     this.log.info(`mesh: connected to ${t.name} (${c.role === 'dial' ? '->' : '<-'} ${c.remote})`);
-    this.publishSelf();
+    this.schedulePublish();
     c.send({ t: 'sync', records: this.state.records(Date.now()) });
   }
 
@@ -374,9 +374,10 @@ export class MeshNode {
     if (c.name && this.byName.get(c.name) === c) {
       this.byName.delete(c.name);
       this.log.info(`mesh: connection to ${c.name} (${c.remote}) closed`);
-      this.publishSelf();
-      for (const [id, p] of this.pending) if ((p as { peer?: string }).peer === c.name) { this.pending.delete(id); p(null); }
+      this.schedulePublish();
     }
+    // Requests on this connection will get no answer: settle them now, not at their timeout.
+    for (const [id, p] of this.pending) if (p.conn === c) { this.pending.delete(id); p(null); }
     if (target && target.conn === c) {
       target.conn = null;
       if (was === 'up') target.attempts = 0;
@@ -496,7 +497,10 @@ export class MeshNode {
       }
     }
     const w = this.state.wire(rec, Date.now());
-    for (const c of this.byName.values()) if (c !== from) c.send({ t: 'upd', records: [w] });
+    // A node's record went from its owner to each peer its record lists: forward it only to the
+    // others (none, in a full mesh; the rest of a chain). Removals and the config go to everyone.
+    const direct = rec.k === 'node' && rec.name !== this.o.name ? new Set([rec.name, ...rec.conns.map((x) => x.name)]) : null;
+    for (const c of this.byName.values()) if (c !== from && !direct?.has(c.name!)) c.send({ t: 'upd', records: [w] });
     this.scheduleSave();
     for (const l of this.listeners) l(ch);
   }
@@ -505,7 +509,8 @@ export class MeshNode {
 
   private schedulePublish(): void {
     if (this.publishTimer || this.stopped) return;
-    this.publishTimer = setTimeout(() => { this.publishTimer = null; this.publishSelf(); }, 20);
+    // Connection changes come in bursts (a node joining dials every member): one record for a burst.
+    this.publishTimer = setTimeout(() => { this.publishTimer = null; this.publishSelf(); }, 100);
   }
 
   /** Publishes a new version of this node's record (connections, lease); deferred while a claim is in flight. */
@@ -535,7 +540,7 @@ export class MeshNode {
     const id = ++this.reqId;
     return new Promise((resolve) => {
       const t = setTimeout(() => { this.pending.delete(id); resolve(null); }, REQUEST_MS);
-      const done = Object.assign((m: Record<string, unknown> | null) => { clearTimeout(t); resolve(m); }, { peer: c.name });
+      const done = Object.assign((m: Record<string, unknown> | null) => { clearTimeout(t); resolve(m); }, { conn: c });
       this.pending.set(id, done);
       c.send({ t: 'req', id, ...body });
     });
