@@ -14,7 +14,7 @@ import { nullLogger } from '../cni/log';
 import { checkHello, frameTag, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
 import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
 import { Grants } from './grants';
-import { checkRecord, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
+import { checkDigest, checkRecord, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
 
 export const DEFAULT_MESH_PORT = 6788;
 const HANDSHAKE_MS = 5000;
@@ -103,9 +103,9 @@ class Conn {
     this.sock.write(encodeFrame(Buffer.from(JSON.stringify(m))));
   }
 
-  send(m: object): void {
+  send(m: object | Buffer): void {
     if (this.state !== 'up') return;
-    const payload = Buffer.from(JSON.stringify(m));
+    const payload = Buffer.isBuffer(m) ? m : Buffer.from(JSON.stringify(m));
     const tag = frameTag(this.key!, this.role, this.seqOut++, payload);
     this.sock.write(encodeFrame(Buffer.concat([tag, payload])));
   }
@@ -218,6 +218,7 @@ export class MeshNode {
     this.stopped = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.publishTimer) clearTimeout(this.publishTimer);
+    if (this.dialTimer) clearTimeout(this.dialTimer);
     if (this.saveTimer) { clearTimeout(this.saveTimer); this.saveTimer = null; }
     this.saveNow();
     for (const t of this.targets.values()) if (t.timer) clearTimeout(t.timer);
@@ -344,7 +345,8 @@ export class MeshNode {
     this.byName.set(t.name, c);
     this.log.info(`mesh: connected to ${t.name} (${c.role === 'dial' ? '->' : '<-'} ${c.remote})`);
     this.schedulePublish();
-    c.send({ t: 'sync', records: this.state.records(Date.now()) });
+    // Anti-entropy: each side says what it has, the other answers with what it lacks.
+    c.send({ t: 'digest', d: this.state.digest() });
   }
 
   /**
@@ -405,13 +407,27 @@ export class MeshNode {
   /** Dials every member this node is not connected to, at the addresses its peers publish. */
   private dialKnown(): void {
     if (this.stopped) return;
+    if (this.dialTimer) { clearTimeout(this.dialTimer); this.dialTimer = null; }
     for (const n of this.state.nodes.values()) {
       for (const ci of n.conns) {
         if (ci.name === this.o.name || this.byName.has(ci.name) || this.state.removedAt(ci.name) >= 0 && !this.state.nodes.has(ci.name)) continue;
-        this.addTarget(ci.addr);
+        const fresh = !this.targets.has(ci.addr);
+        const t = this.addTarget(ci.addr);
+        // Both ends learn of each other at once: the smaller name dials, the other only if no
+        // connection came within 2 s (so a one-way firewall still connects them).
+        if (fresh && ci.name < this.o.name) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
       }
     }
-    for (const t of this.targets.values()) if (!t.conn && !t.timer && !t.self) this.dial(t);
+    const connected = new Set([...this.byName.values()].map((c) => c.addr));
+    for (const t of this.targets.values()) if (!t.conn && !t.timer && !t.self && !connected.has(t.addr)) this.dial(t);
+  }
+
+  private dialTimer: NodeJS.Timeout | null = null;
+
+  /** dialKnown once for a burst of records (it walks every member's connections). */
+  private scheduleDialKnown(): void {
+    if (this.dialTimer || this.stopped) return;
+    this.dialTimer = setTimeout(() => { this.dialTimer = null; this.dialKnown(); }, 200);
   }
 
   private scheduleDial(t: Target): void {
@@ -438,6 +454,11 @@ export class MeshNode {
 
   private onMessage(c: Conn, m: Record<string, unknown> & { t: string }): void {
     switch (m.t) {
+      case 'digest': {
+        const d = checkDigest(m.d);
+        c.send({ t: 'sync', records: this.state.newerThan(d, Date.now()) });
+        return;
+      }
       case 'sync':
       case 'upd': {
         if (!Array.isArray(m.records) || m.records.length > 100_000) throw new FrameError(`${m.t} without records`);
@@ -448,7 +469,7 @@ export class MeshNode {
           this.publishSelf();
           for (const w of this.syncWaiters.splice(0)) w();
         }
-        this.dialKnown();
+        this.scheduleDialKnown();
         return;
       }
       case 'req': {
@@ -500,7 +521,8 @@ export class MeshNode {
     // A node's record went from its owner to each peer its record lists: forward it only to the
     // others (none, in a full mesh; the rest of a chain). Removals and the config go to everyone.
     const direct = rec.k === 'node' && rec.name !== this.o.name ? new Set([rec.name, ...rec.conns.map((x) => x.name)]) : null;
-    for (const c of this.byName.values()) if (c !== from && !direct?.has(c.name!)) c.send({ t: 'upd', records: [w] });
+    const msg = Buffer.from(JSON.stringify({ t: 'upd', records: [w] }));
+    for (const c of this.byName.values()) if (c !== from && !direct?.has(c.name!)) c.send(msg);
     this.scheduleSave();
     for (const l of this.listeners) l(ch);
   }
@@ -510,7 +532,7 @@ export class MeshNode {
   private schedulePublish(): void {
     if (this.publishTimer || this.stopped) return;
     // Connection changes come in bursts (a node joining dials every member): one record for a burst.
-    this.publishTimer = setTimeout(() => { this.publishTimer = null; this.publishSelf(); }, 100);
+    this.publishTimer = setTimeout(() => { this.publishTimer = null; this.publishSelf(); }, 1000);
   }
 
   /** Publishes a new version of this node's record (connections, lease); deferred while a claim is in flight. */

@@ -46,6 +46,19 @@ export interface WireRecord { rec: MeshRecord; age?: number }
 
 export class RecordError extends Error {}
 
+/** Versions by node, removals by node, the config's version and writer. */
+export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null }
+
+/** A digest from a peer, checked (a bad one cuts the peer off like a bad record). */
+export function checkDigest(x: unknown): Digest {
+  const d = x as Digest;
+  const map = (m: unknown): boolean => !!m && typeof m === 'object' && !Array.isArray(m) && Object.keys(m).length <= 100_000 && Object.values(m).every(isVer);
+  if (!d || typeof d !== 'object' || !map(d.n) || !map(d.r)) throw new RecordError('bad digest');
+  if (d.c !== null && !(Array.isArray(d.c) && d.c.length === 2 && isVer(d.c[0]) && isStr(d.c[1]))) throw new RecordError('bad digest config');
+  // Lookups only by name: a prototype key must not answer for a missing one.
+  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c };
+}
+
 const isStr = (x: unknown, max = 256): x is string => typeof x === 'string' && x.length <= max;
 const isVer = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 const ADDR_RE = /^[0-9a-fA-F.:[\]]{2,60}:\d{1,5}$/;
@@ -151,6 +164,25 @@ export class MeshState {
     if (rec.k !== 'node') return { rec };
     const h = rec.name === this.self ? now : this.heard.get(rec.name) ?? now;
     return { rec, age: Math.max(0, now - h) };
+  }
+
+  /** What this node has, in versions only: a new connection's first message (anti-entropy). */
+  digest(): Digest {
+    return {
+      n: Object.fromEntries([...this.nodes.values()].map((x) => [x.name, x.v])),
+      r: Object.fromEntries([...this.rms.values()].map((x) => [x.name, x.upTo])),
+      c: this.config ? [this.config.v, this.config.by] : null,
+    };
+  }
+
+  /** The records newer here than in a peer's digest: what it lacks. */
+  newerThan(d: Digest, now: number): WireRecord[] {
+    const out: WireRecord[] = [];
+    for (const x of this.nodes.values()) if (!(d.n[x.name]! >= x.v)) out.push(this.wire(x, now));
+    for (const x of this.rms.values()) if (!(d.r[x.name]! >= x.upTo)) out.push({ rec: x });
+    const c = this.config;
+    if (c && (!d.c || c.v > d.c[0] || (c.v === d.c[0] && c.by > d.c[1]))) out.push({ rec: c });
+    return out;
   }
 
   /** The known members: every node with a record that no rm covers. */

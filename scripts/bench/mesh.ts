@@ -40,7 +40,7 @@ async function measure(size: number, samples: number, ttl: number, idleSec: numb
   for (let i = 0; i < size; i++) {
     nodes.push(await startNode(`m${i}`, i ? [nodes[Math.floor(Math.random() * i)]!] : [], ttl));
   }
-  await until(() => nodes.every((n) => n.connected().length === size - 1), 120_000, `full mesh of ${size}`);
+  await until(() => nodes.every((n) => n.connected().length === size - 1), 300_000, `full mesh of ${size}`);
   for (const [i, n] of nodes.entries()) {
     for (;;) {
       try { if ((await n.claim({ subnet: subnetOf(i), underlayAddr: `192.0.2.${i & 0xff}` })).ok) break; } catch { /* not yet */ }
