@@ -57,7 +57,7 @@ export class MeshDatastore implements Datastore {
       // Still ask the members again after a restart: their votes confirm nobody else got it.
       if (this.confirmed) return { ok: true };
     }
-    const r = await this.node.claim(want);
+    const r = await this.node.claim(want, READY_MS);
     if (r.ok) this.confirmed = true;
     this.diff();
     return r.ok ? { ok: true } : { ok: false, holder: r.holder! };

@@ -414,8 +414,9 @@ export class MeshNode {
         const fresh = !this.targets.has(ci.addr);
         const t = this.addTarget(ci.addr);
         // Both ends learn of each other at once: the smaller name dials, the other only if no
-        // connection came within 2 s (so a one-way firewall still connects them).
-        if (fresh && ci.name < this.o.name) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
+        // connection came within 2 s (so a one-way firewall still connects them). A node short of
+        // a quorum's connections (a joiner) dials at once.
+        if (fresh && ci.name < this.o.name && this.byName.size + 1 >= this.quorum().need) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
       }
     }
     const connected = new Set([...this.byName.values()].map((c) => c.addr));
@@ -573,7 +574,10 @@ export class MeshNode {
    * own vote included), then published. Refused (ok false, the holder) when the votes cannot
    * add up because others hold it; NoQuorumError when too few members answer.
    */
-  async claim(lease: MeshLease): Promise<{ ok: boolean; holder?: string }> {
+  async claim(lease: MeshLease, waitMs = 0): Promise<{ ok: boolean; holder?: string }> {
+    // A joiner connects to the members it learned of within moments: give it that long.
+    const until = Date.now() + waitMs;
+    while (this.byName.size + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 50));
     this.claiming++;
     try {
       const v = this.nextVersion();
