@@ -469,8 +469,8 @@ export class MeshNode {
           this.synced = true;
           this.publishSelf();
           for (const w of this.syncWaiters.splice(0)) w();
-        }
-        this.scheduleDialKnown();
+          this.dialKnown(); // a joiner: every member at once
+        } else this.scheduleDialKnown();
         return;
       }
       case 'req': {
@@ -577,7 +577,7 @@ export class MeshNode {
   async claim(lease: MeshLease, waitMs = 0): Promise<{ ok: boolean; holder?: string }> {
     // A joiner connects to the members it learned of within moments: give it that long.
     const until = Date.now() + waitMs;
-    while (this.byName.size + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 50));
+    while (this.byName.size + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 10));
     this.claiming++;
     try {
       const v = this.nextVersion();
