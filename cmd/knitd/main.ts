@@ -20,9 +20,12 @@ const USAGE = `usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level d
               [--state-dir /var/lib/knit] [--lease-ttl SEC] [--resync-interval SEC] [--metrics-addr HOST:PORT]]
              [--datastore kubernetes [--kubeconfig FILE] [--net-conf /etc/knit/net-conf.json] (and the agent flags)
               [--cni-conf-dir /etc/cni/net.d] [--ipam-gc-interval SEC (300; 0: off)] [--ipam-gc-grace SEC (300)]]
+             [--datastore mesh [--peers HOST[:PORT][,HOST...]] [--mesh-listen ADDR:PORT (0.0.0.0:6788)]
+              (--mesh-password SECRET | --mesh-password-file FILE | $KNIT_MESH_PASSWORD) (and the agent flags)]
   with --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS) knitd also runs the overlay agent (docs/overlay.md);
   with --datastore kubernetes the agent uses the Kubernetes API (Node podCIDRs and knit.dev/ annotations),
-  and GCs the addresses of knit-etcd-ipam networks in --cni-conf-dir whose pods are gone`;
+  and GCs the addresses of knit-etcd-ipam networks in --cni-conf-dir whose pods are gone;
+  with --datastore mesh the agent needs no datastore: knitd peers form an authenticated mesh (docs/mesh.md)`;
 
 interface Options { dir: string; netns?: string; level: Level; overlay?: OverlayFlags }
 

@@ -27,6 +27,10 @@ export const OVERLAY_FLAGS = {
   'cni-conf-dir': { type: 'string' },
   'ipam-gc-interval': { type: 'string' },
   'ipam-gc-grace': { type: 'string' },
+  peers: { type: 'string' },
+  'mesh-listen': { type: 'string' },
+  'mesh-password': { type: 'string' },
+  'mesh-password-file': { type: 'string' },
 } as const;
 
 export interface OverlayFlags {
@@ -37,6 +41,8 @@ export interface OverlayFlags {
     /** The pod GC of knit-etcd-ipam networks in confDir (pkg/agent/ipam-gc.ts); intervalSec 0: off. */
     ipamGc: { confDir: string; intervalSec: number; graceSec: number };
   };
+  /** --datastore mesh (cmd/knitd/mesh.ts, docs/mesh.md). */
+  mesh?: import('./mesh').MeshFlags;
   endpoints: string[];
   prefix: string;
   tls?: { ca?: string; cert?: string; key?: string };
@@ -65,7 +71,16 @@ const posInt = (flag: string, v: string | undefined, dflt: number, min = 1): num
 export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv = process.env): OverlayFlags | undefined {
   const eps = v['etcd-endpoints'] ?? env.KNIT_ETCD_ENDPOINTS;
   const ds = v.datastore ?? env.KNIT_DATASTORE;
-  if (ds !== undefined && ds !== 'etcd' && ds !== 'kubernetes') throw new Error(`invalid --datastore ${ds}: etcd or kubernetes`);
+  if (ds !== undefined && ds !== 'etcd' && ds !== 'kubernetes' && ds !== 'mesh') throw new Error(`invalid --datastore ${ds}: etcd, kubernetes or mesh`);
+  if (ds === 'mesh') {
+    if (v['etcd-endpoints']) throw new Error('--etcd-endpoints and --datastore mesh do not go together (the mesh needs no etcd)');
+    for (const f of ['ipam-gc-interval', 'ipam-gc-grace', 'kubeconfig', 'net-conf']) if (v[f] !== undefined) throw new Error(`--${f} is for --datastore kubernetes`);
+    const { meshFlags } = require('./mesh') as typeof import('./mesh');
+    return { mesh: meshFlags(v, env), ...common(v, env, []) };
+  }
+  for (const f of ['peers', 'mesh-listen', 'mesh-password', 'mesh-password-file']) {
+    if (v[f] !== undefined) throw new Error(`--${f} is for --datastore mesh`);
+  }
   if (ds === 'kubernetes') {
     if (v['etcd-endpoints']) throw new Error('--etcd-endpoints and --datastore kubernetes do not go together');
     const kubeconfig = v.kubeconfig ?? env.KUBECONFIG;
@@ -132,7 +147,8 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
   const { OverlayAgent } = require('../../pkg/agent/agent') as typeof import('../../pkg/agent/agent');
   const log = parent.child({ component: 'overlay' });
   const kube = f.kubernetes ? kubernetesStore(f, f.kubernetes, log) : undefined;
-  const store = kube ?? etcdStore(f);
+  const mesh = f.mesh ? (require('./mesh') as typeof import('./mesh')).startMesh(f, f.mesh, parent) : undefined;
+  const store = kube ?? mesh?.store ?? etcdStore(f);
   let gc: import('../../pkg/agent/ipam-gc').IpamGc | undefined;
   const g = f.kubernetes?.ipamGc;
   if (kube && g && g.intervalSec > 0) {
@@ -143,7 +159,8 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
   const overlay = startRetrying(
     () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }),
     (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
-  const networks = f.kubernetes ? undefined : startNetworks(f, parent);
+  // Named networks need etcd for now (on the mesh: later, docs/mesh.md).
+  const networks = f.kubernetes || f.mesh ? undefined : startNetworks(f, parent);
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
@@ -158,6 +175,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
       networks?.stop();
       gc?.stop();
       store.close();
+      mesh?.stop();
     },
   };
 }

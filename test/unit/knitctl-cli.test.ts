@@ -41,7 +41,9 @@ describe('knitctl: help', () => {
     [['pod-network', 'set'], [/^knitctl pod-network set <file>$/m, /^ +file +JSON: /m], []],
     [['pod-network', 'get'], [/^knitctl pod-network get$/m], []],
     [['status'], [/^knitctl status$/m, /--run-dir /, /--json /], []],
-    [['peers'], [/^knitctl peers$/m, /--json /], [/--run-dir/]],
+    [['peers'], [/^knitctl peers$/m, /--json /, /--run-dir /], []],
+    [['status', 'peers'], [/^knitctl status peers$/m, /--run-dir /, /--json /], []],
+    [['status', 'connections'], [/^knitctl status connections$/m, /--run-dir /, /--json /], []],
     [['inspect'], [/^knitctl inspect$/m, /--run-dir /], [/--json/]],
     [['node'], [/^knitctl node <command>$/m, /knitctl node rm <name> +decommission/], []],
     [['node', 'rm'], [/^knitctl node rm <name>$/m, /^ +name +the node name/m], []],
@@ -100,7 +102,7 @@ describe('knitctl: errors', () => {
     await usageError(['ipam', 'ls', '-x'], 'unknown flag -x', 'knitctl ipam ls --help');
     await usageError(['ipam', 'ls', '--no-json'], 'unknown flag --no-json', 'knitctl ipam ls --help');
     await usageError(['ipam', 'ls', '--etcdEndpoints', 'http://a:1'], 'unknown flag --etcdEndpoints', 'knitctl ipam ls --help');
-    await usageError(['peers', '--run-dir', '/tmp'], 'unknown flag --run-dir', 'knitctl peers --help');
+    await usageError(['peers', '--keep', '1'], 'unknown flag --keep', 'knitctl peers --help');
     await usageError(['ipam', 'ls', '--network'], '--network needs a value', 'knitctl ipam ls --help');
     await usageError(['ipam', 'ls', '--network='], '--network needs a value', 'knitctl ipam ls --help');
     await usageError(['ipam', 'ls', '--json=x'], '--json takes no value', 'knitctl ipam ls --help');

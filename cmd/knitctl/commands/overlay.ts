@@ -10,6 +10,8 @@ import type { SubnetLease } from '../../../pkg/datastore/datastore';
 import { DEFAULT_RUN_DIR, readLeaseFile } from '../../../pkg/agent/lease-file';
 import { KNIT_RTPROT, linkFind, routeList, withNetlink } from '../../../pkg/netlink';
 import { leaf, str, table, value, withStore, type Ctx, type Flags } from '../common';
+import * as mesh from './mesh';
+import { controlCall } from '../../../pkg/mesh/control';
 
 const runDir: Options = value(`knitd's --run-dir (default ${DEFAULT_RUN_DIR})`);
 const json: Options = { type: 'boolean', describe: 'as JSON' };
@@ -19,17 +21,21 @@ const backendDataText = (l: SubnetLease): string => Object.entries(l.backendData
 
 export function commands(ctx: Ctx): CommandModule[] {
   return [
-    leaf(ctx, ['status'], {
+    withSubcommands(leaf(ctx, ['status'], {
       command: 'status',
-      describe: 'this node: its lease, the datapath device, each peer and whether its route is in the kernel',
+      describe: 'this node: its lease, the datapath device, each peer and whether its route is in the kernel; on the mesh: status peers|connections',
       options: { 'run-dir': runDir, json },
-      run: (a, c) => withStore(a, c.env, (s) => status(s, a)),
-    }),
+      run: (a, c) => {
+        const dir = mesh.meshRunDir(a, c.env, false);
+        if (dir) return controlCall<SubnetLease[]>(dir, { op: 'leases' }).then((leases) => status({ listLeases: async () => ({ leases, revision: 0 }) }, a));
+        return withStore(a, c.env, (s) => status(s, a));
+      },
+    }), () => mesh.commands(ctx)),
     leaf(ctx, ['peers'], {
       command: 'peers',
       describe: 'every node\'s subnet lease',
-      options: { json },
-      run: (a, c) => withStore(a, c.env, async (store) => {
+      options: { json, 'run-dir': runDir },
+      run: (a, c) => withLeases(a, c.env, async (store) => {
         const { leases } = await store.listLeases();
         leases.sort(bySubnet);
         if (a.json) return JSON.stringify(leases, null, 2);
@@ -58,7 +64,22 @@ export function commands(ctx: Ctx): CommandModule[] {
 
 const bySubnet = (a: SubnetLease, b: SubnetLease): number => a.subnet.localeCompare(b.subnet, 'en', { numeric: true });
 
-async function status(store: EtcdDatastore, a: Flags): Promise<string> {
+/** A leaf command that also has subcommands (`status` and `status peers`): its handler runs when none is given. */
+function withSubcommands(cmd: CommandModule, subs: () => CommandModule[]): CommandModule {
+  const builder = cmd.builder as (y: import('yargs').Argv) => import('yargs').Argv;
+  return { ...cmd, builder: (y) => { const r = builder(y); for (const c of subs()) r.command(c); return r; } };
+}
+
+type LeaseSource = Pick<EtcdDatastore, 'listLeases'>;
+
+/** The leases from the local mesh-mode knitd, or else from etcd. */
+function withLeases<T>(a: Flags, env: NodeJS.ProcessEnv, fn: (s: LeaseSource) => Promise<T>): Promise<T> {
+  const dir = mesh.meshRunDir(a, env);
+  if (dir) return controlCall<SubnetLease[]>(dir, { op: 'leases' }).then((leases) => fn({ listLeases: async () => ({ leases, revision: 0 }) }));
+  return withStore(a, env, fn);
+}
+
+async function status(store: LeaseSource, a: Flags): Promise<string> {
   const dir = str(a, 'run-dir') ?? DEFAULT_RUN_DIR;
   const lease = readLeaseFile(dir);
   let agent: Record<string, any> | null = null;

@@ -1,0 +1,92 @@
+// knitd --datastore mesh (docs/mesh.md): the mesh node (pkg/mesh/node.ts) under the overlay
+// agent's datastore, and the local control socket knitctl uses in mesh mode (<run-dir>/mesh.sock:
+// status peers/connections, the pod network's config, leases, node rm).
+//   --peers HOST[:PORT][,HOST...]   members to dial first (a node knows the rest through them)
+//   --mesh-listen ADDR:PORT         default 0.0.0.0:6788
+//   --mesh-password SECRET | --mesh-password-file FILE | $KNIT_MESH_PASSWORD   required
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Server } from 'node:net';
+import type { Logger } from '../../pkg/cni/log';
+import { parseNetworkConfig } from '../../pkg/agent/network-config';
+import { MeshDatastore } from '../../pkg/datastore/mesh';
+import { serveControl } from '../../pkg/mesh/control';
+import { DEFAULT_MESH_PORT, joinHostPort, MeshNode, parseHostPort } from '../../pkg/mesh/node';
+import { meshStatus } from '../../pkg/mesh/status';
+
+/** What the mesh takes from knitd's common flags (overlay.ts). */
+interface NodeFlags { nodeName: string; stateDir: string; runDir: string; ttlSec: number }
+
+export interface MeshFlags {
+  peers: string[];
+  listen: { host: string; port: number };
+  secret: Buffer;
+}
+
+/** The mesh flags, checked; every error names its flag. */
+export function meshFlags(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv): MeshFlags {
+  const peers = (v.peers ?? '').split(',').map((s) => s.trim()).filter(Boolean).map((p) => {
+    try { const hp = parseHostPort(p); return joinHostPort(hp.host, hp.port); } catch (e) { throw new Error(`invalid --peers ${(e as Error).message}`); }
+  });
+  let listen: { host: string; port: number };
+  try { listen = parseHostPort(v['mesh-listen'] ?? `0.0.0.0:${DEFAULT_MESH_PORT}`); } catch (e) { throw new Error(`invalid --mesh-listen ${(e as Error).message}`); }
+  if (v['mesh-password'] !== undefined && v['mesh-password-file'] !== undefined) throw new Error('--mesh-password and --mesh-password-file: give one of them');
+  let secret: string;
+  if (v['mesh-password-file'] !== undefined) {
+    try { secret = fs.readFileSync(v['mesh-password-file'], 'utf8').replace(/\r?\n$/, ''); } catch (e) { throw new Error(`invalid --mesh-password-file ${v['mesh-password-file']}: ${(e as Error).message}`); }
+    if (!secret) throw new Error(`invalid --mesh-password-file ${v['mesh-password-file']}: the file is empty`);
+  } else {
+    const pw = v['mesh-password'] ?? env.KNIT_MESH_PASSWORD;
+    if (pw === undefined) throw new Error('--datastore mesh needs --mesh-password SECRET or --mesh-password-file FILE (or $KNIT_MESH_PASSWORD): every node of the mesh shares it');
+    if (!pw) throw new Error('invalid --mesh-password "": an empty secret');
+    secret = pw;
+  }
+  return { peers, listen, secret: Buffer.from(secret, 'utf8') };
+}
+
+/** Starts the mesh node and the control socket; the store is usable at once (its calls wait for the first sync). */
+export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger): { store: MeshDatastore; node: MeshNode; stop(): void } {
+  const log = parent.child({ component: 'mesh' });
+  const node = new MeshNode({ name: f.nodeName, secret: m.secret, listen: m.listen, peers: m.peers, stateDir: path.join(f.stateDir, 'mesh'), ttlSec: f.ttlSec, log });
+  const store = new MeshDatastore(node);
+  let control: Server | undefined;
+  node.start().then(async () => {
+    control = await serveControl(f.runDir, (req) => handle(node, store, f, req));
+    log.info(`mesh control socket at ${path.join(f.runDir, 'mesh.sock')}`);
+  }).catch((e: Error) => {
+    log.error(`mesh: cannot listen on ${joinHostPort(m.listen.host, m.listen.port)} (--mesh-listen): ${e.message}`);
+    process.exit(1);
+  });
+  return { store, node, stop() { control?.close(); node.stop(); } };
+}
+
+/** What knitctl asks the local knitd in mesh mode. */
+async function handle(node: MeshNode, store: MeshDatastore, f: NodeFlags, req: Record<string, unknown>): Promise<unknown> {
+  switch (req.op) {
+    case 'status':
+      return meshStatus(node);
+    case 'config-get':
+      return node.state.config?.json ?? null;
+    case 'config-set': {
+      const cfg = parseNetworkConfig(String(req.json));
+      await store.putNetworkConfig(JSON.stringify(cfg));
+      return JSON.stringify(cfg);
+    }
+    case 'leases':
+      return (await store.listLeases()).leases;
+    case 'node-rm': {
+      const name = String(req.name);
+      const now = Date.now();
+      if (name === f.nodeName || (node.state.live(name, now) && !req.force)) {
+        throw new Error(`node ${name} is alive (heard from ${name === f.nodeName ? 'now: it is this node' : `${Math.round((now - (node.state.heard.get(name) ?? now)) / 1000)} s ago`}): stop its knitd first; node rm releases the subnet of a node gone for good`);
+      }
+      if (!node.state.nodes.has(name)) {
+        if (node.state.rms.has(name)) return { released: 0, already: true };
+        throw new Error(`no node ${name} in the mesh (members: ${node.state.members().join(', ')})`);
+      }
+      return { released: await store.releaseNode(name), already: false };
+    }
+    default:
+      throw new Error(`unknown request ${JSON.stringify(req.op)}`);
+  }
+}

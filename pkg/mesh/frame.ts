@@ -1,0 +1,58 @@
+// The mesh's wire: frames of a 4-byte big-endian length and that many bytes. The length is
+// bounded (before authentication far lower), so a peer can make knitd hold at most one frame's
+// worth of bytes; a zero length, a length over the bound or a frame that is no JSON object is a
+// FrameError, which closes the connection (and is counted): nothing a bad peer sends is kept.
+
+/** Before authentication: hello and auth are small. */
+export const MAX_HANDSHAKE_FRAME = 4096;
+/** After: a full state sync of a few hundred nodes fits with room to spare. */
+export const MAX_FRAME = 8 << 20;
+
+export class FrameError extends Error {}
+
+export function encodeFrame(payload: Buffer): Buffer {
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32BE(payload.length, 0);
+  return Buffer.concat([head, payload]);
+}
+
+/** Accumulates bytes and cuts them into frames; throws FrameError on a bad length. */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  /** The bound for the next frames (raised after authentication). */
+  max: number;
+
+  constructor(max = MAX_HANDSHAKE_FRAME) { this.max = max; }
+
+  /** Bytes waiting for the rest of their frame. */
+  get pending(): number { return this.size; }
+
+  /** Adds bytes; returns every complete frame's payload. */
+  push(data: Buffer): Buffer[] {
+    this.chunks.push(data);
+    this.size += data.length;
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.size < 4) break;
+      const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+      this.chunks = [buf];
+      const n = buf.readUInt32BE(0);
+      if (n === 0 || n > this.max) throw new FrameError(`frame length ${n} (allowed 1..${this.max})`);
+      if (buf.length < 4 + n) break;
+      out.push(buf.subarray(4, 4 + n));
+      const rest = buf.subarray(4 + n);
+      this.chunks = rest.length ? [rest] : [];
+      this.size = rest.length;
+    }
+    return out;
+  }
+}
+
+/** A frame's payload as a JSON object with a string `t`, or FrameError. */
+export function parseMessage(payload: Buffer): Record<string, unknown> & { t: string } {
+  let v: unknown;
+  try { v = JSON.parse(payload.toString('utf8')); } catch { throw new FrameError('frame is not JSON'); }
+  if (!v || typeof v !== 'object' || Array.isArray(v) || typeof (v as { t?: unknown }).t !== 'string') throw new FrameError('frame is not a message object');
+  return v as Record<string, unknown> & { t: string };
+}

@@ -1,0 +1,674 @@
+// One knitd's end of the mesh (docs/mesh.md): a TCP listener and dialer, authenticated
+// connections (auth.ts), the replicated state (state.ts) kept by pushing every change to every
+// connected peer and by a full sync on each new connection (a late joiner catches up), peer
+// discovery (each node publishes its connections with dialable addresses, and every node dials
+// the members it is not connected to: a chain becomes a full mesh), and subnet claims that need
+// a majority of the known members (grants.ts). Known members, grants and the state are kept
+// under the state dir, so a restarted node (or one on the minority side of a partition) still
+// knows how many votes a claim needs.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import type { Logger } from '../cni/log';
+import { nullLogger } from '../cni/log';
+import { checkHello, frameTag, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
+import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
+import { Grants } from './grants';
+import { checkDigest, checkRecord, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
+
+export const DEFAULT_MESH_PORT = 6788;
+const HANDSHAKE_MS = 5000;
+const REQUEST_MS = 3000;
+const MAX_PENDING_HANDSHAKES = 64;
+
+export interface MeshOptions {
+  name: string;
+  secret: Buffer;
+  /** Where to listen; port 0 picks one (tests). */
+  listen: { host: string; port: number };
+  /** host:port addresses to dial first (--peers). */
+  peers: string[];
+  /** Where members, grants and the state are kept; null keeps nothing (tests). */
+  stateDir: string | null;
+  ttlSec: number;
+  log?: Logger;
+  /** Tests: whether a peer may be talked to (a simulated partition); default every peer. */
+  reachable?: (name: string) => boolean;
+}
+
+export interface ConnStatus {
+  dir: 'in' | 'out';
+  /** The address dialed, or the remote address of an inbound connection. */
+  addr: string;
+  state: 'handshake' | 'established' | 'connecting' | 'retrying';
+  name?: string;
+  inc?: string;
+  since: string;
+  error?: string;
+}
+
+export interface MeshCounters {
+  authFailed: number;
+  badFrames: number;
+  handshakeTimeouts: number;
+  duplicates: number;
+  refusedBusy: number;
+  /** Connections that closed in the middle of a frame. */
+  truncated: number;
+}
+
+export class NoQuorumError extends Error {}
+
+/** host:port, brackets for IPv6, IPv4-mapped IPv6 as IPv4. */
+export function joinHostPort(host: string, port: number): string {
+  const h = host.startsWith('::ffff:') && host.includes('.') ? host.slice(7) : host;
+  return h.includes(':') ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
+/** HOST, HOST:PORT or [V6]:PORT, with the default port. */
+export function parseHostPort(s: string, dfltPort = DEFAULT_MESH_PORT): { host: string; port: number } {
+  const m = /^\[([0-9a-fA-F:.]+)\](?::(\d+))?$/.exec(s) ?? /^([^:[\]\s]+)(?::(\d+))?$/.exec(s);
+  if (!m) throw new Error(`${JSON.stringify(s)}: HOST, HOST:PORT or [IPV6]:PORT`);
+  const port = m[2] === undefined ? dfltPort : Number(m[2]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${JSON.stringify(s)}: port ${m[2]} out of range`);
+  return { host: m[1]!, port };
+}
+
+class Conn {
+  readonly reader = new FrameReader();
+  state: 'handshake' | 'up' | 'closed' = 'handshake';
+  mine: Hello;
+  theirs?: Hello;
+  key?: Buffer;
+  seqOut = 0;
+  seqIn = 0;
+  since = new Date();
+  /** When the last frame arrived: a peer's record comes at least every ttl/3, so silence means the path is gone. */
+  lastRx = Date.now();
+  /** Dialable address of the other end, once known. */
+  addr: string;
+  timer: NodeJS.Timeout;
+
+  constructor(readonly sock: net.Socket, readonly role: Role, mine: Hello, addr: string, onTimeout: () => void) {
+    this.mine = mine;
+    this.addr = addr;
+    this.timer = setTimeout(onTimeout, HANDSHAKE_MS);
+  }
+
+  get remote(): string { return joinHostPort(this.sock.remoteAddress ?? '?', this.sock.remotePort ?? 0); }
+  get name(): string | undefined { return this.theirs?.name; }
+
+  sendRaw(m: object): void {
+    if (this.state === 'closed') return;
+    this.sock.write(encodeFrame(Buffer.from(JSON.stringify(m))));
+  }
+
+  send(m: object | Buffer): void {
+    if (this.state !== 'up') return;
+    const payload = Buffer.isBuffer(m) ? m : Buffer.from(JSON.stringify(m));
+    const tag = frameTag(this.key!, this.role, this.seqOut++, payload);
+    this.sock.write(encodeFrame(Buffer.concat([tag, payload])));
+  }
+}
+
+interface Target { addr: string; attempts: number; timer: NodeJS.Timeout | null; conn: Conn | null; error?: string; since: Date; self?: boolean }
+
+export class MeshNode {
+  readonly inc = newIncarnation();
+  readonly state: MeshState;
+  readonly grants: Grants;
+  readonly counters: MeshCounters = { authFailed: 0, badFrames: 0, handshakeTimeouts: 0, duplicates: 0, refusedBusy: 0, truncated: 0 };
+  private readonly log: Logger;
+  private server?: net.Server;
+  private readonly conns = new Set<Conn>();
+  /** Authenticated connections by peer name. */
+  private readonly byName = new Map<string, Conn>();
+  private readonly targets = new Map<string, Target>();
+  private readonly pending = new Map<number, ((m: Record<string, unknown> | null) => void) & { conn: Conn }>();
+  private reqId = 0;
+  private clock = 0;
+  private lease: MeshLease | null = null;
+  private ttl: number;
+  private claiming = 0;
+  private publishTimer: NodeJS.Timeout | null = null;
+  private saveTimer: NodeJS.Timeout | null = null;
+  private heartbeat?: NodeJS.Timeout;
+  private stopped = false;
+  private synced = false;
+  private readonly syncWaiters: Array<() => void> = [];
+  private readonly listeners = new Set<(c: StateChange) => void>();
+  listenPort = 0;
+  /** Bytes written on connections since closed (bytesOut). */
+  private bytesClosed = 0;
+
+  constructor(private readonly o: MeshOptions) {
+    this.log = o.log ?? nullLogger;
+    this.ttl = o.ttlSec;
+    this.state = new MeshState(o.name);
+    this.grants = new Grants(o.stateDir ? path.join(o.stateDir, 'grants.json') : null);
+    this.load();
+  }
+
+  private get stateFile(): string | null { return this.o.stateDir ? path.join(this.o.stateDir, 'state.json') : null; }
+
+  /** The persisted state: known members (their last records), removals, config, our clock. */
+  private load(): void {
+    const f = this.stateFile;
+    if (!f) return;
+    let raw: { clock?: number; savedAt?: number; records?: unknown[] };
+    try { raw = JSON.parse(fs.readFileSync(f, 'utf8')); } catch { return; }
+    const elapsed = Math.max(0, Date.now() - (raw.savedAt ?? Date.now()));
+    for (const w of raw.records ?? []) {
+      try {
+        const r = checkRecord(w);
+        if (r.age !== undefined) r.age += elapsed;
+        this.state.apply(r, Date.now());
+      } catch { /* skip a damaged entry */ }
+    }
+    this.clock = Math.max(this.clock, raw.clock ?? 0);
+    const own = this.state.nodes.get(this.o.name);
+    if (own) { this.clock = Math.max(this.clock, own.v); this.lease = own.lease; }
+    this.clock = Math.max(this.clock, this.state.removedAt(this.o.name));
+  }
+
+  private scheduleSave(): void {
+    if (!this.stateFile || this.saveTimer || this.stopped) return;
+    this.saveTimer = setTimeout(() => { this.saveTimer = null; this.saveNow(); }, 200);
+  }
+
+  private saveNow(): void {
+    const f = this.stateFile;
+    if (!f) return;
+    try {
+      fs.mkdirSync(path.dirname(f), { recursive: true });
+      const tmp = `${f}.${process.pid}.tmp`;
+      fs.writeFileSync(tmp, JSON.stringify({ clock: this.clock, savedAt: Date.now(), records: this.state.records(Date.now()) }));
+      fs.renameSync(tmp, f);
+    } catch (e) { this.log.warn(`mesh: cannot save state: ${(e as Error).message}`); }
+  }
+
+  /** A version above every one this node used, its own record's and any removal of it. */
+  private nextVersion(): number {
+    this.clock = Math.max(this.clock + 1, Date.now());
+    return this.clock;
+  }
+
+  onChange(fn: (c: StateChange) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  async start(): Promise<void> {
+    this.server = net.createServer((s) => this.accept(s));
+    this.server.on('error', (e) => this.log.error(`mesh: listener: ${e.message}`));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.o.listen.port, this.o.listen.host, () => { this.server!.off('error', reject); resolve(); });
+    });
+    this.listenPort = (this.server.address() as net.AddressInfo).port;
+    this.publishSelf();
+    for (const p of this.o.peers) this.addTarget(p);
+    this.dialKnown();
+    this.heartbeat = setInterval(() => { this.publishSelf(); this.closeSilent(); this.dialKnown(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
+    this.heartbeat.unref?.();
+    this.log.info(`mesh: node ${this.o.name} (incarnation ${this.inc}) listening on ${joinHostPort(this.o.listen.host, this.listenPort)}; ${this.state.members().length} known member(s)`);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.publishTimer) clearTimeout(this.publishTimer);
+    if (this.dialTimer) clearTimeout(this.dialTimer);
+    if (this.saveTimer) { clearTimeout(this.saveTimer); this.saveTimer = null; }
+    this.saveNow();
+    for (const t of this.targets.values()) if (t.timer) clearTimeout(t.timer);
+    for (const c of this.conns) this.close(c);
+    this.server?.close();
+    for (const p of this.pending.values()) p(null);
+  }
+
+  /** Resolves once this node has the mesh's state: at once when it knows no other member and has no --peers, else after the first sync. */
+  /** No --peers and no other known member: the first node of a new mesh. */
+  private alone(): boolean {
+    return this.o.peers.length === 0 && this.state.members().every((m) => m === this.o.name);
+  }
+
+  ready(timeoutMs: number): Promise<void> {
+    if (this.synced || this.alone()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new NoQuorumError(`mesh: no peer reached yet (--peers ${this.o.peers.join(',') || '-'}, ${this.state.members().length - 1} other known member(s))`)), timeoutMs);
+      this.syncWaiters.push(() => { clearTimeout(t); resolve(); });
+    });
+  }
+
+  // ---- connections ----
+
+  private hello(): Hello {
+    return { t: 'hello', proto: PROTO, name: this.o.name, inc: this.inc, nonce: newNonce(), port: this.listenPort };
+  }
+
+  private accept(s: net.Socket): void {
+    if (this.stopped) { s.destroy(); return; }
+    const handshakes = [...this.conns].filter((c) => c.state === 'handshake' && c.role === 'accept').length;
+    if (handshakes >= MAX_PENDING_HANDSHAKES) { this.counters.refusedBusy++; s.destroy(); return; }
+    const c = this.setup(s, 'accept', joinHostPort(s.remoteAddress ?? '?', s.remotePort ?? 0));
+    c.sendRaw(c.mine);
+  }
+
+  private setup(s: net.Socket, role: Role, addr: string, target?: Target): Conn {
+    const c = new Conn(s, role, this.hello(), addr, () => {
+      if (c.state !== 'handshake') return;
+      this.counters.handshakeTimeouts++;
+      this.log.warn(`mesh: ${c.remote}: no handshake within ${HANDSHAKE_MS} ms; closing`);
+      this.close(c);
+    });
+    this.conns.add(c);
+    s.setNoDelay(true);
+    s.setKeepAlive(true, 5000);
+    s.on('data', (d: Buffer) => this.onData(c, d));
+    s.on('error', (e) => { if (target) target.error = e.message; });
+    s.on('close', () => this.onClose(c, target));
+    return c;
+  }
+
+  private onData(c: Conn, d: Buffer): void {
+    if (c.state === 'closed') return;
+    c.lastRx = Date.now();
+    try {
+      for (const f of c.reader.push(d)) {
+        if ((c.state as string) === 'closed') return;
+        this.onFrame(c, f);
+      }
+    } catch (e) {
+      if (e instanceof FrameError || e instanceof RecordError) {
+        this.counters.badFrames++;
+        this.log.warn(`mesh: ${c.remote}${c.name ? ` (${c.name})` : ''}: ${e.message}; closing`);
+      } else {
+        this.log.error(`mesh: ${c.remote}: ${(e as Error).stack ?? e}; closing`);
+      }
+      this.close(c);
+    }
+  }
+
+  private onFrame(c: Conn, f: Buffer): void {
+    if (c.state === 'up') {
+      if (f.length <= TAG_LEN) throw new FrameError('frame too short for its tag');
+      const payload = f.subarray(TAG_LEN);
+      const want = frameTag(c.key!, c.role === 'dial' ? 'accept' : 'dial', c.seqIn, payload);
+      if (!want.equals(f.subarray(0, TAG_LEN))) throw new FrameError('frame tag does not verify (tampered, replayed or out of order)');
+      c.seqIn++;
+      return this.onMessage(c, parseMessage(payload));
+    }
+    const m = parseMessage(f);
+    if (!c.theirs) {
+      try { c.theirs = checkHello(m); } catch (e) { throw new FrameError((e as Error).message); }
+      c.sendRaw({ t: 'auth', mac: proof(this.o.secret, c.role, c.mine, c.theirs) });
+      return;
+    }
+    if (m.t !== 'auth') throw new FrameError(`expected auth, got ${JSON.stringify(m.t).slice(0, 40)}`);
+    const theirRole: Role = c.role === 'dial' ? 'accept' : 'dial';
+    if (!verifyProof(this.o.secret, theirRole, c.theirs, c.mine, m.mac)) {
+      this.counters.authFailed++;
+      this.log.warn(`mesh: refused ${c.remote} (says it is node ${c.theirs.name}): authentication failed, wrong or missing --mesh-password; nothing it sent is applied`);
+      this.close(c);
+      return;
+    }
+    this.authenticated(c);
+  }
+
+  private authenticated(c: Conn): void {
+    const t = c.theirs!;
+    clearTimeout(c.timer);
+    if (t.name === this.o.name) {
+      if (t.inc !== this.inc) this.log.error(`mesh: ${c.remote} is another node called ${t.name} (incarnation ${t.inc}): node names must be unique; closing`);
+      for (const tg of this.targets.values()) if (tg.conn === c) tg.self = true;
+      this.close(c);
+      return;
+    }
+    if (this.o.reachable && !this.o.reachable(t.name)) { this.close(c); return; }
+    const [dialer, acceptor] = c.role === 'dial' ? [c.mine, t] : [t, c.mine];
+    c.key = sessionKey(this.o.secret, dialer, acceptor);
+    c.reader.max = MAX_FRAME;
+    if (c.role === 'accept') c.addr = joinHostPort(c.sock.remoteAddress ?? '?', t.port);
+    const old = this.byName.get(t.name);
+    if (old && old.state === 'up') {
+      // Two connections to one peer (both dialed at once): keep the one the smaller name dialed,
+      // the same choice on both ends; a new incarnation replaces the old one.
+      const keepNew = old.theirs!.inc !== t.inc || (c.role === 'dial' ? this.o.name < t.name : t.name < this.o.name);
+      this.counters.duplicates++;
+      if (!keepNew) { this.close(c); return; }
+      this.byName.delete(t.name);
+      this.close(old);
+    }
+    c.state = 'up';
+    c.since = new Date();
+    this.byName.set(t.name, c);
+    this.log.info(`mesh: connected to ${t.name} (${c.role === 'dial' ? '->' : '<-'} ${c.remote})`);
+    this.schedulePublish();
+    // Anti-entropy: each side says what it has, the other answers with what it lacks.
+    c.send({ t: 'digest', d: this.state.digest() });
+  }
+
+  /**
+   * Closes connections silent for a lease time: TCP would keep them "established" through a
+   * partition for many minutes; closed, they are dialed again and resynced when the path heals.
+   */
+  private closeSilent(): void {
+    const now = Date.now();
+    for (const c of this.byName.values()) {
+      if (now - c.lastRx > Math.max(this.ttl * 1000, 3000)) {
+        this.log.warn(`mesh: nothing from ${c.name} (${c.remote}) for ${Math.round((now - c.lastRx) / 1000)} s; closing to dial again`);
+        this.close(c);
+      }
+    }
+  }
+
+  private onClose(c: Conn, target?: Target): void {
+    const was = c.state;
+    this.bytesClosed += c.sock.bytesWritten;
+    if (c.reader.pending > 0) {
+      this.counters.truncated++;
+      this.log.warn(`mesh: ${c.remote}${c.name ? ` (${c.name})` : ''}: connection closed in the middle of a frame (${c.reader.pending} byte(s) pending)`);
+    }
+    c.state = 'closed';
+    clearTimeout(c.timer);
+    this.conns.delete(c);
+    if (c.name && this.byName.get(c.name) === c) {
+      this.byName.delete(c.name);
+      this.log.info(`mesh: connection to ${c.name} (${c.remote}) closed`);
+      this.schedulePublish();
+    }
+    // Requests on this connection will get no answer: settle them now, not at their timeout.
+    for (const [id, p] of this.pending) if (p.conn === c) { this.pending.delete(id); p(null); }
+    if (target && target.conn === c) {
+      target.conn = null;
+      if (was === 'up') target.attempts = 0;
+      this.scheduleDial(target);
+    }
+  }
+
+  private close(c: Conn): void {
+    if (c.state === 'closed') return;
+    c.state = 'closed';
+    c.sock.destroy();
+  }
+
+  // ---- dialing ----
+
+  private addTarget(addr: string): Target {
+    let t = this.targets.get(addr);
+    if (!t) {
+      t = { addr, attempts: 0, timer: null, conn: null, since: new Date() };
+      this.targets.set(addr, t);
+    }
+    return t;
+  }
+
+  /** Dials every member this node is not connected to, at the addresses its peers publish. */
+  private dialKnown(): void {
+    if (this.stopped) return;
+    if (this.dialTimer) { clearTimeout(this.dialTimer); this.dialTimer = null; }
+    for (const n of this.state.nodes.values()) {
+      for (const ci of n.conns) {
+        if (ci.name === this.o.name || this.byName.has(ci.name) || this.state.removedAt(ci.name) >= 0 && !this.state.nodes.has(ci.name)) continue;
+        const fresh = !this.targets.has(ci.addr);
+        const t = this.addTarget(ci.addr);
+        // Both ends learn of each other at once: the smaller name dials, the other only if no
+        // connection came within 2 s (so a one-way firewall still connects them). A node short of
+        // a quorum's connections (a joiner) dials at once.
+        if (fresh && ci.name < this.o.name && this.byName.size + 1 >= this.quorum().need) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
+      }
+    }
+    const connected = new Set([...this.byName.values()].map((c) => c.addr));
+    for (const t of this.targets.values()) if (!t.conn && !t.timer && !t.self && !connected.has(t.addr)) this.dial(t);
+  }
+
+  private dialTimer: NodeJS.Timeout | null = null;
+
+  /** dialKnown once for a burst of records (it walks every member's connections). */
+  private scheduleDialKnown(): void {
+    if (this.dialTimer || this.stopped) return;
+    this.dialTimer = setTimeout(() => { this.dialTimer = null; this.dialKnown(); }, 200);
+  }
+
+  private scheduleDial(t: Target): void {
+    if (this.stopped || t.timer || t.self) return;
+    const delay = Math.min(10_000, 500 * 2 ** Math.min(t.attempts, 5));
+    t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, delay);
+    t.timer.unref?.();
+  }
+
+  private dial(t: Target): void {
+    if (this.stopped || t.conn || t.self) return;
+    // Connected already to whoever listens there (known from a connection's published address).
+    for (const c of this.byName.values()) if (c.addr === t.addr) return;
+    let hp: { host: string; port: number };
+    try { hp = parseHostPort(t.addr); } catch (e) { t.error = (e as Error).message; return; }
+    t.attempts++;
+    t.since = new Date();
+    const s = net.connect({ host: hp.host, port: hp.port });
+    t.conn = this.setup(s, 'dial', t.addr, t);
+    s.once('connect', () => { t.error = undefined; t.conn?.sendRaw(t.conn.mine); });
+  }
+
+  // ---- messages ----
+
+  private onMessage(c: Conn, m: Record<string, unknown> & { t: string }): void {
+    switch (m.t) {
+      case 'digest': {
+        const d = checkDigest(m.d);
+        c.send({ t: 'sync', records: this.state.newerThan(d, Date.now()) });
+        return;
+      }
+      case 'sync':
+      case 'upd': {
+        if (!Array.isArray(m.records) || m.records.length > 100_000) throw new FrameError(`${m.t} without records`);
+        const recs = (m.records as unknown[]).map(checkRecord);
+        for (const w of recs) this.applyRemote(w, c);
+        if (m.t === 'sync' && !this.synced) {
+          this.synced = true;
+          this.publishSelf();
+          for (const w of this.syncWaiters.splice(0)) w();
+          this.dialKnown(); // a joiner: every member at once
+        } else this.scheduleDialKnown();
+        return;
+      }
+      case 'req': {
+        const id = m.id;
+        if (typeof id !== 'number' || typeof m.subnet !== 'string' || m.subnet.length > 64 || typeof m.v !== 'number') throw new FrameError('bad request');
+        const holder = c.name!; // the authenticated name: a node can only claim for itself
+        if (m.op === 'grant') {
+          const vote = this.grants.request(m.subnet, holder, m.v, (n, v) => this.state.removedAt(n) >= v);
+          c.send({ t: 'res', id, ...vote, members: this.state.members() });
+        } else if (m.op === 'ungrant') {
+          this.grants.release(m.subnet, holder, m.v);
+          c.send({ t: 'res', id, ok: true, members: this.state.members() });
+        } else throw new FrameError('bad request op');
+        return;
+      }
+      case 'res': {
+        const p = this.pending.get(m.id as number);
+        if (p) { this.pending.delete(m.id as number); p(m); }
+        return;
+      }
+      default:
+        throw new FrameError(`unknown message ${JSON.stringify(m.t).slice(0, 40)}`);
+    }
+  }
+
+  private applyRemote(w: WireRecord, from: Conn | null): void {
+    if (w.rec.k === 'node' && w.rec.name === this.o.name) {
+      // Our own record from before a restart: continue above its version.
+      if (w.rec.v >= this.clock) { this.clock = w.rec.v; this.schedulePublish(); }
+      return;
+    }
+    const ch = this.state.apply(w, Date.now());
+    if (!ch) return;
+    this.afterChange(ch, w.rec, from);
+  }
+
+  private afterChange(ch: StateChange, rec: MeshRecord, from: Conn | null): void {
+    if (ch.kind === 'node') this.grants.holderMoved(ch.name, ch.after.v, ch.after.lease?.subnet ?? null);
+    if (ch.kind === 'rm') {
+      this.grants.removed(ch.name, (rec as { upTo: number }).upTo);
+      if (ch.name === this.o.name) {
+        this.log.warn(`mesh: this node was removed (knitctl node rm ${this.o.name}); its lease is gone until claimed again`);
+        if (this.lease && this.clock <= (rec as { upTo: number }).upTo) this.lease = null;
+        this.clock = Math.max(this.clock, (rec as { upTo: number }).upTo);
+        this.schedulePublish();
+      }
+    }
+    const w = this.state.wire(rec, Date.now());
+    // A node's record went from its owner to each peer its record lists: forward it only to the
+    // others (none, in a full mesh; the rest of a chain). Removals and the config go to everyone.
+    const direct = rec.k === 'node' && rec.name !== this.o.name ? new Set([rec.name, ...rec.conns.map((x) => x.name)]) : null;
+    const msg = Buffer.from(JSON.stringify({ t: 'upd', records: [w] }));
+    for (const c of this.byName.values()) if (c !== from && !direct?.has(c.name!)) c.send(msg);
+    this.scheduleSave();
+    for (const l of this.listeners) l(ch);
+  }
+
+  // ---- this node's record ----
+
+  private schedulePublish(): void {
+    if (this.publishTimer || this.stopped) return;
+    // Connection changes come in bursts (a node joining dials every member): one record for a burst.
+    this.publishTimer = setTimeout(() => { this.publishTimer = null; this.publishSelf(); }, 1000);
+  }
+
+  /** Publishes a new version of this node's record (connections, lease); deferred while a claim is in flight. */
+  publishSelf(): void {
+    if (this.stopped) return;
+    if (this.claiming) return; // published when the claim ends
+    // A restarted node publishes nothing before it has the mesh's state: a `node rm` of it made
+    // while it was down must reach it first, or its old lease would come back with a newer version.
+    if (!this.synced && !this.alone()) return;
+    const conns: ConnInfo[] = [...this.byName.values()].map((c) => ({ name: c.name!, addr: c.addr, dir: c.role === 'dial' ? 'out' : 'in' }));
+    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns };
+    const ch = this.state.apply({ rec, age: 0 }, Date.now());
+    if (ch) this.afterChange(ch, rec, null);
+  }
+
+  setTtl(sec: number): void { this.ttl = sec; }
+
+  get ownLease(): MeshLease | null { return this.lease; }
+
+  /** Members (known nodes not removed, this one included) and the votes a claim needs. */
+  quorum(extra: Iterable<string> = []): { members: string[]; need: number } {
+    const m = new Set([...this.state.members(), this.o.name, ...extra]);
+    return { members: [...m].sort(), need: Math.floor(m.size / 2) + 1 };
+  }
+
+  private request(c: Conn, body: object): Promise<Record<string, unknown> | null> {
+    const id = ++this.reqId;
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { this.pending.delete(id); resolve(null); }, REQUEST_MS);
+      const done = Object.assign((m: Record<string, unknown> | null) => { clearTimeout(t); resolve(m); }, { conn: c });
+      this.pending.set(id, done);
+      c.send({ t: 'req', id, ...body });
+    });
+  }
+
+  /**
+   * Claims `lease.subnet` for this node: granted by a majority of the known members (this node's
+   * own vote included), then published. Refused (ok false, the holder) when the votes cannot
+   * add up because others hold it; NoQuorumError when too few members answer.
+   */
+  async claim(lease: MeshLease, waitMs = 0): Promise<{ ok: boolean; holder?: string }> {
+    // A joiner connects to the members it learned of within moments: give it that long.
+    const until = Date.now() + waitMs;
+    while (this.byName.size + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 10));
+    this.claiming++;
+    try {
+      const v = this.nextVersion();
+      const removed = (n: string, gv: number): boolean => this.state.removedAt(n) >= gv;
+      const votes: string[] = [];
+      const refusals: Array<{ node: string; holder: string }> = [];
+      const own = this.grants.request(lease.subnet, this.o.name, v, removed);
+      if (own.ok) votes.push(this.o.name); else refusals.push({ node: this.o.name, holder: own.holder });
+      const seen = new Set<string>();
+      const peers = [...this.byName.values()];
+      const answers = await Promise.all(peers.map(async (c) => ({ c, r: await this.request(c, { op: 'grant', subnet: lease.subnet, v }) })));
+      for (const { c, r } of answers) {
+        if (!r) continue;
+        if (Array.isArray(r.members)) for (const x of r.members) if (typeof x === 'string') seen.add(x);
+        if (r.ok === true) votes.push(c.name!); else refusals.push({ node: c.name!, holder: String(r.holder) });
+      }
+      const q = this.quorum(seen);
+      const granted = votes.filter((x) => q.members.includes(x)).length;
+      if (granted >= q.need) {
+        this.lease = lease;
+        this.log.info(`mesh: subnet ${lease.subnet} granted by ${granted} of ${q.members.length} member(s) (need ${q.need}): ${votes.join(', ')}`);
+        return { ok: true };
+      }
+      // Not ours: give back what was granted, so a lost race strands nothing.
+      if (own.ok) this.grants.release(lease.subnet, this.o.name, v);
+      await Promise.all(answers.filter((a) => a.r?.ok === true).map((a) => this.request(a.c, { op: 'ungrant', subnet: lease.subnet, v })));
+      if (refusals.length && refusals.length > q.members.length - q.need) {
+        return { ok: false, holder: refusals.find((r) => r.holder !== this.o.name)?.holder ?? refusals[0]!.holder };
+      }
+      throw new NoQuorumError(`mesh: no quorum to claim ${lease.subnet}: ${granted} of ${q.members.length} known member(s) granted it, ${q.need} needed` +
+        ` (reached: ${[this.o.name, ...answers.filter((a) => a.r).map((a) => a.c.name)].join(', ')}; members: ${q.members.join(', ')})` +
+        `${refusals.length ? `; refused by ${refusals.map((r) => `${r.node} (held by ${r.holder})`).join(', ')}` : ''}`);
+    } finally {
+      this.claiming--;
+      if (this.claiming === 0) this.publishSelf();
+    }
+  }
+
+  /** Updates this node's published lease without a claim (same subnet, new underlay or backend data). */
+  updateLease(lease: MeshLease): void {
+    if (!this.lease || this.lease.subnet !== lease.subnet) throw new Error(`mesh: ${lease.subnet} is not this node's claimed subnet`);
+    this.lease = lease;
+    this.publishSelf();
+  }
+
+  /** `knitctl node rm`: removes a node's record and votes everywhere (tombstone). Returns its lease count (0 or 1), or null when unknown. */
+  removeNode(name: string): number | null {
+    const n = this.state.nodes.get(name);
+    if (!n) return null;
+    const rec: MeshRecord = { k: 'rm', name, upTo: n.v, by: this.o.name };
+    const ch = this.state.apply({ rec }, Date.now());
+    if (ch) this.afterChange(ch, rec, null);
+    return n.lease ? 1 : 0;
+  }
+
+  setConfig(json: string): void {
+    const rec: MeshRecord = { k: 'config', name: 'config', json, v: this.nextVersion(), by: this.o.name };
+    const ch = this.state.apply({ rec }, Date.now());
+    if (ch) this.afterChange(ch, rec, null);
+  }
+
+  /** Connections and dial targets, for `knitctl status connections`. */
+  connections(): ConnStatus[] {
+    const out: ConnStatus[] = [];
+    for (const c of this.conns) {
+      out.push({
+        dir: c.role === 'dial' ? 'out' : 'in', addr: c.role === 'dial' ? c.addr : c.remote,
+        state: c.state === 'up' ? 'established' : 'handshake', ...(c.name ? { name: c.name, inc: c.theirs!.inc } : {}), since: c.since.toISOString(),
+      });
+    }
+    for (const t of this.targets.values()) {
+      if (t.conn || t.self || [...this.byName.values()].some((c) => c.addr === t.addr)) continue;
+      out.push({ dir: 'out', addr: t.addr, state: t.timer ? 'retrying' : 'connecting', since: t.since.toISOString(), ...(t.error ? { error: t.error } : {}) });
+    }
+    return out;
+  }
+
+  /** Tests: applies a changed `reachable` at once (closes what it cuts, dials what it allows). */
+  recheck(): void {
+    for (const c of [...this.byName.values()]) if (this.o.reachable && !this.o.reachable(c.name!)) this.close(c);
+    for (const t of this.targets.values()) { if (t.timer) { clearTimeout(t.timer); t.timer = null; } t.attempts = 0; }
+    this.dialKnown();
+  }
+
+  /** Bytes this node has written to peers (benchmarks: the mesh's own traffic). */
+  bytesOut(): number {
+    let n = this.bytesClosed;
+    for (const c of this.conns) n += c.sock.bytesWritten;
+    return n;
+  }
+
+  /** Names of the peers this node has an authenticated connection to. */
+  connected(): string[] { return [...this.byName.keys()].sort(); }
+}

@@ -1,0 +1,192 @@
+// The replicated state of the mesh, without I/O: what every node holds a copy of.
+//   node/<name>   written only by that node: its incarnation, its mesh connections, its subnet
+//                 lease (subnet, underlay address, backend data); versioned by the owner's own
+//                 counter, so merging is "the higher version wins" and needs no clocks. The owner
+//                 re-publishes it (a higher version) every ttl/3: a node not heard from for its
+//                 ttl is dead, and its lease leaves every datapath.
+//   rm/<name>     `knitctl node rm`: removes node/<name> up to a version (tombstone), written by
+//                 anyone, merged by the highest version: idempotent, safe on any node and twice.
+//   config        the pod network's config, last writer wins (time, then writer's name).
+// "Heard" times are local: records travel with their age (ms since the sender heard the owner),
+// never a timestamp, so nodes need no synchronised clocks.
+import { NAME_RE } from './auth';
+
+export interface MeshLease {
+  subnet: string;
+  underlayAddr: string;
+  backend?: string;
+  backendData?: Record<string, string>;
+}
+
+/** One connection as its owner sees it. */
+export interface ConnInfo {
+  name: string;
+  /** host:port: where the other end can be dialed (for an inbound connection: its address and listen port). */
+  addr: string;
+  dir: 'in' | 'out';
+}
+
+export interface NodeRecord {
+  k: 'node';
+  name: string;
+  inc: string;
+  v: number;
+  /** The owner's lease time in seconds: others drop it after this long without news. */
+  ttl: number;
+  lease: MeshLease | null;
+  conns: ConnInfo[];
+}
+
+export interface RmRecord { k: 'rm'; name: string; upTo: number; by: string }
+export interface ConfigRecord { k: 'config'; name: 'config'; json: string; v: number; by: string }
+export type MeshRecord = NodeRecord | RmRecord | ConfigRecord;
+
+/** A record on the wire: with its age for node records. */
+export interface WireRecord { rec: MeshRecord; age?: number }
+
+export class RecordError extends Error {}
+
+/** Versions by node, removals by node, the config's version and writer. */
+export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null }
+
+/** A digest from a peer, checked (a bad one cuts the peer off like a bad record). */
+export function checkDigest(x: unknown): Digest {
+  const d = x as Digest;
+  const map = (m: unknown): boolean => !!m && typeof m === 'object' && !Array.isArray(m) && Object.keys(m).length <= 100_000 && Object.values(m).every(isVer);
+  if (!d || typeof d !== 'object' || !map(d.n) || !map(d.r)) throw new RecordError('bad digest');
+  if (d.c !== null && !(Array.isArray(d.c) && d.c.length === 2 && isVer(d.c[0]) && isStr(d.c[1]))) throw new RecordError('bad digest config');
+  // Lookups only by name: a prototype key must not answer for a missing one.
+  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c };
+}
+
+const isStr = (x: unknown, max = 256): x is string => typeof x === 'string' && x.length <= max;
+const isVer = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+const ADDR_RE = /^[0-9a-fA-F.:[\]]{2,60}:\d{1,5}$/;
+
+/** A record from a peer, checked field by field (a peer that sends anything else is cut off). */
+export function checkRecord(w: unknown): WireRecord {
+  const bad = (why: string): never => { throw new RecordError(`bad record: ${why}`); };
+  if (!w || typeof w !== 'object') bad('not an object');
+  const { rec, age } = w as { rec?: unknown; age?: unknown };
+  if (age !== undefined && !isVer(age)) bad('age');
+  if (!rec || typeof rec !== 'object') bad('no rec');
+  const r = rec as Record<string, unknown>;
+  if (!isStr(r.name) || !NAME_RE.test(r.name as string)) bad('name');
+  if (r.k === 'node') {
+    if (!isStr(r.inc, 32) || !isVer(r.v) || !isVer(r.ttl) || (r.ttl as number) < 1) bad('node fields');
+    if (!Array.isArray(r.conns) || r.conns.length > 4096) bad('conns');
+    for (const c of r.conns as unknown[]) {
+      const x = c as Record<string, unknown>;
+      if (!x || !isStr(x.name) || !NAME_RE.test(x.name) || !isStr(x.addr, 64) || !ADDR_RE.test(x.addr) || (x.dir !== 'in' && x.dir !== 'out')) bad('conn');
+    }
+    if (r.lease !== null) {
+      const l = r.lease as Record<string, unknown>;
+      if (!l || typeof l !== 'object' || !isStr(l.subnet, 64) || !isStr(l.underlayAddr, 64)) bad('lease');
+      if (l.backend !== undefined && !isStr(l.backend, 64)) bad('lease backend');
+      if (l.backendData !== undefined) {
+        if (!l.backendData || typeof l.backendData !== 'object') bad('backendData');
+        for (const v of Object.values(l.backendData as object)) if (!isStr(v, 1024)) bad('backendData value');
+      }
+    }
+    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[] }, age: (age as number | undefined) ?? 0 };
+  }
+  if (r.k === 'rm') {
+    if (!isVer(r.upTo) || !isStr(r.by) || !NAME_RE.test(r.by)) bad('rm fields');
+    return { rec: { k: 'rm', name: r.name as string, upTo: r.upTo as number, by: r.by as string } };
+  }
+  if (r.k === 'config') {
+    if (!isStr(r.json, 65536) || !isVer(r.v) || !isStr(r.by)) bad('config fields');
+    return { rec: { k: 'config', name: 'config', json: r.json as string, v: r.v as number, by: r.by as string } };
+  }
+  return bad(`kind ${JSON.stringify(r.k)}`);
+}
+
+export type StateChange =
+  | { kind: 'node'; name: string; before: NodeRecord | null; after: NodeRecord }
+  | { kind: 'rm'; name: string; removed: NodeRecord | null }
+  | { kind: 'config'; json: string };
+
+export class MeshState {
+  readonly nodes = new Map<string, NodeRecord>();
+  /** Local ms time each node was last heard of (its newest version arrived). */
+  readonly heard = new Map<string, number>();
+  readonly rms = new Map<string, RmRecord>();
+  config: ConfigRecord | null = null;
+
+  constructor(readonly self: string) {}
+
+  /** Merges one record; returns what changed, or null when it was not newer. */
+  apply(w: WireRecord, now: number): StateChange | null {
+    const r = w.rec;
+    if (r.k === 'node') {
+      const cur = this.nodes.get(r.name);
+      if (cur && cur.v >= r.v) return null;
+      if (this.removedAt(r.name) >= r.v) return null;
+      this.nodes.set(r.name, r);
+      const at = now - (w.age ?? 0);
+      this.heard.set(r.name, Math.max(this.heard.get(r.name) ?? 0, at));
+      return { kind: 'node', name: r.name, before: cur ?? null, after: r };
+    }
+    if (r.k === 'rm') {
+      if (this.removedAt(r.name) >= r.upTo) return null;
+      this.rms.set(r.name, r);
+      const cur = this.nodes.get(r.name);
+      let removed: NodeRecord | null = null;
+      if (cur && cur.v <= r.upTo) { this.nodes.delete(r.name); this.heard.delete(r.name); removed = cur; }
+      return { kind: 'rm', name: r.name, removed };
+    }
+    const c = this.config;
+    if (c && (c.v > r.v || (c.v === r.v && c.by >= r.by))) return null;
+    this.config = r;
+    return { kind: 'config', json: r.json };
+  }
+
+  removedAt(name: string): number { return this.rms.get(name)?.upTo ?? -1; }
+
+  /** Whether a node was heard of within its ttl (the local node always is). */
+  live(name: string, now: number): boolean {
+    if (name === this.self) return this.nodes.has(name);
+    const n = this.nodes.get(name);
+    const h = this.heard.get(name);
+    return !!n && h !== undefined && now - h < n.ttl * 1000;
+  }
+
+  /** Every record with its age, for a full sync. */
+  records(now: number): WireRecord[] {
+    const out: WireRecord[] = [];
+    for (const n of this.nodes.values()) out.push(this.wire(n, now));
+    for (const r of this.rms.values()) out.push({ rec: r });
+    if (this.config) out.push({ rec: this.config });
+    return out;
+  }
+
+  wire(rec: MeshRecord, now: number): WireRecord {
+    if (rec.k !== 'node') return { rec };
+    const h = rec.name === this.self ? now : this.heard.get(rec.name) ?? now;
+    return { rec, age: Math.max(0, now - h) };
+  }
+
+  /** What this node has, in versions only: a new connection's first message (anti-entropy). */
+  digest(): Digest {
+    return {
+      n: Object.fromEntries([...this.nodes.values()].map((x) => [x.name, x.v])),
+      r: Object.fromEntries([...this.rms.values()].map((x) => [x.name, x.upTo])),
+      c: this.config ? [this.config.v, this.config.by] : null,
+    };
+  }
+
+  /** The records newer here than in a peer's digest: what it lacks. */
+  newerThan(d: Digest, now: number): WireRecord[] {
+    const out: WireRecord[] = [];
+    for (const x of this.nodes.values()) if (!(d.n[x.name]! >= x.v)) out.push(this.wire(x, now));
+    for (const x of this.rms.values()) if (!(d.r[x.name]! >= x.upTo)) out.push({ rec: x });
+    const c = this.config;
+    if (c && (!d.c || c.v > d.c[0] || (c.v === d.c[0] && c.by > d.c[1]))) out.push({ rec: c });
+    return out;
+  }
+
+  /** The known members: every node with a record that no rm covers. */
+  members(): string[] {
+    return [...this.nodes.keys()].sort();
+  }
+}
