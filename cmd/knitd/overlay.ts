@@ -27,6 +27,8 @@ export const OVERLAY_FLAGS = {
   'cni-conf-dir': { type: 'string' },
   'ipam-gc-interval': { type: 'string' },
   'ipam-gc-grace': { type: 'string' },
+  dns: { type: 'string' },
+  'dns-resolv-conf': { type: 'string' },
 } as const;
 
 export interface OverlayFlags {
@@ -52,6 +54,8 @@ export interface OverlayFlags {
   resyncSec: number;
   /** HOST:PORT for /metrics and /healthz. */
   metricsAddr?: string;
+  /** The resolver of named networks (docs/dns.md): on unless --dns off; upstreams from resolvConf. */
+  dns: { on: boolean; resolvConf: string };
 }
 
 const posInt = (flag: string, v: string | undefined, dflt: number, min = 1): number => {
@@ -109,7 +113,14 @@ function common(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv, e
     runDir: v['run-dir'] ?? '/run/knit', stateDir: v['state-dir'] ?? '/var/lib/knit', confDir: v['cni-conf-dir'] ?? '/etc/cni/net.d',
     ttlSec: posInt('lease-ttl', v['lease-ttl'], 300), resyncSec: posInt('resync-interval', v['resync-interval'], 60),
     ...(v['metrics-addr'] ? { metricsAddr: v['metrics-addr'] } : {}),
+    dns: { on: dnsOn(v.dns), resolvConf: v['dns-resolv-conf'] ?? '/etc/resolv.conf' },
   };
+}
+
+function dnsOn(v: string | undefined): boolean {
+  if (v === undefined || v === 'on') return true;
+  if (v === 'off') return false;
+  throw new Error(`invalid --dns ${v}: on or off (knitd's resolver for named networks, docs/dns.md)`);
 }
 
 function etcdStore(f: OverlayFlags): import('../../pkg/datastore/datastore').Datastore {
@@ -144,10 +155,11 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
     () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }),
     (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
   const networks = f.kubernetes ? undefined : startNetworks(f, parent);
+  const resolver = networks?.resolver;
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
-    serveMetrics(f.metricsAddr, { status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}) }).then(
+    serveMetrics(f.metricsAddr, { status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}), ...(resolver ? { dns: () => resolver.stats() } : {}) }).then(
       (s) => { metrics = s; log.info(`metrics and health on http://${f.metricsAddr}/metrics, /healthz`); },
       (e: Error) => log.error(`metrics: ${e.message}`));
   }
@@ -163,16 +175,28 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
 }
 
 /** The named-network agent (pkg/agent/networks.ts) on etcd, retried until it starts; independent of the pod network. */
-function startNetworks(f: OverlayFlags, parent: Logger): { stop(): void } {
+function startNetworks(f: OverlayFlags, parent: Logger): { stop(): void; resolver?: import('../../pkg/dns/agent').Resolver } {
   const { NetworksAgent } = require('../../pkg/agent/networks') as typeof import('../../pkg/agent/networks');
   const log = parent.child({ component: 'networks' });
   const conn = {
     endpoints: f.endpoints, prefix: f.prefix, timeoutMs: 5000, ...(f.tls ? { tls: f.tls } : {}),
     ...(f.username ? { username: f.username } : {}), ...(f.password ? { password: f.password } : {}),
   };
-  return startRetrying(
-    () => new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }),
+  // The resolver (and dns-packet with it) is loaded only when knitd runs the named networks.
+  let resolver: import('../../pkg/dns/agent').Resolver | undefined;
+  if (f.dns.on) {
+    const { Resolver } = require('../../pkg/dns/agent') as typeof import('../../pkg/dns/agent');
+    resolver = new Resolver({ conn, nodeName: f.nodeName, resolvConf: f.dns.resolvConf, log: parent.child({ component: 'dns' }) });
+    resolver.start();
+  }
+  const agent = startRetrying(
+    () => {
+      const a = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
+      if (resolver) a.subscribe(resolver.listener);
+      return a;
+    },
     (a) => `named networks up: node ${f.nodeName}, ${a.status.networks} network(s), conflists in ${f.confDir}`, 'named networks', log);
+  return { ...(resolver ? { resolver } : {}), stop() { agent.stop(); resolver?.stop(); } };
 }
 
 /** Starts an agent in the background, retrying (1 s doubling to 30 s) until it starts or stop() is called. */

@@ -13,7 +13,7 @@ import { linkFind, withNetlink } from '../../../pkg/netlink';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
 import { resident } from '../../../pkg/ipam/resident';
 import { bridge } from '../bridge/plugin';
-import { bridgeContext, parseL2Conf, requireNode, type L2Conf } from './config';
+import { aliasesOf, bridgeContext, parseL2Conf, requireNode, type L2Conf } from './config';
 
 /** The network's bridge on this node, or code `code` saying knitd has not made it yet. */
 function networkBridgeMtu(cfg: L2Conf, code: number): number {
@@ -51,6 +51,7 @@ export const l2overlay: Plugin = {
 
   async add(ctx) {
     const cfg = parseL2Conf(ctx.conf);
+    const aliases = aliasesOf(ctx.conf, cfg.network);
     const node = requireNode(cfg);
     const bridgeMtu = networkBridgeMtu(cfg, Code.TryAgainLater);
     const mtu = cfg.mtu ?? bridgeMtu;
@@ -59,7 +60,7 @@ export const l2overlay: Plugin = {
     const pod = result.interfaces?.find((i) => i.sandbox && i.name === ctx.ifName);
     const ep: Endpoint = {
       ...endpointId(ctx, cfg), nodeIp: node.nodeIp, mac: pod?.mac ?? '', ips: (result.ips ?? []).map((i) => i.address),
-      ...(ctx.args.k8sPodName ? { name: ctx.args.k8sPodName } : {}), created: new Date().toISOString(),
+      ...(ctx.args.k8sPodName ? { name: ctx.args.k8sPodName } : {}), ...(aliases.length ? { aliases } : {}), created: new Date().toISOString(),
     };
     try {
       await withStore(cfg, (s) => s.putEndpoint(ep, node.lease));
