@@ -5,8 +5,9 @@
 //   web.app.knit        the same, on network "app" only (the search domain the ADD result gives)
 //   tasks.api           swarm's name for the containers behind service "api" (dnsrr)
 
-/** The zone under which every network has its own domain: <network>.knit. */
-export const ZONE = 'knit';
+import { DNS_ZONE as ZONE, networkDomain } from '../network/spec';
+
+export { ZONE, networkDomain };
 /** Seconds a client may cache an answer (docs/dns.md "TTL"). */
 export const TTL_SEC = 5;
 
@@ -22,11 +23,6 @@ export function isDnsName(name: string): boolean {
 export function normalizeName(name: string): string {
   const n = name.toLowerCase();
   return n.endsWith('.') ? n.slice(0, -1) : n;
-}
-
-/** The search domain of a network in the ADD result: `<network>.knit`. */
-export function networkDomain(network: string): string {
-  return `${network.toLowerCase()}.${ZONE}`;
 }
 
 /**

@@ -6,8 +6,7 @@
 // range, --aux-address entries are excluded. portmap is chained for `-p`.
 import { addToIP, formatIP, lastOf, networkOf, parseCIDR, parseIP, compareIP, type IPAddr } from '../ip/ip';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
-import { networkDomain } from '../dns/names';
-import { resolverOn, splitParent, type Network, type SubnetSpec } from './spec';
+import { networkDomain, resolverOn, splitParent, type Network, type SubnetSpec } from './spec';
 
 export interface NodeContext {
   nodeName: string;

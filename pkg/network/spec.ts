@@ -269,6 +269,14 @@ function parseOptions(items: string[]): NetworkOptions {
   return out;
 }
 
+/** The DNS zone under which every network has its own domain (docs/dns.md). */
+export const DNS_ZONE = 'knit';
+
+/** A network's DNS domain, the search domain its containers get: `<network>.knit`. */
+export function networkDomain(network: string): string {
+  return `${network.toLowerCase()}.${DNS_ZONE}`;
+}
+
 /** Whether knitd's resolver serves the network: overlay networks unless created with -o dns=false. */
 export function resolverOn(n: Pick<Network, 'driver' | 'options'>): boolean {
   return n.driver === 'overlay' && n.options.dns !== false;
