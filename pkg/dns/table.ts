@@ -19,6 +19,12 @@ export type RecordSource =
   | { kind: 'container' | 'alias'; node: string; containerId: string; ifName: string }
   | { kind: 'service'; service: string };
 
+/** A record's origin in words: `container web1 (3f2a9c1b7d0e/eth0) on node h1`. */
+export function describeSource(s: RecordSource): string {
+  if (s.kind === 'service') return `service ${s.service} (VIP)`;
+  return `${s.kind === 'alias' ? 'alias of' : 'container'} ${s.containerId.slice(0, 12)}/${s.ifName} on node ${s.node}`;
+}
+
 export interface DnsRecord {
   network: string;
   name: string;
