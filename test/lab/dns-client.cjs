@@ -2,7 +2,9 @@
 // so that its packets come from a pod's address. dns-packet on this side too.
 //   query SERVER NAME [TYPE] [tcp]      one query; prints {rcode, flags, answers} as JSON, or {error}
 //   junk SERVER COUNT SEED              COUNT malformed packets (truncated, loops, huge counts, random)
-//   load SERVER NAME QPS SECONDS        queries at a steady rate; prints {sent, answered, lost, ms:[...]}
+//   load SERVER NAME QPS SECONDS        queries at a steady rate (SECONDS 0: until SIGTERM); prints
+//                                       {sent, answered, lost, failed, ms:[...]}: failed = answered
+//                                       without an address (any rcode but NOERROR, or no answer record)
 'use strict';
 const dgram = require('node:dgram');
 const net = require('node:net');
@@ -68,26 +70,31 @@ function load() {
   const s = dgram.createSocket(fam);
   const pending = new Map();
   const ms = [];
-  let sent = 0, id = 0;
+  let sent = 0, id = 0, failed = 0, stop = false;
+  const q = packet.encode({ type: 'query', id: 0, flags: packet.RECURSION_DESIRED, questions: [{ type: 'A', name, class: 'IN' }] });
   s.on('message', (m) => {
     const k = m.readUInt16BE(0);
     const t = pending.get(k);
     if (t === undefined) return;
     pending.delete(k);
     ms.push(Number(process.hrtime.bigint() - t) / 1e6);
+    if ((m.readUInt16BE(2) & 0xf) !== 0 || m.readUInt16BE(6) === 0) failed++;
   });
+  process.on('SIGTERM', () => { stop = true; });
   const t0 = process.hrtime.bigint();
+  // 1 ms ticks sending what is due: a steady rate without a busy loop taking a CPU from the server.
   const tick = () => {
-    const due = Math.min(total, Math.floor((Number(process.hrtime.bigint() - t0) / 1e9) * qps));
-    while (sent < due) {
+    const due = Math.floor((Number(process.hrtime.bigint() - t0) / 1e9) * qps);
+    while (sent < due && (total === 0 || sent < total)) {
       id = (id + 1) & 0xffff;
-      const q = packet.encode({ type: 'query', id, flags: packet.RECURSION_DESIRED, questions: [{ type: 'A', name, class: 'IN' }] });
+      const b = Buffer.from(q); // a buffer per packet: send() reads it later
+      b.writeUInt16BE(id, 0);
       pending.set(id, process.hrtime.bigint());
-      s.send(q, port, server);
+      s.send(b, port, server);
       sent++;
     }
-    if (sent < total) setImmediate(tick);
-    else setTimeout(() => { s.close(); out({ sent, answered: ms.length, lost: sent - ms.length, ms }); }, 1000);
+    if (!stop && (total === 0 || sent < total)) setTimeout(tick, 1);
+    else setTimeout(() => { s.close(); out({ sent, answered: ms.length, lost: sent - ms.length, failed, ms }); }, 1000);
   };
   tick();
 }
