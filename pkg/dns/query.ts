@@ -87,6 +87,7 @@ export function handleQuery(msg: Buffer, ctx: QueryContext): Outcome {
     return reply('NOERROR', family < 0 ? [] : ctx.table.answer(res, family as 0 | 4 | 6), true);
   }
   if (RecordTable.isKnitName(name)) return reply('NXDOMAIN', [], true);
+  if (!ctx.table.forwards(scope)) return reply('REFUSED');
   if (!ctx.upstream) return reply('SERVFAIL');
   return { kind: 'forward' };
 }

@@ -266,6 +266,14 @@ export class RecordTable {
     return null;
   }
 
+  /**
+   * Whether names outside knit may be forwarded for this scope: not when every network of it is
+   * --internal (no egress, as Docker's internal networks resolve no outside names).
+   */
+  forwards(scope: readonly string[]): boolean {
+    return scope.some((n) => { const s = this.scopes.get(n); return !!s && !s.net.internal; });
+  }
+
   /** Whether a name belongs to knit (under .knit, or a single label): never forwarded upstream. */
   static isKnitName(qname: string): boolean {
     const name = normalizeName(qname);

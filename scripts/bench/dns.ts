@@ -52,7 +52,7 @@ async function inner(): Promise<void> {
   const seconds = Number(arg('seconds', '10'));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-benchdns-'));
   const client = new EtcdClient({ endpoints: [endpoint], timeoutMs: 30_000 });
-  const ip = (i: number): string => `10.250.${2 + (i >> 8)}.${(i & 0xff) + 1}`;
+  const ip = (i: number): string => `10.250.${2 + Math.floor(i / 250)}.${(i % 250) + 1}`;
   const rec = (name: string, i: number): [string, string] => [`${PREFIX}/endpoints/app/sim1/${name}/eth0`, JSON.stringify({
     network: 'app', containerId: name, ifName: 'eth0', node: 'sim1', nodeIp: '192.168.92.9', mac: '02:cc:00:00:00:01', ips: [`${ip(i)}/16`], name, created: new Date().toISOString(),
   })];

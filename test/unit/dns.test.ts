@@ -98,6 +98,18 @@ describe('dns: record table and queries', () => {
     assert.equal(ask(t, '10.1.0.7', 'example.com', 'A', 'app', false).r!.rcode, 'SERVFAIL', 'no upstream known');
   });
 
+  it('--internal networks: names answered, nothing forwarded (REFUSED), unless the client is also on a network with egress', () => {
+    const inner = buildNetwork({ name: 'inner', driver: 'overlay', subnets: ['10.5.0.0/24'], internal: true }, [APP, DB], NOW, 'i'.repeat(64));
+    const t = table();
+    t.network(undefined, inner);
+    t.endpoint(undefined, ep('inner', 'h1', 'i1', '10.5.0.5/24', 'secret'));
+    t.endpoint(undefined, ep('inner', 'h1', 'i2', '10.5.0.6/24', 'hybrid'));
+    t.endpoint(undefined, ep('app', 'h1', 'i2', '10.1.0.66/24', 'hybrid'));
+    assert.deepEqual(addrs(ask(t, '10.5.0.6', 'secret', 'A', 'inner').r), ['10.5.0.5']);
+    assert.equal(ask(t, '10.5.0.5', 'example.com', 'A', 'inner').r!.rcode, 'REFUSED');
+    assert.equal(ask(t, '10.5.0.6', 'example.com', 'A', 'inner').out.kind, 'forward', 'i2 is on app too');
+  });
+
   it('REFUSED for clients outside knit networks, names and recursion alike', () => {
     const t = table();
     for (const name of ['web', 'example.com']) {
