@@ -153,6 +153,15 @@ describe('dns: record table and queries', () => {
     assert.deepEqual(dnsOf(APP), { nameservers: ['10.1.0.1'], search: ['app.knit'] });
   });
 
+  it('dual stack: A and AAAA from the endpoint\'s addresses, a client by its IPv6 address, both gateways in the result', () => {
+    const ds = buildNetwork({ name: 'ds', driver: 'overlay', subnets: ['10.6.0.0/24', 'fd00:6::/64'], ipv6: true }, [APP, DB], NOW, 'd'.repeat(64));
+    const t = new RecordTable();
+    t.resync([ds], [{ ...ep('ds', 'h1', 'c1', '10.6.0.5/24', 'web'), ips: ['10.6.0.5/24', 'fd00:6:0:0::5/64'] }, { ...ep('ds', 'h2', 'c2', '10.6.0.6/24', 'cli'), ips: ['10.6.0.6/24', 'fd00:6::6/64'] }]);
+    assert.deepEqual(addrs(ask(t, 'fd00:6::6', 'web', 'AAAA', 'ds').r), ['fd00:6::5']);
+    assert.deepEqual(addrs(ask(t, 'fd00:6::6', 'web', 'A', 'ds').r), ['10.6.0.5']);
+    assert.deepEqual(dnsOf(ds)!.nameservers, ['10.6.0.1', 'fd00:6::1']);
+  });
+
   it('answers too big for UDP are cut to what fits, TC set', () => {
     const t = new RecordTable();
     const big = net('big', '10.9.0.0/16');
