@@ -186,7 +186,7 @@ function startNetworks(f: OverlayFlags, parent: Logger): { stop(): void; resolve
   let resolver: import('../../pkg/dns/agent').Resolver | undefined;
   if (f.dns.on) {
     const { Resolver } = require('../../pkg/dns/agent') as typeof import('../../pkg/dns/agent');
-    resolver = new Resolver({ conn, nodeName: f.nodeName, resolvConf: f.dns.resolvConf, log: parent.child({ component: 'dns' }) });
+    resolver = new Resolver({ conn, runDir: f.runDir, nodeName: f.nodeName, resolvConf: f.dns.resolvConf, log: parent.child({ component: 'dns' }) });
     resolver.start();
   }
   const agent = startRetrying(
@@ -215,4 +215,19 @@ function startRetrying<A extends { start(): Promise<void>; stop(): void }>(make:
   };
   attempt(1000);
   return { agent: () => agent, stop() { stopped = true; if (timer) clearTimeout(timer); agent?.stop(); } };
+}
+
+/**
+ * knitd without a datastore: the resolver for plain knit-bridge networks with `"resolver": true`
+ * on this host only (their records under --run-dir), unless --dns off. The codec is loaded after
+ * knitd serves CNI requests, not before.
+ */
+export function startLocalResolver(v: Record<string, string | undefined>, parent: Logger): { stop(): void } | undefined {
+  if (!dnsOn(v.dns)) return undefined;
+  const { Resolver } = require('../../pkg/dns/agent') as typeof import('../../pkg/dns/agent');
+  const resolver = new Resolver({
+    runDir: v['run-dir'] ?? '/run/knit', nodeName: os.hostname(), resolvConf: v['dns-resolv-conf'] ?? '/etc/resolv.conf', log: parent.child({ component: 'dns' }),
+  });
+  resolver.start();
+  return resolver;
 }

@@ -17,12 +17,17 @@ import type { NetworksListener } from '../agent/networks';
 import { overlayBridgeName } from '../network/conflist';
 import type { Network } from '../network/spec';
 import { decodeService, servicesPrefix, type Service } from '../service/spec';
+import type { Endpoint } from '../network/store';
+import { localView, scanLocal, type LocalRecord } from './local';
 import { DnsServer, type DnsStats, type Listen } from './server';
 import { RecordTable } from './table';
 import { Forwarder } from './upstream';
 
 export interface ResolverOptions {
-  conn: EtcdConnConfig;
+  /** The datastore of the named networks (their services are watched here); absent: local records only. */
+  conn?: EtcdConnConfig;
+  /** knitd's run directory: the records of plain knit-bridge networks (pkg/dns/local.ts). */
+  runDir?: string;
   nodeName: string;
   /** The node's resolv.conf, whose nameservers get the names that are not knit's. */
   resolvConf: string;
@@ -36,31 +41,40 @@ export interface ResolverStats extends DnsStats {
   records: number;
 }
 
-/** The bridge a network's gateway is on, on this node. */
-function bridgeOf(n: Network): string | null {
-  return n.driver === 'overlay' && n.options.vni !== undefined ? overlayBridgeName(n.options.vni) : null;
-}
 
 export class Resolver {
   readonly table = new RecordTable();
   readonly server: DnsServer;
-  private readonly client: EtcdClient;
+  private readonly client: EtcdClient | null;
   private watch: EtcdWatch | null = null;
+  /** The named networks as the agent last gave them, and the local records' view. */
+  private named: { networks: Network[]; endpoints: Endpoint[] } = { networks: [], endpoints: [] };
+  private local = { networks: new Map<string, Network>(), endpoints: new Map<string, Endpoint>(), bridges: new Map<string, string>() };
+  private readonly localCache = new Map<string, { mtimeMs: number; records: LocalRecord[] }>();
+  private localTimer: NodeJS.Timeout | null = null;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private syncing: Promise<void> | null = null;
   private again = false;
 
   constructor(private readonly o: ResolverOptions) {
-    this.client = new EtcdClient(o.conn);
+    this.client = o.conn ? new EtcdClient(o.conn) : null;
     const forwarder = new Forwarder({ resolvConf: o.resolvConf, exclude: () => this.server.addresses() });
     this.server = new DnsServer({ table: this.table, forwarder, log: o.log, ...(o.port !== undefined ? { port: o.port } : {}) });
   }
 
   /** The listener the named-network agent calls (each new agent instance gets it). */
   readonly listener: NetworksListener = {
-    resync: (networks, endpoints) => { this.table.resync(networks, endpoints); this.sync(); },
-    network: (before, after) => { this.table.network(before, after); this.sync(); },
+    resync: (networks, endpoints) => {
+      this.named = { networks, endpoints };
+      this.table.resync([...networks, ...this.local.networks.values()], [...endpoints, ...this.local.endpoints.values()]);
+      this.sync();
+    },
+    network: (before, after) => {
+      this.named.networks = [...this.named.networks.filter((n) => n.name !== (before ?? after)!.name), ...(after ? [after] : [])];
+      this.table.network(before, after);
+      this.sync();
+    },
     endpoint: (before, after) => {
       this.table.endpoint(before, after);
       if (before?.node === this.o.nodeName || after?.node === this.o.nodeName) this.sync();
@@ -68,17 +82,55 @@ export class Resolver {
   };
 
   start(): void {
-    void this.relistServices();
+    if (this.client) void this.relistServices();
     this.timer = setInterval(() => this.sync(), 1000);
     this.timer.unref();
+    if (this.o.runDir) {
+      this.pollLocal();
+      // A poll is a few stats (only changed directories are read again): 200 ms keeps a new
+      // container's name ahead of its start.
+      this.localTimer = setInterval(() => this.pollLocal(), 200);
+      this.localTimer.unref();
+    }
+  }
+
+  /** Applies the local records' changes to the table (networks, then endpoints, as diffs). */
+  private pollLocal(): void {
+    let view: ReturnType<typeof localView>;
+    try { view = localView(scanLocal(this.o.runDir!, this.localCache)); } catch (e) { this.o.log.warn(`dns: local records: ${(e as Error).message}`); return; }
+    let changed = false;
+    const key = (e: Endpoint): string => `${e.network}\0${e.containerId}\0${e.ifName}`;
+    // A named network of the same name wins: the local records of that name are left out.
+    const named = new Set(this.named.networks.map((n) => n.name));
+    const nets = new Map(view.networks.filter((n) => !named.has(n.name)).map((n) => [n.name, n]));
+    const eps = new Map(view.endpoints.filter((e) => !named.has(e.network)).map((e) => [key(e), e]));
+    for (const [k, e] of this.local.endpoints) if (!eps.has(k)) { this.table.endpoint(e, undefined); changed = true; }
+    for (const [name, n] of this.local.networks) if (!nets.has(name)) { this.table.network(n, undefined); changed = true; }
+    for (const [name, n] of nets) {
+      const old = this.local.networks.get(name);
+      if (!old || JSON.stringify(old.subnets) !== JSON.stringify(n.subnets)) { this.table.network(old, n); changed = true; }
+    }
+    for (const [k, e] of eps) {
+      const old = this.local.endpoints.get(k);
+      if (!old || JSON.stringify(old) !== JSON.stringify(e)) { this.table.endpoint(old, e); changed = true; }
+    }
+    this.local = { networks: nets, endpoints: eps, bridges: view.bridges };
+    if (changed) this.sync();
+  }
+
+  /** The bridge a network's gateway is on, on this node. */
+  private bridgeOf(n: Network): string | null {
+    if (n.driver === 'overlay' && n.options.vni !== undefined) return overlayBridgeName(n.options.vni);
+    return this.local.bridges.get(n.name) ?? null;
   }
 
   stop(): void {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.localTimer) clearInterval(this.localTimer);
     this.watch?.close();
     this.server.stop();
-    this.client.close();
+    this.client?.close();
   }
 
   stats(): ResolverStats {
@@ -86,7 +138,7 @@ export class Resolver {
   }
 
   private async relistServices(): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopped || !this.client || !this.o.conn) return;
     const p = servicesPrefix(this.o.conn.prefix);
     try {
       const r = await this.client.range({ key: p, rangeEnd: prefixEnd(p) });
@@ -123,7 +175,7 @@ export class Resolver {
     const ifs = os.networkInterfaces();
     const out: Listen[] = [];
     for (const n of this.table.networks()) {
-      const br = bridgeOf(n);
+      const br = this.bridgeOf(n);
       if (!br) continue;
       const have = new Set((ifs[br] ?? []).map((a) => { const p = parseIP(a.address.replace(/%.*$/, '')); return p ? formatIP(p) : a.address; }));
       for (const s of n.subnets) {

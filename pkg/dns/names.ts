@@ -5,6 +5,8 @@
 //   web.app.knit        the same, on network "app" only (the search domain the ADD result gives)
 //   tasks.api           swarm's name for the containers behind service "api" (dnsrr)
 
+import { CniError, Code } from '../cni/errors';
+import type { NetConf } from '../cni/types';
 import { DNS_ZONE as ZONE, networkDomain } from '../network/spec';
 
 export { ZONE, networkDomain };
@@ -40,4 +42,21 @@ export function checkAliases(key: string, aliases: unknown): string[] {
     if (!out.includes(n)) out.push(n);
   });
   return out;
+}
+
+/**
+ * The container's aliases on network `network`: the CNI `aliases` capability, which podman passes
+ * as `runtimeConfig.aliases` keyed by network name (a plain list is taken as this network's).
+ * Code 7 naming the key when one is not a DNS name.
+ */
+export function aliasesOf(conf: NetConf, network: string): string[] {
+  const rc = conf.runtimeConfig?.aliases;
+  if (rc === undefined || rc === null) return [];
+  const [key, list] = Array.isArray(rc) ? ['runtimeConfig.aliases', rc as unknown] : [`runtimeConfig.aliases.${network}`, (rc as Record<string, unknown>)[network]];
+  if (list === undefined) return [];
+  try {
+    return checkAliases(key, list);
+  } catch (e) {
+    throw new CniError(Code.InvalidConfig, (e as Error).message);
+  }
 }

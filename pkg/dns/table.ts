@@ -126,7 +126,9 @@ export class RecordTable {
 
   private putNetwork(n: Network): void {
     this.nets.set(n.name, n);
-    if (!resolverOn(n)) return;
+    // Named overlay networks (unless -o dns=false), and plain knit-bridge networks whose records
+    // say so (pkg/dns/local.ts sets options.dns; -o dns=true is refused for any other driver).
+    if (!resolverOn(n) && n.options.dns !== true) return;
     const subnets = n.subnets.map((s) => parseCIDR(s.subnet)).filter((x): x is IPNet => !!x);
     this.scopes.set(n.name, { net: n, subnets, names: new Map(), services: new Map() });
   }

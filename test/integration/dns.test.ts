@@ -248,3 +248,76 @@ describe('knitd resolver: names across hosts, round robin, scopes, upstream, ref
     assert.ok(!ls.some((r) => r.name === 'web' && r.network === 'app'));
   });
 });
+
+// Without a datastore: plain knit-bridge networks on one host, `"resolver": true` in the conflist,
+// knitd without --etcd-endpoints reading the records the plugin writes under --run-dir.
+describe('knitd resolver without a datastore: knit-bridge networks on one host', function () {
+  this.timeout(120_000);
+  let knit: KnitBuild;
+  let lab: Lab;
+  let tmp: string;
+  let host: Netns;
+  let knitd: ChildProcess | undefined;
+  const log: string[] = [];
+  const runDir = (): string => path.join(tmp, 'run');
+  const conf = (name: string, subnet: string, extra: object = {}): Record<string, unknown> => ({
+    cniVersion: '1.0.0', name, type: 'knit-bridge', bridge: `kb${name}`.slice(0, 15), isGateway: true, ipMasq: false, resolver: true, runDir: runDir(),
+    ipam: { type: 'knit-host-local', dataDir: path.join(tmp, `ipam-${name}`), ranges: [[{ subnet }]] }, ...extra,
+  });
+  const call = (command: 'ADD' | 'DEL' | 'GC', c: Record<string, unknown>, id: string, pod: Netns, name = id): Promise<PluginOutput> =>
+    lab.runPlugin(host, knit.bin('knit-bridge'), { command, containerId: id, netns: pod.path, ifName: 'eth0', path: [knit.binDir], conf: c, args: `K8S_POD_NAME=${name}`, env: { KNIT_CNI_SOCKET_DIR: path.join(tmp, 'no-agent') } });
+  const dig = async (from: Netns, server: string, name: string): Promise<Answer> => {
+    const r = await lab.exec(from, process.execPath, [CLIENT, 'query', server, name, 'A'], { allowFail: true, env: { NODE_EXTRA_CA_CERTS: undefined } });
+    try { return JSON.parse(r.stdout) as Answer; } catch { return { error: r.stdout + r.stderr }; }
+  };
+  const addrs = (a: Answer): string[] => (a.answers ?? []).map((x) => x.data);
+
+  before(async function () {
+    requireRoot(this);
+    knit = await buildKnit(['knitd', 'knit-bridge', 'knit-host-local']);
+    lab = new Lab();
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-dns-local-'));
+    host = await lab.netns('single');
+    fs.writeFileSync(path.join(tmp, 'resolv.conf'), '');
+    knitd = spawn('ip', ['netns', 'exec', host.name, knit.bin('knitd'), '--cni-socket-dir', path.join(tmp, 'cni'), '--run-dir', runDir(), '--dns-resolv-conf', path.join(tmp, 'resolv.conf'), '--log-level', 'debug'],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+    knitd.stderr!.on('data', (d: Buffer) => log.push(d.toString()));
+  });
+
+  after(async () => {
+    knitd?.kill('SIGKILL');
+    await lab?.cleanup();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed') console.log(`--- knitd log\n${log.join('').split('\n').slice(-30).join('\n')}`);
+  });
+
+  it('names of one network answered on its gateway, scoped, with the dns in the result; DEL and GC remove them', async () => {
+    const web = await lab.pod('lweb');
+    const cli = await lab.pod('lcli');
+    const other = await lab.pod('lother');
+    const c = conf('front', '10.243.0.0/24', { runtimeConfig: { aliases: { front: ['www'] } } });
+    const a = await call('ADD', c, 'lweb', web, 'web');
+    assert.equal(a.code, 0, a.stdout);
+    assert.deepEqual(a.json.dns, { nameservers: ['10.243.0.1'], search: ['front.knit'] });
+    const ipWeb = String(a.json.ips[0].address).split('/')[0]!;
+    assert.equal((await call('ADD', conf('front', '10.243.0.0/24'), 'lcli', cli)).code, 0);
+    assert.equal((await call('ADD', conf('back', '10.244.0.0/24'), 'lother', other, 'web')).code, 0, 'the same name on another network');
+    await eventually(async () => addrs(await dig(cli, '10.243.0.1', 'web'))[0] === ipWeb, 10_000, 'web answered');
+    assert.deepEqual(addrs(await dig(cli, '10.243.0.1', 'www')), [ipWeb], 'the alias');
+    const otherIp = addrs(await dig(other, '10.244.0.1', 'web'));
+    assert.equal(otherIp.length, 1);
+    assert.notEqual(otherIp[0], ipWeb, 'back\'s web is its own');
+    assert.equal((await dig(other, '10.244.0.1', 'lcli')).rcode, 'NXDOMAIN', 'front\'s names are not back\'s');
+    // DEL: the record goes first; GC removes the record of an attachment the runtime no longer has.
+    assert.equal((await call('DEL', c, 'lweb', web)).code, 0);
+    await eventually(async () => (await dig(cli, '10.243.0.1', 'web')).rcode === 'NXDOMAIN', 5000, 'web gone');
+    const gc = await lab.runPlugin(host, knit.bin('knit-bridge'), { command: 'GC', containerId: '', netns: '', ifName: '', path: [knit.binDir],
+      conf: { ...conf('back', '10.244.0.0/24'), cniVersion: '1.1.0', 'cni.dev/valid-attachments': [] }, env: { KNIT_CNI_SOCKET_DIR: path.join(tmp, 'no-agent') } });
+    assert.equal(gc.code, 0, gc.stdout + gc.stderr);
+    await eventually(async () => (await dig(cli, '10.243.0.1', 'lcli')).rcode === 'NOERROR', 5000, 'front untouched');
+    assert.deepEqual(fs.readdirSync(path.join(runDir(), 'dns', 'back')), [], 'back\'s stale record removed by GC');
+  });
+});

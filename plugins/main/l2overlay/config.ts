@@ -11,7 +11,7 @@ import { parseEtcdConn, type EtcdConnConfig } from '../../../pkg/ipam/etcd-confi
 import { overlayBridgeName } from '../../../pkg/network/conflist';
 import { nodeFilePath, readNodeFile, type NetworkNodeFile } from '../../../pkg/network/node-file';
 import { VNI_MAX } from '../../../pkg/network/spec';
-import { checkAliases } from '../../../pkg/dns/names';
+export { aliasesOf } from '../../../pkg/dns/names';
 
 export interface L2Conf {
   network: string;
@@ -68,19 +68,3 @@ export function bridgeContext(ctx: Context, cfg: L2Conf, mtu: number | undefined
   return { ...ctx, conf, rawConf: Buffer.from(JSON.stringify({ ...raw, ...over })) };
 }
 
-/**
- * The container's aliases on this network: the CNI `aliases` capability, which podman passes as
- * `runtimeConfig.aliases` keyed by network name (a plain list is taken as this network's). Code 7
- * naming the key when one is not a DNS name.
- */
-export function aliasesOf(conf: NetConf, network: string): string[] {
-  const rc = conf.runtimeConfig?.aliases;
-  if (rc === undefined || rc === null) return [];
-  const [key, list] = Array.isArray(rc) ? ['runtimeConfig.aliases', rc as unknown] : [`runtimeConfig.aliases.${network}`, (rc as Record<string, unknown>)[network]];
-  if (list === undefined) return [];
-  try {
-    return checkAliases(key, list);
-  } catch (e) {
-    throw new CniError(Code.InvalidConfig, (e as Error).message);
-  }
-}
