@@ -133,7 +133,8 @@ export class DnsServer {
 
   private async onUdp(l: Listen, sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
     const r = await this.answer(l, msg, rinfo.address, 'udp');
-    if (r) sock.send(r, rinfo.port, rinfo.address, () => { /* a closed socket or an unreachable client: nothing to do */ });
+    // The listener may have closed while a forwarded query waited (send then throws): nothing to answer on.
+    if (r) try { sock.send(r, rinfo.port, rinfo.address, () => { /* an unreachable client: nothing to do */ }); } catch { /* closed */ }
   }
 
   private onTcp(l: Listen, s: net.Socket): void {

@@ -76,7 +76,14 @@ export class Forwarder {
     return new Promise((resolve) => {
       const sock = dgram.createSocket(familyOf(server) === 6 ? 'udp6' : 'udp4');
       const id = query.readUInt16BE(0);
-      const done = (r: Buffer | null): void => { clearTimeout(timer); sock.close(); resolve(r); };
+      let finished = false;
+      const done = (r: Buffer | null): void => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        try { sock.close(); } catch { /* closed */ }
+        resolve(r);
+      };
       const timer = setTimeout(() => done(null), this.o.timeoutMs ?? 2000);
       sock.on('error', () => done(null));
       sock.on('message', (msg, rinfo) => {
