@@ -190,6 +190,22 @@ describe('dns: record table and queries', () => {
   });
 });
 
+describe('dns: the codec stays off the plugins\' start path (design.md D15 (dns))', () => {
+  it('dns-packet is bundled into knitd only, not into any plugin or knitctl', async function () {
+    this.timeout(60_000);
+    const { build } = await import('esbuild');
+    const root = path.resolve(__dirname, '../..');
+    const inputs = async (exe: string): Promise<string[]> => {
+      const r = await build({ entryPoints: [path.join(root, 'cmd', exe, 'main.ts')], bundle: true, platform: 'node', format: 'cjs', write: false, metafile: true, external: ['*.node', '@kubernetes/client-node'], logLevel: 'silent' });
+      return Object.keys(r.metafile.inputs);
+    };
+    for (const exe of ['knit-bridge', 'knit-l2overlay', 'knit-macvlan', 'knit-etcd-ipam', 'knitctl']) {
+      assert.ok(!(await inputs(exe)).some((f) => f.includes('node_modules/dns-packet')), `${exe} must not bundle dns-packet`);
+    }
+    assert.ok((await inputs('knitd')).some((f) => f.includes('node_modules/dns-packet')), 'knitd does');
+  });
+});
+
 describe('dns: malformed packets are dropped, never answered, never thrown', () => {
   const t = table();
   const ctx = { table: t, client: '10.1.0.7', network: 'app', transport: 'udp' as const, upstream: true };
