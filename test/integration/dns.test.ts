@@ -210,6 +210,26 @@ describe('knitd resolver: names across hosts, round robin, scopes, upstream, ref
     for (const n of ['web', 'api', 'nosuchcontainer', 'www.app.knit']) assert.ok(!upstreamLog.split('\n').includes(n), `${n} never reaches the upstream`);
   });
 
+  it('a service record (knitctl service create writes it): the name answers its VIP, tasks.<name> the containers; knitctl dns ls shows all', async () => {
+    const key = `${PREFIX}/services/app/api`;
+    etcd.ctl(['put', key, JSON.stringify({ name: 'api', network: 'app', vips: ['10.240.0.200'], ports: [], id: 's1', created: new Date().toISOString() })]);
+    await eventually(async () => addrs(await dig(pods.c2!.ns, GW.app, 'api'))[0] === '10.240.0.200', 5000, 'api answers its VIP on h2');
+    assert.deepEqual(addrs(await dig(pods.web1!.ns, GW.app, 'api')), ['10.240.0.200'], 'and on h1');
+    assert.deepEqual(addrs(await dig(pods.c2!.ns, GW.app, 'tasks.api')).sort(), [pods.api1!.ip, pods.api2!.ip].sort());
+    const ls = await knitctl('dns', 'ls', '--network', 'app');
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.match(ls.stdout, /^NETWORK\s+NAME\s+ADDRESS\s+SOURCE$/m);
+    assert.match(ls.stdout, /^app\s+api\s+10\.240\.0\.200\s+service api \(VIP\)$/m);
+    assert.match(ls.stdout, new RegExp(`^app\\s+api\\s+${pods.api1!.ip.replace(/\./g, '\\.')}\\s+alias of api1/eth0 on node h1$`, 'm'));
+    assert.match(ls.stdout, new RegExp(`^app\\s+web\\s+${pods.web1!.ip.replace(/\./g, '\\.')}\\s+container web1/eth0 on node h1$`, 'm'));
+    assert.ok(!/^db\s/m.test(ls.stdout), '--network app only');
+    const bad = await knitctl('dns', 'ls', '--network', 'nosuch');
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /no network named nosuch/);
+    etcd.ctl(['del', key]);
+    await eventually(async () => addrs(await dig(pods.c2!.ns, GW.app, 'api')).length === 2, 5000, 'api answers its containers again');
+  });
+
   it('clients outside knit networks are REFUSED; the resolver listens on gateway addresses only, never the underlay', async () => {
     await lab.ip(outside, ['route', 'add', '10.240.0.0/24', 'via', '192.168.74.2']);
     for (const name of ['example.test', 'web']) {
