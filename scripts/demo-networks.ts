@@ -1,7 +1,8 @@
 // The named-network part of `npm run demo`, Docker's model: etcd on an underlay switch, knitd on
 // two lab hosts, `knitctl network create` run once on one of them (Docker's documented example),
 // the conflists that appear on both hosts, containers on two overlay networks across the hosts,
-// isolation between the networks, one container on both, and `knitctl network inspect`.
+// isolation between the networks, one container on both, names across hosts (knitd's resolver),
+// and `knitctl network inspect`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -80,6 +81,19 @@ export async function networksDemo(): Promise<void> {
     const vni = cl.plugins[0].vni;
     console.log(indent((await lab.exec(hosts[0]!, 'bridge', ['fdb', 'show', 'dev', `knv${vni}`])).stdout.split('\n').filter((l) => l.includes('dst')).join('\n')));
     console.log(indent(await lab.ip(hosts[0]!, ['neigh', 'show', 'dev', `knv${vni}`])));
+    step('names across hosts: knitd answers DNS on the gateway (docs/dns.md); api on nn2 asks for web1 on nn1, db1 on backend');
+    const lookup = async (name: string): Promise<string> => {
+      let out = '';
+      for (let t = 0; t < 20; t++) {
+        const r = await lab.exec(pods.api, 'busybox', ['nslookup', name, '192.168.0.100'], { allowFail: true });
+        out = (r.stdout + r.stderr).trim();
+        if (r.code === 0 || /NXDOMAIN/.test(out)) break;
+        await sleep(200);
+      }
+      return [...new Set(out.split('\n').filter((l) => /Name:|Address: (?!192\.168\.0\.100)|NXDOMAIN|can't/.test(l)))].join('  ');
+    };
+    for (const name of ['web1', 'db1', 'web1.myoverlaynet.knit', 'nosuch']) console.log(indent(`$ nslookup ${name}   (from api)   ${await lookup(name)}`));
+    console.log(indent(`$ knitctl dns ls\n${await ctl('dns', 'ls')}`));
     step('knitctl network inspect myoverlaynet (Docker\'s shape, every container on every host)');
     const ins = JSON.parse(await ctl('network', 'inspect', 'myoverlaynet'))[0];
     console.log(indent(JSON.stringify({ Name: ins.Name, Driver: ins.Driver, IPAM: ins.IPAM, Containers: ins.Containers, Options: ins.Options, Peers: ins.Peers }, null, 1).replace(/\n\s*/g, ' ')));

@@ -13,6 +13,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { ETCD_GROUP, ETCD_OPTIONS, MISSING, UsageError, type Ctx } from './common';
 import * as attach from './commands/attach';
+import * as dns from './commands/dns';
 import * as ipam from './commands/ipam';
 import * as network from './commands/network';
 import * as node from './commands/node';
@@ -22,7 +23,7 @@ import * as service from './commands/service';
 
 /** Every command group of knitctl, in the order of the top-level help. */
 function groups(ctx: Ctx): CommandModule[] {
-  return [ipam, podNetwork, overlay, node, network, attach, service].flatMap((g) => g.commands(ctx));
+  return [ipam, podNetwork, overlay, node, network, attach, service, dns].flatMap((g) => g.commands(ctx));
 }
 
 /** The knitctl parser for one run (yargs instances keep state: one per run). */

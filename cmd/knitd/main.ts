@@ -12,22 +12,25 @@ import { createLogger, type Level } from '../../pkg/cni/log';
 import { CniServer, DEFAULT_SOCKET_DIR } from '../../pkg/agent/cni-server';
 import { loadAll } from '../../plugins/registry';
 import { resident } from '../../pkg/ipam/resident';
-import { OVERLAY_FLAGS, overlayFlags, startOverlay, type OverlayFlags } from './overlay';
+import { OVERLAY_FLAGS, overlayFlags, startLocalResolver, startOverlay, type OverlayFlags } from './overlay';
 
 const USAGE = `usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level debug|info|warn|error]
              [--etcd-endpoints URL[,URL...] [--etcd-prefix /knit] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F]
               [--etcd-username U --etcd-password P] [--node-name NAME] [--iface LINK] [--run-dir /run/knit]
-              [--state-dir /var/lib/knit] [--lease-ttl SEC] [--resync-interval SEC] [--metrics-addr HOST:PORT]]
+              [--state-dir /var/lib/knit] [--lease-ttl SEC] [--resync-interval SEC] [--metrics-addr HOST:PORT]
+              [--dns on|off] [--dns-resolv-conf /etc/resolv.conf]]
              [--datastore kubernetes [--kubeconfig FILE] [--net-conf /etc/knit/net-conf.json] (and the agent flags)
               [--cni-conf-dir /etc/cni/net.d] [--ipam-gc-interval SEC (300; 0: off)] [--ipam-gc-grace SEC (300)]]
              [--datastore mesh [--peers HOST[:PORT][,HOST...]] [--mesh-listen ADDR:PORT (0.0.0.0:6788)]
               (--mesh-password SECRET | --mesh-password-file FILE | $KNIT_MESH_PASSWORD) (and the agent flags)]
   with --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS) knitd also runs the overlay agent (docs/overlay.md);
+  the resolver (docs/dns.md) answers named networks' names, and without etcd those of knit-bridge
+  networks with "resolver": true on this host (--dns off: neither);
   with --datastore kubernetes the agent uses the Kubernetes API (Node podCIDRs and knit.dev/ annotations),
   and GCs the addresses of knit-etcd-ipam networks in --cni-conf-dir whose pods are gone;
   with --datastore mesh the agent needs no datastore: knitd peers form an authenticated mesh (docs/mesh.md)`;
 
-interface Options { dir: string; netns?: string; level: Level; overlay?: OverlayFlags }
+interface Options { dir: string; netns?: string; level: Level; overlay?: OverlayFlags; flags: Record<string, string | undefined> }
 
 function options(): Options {
   try {
@@ -44,7 +47,8 @@ function options(): Options {
     const level = values['log-level'] as Level;
     if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new Error(`invalid --log-level ${level}`);
     const overlay = overlayFlags(values as unknown as Record<string, string | undefined>);
-    return { dir: values['cni-socket-dir']!, ...(values.netns ? { netns: values.netns } : {}), level, ...(overlay ? { overlay } : {}) };
+    if (!overlay && values.dns !== undefined && values.dns !== 'on' && values.dns !== 'off') throw new Error(`invalid --dns ${values.dns}: on or off`);
+    return { dir: values['cni-socket-dir']!, ...(values.netns ? { netns: values.netns } : {}), level, ...(overlay ? { overlay } : {}), flags: values as unknown as Record<string, string | undefined> };
   } catch (e) {
     process.stderr.write(`knitd: ${(e as Error).message}\n${USAGE}\n`);
     process.exit(2);
@@ -76,7 +80,7 @@ async function main(): Promise<void> {
     return;
   }
   log.info(`serving ${[...plugins.keys()].join(', ')} on ${server.socketPath}`);
-  const overlay = opts.overlay ? startOverlay(opts.overlay, log) : undefined;
+  const overlay = opts.overlay ? startOverlay(opts.overlay, log) : startLocalResolver(opts.flags, log);
   const stop = (sig: string): void => {
     overlay?.stop();
     log.info(`${sig}: stopping; ${server.active} request(s) in flight`);

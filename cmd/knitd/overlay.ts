@@ -31,6 +31,8 @@ export const OVERLAY_FLAGS = {
   'mesh-listen': { type: 'string' },
   'mesh-password': { type: 'string' },
   'mesh-password-file': { type: 'string' },
+  dns: { type: 'string' },
+  'dns-resolv-conf': { type: 'string' },
 } as const;
 
 export interface OverlayFlags {
@@ -58,6 +60,8 @@ export interface OverlayFlags {
   resyncSec: number;
   /** HOST:PORT for /metrics and /healthz. */
   metricsAddr?: string;
+  /** The resolver of named networks (docs/dns.md): on unless --dns off; upstreams from resolvConf. */
+  dns: { on: boolean; resolvConf: string };
 }
 
 const posInt = (flag: string, v: string | undefined, dflt: number, min = 1): number => {
@@ -124,7 +128,14 @@ function common(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv, e
     runDir: v['run-dir'] ?? '/run/knit', stateDir: v['state-dir'] ?? '/var/lib/knit', confDir: v['cni-conf-dir'] ?? '/etc/cni/net.d',
     ttlSec: posInt('lease-ttl', v['lease-ttl'], 300), resyncSec: posInt('resync-interval', v['resync-interval'], 60),
     ...(v['metrics-addr'] ? { metricsAddr: v['metrics-addr'] } : {}),
+    dns: { on: dnsOn(v.dns), resolvConf: v['dns-resolv-conf'] ?? '/etc/resolv.conf' },
   };
+}
+
+function dnsOn(v: string | undefined): boolean {
+  if (v === undefined || v === 'on') return true;
+  if (v === 'off') return false;
+  throw new Error(`invalid --dns ${v}: on or off (knitd's resolver for named networks, docs/dns.md)`);
 }
 
 function etcdStore(f: OverlayFlags): import('../../pkg/datastore/datastore').Datastore {
@@ -161,10 +172,14 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
     (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
   // Named networks need etcd for now (on the mesh: later, docs/mesh.md).
   const networks = f.kubernetes || f.mesh ? undefined : startNetworks(f, parent);
+  const resolver = networks?.resolver;
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
-    serveMetrics(f.metricsAddr, { status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}), ...(networks ? { services: () => networks.services.status } : {}) }).then(
+    serveMetrics(f.metricsAddr, {
+      status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}),
+      ...(networks ? { services: () => networks.services.status } : {}), ...(resolver ? { dns: () => resolver.stats() } : {}),
+    }).then(
       (s) => { metrics = s; log.info(`metrics and health on http://${f.metricsAddr}/metrics, /healthz`); },
       (e: Error) => log.error(`metrics: ${e.message}`));
   }
@@ -181,7 +196,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
 }
 
 /** The named-network agent (pkg/agent/networks.ts) on etcd, retried until it starts; independent of the pod network. */
-function startNetworks(f: OverlayFlags, parent: Logger): { services: import('../../pkg/agent/services').ServicesAgent; stop(): void } {
+function startNetworks(f: OverlayFlags, parent: Logger): { services: import('../../pkg/agent/services').ServicesAgent; resolver?: import('../../pkg/dns/agent').Resolver; stop(): void } {
   const { NetworksAgent } = require('../../pkg/agent/networks') as typeof import('../../pkg/agent/networks');
   const log = parent.child({ component: 'networks' });
   const conn = {
@@ -192,10 +207,22 @@ function startNetworks(f: OverlayFlags, parent: Logger): { services: import('../
   const { ServicesAgent } = require('../../pkg/agent/services') as typeof import('../../pkg/agent/services');
   const services = new ServicesAgent({ conn, nodeName: f.nodeName, resyncSec: f.resyncSec, log: parent.child({ component: 'services' }) });
   void services.start();
-  const networks = startRetrying(
-    () => { const a = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }); services.attach(a); return a; },
+  // The resolver (and dns-packet with it) is loaded only when knitd runs the named networks.
+  let resolver: import('../../pkg/dns/agent').Resolver | undefined;
+  if (f.dns.on) {
+    const { Resolver } = require('../../pkg/dns/agent') as typeof import('../../pkg/dns/agent');
+    resolver = new Resolver({ conn, runDir: f.runDir, nodeName: f.nodeName, resolvConf: f.dns.resolvConf, log: parent.child({ component: 'dns' }) });
+    resolver.start();
+  }
+  const agent = startRetrying(
+    () => {
+      const a = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
+      services.attach(a);
+      if (resolver) a.subscribe(resolver.listener);
+      return a;
+    },
     (a) => `named networks up: node ${f.nodeName}, ${a.status.networks} network(s), conflists in ${f.confDir}`, 'named networks', log);
-  return { services, stop() { networks.stop(); services.stop(); } };
+  return { services, ...(resolver ? { resolver } : {}), stop() { agent.stop(); services.stop(); resolver?.stop(); } };
 }
 
 /** Starts an agent in the background, retrying (1 s doubling to 30 s) until it starts or stop() is called. */
@@ -214,4 +241,19 @@ function startRetrying<A extends { start(): Promise<void>; stop(): void }>(make:
   };
   attempt(1000);
   return { agent: () => agent, stop() { stopped = true; if (timer) clearTimeout(timer); agent?.stop(); } };
+}
+
+/**
+ * knitd without a datastore: the resolver for plain knit-bridge networks with `"resolver": true`
+ * on this host only (their records under --run-dir), unless --dns off. The codec is loaded after
+ * knitd serves CNI requests, not before.
+ */
+export function startLocalResolver(v: Record<string, string | undefined>, parent: Logger): { stop(): void } | undefined {
+  if (!dnsOn(v.dns)) return undefined;
+  const { Resolver } = require('../../pkg/dns/agent') as typeof import('../../pkg/dns/agent');
+  const resolver = new Resolver({
+    runDir: v['run-dir'] ?? '/run/knit', nodeName: os.hostname(), resolvConf: v['dns-resolv-conf'] ?? '/etc/resolv.conf', log: parent.child({ component: 'dns' }),
+  });
+  resolver.start();
+  return resolver;
 }

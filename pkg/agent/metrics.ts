@@ -13,6 +13,21 @@ export interface MetricsSource {
   ipamGc?: () => IpamGcStats;
   /** The service load balancer's counters (named networks on etcd). */
   services?: () => ServicesStatus;
+  /** The resolver's counters (pkg/dns), when it runs. */
+  dns?: () => DnsMetrics;
+}
+
+/** What the resolver reports (pkg/dns/agent.ts ResolverStats), kept structural so metrics.ts loads no DNS code. */
+export interface DnsMetrics {
+  queries: number;
+  answers: Record<string, number>;
+  forwarded: number;
+  upstreamFailures: number;
+  dropped: number;
+  listeners: number;
+  bindErrors: number;
+  names: number;
+  records: number;
 }
 
 const esc = (v: string): string => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
@@ -44,6 +59,16 @@ export function renderMetrics(src: MetricsSource): string {
     metric('knit_services_balanced', 'gauge', 'Service VIPs balanced on this node (one nftables map each).', [['', svc.services]]);
     metric('knit_services_backends', 'gauge', 'Backends in the maps of those services.', [['', svc.backends]]);
     metric('knit_services_errors_total', 'counter', 'Errors of the service load balancer (etcd, nft, routes).', [['', svc.errors]]);
+  }
+  const dns = src.dns?.();
+  if (dns) {
+    metric('knit_dns_queries_total', 'counter', 'DNS queries received on the gateway addresses.', [['', dns.queries]]);
+    metric('knit_dns_answers_total', 'counter', 'Queries knit answered itself, by response code.', Object.entries(dns.answers).map(([k, v]) => [`{rcode="${esc(k)}"}`, v]));
+    metric('knit_dns_forwarded_total', 'counter', 'Queries forwarded to the node\'s upstream resolvers.', [['', dns.forwarded]]);
+    metric('knit_dns_upstream_failures_total', 'counter', 'Forwarded queries no upstream answered (SERVFAIL sent).', [['', dns.upstreamFailures]]);
+    metric('knit_dns_malformed_dropped_total', 'counter', 'Malformed packets dropped unanswered.', [['', dns.dropped]]);
+    metric('knit_dns_listeners', 'gauge', 'Gateway addresses the resolver listens on.', [['', dns.listeners]]);
+    metric('knit_dns_records', 'gauge', 'Address records of all names on all networks.', [['', dns.records]]);
   }
   return lines.join('\n') + '\n';
 }

@@ -6,7 +6,7 @@
 // range, --aux-address entries are excluded. portmap is chained for `-p`.
 import { addToIP, formatIP, lastOf, networkOf, parseCIDR, parseIP, compareIP, type IPAddr } from '../ip/ip';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
-import { splitParent, type Network, type SubnetSpec } from './spec';
+import { networkDomain, resolverOn, splitParent, type Network, type SubnetSpec } from './spec';
 
 export interface NodeContext {
   nodeName: string;
@@ -72,12 +72,24 @@ export function mainPluginOf(net: Network, node: NodeContext): Record<string, un
   }
 }
 
+/**
+ * The CNI `dns` of the network's containers: knitd's resolver on the gateway(s), the network's
+ * domain to search (docs/dns.md). The main plugin returns it in its ADD result, and the runtime
+ * writes the container's resolv.conf from it.
+ */
+export function dnsOf(net: Network): { nameservers: string[]; search: string[] } | undefined {
+  if (!resolverOn(net)) return undefined;
+  const gws = [...net.subnets].sort((a, b) => Number(a.subnet.includes(':')) - Number(b.subnet.includes(':'))).map((s) => s.gateway);
+  return { nameservers: gws, search: [networkDomain(net.name)] };
+}
+
 export function renderConflist(net: Network, node: NodeContext): Record<string, unknown> {
+  const dns = dnsOf(net);
   return {
     cniVersion: '1.0.0',
     name: net.name,
     plugins: [
-      { ...mainPluginOf(net, node), capabilities: { ips: true, mac: true, aliases: true } },
+      { ...mainPluginOf(net, node), ...(dns ? { dns } : {}), capabilities: { ips: true, mac: true, aliases: true } },
       { type: 'portmap', capabilities: { portMappings: true }, snat: true },
     ],
   };

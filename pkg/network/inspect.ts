@@ -28,6 +28,7 @@ export function optionsOf(n: Network): Record<string, string> {
   if (n.options.parent) o.parent = n.options.parent;
   if (n.options.macvlanMode) o.macvlan_mode = n.options.macvlanMode;
   if (!n.options.isolation) o.isolation = 'false';
+  if (n.options.dns !== undefined) o.dns = String(n.options.dns);
   return o;
 }
 

@@ -29,6 +29,8 @@ export interface NetworkOptions {
   macvlanMode?: 'bridge' | 'private' | 'vepa' | 'passthru';
   /** Isolation from every other knit network on a node (default on). */
   isolation: boolean;
+  /** knitd's resolver for the network's names (docs/dns.md); absent: on for overlay networks. */
+  dns?: boolean;
 }
 
 export interface Network {
@@ -88,6 +90,7 @@ const OPTION_KEYS: Record<string, string> = {
   parent: 'parent',
   macvlan_mode: 'macvlan_mode',
   isolation: 'isolation',
+  dns: 'dns',
 };
 
 /**
@@ -185,6 +188,7 @@ export function buildNetwork(req: CreateRequest, existing: readonly Network[], n
     throw bad('-o vni', options.vni, 'only for --driver overlay');
   }
   if (driver === 'macvlan' && !options.parent) throw bad('-o parent', undefined, 'required for --driver macvlan: the parent link, e.g. -o parent=eth0 or -o parent=eth0.100 (VLAN 100 on eth0)');
+  if (options.dns && driver !== 'overlay') throw bad('-o dns', 'true', `only for --driver overlay (knitd answers on the network's gateway, which ${driver} networks do not have on every node with their containers' records); leave it out or set false`);
   if (driver !== 'macvlan' && (options.parent || options.macvlanMode)) throw bad(options.parent ? '-o parent' : '-o macvlan_mode', options.parent ?? options.macvlanMode, 'only for --driver macvlan');
 
   return { name: req.name, id, driver, subnets: specs, options, internal: !!req.internal, ipv6, labels, created: now.toISOString() };
@@ -229,7 +233,7 @@ function parseOptions(items: string[]): NetworkOptions {
     const key = OPTION_KEYS[k];
     if (!key) {
       if (k === 'encrypted') throw bad('-o', `${k}=${v}`, 'encryption is not available yet in knit; the known options are mtu, vni, parent, macvlan_mode, isolation');
-      throw bad('-o', `${k}=${v}`, 'one of mtu, vni, parent, macvlan_mode, isolation (Docker spellings com.docker.network.driver.mtu and ...overlay.vxlanid_list too)');
+      throw bad('-o', `${k}=${v}`, 'one of mtu, vni, parent, macvlan_mode, isolation, dns (Docker spellings com.docker.network.driver.mtu and ...overlay.vxlanid_list too)');
     }
     switch (key) {
       case 'mtu': {
@@ -256,9 +260,26 @@ function parseOptions(items: string[]): NetworkOptions {
         if (v !== 'true' && v !== 'false') throw bad('-o isolation', v, 'true or false');
         out.isolation = v === 'true';
         break;
+      case 'dns':
+        if (v !== 'true' && v !== 'false') throw bad('-o dns', v, 'true or false (knitd\'s resolver for the network\'s names; on by default for overlay networks)');
+        out.dns = v === 'true';
+        break;
     }
   }
   return out;
+}
+
+/** The DNS zone under which every network has its own domain (docs/dns.md). */
+export const DNS_ZONE = 'knit';
+
+/** A network's DNS domain, the search domain its containers get: `<network>.knit`. */
+export function networkDomain(network: string): string {
+  return `${network.toLowerCase()}.${DNS_ZONE}`;
+}
+
+/** Whether knitd's resolver serves the network: overlay networks unless created with -o dns=false. */
+export function resolverOn(n: Pick<Network, 'driver' | 'options'>): boolean {
+  return n.driver === 'overlay' && n.options.dns !== false;
 }
 
 /** The VLAN id and master of a macvlan parent written Docker's way ("eth0.100"). */

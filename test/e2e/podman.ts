@@ -19,7 +19,7 @@ import { run, type ExecResult, type Lab, type Netns, type Switch } from '../lab/
 import { REF_CNI_DIR, type KnitBuild } from '../lab/cni';
 
 export const BUSYBOX = '/bin/busybox';
-const APPLETS = ['sh', 'ping', 'httpd', 'wget', 'ip', 'sleep', 'cat', 'ifconfig', 'ls', 'true'];
+const APPLETS = ['sh', 'ping', 'httpd', 'wget', 'ip', 'sleep', 'cat', 'ifconfig', 'ls', 'true', 'nslookup'];
 /** The libcni result cache podman uses: <dir>/<network>-<containerId>-<ifName>. */
 const CNI_RESULTS = '/var/lib/cni/results';
 

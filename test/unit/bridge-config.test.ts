@@ -24,7 +24,7 @@ describe('knit-bridge config', () => {
   it('fills the defaults', () => {
     assert.deepEqual(parseBridgeConf(conf(), noArgs), {
       network: 'net1', bridge: DEFAULT_BRIDGE, isGateway: false, isDefaultGateway: false, forceAddress: false,
-      ipMasq: false, isolation: true, hairpinMode: false, promiscMode: false, hasIpam: true,
+      ipMasq: false, isolation: true, hairpinMode: false, promiscMode: false, hasIpam: true, resolver: false, runDir: '/run/knit',
     });
     assert.equal(DEFAULT_BRIDGE, 'knit0');
     // null is absent, as for the reference plugin's Go decoder.
@@ -37,12 +37,15 @@ describe('knit-bridge config', () => {
   it('accepts every key', () => {
     const c = parseBridgeConf(conf({
       bridge: 'br-123456789abc', isGateway: true, isDefaultGateway: false, forceAddress: true, ipMasq: true, isolation: false,
-      hairpinMode: true, promiscMode: false, mtu: 9000, mac: '0A-58-0A-01-00-05',
+      hairpinMode: true, promiscMode: false, mtu: 9000, mac: '0A-58-0A-01-00-05', resolver: true, runDir: '/tmp/knit-run',
     }), noArgs);
     assert.deepEqual(c, {
       network: 'net1', bridge: 'br-123456789abc', isGateway: true, isDefaultGateway: false, forceAddress: true,
       ipMasq: true, isolation: false, hairpinMode: true, promiscMode: false, mtu: 9000, mac: '0a:58:0a:01:00:05', hasIpam: true,
+      resolver: true, runDir: '/tmp/knit-run',
     });
+    assert.throws(() => parseBridgeConf(conf({ resolver: true }), noArgs), /invalid resolver true: only with isGateway and an ipam/);
+    assert.throws(() => parseBridgeConf(conf({ runDir: 'run' }), noArgs), /invalid runDir "run": an absolute directory path/);
     assert.equal(parseBridgeConf(conf({ promiscMode: true }), noArgs).promiscMode, true);
   });
 

@@ -80,7 +80,7 @@ describe('knitctl: help', () => {
     assert.match(script.out, /knitctl --get-yargs-completions/);
     assert.match(script.out, /complete -o bashdefault -o default -F _knitctl_yargs_completions knitctl/);
     const words = async (...argv: string[]): Promise<string[]> => (await knitctl('--get-yargs-completions', 'knitctl', ...argv)).out.trim().split('\n');
-    assert.deepEqual(await words(''), ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'attach', 'detach', 'service', 'completion']);
+    assert.deepEqual(await words(''), ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'attach', 'detach', 'service', 'dns', 'completion']);
     assert.deepEqual(await words('ipam', ''), ['ls', 'gc']);
     assert.ok((await words('ipam', 'gc', '--')).includes('--pods'));
   });

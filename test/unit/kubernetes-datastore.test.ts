@@ -182,7 +182,7 @@ describe('kubernetes datastore', () => {
     const gcDefaults = { confDir: '/etc/cni/net.d', intervalSec: 300, graceSec: 300 };
     assert.deepEqual(overlayFlags({ datastore: 'kubernetes', 'node-name': 'n1', kubeconfig: '/k' }, {}), {
       kubernetes: { kubeconfig: '/k', netConf: '/etc/knit/net-conf.json', ipamGc: gcDefaults }, endpoints: [], prefix: '/knit', nodeName: 'n1',
-      runDir: '/run/knit', stateDir: '/var/lib/knit', confDir: '/etc/cni/net.d', ttlSec: 300, resyncSec: 60,
+      runDir: '/run/knit', stateDir: '/var/lib/knit', confDir: '/etc/cni/net.d', ttlSec: 300, resyncSec: 60, dns: { on: true, resolvConf: '/etc/resolv.conf' },
     });
     assert.equal(overlayFlags({ 'etcd-endpoints': 'http://x:2379', 'cni-conf-dir': '/n' }, {})!.confDir, '/n', 'etcd: where named networks\' conflists go');
     assert.deepEqual(overlayFlags({ 'net-conf': '/c' }, { KNIT_DATASTORE: 'kubernetes', KNIT_NODE_NAME: 'n' })!.kubernetes, { netConf: '/c', ipamGc: gcDefaults });

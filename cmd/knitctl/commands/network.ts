@@ -30,7 +30,7 @@ export function commands(ctx: Ctx): CommandModule[] {
           gateway: many('IP: the gateway of the subnet that contains it (default: its first address)'),
           'ip-range': many('CIDR inside a subnet: containers get addresses only from here'),
           'aux-address': many('NAME=IP: an address of a subnet never handed out'),
-          opt: { ...many('KEY=VALUE: mtu, vni, parent (macvlan), macvlan_mode, isolation'), alias: 'o' },
+          opt: { ...many('KEY=VALUE: mtu, vni, parent (macvlan), macvlan_mode, isolation, dns'), alias: 'o' },
           label: many('KEY=VALUE metadata'),
           internal: { type: 'boolean', describe: 'no egress through the node (no masquerade, no default route)' },
           ipv6: { type: 'boolean', describe: 'allow IPv6 subnets' },

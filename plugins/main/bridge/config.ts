@@ -4,6 +4,7 @@ import { requestedMac, type CniArgs } from '../../../pkg/cni/args';
 import { bool, ifName, mtu } from '../../../pkg/cni/confkeys';
 import { invalidConfig } from '../../../pkg/cni/errors';
 import type { NetConf } from '../../../pkg/cni/types';
+import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
 
 export interface BridgeConf {
   network: string;
@@ -22,6 +23,9 @@ export interface BridgeConf {
   mac?: string;
   /** False when ipam is absent or {} (a layer-2 only attachment, as in the reference). */
   hasIpam: boolean;
+  /** Names answered by knitd on this host (docs/dns.md, "without a datastore"): a record per attachment under runDir. */
+  resolver: boolean;
+  runDir: string;
 }
 
 export const DEFAULT_BRIDGE = 'knit0';
@@ -41,7 +45,11 @@ export function parseBridgeConf(conf: NetConf, args: CniArgs): BridgeConf {
     hairpinMode: bool('hairpinMode', conf.hairpinMode),
     promiscMode: bool('promiscMode', conf.promiscMode),
     hasIpam: !!conf.ipam && Object.keys(conf.ipam).length > 0,
+    resolver: bool('resolver', conf.resolver),
+    runDir: typeof conf.runDir === 'string' ? conf.runDir : DEFAULT_RUN_DIR,
   };
+  if (conf.runDir !== undefined && (typeof conf.runDir !== 'string' || !conf.runDir.startsWith('/'))) throw invalidConfig('runDir', conf.runDir, `an absolute directory path (default ${DEFAULT_RUN_DIR}), knitd's --run-dir`);
+  if (out.resolver && (!out.isGateway || !out.hasIpam)) throw invalidConfig('resolver', true, 'only with isGateway and an ipam: knitd answers on the gateway address the containers get');
   if (out.hairpinMode && out.promiscMode) {
     throw invalidConfig('hairpinMode', true, 'false when promiscMode is true (a promiscuous bridge already reflects frames)');
   }

@@ -22,6 +22,10 @@ import { ensureMasq, masqScript, masqState, removeMasq } from '../../../pkg/nat/
 import { applyNft } from '../../../pkg/nat/nft';
 import { ensureIsolation, isolationCheck, isolationScript, isolationState, removeIsolation, ISOLATION_TABLE } from '../../../pkg/nat/isolation';
 import { parseBridgeConf, type BridgeConf } from './config';
+import { aliasesOf } from '../../../pkg/dns/names';
+import { removeLocalRecord, removeStaleLocal, writeLocalRecord } from '../../../pkg/dns/local';
+import { networkDomain } from '../../../pkg/network/spec';
+import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
 
 const attachmentOf = (ctx: Context): AttachmentId => ({ network: ctx.conf.name, containerId: ctx.containerId, ifName: ctx.ifName });
 
@@ -44,6 +48,7 @@ export const bridge: Plugin & { addWith(ctx: Context, hooks: BridgeAddHooks): Pr
 
   async addWith(ctx, hooks) {
     const cfg = parseBridgeConf(ctx.conf, ctx.args);
+    const aliases = cfg.resolver ? aliasesOf(ctx.conf, cfg.network) : [];
     const id = attachmentOf(ctx);
     const host = Netlink.open(null);
     const pod = openPodNetns(ctx.netns);
@@ -94,6 +99,17 @@ export const bridge: Plugin & { addWith(ctx: Context, hooks: BridgeAddHooks): Pr
         if (cfg.ipMasq && ipam) failpoint(ctx.env, 'masq');
         if (cfg.isolation) failpoint(ctx.env, 'isolation');
         if (ctx.conf.dns && Object.keys(ctx.conf.dns).length) result.dns = ctx.conf.dns;
+        if (cfg.resolver && ipam) {
+          // Last: knitd answers the name once this file is there (docs/dns.md, "without a datastore").
+          const withGw = (result.ips ?? []).filter((i) => i.gateway);
+          writeLocalRecord(cfg.runDir, {
+            network: cfg.network, bridge: cfg.bridge, containerId: ctx.containerId, ifName: ctx.ifName, ips: (result.ips ?? []).map((i) => i.address),
+            subnets: withGw.map((i) => ({ subnet: formatCIDR(networkOf(parseCIDR(i.address)!)), gateway: i.gateway! })),
+            ...(ctx.args.k8sPodName ? { name: ctx.args.k8sPodName } : {}), ...(aliases.length ? { aliases } : {}), created: new Date().toISOString(),
+          });
+          undo.add('dns record', () => removeLocalRecord(cfg.runDir, cfg.network, ctx.containerId, ctx.ifName));
+          if (!result.dns) result.dns = { nameservers: withGw.map((i) => i.gateway!), search: [networkDomain(cfg.network)] };
+        }
         // The bridge's MAC can change as the first port joins: report what it is now.
         result.interfaces![0]!.mac = linkGet(host, br.index).mac ?? '';
         failpoint(ctx.env, 'result');
@@ -113,6 +129,9 @@ export const bridge: Plugin & { addWith(ctx: Context, hooks: BridgeAddHooks): Pr
     let cfg: BridgeConf | undefined;
     try { cfg = parseBridgeConf(ctx.conf, ctx.args); } catch (e) { ctx.log.warn(`DEL with an invalid config: ${(e as Error).message}; cleaning up what can be found`); }
     const id = attachmentOf(ctx);
+    // The name goes first (before the address can be reused); a no-op without a record.
+    const runDir = cfg?.runDir ?? (typeof ctx.conf.runDir === 'string' && ctx.conf.runDir.startsWith('/') ? ctx.conf.runDir : DEFAULT_RUN_DIR);
+    try { removeLocalRecord(runDir, ctx.conf.name, ctx.containerId, ctx.ifName); } catch (e) { ctx.log.warn(`name record of ${ctx.containerId}/${ctx.ifName}: ${(e as Error).message}`); }
     const host = Netlink.open(null);
     try {
       // Deleting the host end takes the container end with it, whether or not the netns still exists.
@@ -198,6 +217,10 @@ export const bridge: Plugin & { addWith(ctx: Context, hooks: BridgeAddHooks): Pr
   async gc(ctx) {
     const cfg = parseBridgeConf(ctx.conf, ctx.args);
     const valid = new Set(ctx.validAttachments.map((a) => `${a.containerID}\0${a.ifname}`));
+    if (cfg.resolver) {
+      const n = removeStaleLocal(cfg.runDir, cfg.network, valid);
+      if (n) ctx.log.info(`GC: removed ${n} name record(s) of attachments that are gone`);
+    }
     withNetlink(null, (host) => {
       for (const l of linkList(host)) {
         const a = parseAttachmentAlias(l.alias);

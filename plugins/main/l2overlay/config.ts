@@ -11,6 +11,7 @@ import { parseEtcdConn, type EtcdConnConfig } from '../../../pkg/ipam/etcd-confi
 import { overlayBridgeName } from '../../../pkg/network/conflist';
 import { nodeFilePath, readNodeFile, type NetworkNodeFile } from '../../../pkg/network/node-file';
 import { VNI_MAX } from '../../../pkg/network/spec';
+export { aliasesOf } from '../../../pkg/dns/names';
 
 export interface L2Conf {
   network: string;
@@ -66,3 +67,4 @@ export function bridgeContext(ctx: Context, cfg: L2Conf, mtu: number | undefined
   try { raw = JSON.parse(ctx.rawConf.toString('utf8')) as Record<string, unknown>; } catch { raw = { ...ctx.conf }; }
   return { ...ctx, conf, rawConf: Buffer.from(JSON.stringify({ ...raw, ...over })) };
 }
+

@@ -13,7 +13,7 @@ import { linkFind, withNetlink } from '../../../pkg/netlink';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
 import { resident } from '../../../pkg/ipam/resident';
 import { bridge } from '../bridge/plugin';
-import { bridgeContext, parseL2Conf, requireNode, type L2Conf } from './config';
+import { aliasesOf, bridgeContext, parseL2Conf, requireNode, type L2Conf } from './config';
 
 /** The network's bridge on this node, or code `code` saying knitd has not made it yet. */
 function networkBridgeMtu(cfg: L2Conf, code: number): number {
@@ -51,6 +51,7 @@ export const l2overlay: Plugin = {
 
   async add(ctx) {
     const cfg = parseL2Conf(ctx.conf);
+    const aliases = aliasesOf(ctx.conf, cfg.network);
     const node = requireNode(cfg);
     const bridgeMtu = networkBridgeMtu(cfg, Code.TryAgainLater);
     const mtu = cfg.mtu ?? bridgeMtu;
@@ -58,7 +59,7 @@ export const l2overlay: Plugin = {
     const endpointOf = (r: Result): Endpoint => ({
       ...endpointId(ctx, cfg), nodeIp: node.nodeIp,
       mac: r.interfaces?.find((i) => i.sandbox && i.name === ctx.ifName)?.mac ?? '', ips: (r.ips ?? []).map((i) => i.address),
-      ...(ctx.args.k8sPodName ? { name: ctx.args.k8sPodName } : {}), created: new Date().toISOString(),
+      ...(ctx.args.k8sPodName ? { name: ctx.args.k8sPodName } : {}), ...(aliases.length ? { aliases } : {}), created: new Date().toISOString(),
     });
     const record = (r: Result): Promise<void> => withStore(cfg, (s) => s.putEndpoint(endpointOf(r), node.lease));
     // The record is written while knit-bridge's last step (one nft process) runs: etcd's disk

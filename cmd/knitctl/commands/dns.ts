@@ -1,0 +1,45 @@
+// knitctl dns: what knitd's resolver answers (docs/dns.md), computed from the same etcd records
+// every knitd reads (networks, endpoints, services), so it shows what any node answers.
+//   dns ls [--network N] [--json]
+import type { CommandModule } from 'yargs';
+import { EtcdClient, prefixEnd } from '../../../pkg/etcd';
+import { RecordTable, describeSource } from '../../../pkg/dns/table';
+import { SpecError } from '../../../pkg/network/spec';
+import { NetworkStore } from '../../../pkg/network/store';
+import { decodeService, servicesPrefix, type Service } from '../../../pkg/service/spec';
+import { etcdConfFromArgs, group, leaf, str, table, type Ctx } from '../common';
+
+export function commands(ctx: Ctx): CommandModule[] {
+  return [group(ctx, ['dns'], {
+    describe: 'the names knitd answers on every node (containers, aliases, services of each network)',
+    commands: () => [
+      leaf(ctx, ['dns', 'ls'], {
+        command: 'ls',
+        describe: 'every record and where it came from: a container on a node, an alias, a service',
+        options: {
+          network: { type: 'string', requiresArg: true, describe: 'only this network\'s records' },
+          json: { type: 'boolean', describe: 'the records as JSON' },
+        },
+        run: async (a, c) => {
+          const conf = etcdConfFromArgs(a, c.env);
+          const client = new EtcdClient(conf);
+          try {
+            const s = new NetworkStore(client, conf.prefix);
+            const [{ networks }, { endpoints }] = [await s.list(), await s.endpoints()];
+            const only = str(a, 'network');
+            if (only && !networks.some((n) => n.name === only)) throw new SpecError(`no network named ${only} (knitctl network ls lists them)`);
+            const sp = servicesPrefix(conf.prefix);
+            const svcs = (await client.range({ key: sp, rangeEnd: prefixEnd(sp) })).kvs.map((kv) => decodeService(kv.value)).filter((x): x is Service => !!x);
+            const t = new RecordTable();
+            t.resync(networks, endpoints, svcs);
+            const records = t.records(only);
+            if (a.json) return JSON.stringify(records, null, 2);
+            return table(['NETWORK', 'NAME', 'ADDRESS', 'SOURCE'], records.map((r) => [r.network, r.name, r.address, describeSource(r.source)]));
+          } finally {
+            client.close();
+          }
+        },
+      }),
+    ],
+  })];
+}
