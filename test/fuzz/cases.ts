@@ -22,6 +22,14 @@ export type Verb = (typeof VERBS)[number];
  */
 export const NETNS_CLASS_FIXED = true;
 
+/**
+ * An open defect outside the fuzzed plugins' own code, reported (fuzz helper, session 4): an
+ * ipam.etcd.tls file that cannot be read (missing, a directory) makes knit-etcd-ipam answer code 5
+ * (pkg/ipam/etcd/keys.ts etcdCniError maps EtcdError "refused" to IOFailure); knit-l2overlay's own
+ * etcd calls answer 11. While false, knit-l2overlay's cases send no such config; set true once fixed.
+ */
+export const ETCD_TLS_FILES_FIXED = false;
+
 /** Where the lab puts things (made by runner.ts, inside the worker's private mounts). */
 export interface Fixtures {
   /** Sandbox directory: every path a config may name lives under it. */
@@ -387,12 +395,19 @@ function l2Odd(fx: Fixtures): fc.Arbitrary<KeyMut> {
     // etcd unreachable (connection refused on the lab's loopback): 11 wherever a record is read or written.
     fc.constant({ endpoints: ['http://127.0.0.1:1'], prefix: fx.etcdPrefix, timeoutMs: 300 }).map((value) => odd(['ipam', 'etcd'], value,
       { ADD: { codes: [11] }, DEL: { codes: [11] }, CHECK: { codes: [11, 7] }, STATUS: { codes: [50, 51, 11] }, GC: { codes: [11] } })),
+    // TLS files that cannot be read or are not PEM (read when the first request is made).
+    ...(!ETCD_TLS_FILES_FIXED ? [] : [fc.constantFrom({ ca: '/nonexistent/ca.pem' }, { ca: fx.notNetns.file }, { ca: fx.notNetns.dir }, { cert: fx.notNetns.file, key: fx.notNetns.file })
+      .map((tls) => odd(['ipam', 'etcd'], { endpoints: [fx.etcdEndpoint.replace(/^http:/, 'https:')], prefix: fx.etcdPrefix, timeoutMs: 500, tls },
+        { ADD: { codes: [11, 7] }, DEL: { codes: [11, 7] }, CHECK: { codes: [11, 7] }, STATUS: { codes: [50, 51, 11, 7] }, GC: { codes: [11, 7] } }))]),
     fc.integer({ min: 68, max: 65535 }).map((value) => ({ path: ['mtu'], value, layer: L.kernel, ok: true, codes: [100, 7] })),
     fc.constantFrom(true, false).chain((b) => fc.constantFrom<KeyMut>(
       { path: ['internal'], value: b, layer: L.kernel, ok: true, codes: [] },
       { path: ['isolation'], value: b, layer: L.kernel, ok: true, codes: [] },
     )),
-    fc.constantFrom('fzl2b', 'x'.repeat(64), 'x'.repeat(200)).map((value) => ({ path: ['name'], value, layer: L.kernel, ok: true, codes: [7] })),
+    fc.constantFrom('fzl2b', 'x'.repeat(63), 'a.b-c_d').map((value) => ({ path: ['name'], value, layer: L.kernel, ok: true, codes: [] })),
+    // Longer than a named network's name may be (63): 7 (was 5, nft's comment limit, at 116+).
+    fc.constantFrom('x'.repeat(64), 'x'.repeat(200)).map((value) => odd(['name'], value,
+      { ADD: { codes: [7], mention: 'name' }, CHECK: { codes: [7] }, STATUS: { codes: [7] }, GC: { codes: [7] }, DEL: { ok: true, codes: [7] } })),
     fc.constantFrom('/knit-fz-other', '/').map((value) => ({ path: ['ipam', 'etcd', 'prefix'], value, layer: L.kernel, ok: true, codes: [] })),
   );
 }

@@ -10,6 +10,8 @@ import { Lab, requireRoot } from '../lab/lab';
 import { attachmentLinks, natState, natEmpty, reservations } from '../lab/cni';
 import { requireEtcd } from '../lab/etcd';
 import { formatReport, runFuzz } from '../fuzz/runner';
+import { mainPluginOf } from '../../pkg/network/conflist';
+import { buildNetwork } from '../../pkg/network/spec';
 
 describe('fuzz: every plugin and verb under malformed stdin and environment (issue 14)', function () {
   this.timeout(240_000);
@@ -64,6 +66,29 @@ describe('fuzz finds, as regression tests (issue 14)', function () {
     const att = path.join(dir, 'run', 'macvlan');
     const left = fs.existsSync(att) ? fs.readdirSync(att, { recursive: true }).map(String).filter((f) => f.includes('/att/') && !f.endsWith('/att')) : [];
     assert.deepEqual(left, []);
+  });
+
+  it('knit-l2overlay with a network name longer than a named network\'s (63): code 7 naming name on ADD, nothing left (was 11 here, 5 on a ready node: the nft comment limit)', async () => {
+    const host = await lab.netns('h');
+    const pod = await lab.pod('p');
+    const net = buildNetwork({ name: 'ln', driver: 'overlay', subnets: ['10.67.0.0/24'], opts: ['vni=4300'] }, [], new Date(0), 'e'.repeat(64));
+    // No etcd here: the name is refused before anything is read or made (the fuzz suite runs the good ones).
+    const main = mainPluginOf(net, { nodeName: 'n1', etcd: { endpoints: ['http://127.0.0.1:1'], prefix: '/knit-ln', timeoutMs: 300 }, runDir: path.join(dir, 'run') });
+    await lab.ip(host, ['link', 'add', 'knb4300', 'mtu', '1450', 'type', 'bridge']);
+    const bin = path.resolve(__dirname, '../../dist/bin/knit-l2overlay');
+    for (const name of ['x'.repeat(64), 'x'.repeat(200)]) {
+      const call = { containerId: 'c1', netns: pod.path, ifName: 'eth0', conf: { cniVersion: '1.0.0', name, ...main }, env: { KNIT_CNI_SOCKET_DIR: '/nonexistent' } };
+      const add = await lab.runPlugin(host, bin, { command: 'ADD', ...call });
+      assert.equal(add.code, 1, add.stdout);
+      assert.equal(add.json?.code, 7, add.stdout);
+      assert.match(add.json.msg, /\bname\b.*at most 63 characters/);
+      assert.doesNotMatch(add.stderr, /unexpected failure|\n\s+at /);
+      assert.deepEqual(await attachmentLinks(lab, host, name), []);
+      assert.ok(natEmpty(await natState(lab, host, name)));
+      // DEL of a config it refuses still frees the attachment and asks the IPAM (etcd is unreachable here: 11, try again).
+      const del = await lab.runPlugin(host, bin, { command: 'DEL', ...call });
+      assert.equal(del.json?.code, 11, del.stdout);
+    }
   });
 
   it('knit-bridge ADD whose default route the kernel refuses (a multicast gateway): code 100 with errno and extack, nothing left', async () => {
