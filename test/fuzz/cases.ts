@@ -368,7 +368,6 @@ const PLUGIN_BAD: Record<PluginName, KeyMut[]> = {
   ],
 };
 
-/** Valid-looking values the kernel or a later check may still refuse (never with 5). */
 /**
  * knit-l2overlay's valid-looking values whose answer depends on the node: a VNI whose bridge knitd
  * has not made (11), a runDir without knitd's node file or with a corrupt one (11), a node file of
@@ -412,6 +411,7 @@ function l2Odd(fx: Fixtures): fc.Arbitrary<KeyMut> {
   );
 }
 
+/** Valid-looking values the kernel or a later check may still refuse (never with 5). */
 const PLUGIN_ODD: Record<Exclude<PluginName, 'knit-l2overlay'>, fc.Arbitrary<KeyMut>> = {
   'knit-bridge': fc.oneof(
     fc.integer({ min: 68, max: 65535 }).map((value) => ({ path: ['mtu'], value, layer: L.kernel, ok: true, codes: [100, 7] })),
