@@ -116,8 +116,9 @@ export function judge(c: Case, o: Out): { verdict: Verdict; why: string } {
   try { err = JSON.parse(o.stdout); } catch { return fail('wrong', `exit 1 and stdout is not one JSON document: ${o.stdout.slice(0, 200)}`); }
   if (typeof err !== 'object' || err === null || typeof err.code !== 'number' || typeof err.msg !== 'string') return fail('wrong', `exit 1 without a CNI error: ${o.stdout.slice(0, 200)}`);
   // Documented code 5 (docs/errors.md): a delegate that is in no CNI_PATH directory, when the
-  // input may have named one (an ipam.type that is not knit's).
-  const findPlugin = err.code === 5 && /^failed to find plugin /.test(err.msg) && (e.ok || e.codes.includes(7));
+  // input may have named one (an ipam.type that is not knit's); or 4 when CNI_PATH names no directory.
+  const findPlugin = ((err.code === 5 && /^failed to find plugin /.test(err.msg)) || (err.code === 4 && /^CNI_PATH is empty: cannot find plugin /.test(err.msg)))
+    && (e.ok || e.codes.includes(7));
   if (err.code === 5 && !findPlugin) return fail('crash', `code 5: ${err.msg}${err.details ? ` (${err.details})` : ''}`);
   if (!e.codes.includes(err.code) && !findPlugin) return fail('wrong', `code ${err.code} "${String(err.msg).slice(0, 200)}", expected ${e.ok ? 'exit 0 or ' : ''}code ${e.codes.join('/') || 'none'} (${e.why})`);
   if (e.mention && !e.mention.split('|').some((m) => String(err.msg).includes(m))) return fail('wrong', `code ${err.code} msg does not name ${e.mention}: ${String(err.msg).slice(0, 200)}`);
