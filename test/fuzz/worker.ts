@@ -11,9 +11,12 @@ import fc from 'fast-check';
 import { dispatch, type Plugin } from '../../pkg/cni/skel';
 import { loadAll } from '../../plugins/registry';
 import { EtcdClient } from '../../pkg/etcd';
+import { leaseGrant, leaseRevoke } from '../../pkg/etcd/lease';
+import type { EtcdConnConfig } from '../../pkg/ipam/etcd-config';
+import { nodeFilePath, writeNodeFile } from '../../pkg/network/node-file';
 import { parseIP } from '../../pkg/ip/ip';
 import { linkList, withNetlink } from '../../pkg/netlink';
-import { NETNS_CLASS_FIXED, caseArb, resultProblem, type Case, type Fixtures } from './cases';
+import { MAIN_PLUGINS, NETNS_CLASS_FIXED, caseArb, resultProblem, type Case, type Fixtures, type PluginName } from './cases';
 
 export interface WorkerSpec {
   seed: number;
@@ -28,6 +31,8 @@ export interface WorkerSpec {
   timeoutMs: number;
   /** Print every failing case (else the first few per class). */
   verbose?: boolean;
+  /** Only these plugins (default: all). */
+  plugins?: PluginName[];
 }
 
 export type Verdict = 'pass' | 'crash' | 'wrong' | 'hang' | 'netns';
@@ -47,6 +52,8 @@ export interface Report {
   /** CNI_NETNS-not-a-namespace answers that would fail, counted apart while NETNS_CLASS_FIXED is false. */
   netnsClass: number;
   failures: Failure[];
+  /** ADDs answered exit 0, by plugin: the fixtures let a good ADD through (else the residue check proves little). */
+  addsOk: Record<string, number>;
   ms: number;
 }
 
@@ -54,7 +61,6 @@ interface Out { stdout: string; stderr: string; exitCode: number | null; signal?
 
 // The plugins as knitd serves them (plugins/registry.ts); the cases name which of them they cover.
 const ALL: ReadonlyMap<string, Plugin> = loadAll();
-const MAIN = new Set(['knit-bridge', 'knit-macvlan', 'knit-overlay']);
 const STACK_RE = /\n\s+at .+[(:]\d+:\d+\)?|unexpected failure|^\s*at [\w.<>]+ \(/m;
 
 async function runInProcess(c: Case, timeoutMs: number): Promise<Out> {
@@ -97,7 +103,7 @@ export function judge(c: Case, o: Out): { verdict: Verdict; why: string } {
     if (c.verb === 'ADD') {
       let v = '1.0.0';
       try { v = JSON.parse(c.stdin.toString('utf8').replace(/^\ufeff/, '')).cniVersion; } catch { /* judged by the shape check */ }
-      const p = resultProblem(o.stdout, v, MAIN.has(c.plugin));
+      const p = resultProblem(o.stdout, v, MAIN_PLUGINS.has(c.plugin));
       if (p) return fail('wrong', `ADD result: ${p}`);
     } else if (c.verb === 'VERSION') {
       let r: any;
@@ -110,8 +116,9 @@ export function judge(c: Case, o: Out): { verdict: Verdict; why: string } {
   try { err = JSON.parse(o.stdout); } catch { return fail('wrong', `exit 1 and stdout is not one JSON document: ${o.stdout.slice(0, 200)}`); }
   if (typeof err !== 'object' || err === null || typeof err.code !== 'number' || typeof err.msg !== 'string') return fail('wrong', `exit 1 without a CNI error: ${o.stdout.slice(0, 200)}`);
   // Documented code 5 (docs/errors.md): a delegate that is in no CNI_PATH directory, when the
-  // input may have named one (an ipam.type that is not knit's).
-  const findPlugin = err.code === 5 && /^failed to find plugin /.test(err.msg) && (e.ok || e.codes.includes(7));
+  // input may have named one (an ipam.type that is not knit's); or 4 when CNI_PATH names no directory.
+  const findPlugin = ((err.code === 5 && /^failed to find plugin /.test(err.msg)) || (err.code === 4 && /^CNI_PATH is empty: cannot find plugin /.test(err.msg)))
+    && (e.ok || e.codes.includes(7));
   if (err.code === 5 && !findPlugin) return fail('crash', `code 5: ${err.msg}${err.details ? ` (${err.details})` : ''}`);
   if (!e.codes.includes(err.code) && !findPlugin) return fail('wrong', `code ${err.code} "${String(err.msg).slice(0, 200)}", expected ${e.ok ? 'exit 0 or ' : ''}code ${e.codes.join('/') || 'none'} (${e.why})`);
   if (e.mention && !e.mention.split('|').some((m) => String(err.msg).includes(m))) return fail('wrong', `code ${err.code} msg does not name ${e.mention}: ${String(err.msg).slice(0, 200)}`);
@@ -170,7 +177,8 @@ class Host {
       const r = await this.etcd.range({ key: Buffer.from([0]), rangeEnd: Buffer.from([0]), keysOnly: true } as any);
       for (const kv of r.kvs) {
         const k = kv.key.toString();
-        if (/\/ipam\/[^/]+\/(ips|attach)\//.test(k)) etcd.push(k);
+        // Reservations, and knit-l2overlay's endpoint records (<prefix>/endpoints/<network>/<node>/<id>/<if>).
+        if (/\/ipam\/[^/]+\/(ips|attach)\/|\/endpoints\//.test(k)) etcd.push(k);
       }
     }
     return { host, pod, nft, files, etcd };
@@ -209,13 +217,37 @@ function cleanupCase(c: Case, added: boolean, fx: Fixtures): Case {
   };
 }
 
+/**
+ * knitd's node files for knit-l2overlay (pkg/network/node-file.ts): this node's on a lease granted
+ * here, inside the lab (the lab's etcd is reached from no other namespace), another node's, and a
+ * corrupt one, and this node's on a lease revoked. The lease outlives any run (a day); etcd goes with the lab.
+ */
+async function writeNodeFiles(fx: Fixtures): Promise<void> {
+  const etcd = (fx.l2.conf.ipam as { etcd: EtcdConnConfig }).etcd;
+  const client = new EtcdClient(etcd);
+  try {
+    const lease = await leaseGrant(client, 24 * 3600);
+    const file = (nodeName: string): Parameters<typeof writeNodeFile>[1] => ({ nodeName, nodeIp: '192.0.2.10', lease, etcd, updated: new Date().toISOString() });
+    writeNodeFile(fx.l2.runDir, file(fx.l2.nodeName));
+    writeNodeFile(fx.l2.otherNodeRunDir, file('fz-other'));
+    const dead = await leaseGrant(client, 60);
+    await leaseRevoke(client, dead);
+    writeNodeFile(fx.l2.deadLeaseRunDir, { ...file(fx.l2.nodeName), lease: dead });
+    fs.mkdirSync(path.dirname(nodeFilePath(fx.l2.corruptRunDir)), { recursive: true });
+    fs.writeFileSync(nodeFilePath(fx.l2.corruptRunDir), '{"nodeName":"fz1","nodeIp":');
+  } finally {
+    client.close();
+  }
+}
+
 export async function work(spec: WorkerSpec): Promise<Report> {
   const t0 = Date.now();
   const fx = spec.fixtures;
+  await writeNodeFiles(fx);
   const podName = path.basename(fx.podNetns);
   const host = new Host(fx, podName);
   host.init();
-  const rep: Report = { seed: spec.seed, cases: 0, inProcess: 0, exec: 0, passed: 0, failed: 0, crashes: 0, wrong: 0, leaks: 0, residue: 0, hangs: 0, netnsClass: 0, failures: [], ms: 0 };
+  const rep: Report = { seed: spec.seed, cases: 0, inProcess: 0, exec: 0, passed: 0, failed: 0, crashes: 0, wrong: 0, leaks: 0, residue: 0, hangs: 0, netnsClass: 0, failures: [], addsOk: {}, ms: 0 };
   const shown = new Map<string, number>();
   const timing = { run: 0, snap: 0 };
   const record = (f: Failure): void => {
@@ -233,6 +265,7 @@ export async function work(spec: WorkerSpec): Promise<Report> {
     timing.run += o.ms;
     if (process.env.FUZZ_PROGRESS && o.ms > Number(process.env.FUZZ_SLOW_MS ?? 1000)) process.stderr.write(`  slow (${o.ms} ms): ${mode} #${index} ${c.plugin} ${c.verb} ${c.label}\n`);
     const v = judge(c, o);
+    if (c.verb === 'ADD' && o.exitCode === 0) rep.addsOk[c.plugin] = (rep.addsOk[c.plugin] ?? 0) + 1;
     let bad = false;
     const base = { mode, index, plugin: c.plugin, verb: c.verb, label: c.label, out: `exit ${o.exitCode} ${o.stdout.slice(0, 300)}` };
     if (v.verdict === 'netns') { rep.netnsClass++; record({ ...base, verdict: 'netns', why: v.why }); }
@@ -251,7 +284,7 @@ export async function work(spec: WorkerSpec): Promise<Report> {
         record({ ...base, verdict: 'leak', why: `cleanup DEL failed: ${dv.why}`, out: `exit ${d.exitCode} ${d.stdout.slice(0, 300)}` });
       }
       const ts = Date.now();
-      const s = await host.snapshot(c.plugin === 'knit-etcd-ipam');
+      const s = await host.snapshot(c.plugin === 'knit-etcd-ipam' || c.plugin === 'knit-l2overlay');
       timing.snap += Date.now() - ts;
       if (!empty(s)) {
         bad = true;
@@ -264,13 +297,13 @@ export async function work(spec: WorkerSpec): Promise<Report> {
   };
 
   // Baseline: a good ADD + DEL of every plugin makes the things that stay (bridges, the nat table).
-  const inArb = caseArb(fx, { inProcess: true });
+  const inArb = caseArb(fx, { inProcess: true, plugins: spec.plugins });
   const inCases = spec.runs > 0 ? fc.sample(inArb, { seed: spec.seed, numRuns: spec.runs }) : [];
   for (let i = 0; i < inCases.length; i++) {
     await one('in-process', i, inCases[i]!);
     if (process.env.FUZZ_PROGRESS && i % 500 === 499) process.stderr.write(`  in-process ${i + 1}/${inCases.length}\n`);
   }
-  const exArb = caseArb(fx);
+  const exArb = caseArb(fx, { plugins: spec.plugins });
   const exCases = spec.execRuns > 0 ? fc.sample(exArb, { seed: spec.seed + 1, numRuns: spec.execRuns }) : [];
   // Exec'd: a bounded number at once (2 CPUs shared), each case and its cleanup in order.
   for (let i = 0; i < exCases.length; i++) {
@@ -287,7 +320,8 @@ export async function work(spec: WorkerSpec): Promise<Report> {
 /** Replays one case by mode and index (for a failure report): prints it and its answer. */
 export async function replay(spec: WorkerSpec, mode: 'in-process' | 'exec', index: number): Promise<void> {
   const fx = spec.fixtures;
-  const arb = caseArb(fx, mode === 'in-process' ? { inProcess: true } : {});
+  await writeNodeFiles(fx);
+  const arb = caseArb(fx, { plugins: spec.plugins, ...(mode === 'in-process' ? { inProcess: true } : {}) });
   const c = fc.sample(arb, { seed: mode === 'in-process' ? spec.seed : spec.seed + 1, numRuns: index + 1 })[index]!;
   const o = mode === 'exec' ? await runExec(spec.binDir, c, spec.timeoutMs) : await runInProcess(c, spec.timeoutMs);
   console.log(JSON.stringify({ plugin: c.plugin, verb: c.verb, label: c.label, env: c.env, stdin: c.stdin.toString('utf8').slice(0, 2000), expect: c.expect, out: o, verdict: judge(c, o) }, null, 2));

@@ -10,7 +10,7 @@ import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
 import { parseEtcdConn, type EtcdConnConfig } from '../../../pkg/ipam/etcd-config';
 import { overlayBridgeName } from '../../../pkg/network/conflist';
 import { nodeFilePath, readNodeFile, type NetworkNodeFile } from '../../../pkg/network/node-file';
-import { VNI_MAX } from '../../../pkg/network/spec';
+import { NAME_RE, VNI_MAX } from '../../../pkg/network/spec';
 export { aliasesOf } from '../../../pkg/dns/names';
 
 export interface L2Conf {
@@ -27,6 +27,9 @@ export interface L2Conf {
 }
 
 export function parseL2Conf(conf: NetConf): L2Conf {
+  // A named network's name (knitctl's rule). Longer names than that reached nft's 128-character
+  // comment limit in knit-bridge's masquerade/isolation entries: code 5 (found by the fuzz suite).
+  if (!NAME_RE.test(conf.name)) throw invalidConfig('name', conf.name, 'a named network\'s name: a letter or digit, then letters, digits, "_", "." or "-", at most 63 characters');
   const vni = conf.vni;
   if (typeof vni !== 'number' || !Number.isInteger(vni) || vni < 1 || vni > VNI_MAX) throw invalidConfig('vni', vni, `the network's VXLAN id, an integer from 1 to ${VNI_MAX}`);
   const runDir = conf.runDir ?? DEFAULT_RUN_DIR;
