@@ -17,7 +17,8 @@ import { OVERLAY_FLAGS, overlayFlags, startOverlay, type OverlayFlags } from './
 const USAGE = `usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level debug|info|warn|error]
              [--etcd-endpoints URL[,URL...] [--etcd-prefix /knit] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F]
               [--etcd-username U --etcd-password P] [--node-name NAME] [--iface LINK] [--run-dir /run/knit]
-              [--state-dir /var/lib/knit] [--lease-ttl SEC] [--resync-interval SEC] [--metrics-addr HOST:PORT]]
+              [--state-dir /var/lib/knit] [--lease-ttl SEC] [--resync-interval SEC] [--metrics-addr HOST:PORT]
+              [--key-rotation-interval SEC]]
              [--datastore kubernetes [--kubeconfig FILE] [--net-conf /etc/knit/net-conf.json] (and the agent flags)
               [--cni-conf-dir /etc/cni/net.d] [--ipam-gc-interval SEC (300; 0: off)] [--ipam-gc-grace SEC (300)]]
   with --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS) knitd also runs the overlay agent (docs/overlay.md);

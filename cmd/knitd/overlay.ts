@@ -27,6 +27,7 @@ export const OVERLAY_FLAGS = {
   'cni-conf-dir': { type: 'string' },
   'ipam-gc-interval': { type: 'string' },
   'ipam-gc-grace': { type: 'string' },
+  'key-rotation-interval': { type: 'string' },
 } as const;
 
 export interface OverlayFlags {
@@ -52,6 +53,8 @@ export interface OverlayFlags {
   resyncSec: number;
   /** HOST:PORT for /metrics and /healthz. */
   metricsAddr?: string;
+  /** Encrypted pod network: move the key generation every this many seconds (0: only `knitctl key rotate`). */
+  keyRotationSec: number;
 }
 
 const posInt = (flag: string, v: string | undefined, dflt: number, min = 1): number => {
@@ -108,6 +111,7 @@ function common(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv, e
     nodeName, ...(v.iface ? { iface: v.iface } : {}),
     runDir: v['run-dir'] ?? '/run/knit', stateDir: v['state-dir'] ?? '/var/lib/knit', confDir: v['cni-conf-dir'] ?? '/etc/cni/net.d',
     ttlSec: posInt('lease-ttl', v['lease-ttl'], 300), resyncSec: posInt('resync-interval', v['resync-interval'], 60),
+    keyRotationSec: posInt('key-rotation-interval', v['key-rotation-interval'], 0, 0),
     ...(v['metrics-addr'] ? { metricsAddr: v['metrics-addr'] } : {}),
   };
 }
@@ -141,7 +145,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
     gc.start();
   }
   const overlay = startRetrying(
-    () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }),
+    () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, keyRotationSec: f.keyRotationSec, log }),
     (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
   const networks = f.kubernetes ? undefined : startNetworks(f, parent);
   let metrics: import('node:http').Server | undefined;
