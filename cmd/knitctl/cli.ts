@@ -13,6 +13,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { ETCD_GROUP, ETCD_OPTIONS, MISSING, UsageError, type Ctx } from './common';
 import * as ipam from './commands/ipam';
+import * as key from './commands/key';
 import * as network from './commands/network';
 import * as node from './commands/node';
 import * as overlay from './commands/overlay';
@@ -20,7 +21,7 @@ import * as podNetwork from './commands/pod-network';
 
 /** Every command group of knitctl, in the order of the top-level help. */
 function groups(ctx: Ctx): CommandModule[] {
-  return [ipam, podNetwork, overlay, node, network].flatMap((g) => g.commands(ctx));
+  return [ipam, podNetwork, overlay, node, network, key].flatMap((g) => g.commands(ctx));
 }
 
 /** The knitctl parser for one run (yargs instances keep state: one per run). */
