@@ -54,7 +54,7 @@ export interface OverlayFlags {
   /** HOST:PORT for /metrics and /healthz. */
   metricsAddr?: string;
   /** Encrypted pod network: move the key generation every this many seconds (0: only `knitctl key rotate`). */
-  keyRotationSec: number;
+  keyRotationSec?: number;
 }
 
 const posInt = (flag: string, v: string | undefined, dflt: number, min = 1): number => {
@@ -111,7 +111,7 @@ function common(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv, e
     nodeName, ...(v.iface ? { iface: v.iface } : {}),
     runDir: v['run-dir'] ?? '/run/knit', stateDir: v['state-dir'] ?? '/var/lib/knit', confDir: v['cni-conf-dir'] ?? '/etc/cni/net.d',
     ttlSec: posInt('lease-ttl', v['lease-ttl'], 300), resyncSec: posInt('resync-interval', v['resync-interval'], 60),
-    keyRotationSec: posInt('key-rotation-interval', v['key-rotation-interval'], 0, 0),
+    ...(v['key-rotation-interval'] !== undefined ? { keyRotationSec: posInt('key-rotation-interval', v['key-rotation-interval'], 0, 0) } : {}),
     ...(v['metrics-addr'] ? { metricsAddr: v['metrics-addr'] } : {}),
   };
 }
@@ -145,7 +145,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
     gc.start();
   }
   const overlay = startRetrying(
-    () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, keyRotationSec: f.keyRotationSec, log }),
+    () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, ...(f.keyRotationSec ? { keyRotationSec: f.keyRotationSec } : {}), log }),
     (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
   const networks = f.kubernetes ? undefined : startNetworks(f, parent);
   let metrics: import('node:http').Server | undefined;

@@ -9,7 +9,7 @@
 //          node took it meanwhile). A changed underlay address (address events, and each
 //          resync) is published again and the local datapath rebuilt on it.
 // stop() leaves the datapath and the lease up: a restarted knitd takes over where it left.
-// An encrypting backend (vxlan with encrypted: true) is checked first (preflight): on a kernel
+// An encrypting backend is checked first (preflight): on a kernel
 // without ESP the agent refuses (code 101, written to refused.json for knit-overlay and to
 // status.json) and never claims a subnet; the key generation in the datastore is followed (and
 // moved every --key-rotation-interval), then published in the lease after the backend installed it.
