@@ -15,7 +15,7 @@ import { buildKnit } from '../lab/cni';
 const ROOT = path.resolve(__dirname, '../..');
 const MARK = '##knit-lane ';
 /** The lane's own limit; mocha's timeout below is larger so the lane reports a timeout itself. */
-const LANE_TIMEOUT_S = Number(process.env.KNIT_KERNEL_TIMEOUT || 600);
+const LANE_TIMEOUT_S = Number(process.env.KNIT_KERNEL_TIMEOUT || 900);
 
 interface InnerEvent {
   event: 'begin' | 'pass' | 'fail' | 'pending' | 'suite' | 'end';
