@@ -304,5 +304,10 @@ function removeXfrmLeftovers(netns: string | null | undefined, log?: Logger): vo
 register('vxlan', {
   parseConfig: parseVxlanConfig,
   create: (cfg, opts) => new VxlanBackend(cfg as VxlanConfig, opts),
-  removeLeftovers: (nl, log) => removeStaleVteps(nl, null, log),
+  // Its VXLAN devices, and the xfrm policies and SAs of its encrypted mode (host-gw taking over).
+  removeLeftovers: (nl, log) => {
+    const removed = removeStaleVteps(nl, null, log);
+    removeXfrmLeftovers(nl.netnsPath, log);
+    return removed;
+  },
 });
