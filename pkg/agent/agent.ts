@@ -111,7 +111,7 @@ export class OverlayAgent {
     this.startNetlinkWatch();
     const ka = Math.max(1, Math.floor(this.ttlSec / 3)) * 1000;
     this.timers.push(setInterval(() => void this.keepAlive(), ka));
-    if (this.backend.setKeyGeneration && this.o.store.getKeyGeneration) {
+    if (this.backend.encrypted && this.backend.setKeyGeneration && this.o.store.getKeyGeneration) {
       this.timers.push(setInterval(() => void this.followKeyGeneration(true).catch((e) => this.fail('key generation', e)), (this.o.keyPollSec ?? 5) * 1000));
     }
     this.timers.push(setInterval(() => {
@@ -161,7 +161,7 @@ export class OverlayAgent {
    */
   private async followKeyGeneration(publish: boolean): Promise<void> {
     const b = this.backend, store = this.o.store;
-    if (!b?.setKeyGeneration || !store.getKeyGeneration || this.stopped || this.keyGenBusy) return;
+    if (!b?.encrypted || !b.setKeyGeneration || !store.getKeyGeneration || this.stopped || this.keyGenBusy) return;
     this.keyGenBusy = true;
     try {
       let rec = await store.getKeyGeneration();

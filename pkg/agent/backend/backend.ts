@@ -83,6 +83,8 @@ export interface Backend {
    * before claiming a subnet, and refuses rather than fall back to something weaker.
    */
   preflight?(): void;
+  /** Whether this backend, as configured, encrypts (then the agent follows the key generation). */
+  readonly encrypted?: boolean;
   /** Encrypting backends: moves to key generation `gen` (rotation); the next sync acts on it. */
   setKeyGeneration?(gen: number): void;
   /** Encrypting backends: what STATUS shows (never a secret). */

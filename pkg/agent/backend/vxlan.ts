@@ -151,6 +151,10 @@ export class VxlanBackend implements Backend {
     return this.encStatus;
   }
 
+  get encrypted(): boolean {
+    return this.cfg.encrypted === true;
+  }
+
   get port(): number {
     return this.cfg.port ?? (this.cfg.encrypted ? ENCRYPTED_VXLAN_PORT : DEFAULT_VXLAN_PORT);
   }
