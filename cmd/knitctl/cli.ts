@@ -15,6 +15,7 @@ import { ETCD_GROUP, ETCD_OPTIONS, MISSING, UsageError, type Ctx } from './commo
 import * as attach from './commands/attach';
 import * as dns from './commands/dns';
 import * as ipam from './commands/ipam';
+import * as key from './commands/key';
 import * as network from './commands/network';
 import * as node from './commands/node';
 import * as overlay from './commands/overlay';
@@ -23,7 +24,7 @@ import * as service from './commands/service';
 
 /** Every command group of knitctl, in the order of the top-level help. */
 function groups(ctx: Ctx): CommandModule[] {
-  return [ipam, podNetwork, overlay, node, network, attach, service, dns].flatMap((g) => g.commands(ctx));
+  return [ipam, podNetwork, overlay, node, network, attach, service, dns, key].flatMap((g) => g.commands(ctx));
 }
 
 /** The knitctl parser for one run (yargs instances keep state: one per run). */

@@ -18,7 +18,7 @@ const USAGE = `usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level d
              [--etcd-endpoints URL[,URL...] [--etcd-prefix /knit] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F]
               [--etcd-username U --etcd-password P] [--node-name NAME] [--iface LINK] [--run-dir /run/knit]
               [--state-dir /var/lib/knit] [--lease-ttl SEC] [--resync-interval SEC] [--metrics-addr HOST:PORT]
-              [--dns on|off] [--dns-resolv-conf /etc/resolv.conf]]
+              [--dns on|off] [--dns-resolv-conf /etc/resolv.conf] [--key-rotation-interval SEC]]
              [--datastore kubernetes [--kubeconfig FILE] [--net-conf /etc/knit/net-conf.json] (and the agent flags)
               [--cni-conf-dir /etc/cni/net.d] [--ipam-gc-interval SEC (300; 0: off)] [--ipam-gc-grace SEC (300)]]
              [--datastore mesh [--peers HOST[:PORT][,HOST...]] [--mesh-listen ADDR:PORT (0.0.0.0:6788)]

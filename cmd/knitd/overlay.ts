@@ -33,6 +33,7 @@ export const OVERLAY_FLAGS = {
   'mesh-password-file': { type: 'string' },
   dns: { type: 'string' },
   'dns-resolv-conf': { type: 'string' },
+  'key-rotation-interval': { type: 'string' },
 } as const;
 
 export interface OverlayFlags {
@@ -62,6 +63,8 @@ export interface OverlayFlags {
   metricsAddr?: string;
   /** The resolver of named networks (docs/dns.md): on unless --dns off; upstreams from resolvConf. */
   dns: { on: boolean; resolvConf: string };
+  /** Encrypted pod network: move the key generation every this many seconds (0: only `knitctl key rotate`). */
+  keyRotationSec?: number;
 }
 
 const posInt = (flag: string, v: string | undefined, dflt: number, min = 1): number => {
@@ -127,6 +130,7 @@ function common(v: Record<string, string | undefined>, env: NodeJS.ProcessEnv, e
     nodeName, ...(v.iface ? { iface: v.iface } : {}),
     runDir: v['run-dir'] ?? '/run/knit', stateDir: v['state-dir'] ?? '/var/lib/knit', confDir: v['cni-conf-dir'] ?? '/etc/cni/net.d',
     ttlSec: posInt('lease-ttl', v['lease-ttl'], 300), resyncSec: posInt('resync-interval', v['resync-interval'], 60),
+    ...(v['key-rotation-interval'] !== undefined ? { keyRotationSec: posInt('key-rotation-interval', v['key-rotation-interval'], 0, 0) } : {}),
     ...(v['metrics-addr'] ? { metricsAddr: v['metrics-addr'] } : {}),
     dns: { on: dnsOn(v.dns), resolvConf: v['dns-resolv-conf'] ?? '/etc/resolv.conf' },
   };
@@ -168,7 +172,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
     gc.start();
   }
   const overlay = startRetrying(
-    () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log }),
+    () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, ...(f.keyRotationSec ? { keyRotationSec: f.keyRotationSec } : {}), log }),
     (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
   // Named networks need etcd for now (on the mesh: later, docs/mesh.md).
   const networks = f.kubernetes || f.mesh ? undefined : startNetworks(f, parent);

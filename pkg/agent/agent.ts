@@ -9,6 +9,10 @@
 //          node took it meanwhile). A changed underlay address (address events, and each
 //          resync) is published again and the local datapath rebuilt on it.
 // stop() leaves the datapath and the lease up: a restarted knitd takes over where it left.
+// An encrypting backend is checked first (preflight): on a kernel
+// without ESP the agent refuses (code 101, written to refused.json for knit-overlay and to
+// status.json) and never claims a subnet; the key generation in the datastore is followed (and
+// moved every --key-rotation-interval), then published in the lease after the backend installed it.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
@@ -19,7 +23,9 @@ import { ensureMasq } from '../nat/masq';
 import type { Datastore, LeaseEvent, SubnetLease, Watch } from '../datastore/datastore';
 import { newBackend, type Backend, type BackendData, type LocalState, type SyncReport } from './backend';
 import { acquireSubnet, savePersisted } from './lease';
-import { DEFAULT_OVERLAY_BRIDGE, writeLeaseFile } from './lease-file';
+import { DEFAULT_OVERLAY_BRIDGE, clearRefusal, removeLeaseFile, writeLeaseFile, writeRefusal, type Refusal } from './lease-file';
+import { CniError } from '../cni/errors';
+import type { EncryptionStatus } from './backend';
 import { parseNetworkConfig, type NetworkConfig } from './network-config';
 
 export const DEFAULT_LEASE_TTL_SEC = 300;
@@ -39,6 +45,10 @@ export interface AgentOptions {
   log?: Logger;
   /** Skip the masquerade rule (tests of hosts without nft). */
   noMasq?: boolean;
+  /** Encrypting backends: move the key generation when it is this old (seconds; 0 or absent: only `knitctl key rotate`). */
+  keyRotationSec?: number;
+  /** Encrypting backends: how often the key generation record is read (seconds, default 5). */
+  keyPollSec?: number;
 }
 
 export interface AgentStatus {
@@ -57,6 +67,10 @@ export interface AgentStatus {
   syncs: number;
   /** Total seconds spent reconciling. */
   syncSeconds: number;
+  /** Encrypting backends: cipher, key generation, keyed and blocked peers (no secrets). */
+  encryption?: EncryptionStatus;
+  /** Why this node refuses the pod network (e.g. encryption on a kernel without ESP). */
+  refused?: Refusal;
 }
 
 export class OverlayAgent {
@@ -89,12 +103,17 @@ export class OverlayAgent {
     this.underlay = findUnderlay(this.o.iface);
     const b = this.cfg.backend;
     this.backend = newBackend(b, { log: this.log, stateDir: this.o.stateDir });
+    this.preflight();
+    await this.followKeyGeneration(false);
     await this.claim();
     await this.relist();
     this.startWatch();
     this.startNetlinkWatch();
     const ka = Math.max(1, Math.floor(this.ttlSec / 3)) * 1000;
     this.timers.push(setInterval(() => void this.keepAlive(), ka));
+    if (this.backend.encrypted && this.backend.setKeyGeneration && this.o.store.getKeyGeneration) {
+      this.timers.push(setInterval(() => void this.followKeyGeneration(true).catch((e) => this.fail('key generation', e)), (this.o.keyPollSec ?? 5) * 1000));
+    }
     this.timers.push(setInterval(() => {
       this.log.debug('periodic resync');
       void this.checkUnderlay().then(() => this.relist()).catch((e) => this.fail('resync', e));
@@ -107,10 +126,63 @@ export class OverlayAgent {
     for (const t of this.timers) clearInterval(t);
     if (this.syncTimer) clearTimeout(this.syncTimer);
     if (this.underlayTimer) clearTimeout(this.underlayTimer);
+    if (this.retireTimer) clearTimeout(this.retireTimer);
     this.watch?.close();
     this.unsubscribe?.();
     this.backend?.close();
   }
+
+  /**
+   * The backend's refusal (code 101: kernel features missing) is recorded where knit-overlay and
+   * knitctl status read it, the stale lease.json removed (no pod may join a datapath this node
+   * cannot run as configured), and start fails (knitd retries it).
+   */
+  private preflight(): void {
+    try {
+      this.backend!.preflight?.();
+    } catch (e) {
+      if (!(e instanceof CniError)) throw e;
+      this.status.refused = { code: e.code, msg: e.message };
+      this.log.error(`refusing the pod network on this node: ${e.message}`);
+      try { writeRefusal(this.o.runDir, this.status.refused); removeLeaseFile(this.o.runDir); } catch (w) { this.fail('writing refused.json', w); }
+      this.writeStatus();
+      throw e;
+    }
+    if (this.status.refused) delete this.status.refused;
+    clearRefusal(this.o.runDir);
+  }
+
+  private keyGenBusy = false;
+
+  /**
+   * Follows the datastore's key generation (moving it first when older than the rotation
+   * interval): the backend installs the new inbound SAs in a sync, then the lease publishes the
+   * generation (peers switch their outbound SAs when they see it). `publish`: after start.
+   */
+  private async followKeyGeneration(publish: boolean): Promise<void> {
+    const b = this.backend, store = this.o.store;
+    if (!b?.encrypted || !b.setKeyGeneration || !store.getKeyGeneration || this.stopped || this.keyGenBusy) return;
+    this.keyGenBusy = true;
+    try {
+      let rec = await store.getKeyGeneration();
+      const every = this.o.keyRotationSec ?? 0;
+      if (every > 0 && store.bumpKeyGeneration && (!rec || Date.now() - Date.parse(rec.at) >= every * 1000)) {
+        rec = await store.bumpKeyGeneration(rec?.generation ?? null);
+        this.log.info(`key rotation interval (${every} s): key generation is now ${rec.generation}`);
+      }
+      const g = rec?.generation ?? 0;
+      if (g <= (b.encryption?.()?.generation ?? -1)) return;
+      this.log.info(`key generation ${g}: installing its SAs, then publishing it`);
+      b.setKeyGeneration(g);
+      if (!publish) return; // start: the first claim publishes it
+      this.reconcile();
+      await this.claim();
+    } finally {
+      this.keyGenBusy = false;
+    }
+  }
+
+  private retireTimer: NodeJS.Timeout | null = null;
 
   private async waitConfig(): Promise<NetworkConfig> {
     for (let warned = false; ; ) {
@@ -275,6 +347,12 @@ export class OverlayAgent {
       this.status.lastSync = { at: new Date().toISOString(), ms, report };
       this.status.syncs++;
       this.status.syncSeconds += ms / 1000;
+      const enc = this.backend.encryption?.();
+      if (enc) {
+        this.status.encryption = enc;
+        // Inbound SAs of an old generation wait for the peer to switch: look again soon.
+        if (enc.retiring > 0 && !this.retireTimer && !this.stopped) this.retireTimer = setTimeout(() => { this.retireTimer = null; this.scheduleSync(); }, 5000);
+      }
       if (report.added || report.updated || report.removed) this.log.info(`synced ${peers.length} peer(s): +${report.added} ~${report.updated} -${report.removed} in ${ms.toFixed(1)} ms`);
       for (const s of report.skipped) this.log.warn(`peer ${s.nodeName} not programmed: ${s.reason}`);
       this.writeStatus();

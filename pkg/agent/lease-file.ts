@@ -80,3 +80,33 @@ export function writeLeaseFile(runDir: string, lease: NodeLeaseFile): void {
 export function removeLeaseFile(runDir: string): void {
   fs.rmSync(leaseFilePath(runDir), { force: true });
 }
+
+/**
+ * Why knitd refuses to run the pod network on this node (e.g. encryption asked on a kernel
+ * without ESP): <runDir>/refused.json, {code, msg}. knit-overlay answers ADD and STATUS with it
+ * instead of "not ready", so the runtime sees the cause; removed once the agent starts.
+ */
+export const REFUSED_FILE = 'refused.json';
+
+export interface Refusal { code: number; msg: string }
+
+export function writeRefusal(runDir: string, r: Refusal): void {
+  fs.mkdirSync(runDir, { recursive: true, mode: 0o755 });
+  const file = path.join(runDir, REFUSED_FILE);
+  fs.writeFileSync(`${file}.${process.pid}.tmp`, `${JSON.stringify(r)}\n`, { mode: 0o644 });
+  fs.renameSync(`${file}.${process.pid}.tmp`, file);
+}
+
+export function clearRefusal(runDir: string): void {
+  fs.rmSync(path.join(runDir, REFUSED_FILE), { force: true });
+}
+
+/** The refusal, or null (none, or unreadable: then the usual "not ready" applies). */
+export function readRefusal(runDir: string = DEFAULT_RUN_DIR): Refusal | null {
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(runDir, REFUSED_FILE), 'utf8')) as Refusal;
+    return typeof v.code === 'number' && typeof v.msg === 'string' ? v : null;
+  } catch {
+    return null;
+  }
+}

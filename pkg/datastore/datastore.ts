@@ -34,6 +34,17 @@ export interface Watch {
   close(): void;
 }
 
+/**
+ * The encrypted overlay's key generation (docs/encryption.md): a counter every node derives its
+ * pair keys with, and when it last moved. Never a secret: keys come from each node's own X25519
+ * key pair and its peers' public keys.
+ */
+export interface KeyGeneration {
+  generation: number;
+  /** RFC 3339. */
+  at: string;
+}
+
 export interface Datastore {
   /** The raw network config (JSON text), or null when none is set. */
   getNetworkConfig(): Promise<string | null>;
@@ -55,6 +66,13 @@ export interface Datastore {
   keepAlive(): Promise<boolean>;
   /** Deletes every lease of a node (decommission); returns how many. */
   releaseNode(nodeName: string): Promise<number>;
+  /** The key generation record (null: none yet, generation 0); datastores without one omit it. */
+  getKeyGeneration?(): Promise<KeyGeneration | null>;
+  /**
+   * Moves the generation from `expect` (what the caller read; null: no record) to expect + 1,
+   * unless it moved meanwhile (then nothing changes); returns the record as it is afterwards.
+   */
+  bumpKeyGeneration?(expect: number | null): Promise<KeyGeneration>;
   /** Lease changes after `revision`, until closed; onError then a re-list is the caller's job. */
   watchLeases(revision: number, onEvent: (e: LeaseEvent) => void, onError: (err: Error) => void): Watch;
   close(): void;

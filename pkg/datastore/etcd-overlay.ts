@@ -2,6 +2,7 @@
 //   <prefix>/config                        the cluster network config (JSON)
 //   <prefix>/subnets/<a.b.c.d>-<len>       one node's subnet lease (JSON, leaseValue), bound to
 //                                          that node agent's etcd lease (TTL, kept alive)
+//   <prefix>/keygen                        the encrypted overlay's key generation {generation, at}
 // The key is the subnet, so "one holder per subnet" is etcd's create-if-absent; the value names
 // the holder, so an agent restarted within the TTL finds and takes over its own subnet.
 // A lease's value is {nodeName, underlayAddr, backend, subnet} plus the backend's data, unread
@@ -10,7 +11,8 @@
 import { EtcdClient, type EtcdClientOptions } from '../etcd';
 import { leaseGrant, leaseKeepAlive, leaseRevoke, leasedPutIf } from '../etcd';
 import { EtcdWatch } from '../etcd';
-import { checkBackendData, type ClaimResult, type Datastore, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
+import { checkBackendData, type ClaimResult, type Datastore, type KeyGeneration, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
+import { cmp } from '../etcd/client';
 
 export const DEFAULT_ETCD_PREFIX = '/knit';
 
@@ -73,6 +75,27 @@ export class EtcdDatastore implements Datastore {
 
   async putNetworkConfig(json: string): Promise<void> {
     await this.client.put(this.configKey, json);
+  }
+
+  get keyGenerationKey(): string { return `${this.prefix}/keygen`; }
+
+  async getKeyGeneration(): Promise<KeyGeneration | null> {
+    const kv = await this.client.get(this.keyGenerationKey);
+    return kv ? parseKeyGeneration(kv.value.toString()) : null;
+  }
+
+  async bumpKeyGeneration(expect: number | null): Promise<KeyGeneration> {
+    const key = this.keyGenerationKey;
+    const cur = await this.client.get(key);
+    const now = cur ? parseKeyGeneration(cur.value.toString()) : null;
+    if ((now?.generation ?? null) !== expect && !(expect === null && !now)) return now ?? { generation: 0, at: new Date(0).toISOString() };
+    const next: KeyGeneration = { generation: (now?.generation ?? 0) + 1, at: new Date().toISOString() };
+    const r = await this.client.txn({
+      compare: [cur ? cmp.modified(key, cur.modRevision) : cmp.absent(key)],
+      success: [{ put: { key, value: JSON.stringify(next) } }],
+    });
+    if (r.succeeded) return next;
+    return (await this.getKeyGeneration()) ?? next;
   }
 
   async listLeases(): Promise<{ leases: SubnetLease[]; revision: number }> {
@@ -153,4 +176,13 @@ function prefixEndOf(p: string): Buffer {
   const b = Buffer.from(p);
   b[b.length - 1]!++;
   return b;
+}
+
+/** A key generation record's value; an unreadable one counts as generation 0. */
+export function parseKeyGeneration(text: string): KeyGeneration {
+  try {
+    const v = JSON.parse(text) as Record<string, unknown>;
+    if (Number.isSafeInteger(v.generation) && (v.generation as number) >= 0) return { generation: v.generation as number, at: typeof v.at === 'string' ? v.at : new Date(0).toISOString() };
+  } catch { /* below */ }
+  return { generation: 0, at: new Date(0).toISOString() };
 }

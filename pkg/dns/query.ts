@@ -1,6 +1,6 @@
 // One DNS query in, one decision out: answer it (with the response's bytes), forward it upstream,
 // refuse it, or drop it. Pure over the record table: the server owns the sockets, this file the
-// protocol. The wire format is dns-packet's (docs/design.md D15 (dns)); the header is checked
+// protocol. The wire format is dns-packet's (docs/design.md D18); the header is checked
 // before it decodes anything, so hostile packets cost a few comparisons:
 //   not a query (QR set), more or fewer than one question, any answer or authority record, more
 //   than one additional record (EDNS's OPT), shorter than a header, longer than the transport

@@ -25,3 +25,8 @@ export {
   RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST, RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC,
   IFA_F_NODAD, IFA_F_PERMANENT, IFF_UP, IFF_PROMISC, IFF_LOWER_UP,
 } from './constants';
+export {
+  NETLINK_XFRM, openXfrm, xfrmStateAdd, xfrmStateDel, xfrmStateList, xfrmPolicyUpdate, xfrmPolicyDel, xfrmPolicyList,
+  XFRM_POLICY_IN, XFRM_POLICY_OUT, XFRM_POLICY_ALLOW, XFRM_POLICY_BLOCK, IPPROTO_UDP, IPPROTO_ESP,
+} from './xfrm';
+export type { XfrmSelector, XfrmStateSpec, XfrmState, XfrmPolicySpec, XfrmPolicy } from './xfrm';

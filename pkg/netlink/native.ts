@@ -9,6 +9,8 @@ import { existsSync } from 'node:fs';
 /** The addon's surface; see pkg/netlink/native/knit_netlink.c. */
 export interface NativeAddon {
   openSocket(netnsPath: string | null, protocol: number, groups: number): number;
+  /** AF_PACKET, every frame of `ifname` (null: of every link) in the namespace (tests' captures). */
+  openPacketSocket(netnsPath: string | null, ifname: string | null): number;
   send(fd: number, buf: Buffer, length?: number): number;
   /** Returns -1 when nonblocking and nothing is queued. */
   recv(fd: number, buf: Buffer, nonblocking?: boolean): number;

@@ -1,4 +1,4 @@
-// A Netlink handle: one NETLINK_ROUTE socket bound inside one network namespace,
+// A Netlink handle: one NETLINK_ROUTE (or NETLINK_XFRM) socket bound inside one network namespace,
 // reused for every request there. Requests are synchronous (a send, then blocking
 // receives until the matching ack or NLMSG_DONE): rtnetlink replies in microseconds
 // and a plugin runs its steps in order anyway.
@@ -31,12 +31,15 @@ export class Netlink {
     this.seq = (Date.now() & 0x3fffffff) >>> 0;
   }
 
-  /** Opens a socket inside netnsPath (a /run/netns/... or /proc/<pid>/ns/net path), or here. */
-  static open(netnsPath?: string | null): Netlink {
+  /**
+   * Opens a socket inside netnsPath (a /run/netns/... or /proc/<pid>/ns/net path), or here;
+   * protocol NETLINK_ROUTE unless told (xfrm.ts: NETLINK_XFRM).
+   */
+  static open(netnsPath?: string | null, protocol: number = NETLINK_ROUTE): Netlink {
     const path = netnsPath || null;
     let fd: number;
     try {
-      fd = native().openSocket(path, NETLINK_ROUTE, 0);
+      fd = native().openSocket(path, protocol, 0);
     } catch (err) {
       fromNative(err);
     }

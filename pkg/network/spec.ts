@@ -232,7 +232,7 @@ function parseOptions(items: string[]): NetworkOptions {
   for (const [k, v] of Object.entries(raw)) {
     const key = OPTION_KEYS[k];
     if (!key) {
-      if (k === 'encrypted') throw bad('-o', `${k}=${v}`, 'encryption is not available yet in knit; the known options are mtu, vni, parent, macvlan_mode, isolation');
+      if (k === 'encrypted') throw bad('-o', `${k}=${v}`, 'encryption is not available yet for named networks (the routed pod network encrypts: backend vxlan with encrypted: true, docs/encryption.md); the known options are mtu, vni, parent, macvlan_mode, isolation');
       throw bad('-o', `${k}=${v}`, 'one of mtu, vni, parent, macvlan_mode, isolation, dns (Docker spellings com.docker.network.driver.mtu and ...overlay.vxlanid_list too)');
     }
     switch (key) {

@@ -190,7 +190,7 @@ describe('dns: record table and queries', () => {
   });
 });
 
-describe('dns: the codec stays off the plugins\' start path (design.md D15 (dns))', () => {
+describe('dns: the codec stays off the plugins\' start path (design.md D18)', () => {
   it('dns-packet is bundled into knitd only, not into any plugin or knitctl', async function () {
     this.timeout(60_000);
     const { build } = await import('esbuild');

@@ -23,7 +23,7 @@ describe('knitctl: help', () => {
     const r = await knitctl('--help');
     assert.equal(r.code, 0);
     assert.equal(r.err, '');
-    for (const c of ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'attach', 'detach', 'completion']) {
+    for (const c of ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'attach', 'detach', 'key', 'completion']) {
       assert.match(r.out, new RegExp(`^  knitctl ${c} `, 'm'), c);
     }
     assert.match(r.out, /^etcd flags:$/m);
@@ -80,7 +80,7 @@ describe('knitctl: help', () => {
     assert.match(script.out, /knitctl --get-yargs-completions/);
     assert.match(script.out, /complete -o bashdefault -o default -F _knitctl_yargs_completions knitctl/);
     const words = async (...argv: string[]): Promise<string[]> => (await knitctl('--get-yargs-completions', 'knitctl', ...argv)).out.trim().split('\n');
-    assert.deepEqual(await words(''), ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'attach', 'detach', 'service', 'dns', 'completion']);
+    assert.deepEqual(await words(''), ['ipam', 'pod-network', 'status', 'peers', 'inspect', 'node', 'network', 'attach', 'detach', 'service', 'dns', 'key', 'completion']);
     assert.deepEqual(await words('ipam', ''), ['ls', 'gc']);
     assert.ok((await words('ipam', 'gc', '--')).includes('--pods'));
   });

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import type { CommandModule, Options } from 'yargs';
 import type { EtcdDatastore } from '../../../pkg/datastore/etcd-overlay';
 import type { SubnetLease } from '../../../pkg/datastore/datastore';
-import { DEFAULT_RUN_DIR, readLeaseFile } from '../../../pkg/agent/lease-file';
+import { DEFAULT_RUN_DIR, readLeaseFile, readRefusal } from '../../../pkg/agent/lease-file';
 import { KNIT_RTPROT, linkFind, routeList, withNetlink } from '../../../pkg/netlink';
 import { leaf, str, table, value, withStore, type Ctx, type Flags } from '../common';
 import * as mesh from './mesh';
@@ -95,12 +95,19 @@ async function status(store: LeaseSource, a: Flags): Promise<string> {
     const r = kernel.routes.get(l.subnet);
     return { ...l, programmed: !!r, via: r?.gw ?? null };
   });
-  const out = { node: me ?? null, lease, device: kernel.device, agent: agent ? { syncs: agent.syncs, errors: agent.errors, lastSync: agent.lastSync?.at ?? null } : null, peers };
+  const refused = readRefusal(dir);
+  const enc = agent?.encryption ?? null;
+  const out = {
+    node: me ?? null, lease, device: kernel.device, agent: agent ? { syncs: agent.syncs, errors: agent.errors, lastSync: agent.lastSync?.at ?? null } : null, peers,
+    ...(enc ? { encryption: enc } : {}), ...(refused ? { refused } : {}),
+  };
   if (a.json) return JSON.stringify(out, null, 2);
   const lines = [
     lease ? `node ${me ?? '?'}: subnet ${lease.subnet} of ${lease.network}, mtu ${lease.mtu}, backend ${lease.backend ?? '?'}` : `no lease at ${dir}/lease.json: knitd is not running or not ready`,
     kernel.device ? `device ${kernel.device.name}: ${kernel.device.up ? 'up' : 'DOWN'}, mtu ${kernel.device.mtu}, mac ${kernel.device.mac}` : `device: ${agent?.device ? `${agent.device} MISSING` : '-'}`,
     agent ? `agent: ${agent.syncs} syncs, ${agent.errors} errors, last ${agent.lastSync?.at ?? 'never'}` : 'agent: no status.json',
+    ...(refused ? [`REFUSED (code ${refused.code}): ${refused.msg}`] : []),
+    ...(enc ? [`encryption: ${enc.cipher}, key generation ${enc.generation}, ${enc.peers.length} peer(s) keyed, ${enc.blocked.length} blocked${enc.retiring ? `, ${enc.retiring} old SA(s) retiring` : ''}`] : []),
     '',
     table(['PEER', 'SUBNET', 'UNDERLAY', 'PROGRAMMED', 'VIA'], peers.map((p) => [p.nodeName, p.subnet, p.underlayAddr, p.programmed ? 'yes' : 'NO', p.via ?? '-'])),
   ];

@@ -36,6 +36,19 @@ export interface Peer {
   backendData?: BackendData;
 }
 
+/** An encrypting backend's state, for status.json and knitctl status. */
+export interface EncryptionStatus {
+  /** e.g. "esp rfc4106(gcm(aes)) 128". */
+  cipher: string;
+  generation: number;
+  /** Peers with an outbound SA and the generation it uses. */
+  peers: Array<{ nodeName: string; txGeneration: number }>;
+  /** Peers traffic to which is blocked, with why. */
+  blocked: Array<{ nodeName: string; reason: string }>;
+  /** Inbound SAs kept for a peer that may still use them. */
+  retiring: number;
+}
+
 /** What ensureLocal made: what pods get. */
 export interface LocalState {
   /** The MTU pods on this node must use. */
@@ -64,6 +77,18 @@ export interface Backend {
   leaseData(nodeName: string): BackendData;
   ensureLocal(local: LocalNode): LocalState;
   sync(peers: Peer[]): SyncReport;
+  /**
+   * Throws a CniError (code 101, the missing kernel features named) when this node cannot run
+   * the backend as configured (an encrypted backend on a kernel without ESP); the agent calls it
+   * before claiming a subnet, and refuses rather than fall back to something weaker.
+   */
+  preflight?(): void;
+  /** Whether this backend, as configured, encrypts (then the agent follows the key generation). */
+  readonly encrypted?: boolean;
+  /** Encrypting backends: moves to key generation `gen` (rotation); the next sync acts on it. */
+  setKeyGeneration?(gen: number): void;
+  /** Encrypting backends: what STATUS shows (never a secret). */
+  encryption?(): EncryptionStatus | undefined;
   /** The device(s) and links a netlink event on which calls for a repair. */
   watched(): { devices: string[] };
   close(): void;
@@ -79,8 +104,10 @@ export interface BackendOptions {
   /** Network namespace to program (a /run/netns path); default the current one. */
   netns?: string | null;
   log?: Logger;
-  /** Where a backend may keep state (vxlan keeps none: its MAC is derived from the node name). */
+  /** Where a backend may keep state (vxlan: its X25519 key when encrypted; its MAC is derived from the node name). */
   stateDir?: string;
+  /** Encrypted backends: how long an inbound SA no longer wanted is kept (default 60 s; tests shorten it). */
+  retireGraceMs?: number;
 }
 
 export function emptyReport(): SyncReport {

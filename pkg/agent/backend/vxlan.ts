@@ -7,18 +7,23 @@
 // from the node name and VNI, so it stays the same across restarts without any state.
 // The MAC travels in the node's lease as the backend data {vtepMac} (knit.dev/vtep-mac on a
 // Kubernetes Node); the agent and the datastores carry it without reading it.
+// With `encrypted: true` the VXLAN traffic between nodes is ESP (esp.ts, docs/encryption.md):
+// its own UDP port (4799, so plain VXLAN on 4789 coexists), MTU less the ESP overhead, the
+// node's public key and key generation in the backend data (encKey, encGen).
 import { createHash } from 'node:crypto';
 import {
   NUD_PERMANENT, Netlink, addrAdd, addrDel, addrList, fdbDel, fdbList, fdbReplace, isExist, isNotFound, linkAdd,
-  linkDel, linkFind, linkGet, linkList, linkSet, neighDel, neighList, neighReplace, type Link,
+  linkDel, linkFind, linkGet, linkList, linkSet, neighDel, neighList, neighReplace, openXfrm, type Link,
 } from '../../netlink';
 import { formatIP, networkOf, parseCIDR, type IPNet } from '../../ip/ip';
 import type { Logger } from '../../cni/log';
 import {
-  configError, emptyReport, type Backend, type BackendConfig, type BackendData, type BackendOptions, type LocalNode, type LocalState, type Peer, type SyncReport,
+  configError, emptyReport, type Backend, type BackendConfig, type BackendData, type BackendOptions, type EncryptionStatus, type LocalNode, type LocalState, type Peer, type SyncReport,
 } from './backend';
 import { canonSubnet, ensureForwarding, reconcileRoutes, sameL2, underlayOf, type Underlay, type WantRoute } from './reconcile';
 import { register, removeOtherBackends } from './registry';
+import { EspDatapath, espUnavailable, probeEsp, removeEspLeftovers } from './esp';
+import { ENC_GEN, ENC_KEY, ESP_AEAD, ESP_OVERHEAD, loadNodeKey, newNodeKey, parseGeneration, type NodeKey } from './esp-keys';
 
 export interface VxlanConfig extends BackendConfig {
   type: 'vxlan';
@@ -28,9 +33,13 @@ export interface VxlanConfig extends BackendConfig {
   mtu?: number;
   /** Peers on the same L2 subnet get a direct route via their underlay address. */
   directRouting?: boolean;
+  /** ESP between the nodes (docs/encryption.md). */
+  encrypted?: boolean;
 }
 
 export const DEFAULT_VXLAN_PORT = 4789;
+/** Encrypted VXLAN's own port: ESP policies select by port, and plain VXLAN (named overlays) keeps 4789. */
+export const ENCRYPTED_VXLAN_PORT = 4799;
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
 export const VXLAN_OVERHEAD = 50;
 /** The backend data key of the VTEP MAC (Kubernetes: the knit.dev/vtep-mac annotation). */
@@ -76,12 +85,16 @@ const int = (v: unknown, lo: number, hi: number): boolean => typeof v === 'numbe
 
 /** The network config's backend object for vxlan, with defaults (vni 1, port 4789). */
 export function parseVxlanConfig(b: Record<string, unknown>): VxlanConfig {
-  for (const k of Object.keys(b)) if (!['type', 'vni', 'port', 'mtu', 'directRouting'].includes(k)) throw configError(`backend.${k}`, b[k], 'unknown key for vxlan (vni, port, mtu, directRouting)');
+  for (const k of Object.keys(b)) if (!['type', 'vni', 'port', 'mtu', 'directRouting', 'encrypted'].includes(k)) throw configError(`backend.${k}`, b[k], 'unknown key for vxlan (vni, port, mtu, directRouting, encrypted)');
   const vni = b.vni ?? 1;
   if (!int(vni, 0, 0xffffff)) throw configError('backend.vni', vni, 'an integer from 0 to 16777215 (default 1)');
-  const port = b.port ?? DEFAULT_VXLAN_PORT;
-  if (!int(port, 1, 65535)) throw configError('backend.port', port, `a UDP port 1-65535 (default ${DEFAULT_VXLAN_PORT})`);
-  const cfg: VxlanConfig = { type: 'vxlan', vni: vni as number, port: port as number };
+  if (b.encrypted !== undefined && typeof b.encrypted !== 'boolean') throw configError('backend.encrypted', b.encrypted, 'true or false');
+  const encrypted = b.encrypted === true;
+  const port = b.port ?? (encrypted ? ENCRYPTED_VXLAN_PORT : DEFAULT_VXLAN_PORT);
+  if (!int(port, 1, 65535)) throw configError('backend.port', port, `a UDP port 1-65535 (default ${DEFAULT_VXLAN_PORT}, encrypted ${ENCRYPTED_VXLAN_PORT})`);
+  if (encrypted && port === DEFAULT_VXLAN_PORT) throw configError('backend.port', port, `another port than ${DEFAULT_VXLAN_PORT} when encrypted (default ${ENCRYPTED_VXLAN_PORT}): the plain VXLAN of named overlay networks uses ${DEFAULT_VXLAN_PORT}, and ESP policies select by port`);
+  if (encrypted && b.directRouting === true) throw configError('backend.directRouting', true, 'false when encrypted: direct routes would carry pod traffic in plain text');
+  const cfg: VxlanConfig = { type: 'vxlan', vni: vni as number, port: port as number, ...(encrypted ? { encrypted } : {}) };
   if (b.mtu !== undefined) {
     if (!int(b.mtu, 68, 65535)) throw configError('backend.mtu', b.mtu, 'an integer from 68 to 65535 (default: underlay MTU − 50)');
     cfg.mtu = b.mtu as number;
@@ -100,6 +113,10 @@ export class VxlanBackend implements Backend {
   private readonly log?: Logger;
   private local?: LocalNode;
   private underlay?: Underlay;
+  private nodeKey?: NodeKey;
+  private esp?: EspDatapath;
+  private keyGen = 0;
+  private encStatus?: EncryptionStatus;
 
   constructor(private readonly cfg: VxlanConfig, private readonly opts: BackendOptions = {}) {
     if (!Number.isInteger(cfg.vni) || cfg.vni < 0 || cfg.vni > 0xffffff) throw new Error(`invalid vni ${cfg.vni}: 0-16777215`);
@@ -109,18 +126,56 @@ export class VxlanBackend implements Backend {
   }
 
   leaseData(nodeName: string): BackendData {
-    return { [VTEP_MAC_KEY]: vtepMacFor(nodeName, this.cfg.vni) };
+    const d: BackendData = { [VTEP_MAC_KEY]: vtepMacFor(nodeName, this.cfg.vni) };
+    if (this.cfg.encrypted) Object.assign(d, { [ENC_KEY]: this.key().publicKey, [ENC_GEN]: String(this.keyGen) });
+    return d;
+  }
+
+  /** The node's X25519 key: kept in the state directory, else (tests) made for this process. */
+  private key(): NodeKey {
+    return (this.nodeKey ??= this.opts.stateDir ? loadNodeKey(this.opts.stateDir) : newNodeKey());
+  }
+
+  preflight(): void {
+    if (!this.cfg.encrypted) return;
+    const missing = probeEsp(this.opts.netns);
+    if (missing.length) throw espUnavailable(missing, `encrypted VXLAN (${this.device})`);
+  }
+
+  setKeyGeneration(gen: number): void {
+    if (Number.isInteger(gen) && gen > this.keyGen) this.keyGen = gen;
+    this.esp?.setGeneration(this.keyGen);
+  }
+
+  encryption(): EncryptionStatus | undefined {
+    return this.encStatus;
+  }
+
+  get encrypted(): boolean {
+    return this.cfg.encrypted === true;
   }
 
   get port(): number {
-    return this.cfg.port ?? DEFAULT_VXLAN_PORT;
+    return this.cfg.port ?? (this.cfg.encrypted ? ENCRYPTED_VXLAN_PORT : DEFAULT_VXLAN_PORT);
   }
 
   ensureLocal(local: LocalNode): LocalState {
     this.local = local;
     const u = (this.underlay = underlayOf(this.nl, local.underlayIface, local.underlayAddr));
-    const mtu = local.mtu ?? this.cfg.mtu ?? u.mtu - VXLAN_OVERHEAD;
+    const mtu = local.mtu ?? this.cfg.mtu ?? u.mtu - VXLAN_OVERHEAD - (this.cfg.encrypted ? ESP_OVERHEAD : 0);
     const mac = vtepMacFor(local.nodeName, this.cfg.vni);
+    if (this.cfg.encrypted) {
+      // Refuse before anything exists, and block clear VXLAN before the device does.
+      if (!this.esp) {
+        this.preflight();
+        this.esp = new EspDatapath(this.key(), this.port, this.opts.netns, this.log, this.opts.retireGraceMs);
+        this.esp.setGeneration(this.keyGen);
+      }
+      this.esp.ensureBase(local.underlayAddr);
+      this.encStatus ??= { cipher: `esp ${ESP_AEAD} 128`, generation: this.keyGen, peers: [], blocked: [], retiring: 0 };
+    } else {
+      removeXfrmLeftovers(this.opts.netns, this.log);
+    }
     removeStaleVteps(this.nl, this.device, this.log);
     removeOtherBackends(this.nl, this.type, this.log);
     let l = linkFind(this.nl, this.device);
@@ -171,6 +226,17 @@ export class VxlanBackend implements Backend {
     if (!dev) { this.ensureLocal(local); dev = linkGet(this.nl, this.device); }
     const u = this.underlay!;
     const rep = emptyReport();
+    const blocked = new Map<string, string>();
+    if (this.esp) {
+      const r = this.esp.sync(peers.filter((p) => p.nodeName !== local.nodeName).map((p) => ({
+        nodeName: p.nodeName, underlayAddr: p.underlayAddr, generation: parseGeneration(p.backendData?.[ENC_GEN]) ?? 0,
+        ...(p.backendData?.[ENC_KEY] ? { publicKey: p.backendData[ENC_KEY] } : {}),
+      })));
+      for (const b of r.blocked) blocked.set(b.nodeName, b.reason);
+      rep.added += r.added;
+      rep.removed += r.removed;
+      this.encStatus = { cipher: `esp ${ESP_AEAD} 128`, generation: this.keyGen, peers: r.keyed, blocked: r.blocked, retiring: this.esp.pendingRetirement };
+    }
     const mine = canonSubnet(local.subnet);
     const routes = new Map<string, WantRoute>();
     const neighs = new Map<string, string>();
@@ -191,7 +257,11 @@ export class VxlanBackend implements Backend {
       routes.set(subnet, { dst: subnet, gw: vtep, dev: dev.index, onlink: true });
       neighs.set(vtep, mac);
       fdb.set(mac, p.underlayAddr);
-      rep.programmed.push(p.nodeName);
+      // Encrypted, no key yet: routed into the tunnel, where the block policy drops it (never
+      // out of the default route in clear); reported as not programmed.
+      const why = blocked.get(p.nodeName);
+      if (why) rep.skipped.push({ nodeName: p.nodeName, reason: why });
+      else rep.programmed.push(p.nodeName);
     }
     // Neighbours first, then FDB, then routes: a route never points at an unresolved VTEP.
     for (const n of neighList(this.nl, { link: dev.index, family: 4 })) {
@@ -224,11 +294,24 @@ export class VxlanBackend implements Backend {
 
   close(): void {
     this.nl.close();
+    this.esp?.close();
   }
+}
+
+/** A plain backend removes what an encrypted one left (policies would block its peers' port). */
+function removeXfrmLeftovers(netns: string | null | undefined, log?: Logger): void {
+  let nl;
+  try { nl = openXfrm(netns); } catch { return; /* no xfrm in this kernel: nothing can be left */ }
+  try { removeEspLeftovers(nl, log); } catch (e) { log?.warn(`removing knit's xfrm objects: ${(e as Error).message}`); } finally { nl.close(); }
 }
 
 register('vxlan', {
   parseConfig: parseVxlanConfig,
   create: (cfg, opts) => new VxlanBackend(cfg as VxlanConfig, opts),
-  removeLeftovers: (nl, log) => removeStaleVteps(nl, null, log),
+  // Its VXLAN devices, and the xfrm policies and SAs of its encrypted mode (host-gw taking over).
+  removeLeftovers: (nl, log) => {
+    const removed = removeStaleVteps(nl, null, log);
+    removeXfrmLeftovers(nl.netnsPath, log);
+    return removed;
+  },
 });

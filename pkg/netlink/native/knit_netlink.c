@@ -9,7 +9,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/netlink.h>
+#include <net/if.h>
 #include <node_api.h>
 #include <sched.h>
 #include <stdint.h>
@@ -233,6 +237,49 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  napi_value out;
+  CHECK_NAPI(napi_create_int32(env, fd, &out));
+  return out;
+}
+
+// openPacketSocket(netnsPath: string|null, ifname: string|null): number — an AF_PACKET socket
+// receiving every frame (ETH_P_ALL) of one link (or of every link) in a namespace: the tests'
+// capture of what crosses an underlay (tcpdump is not installed everywhere). Read it with recv.
+static napi_value open_packet(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    throw_type(env, "openPacketSocket(netnsPath, ifname)");
+    return NULL;
+  }
+  char path[4096], ifname[IF_NAMESIZE + 1];
+  bool has_path, has_if;
+  if (!get_opt_string(env, argv[0], path, sizeof path, &has_path)) return NULL;
+  if (!get_opt_string(env, argv[1], ifname, sizeof ifname, &has_if)) return NULL;
+  ns_switch sw;
+  if (!ns_enter(env, has_path ? path : NULL, &sw)) return NULL;
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+  int err = fd < 0 ? errno : 0;
+  const char *failed = "socket";
+  if (fd >= 0 && has_if) {
+    struct sockaddr_ll sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sll_family = AF_PACKET;
+    sa.sll_protocol = htons(ETH_P_ALL);
+    sa.sll_ifindex = (int)if_nametoindex(ifname);
+    if (sa.sll_ifindex == 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+      err = sa.sll_ifindex == 0 ? ENODEV : errno;
+      failed = "bind";
+      close(fd);
+      fd = -1;
+    }
+  }
+  ns_leave(&sw);
+  if (fd < 0) {
+    throw_errno(env, err, failed, has_if ? ifname : NULL);
+    return NULL;
+  }
   napi_value out;
   CHECK_NAPI(napi_create_int32(env, fd, &out));
   return out;
@@ -629,6 +676,7 @@ static napi_value nl_funlock(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openSocket", NULL, open_socket, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openPacketSocket", NULL, open_packet, NULL, NULL, NULL, napi_enumerable, NULL},
       {"send", NULL, nl_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recv", NULL, nl_recv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, nl_close, NULL, NULL, NULL, napi_enumerable, NULL},

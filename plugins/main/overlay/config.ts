@@ -4,7 +4,7 @@
 import { CniError, Code, invalidConfig } from '../../../pkg/cni/errors';
 import type { Context } from '../../../pkg/cni/skel';
 import type { IPAMConf, NetConf } from '../../../pkg/cni/types';
-import { DEFAULT_OVERLAY_BRIDGE, DEFAULT_RUN_DIR, leaseFilePath, readLeaseFile, type NodeLeaseFile } from '../../../pkg/agent/lease-file';
+import { DEFAULT_OVERLAY_BRIDGE, DEFAULT_RUN_DIR, leaseFilePath, readLeaseFile, readRefusal, type NodeLeaseFile } from '../../../pkg/agent/lease-file';
 
 export function runDirOf(conf: NetConf): string {
   const v = conf.runDir;
@@ -13,7 +13,7 @@ export function runDirOf(conf: NetConf): string {
   return v;
 }
 
-/** The node's lease; code 11 (try again later) when knitd has not written one yet. */
+/** The node's lease; code 11 (try again later) when knitd has not written one yet, knitd's refusal (e.g. 101) when it refuses. */
 export function requireLease(conf: NetConf): NodeLeaseFile {
   const runDir = runDirOf(conf);
   let lease: NodeLeaseFile | null;
@@ -23,6 +23,9 @@ export function requireLease(conf: NetConf): NodeLeaseFile {
     throw new CniError(Code.TryAgainLater, `knitd is not ready: ${(e as Error).message}`);
   }
   if (!lease) {
+    // knitd refuses this node (e.g. encryption without ESP in the kernel): say why, with its code.
+    const refused = readRefusal(runDir);
+    if (refused) throw new CniError(refused.code, refused.msg);
     throw new CniError(Code.TryAgainLater, `knitd is not ready: no subnet lease at ${leaseFilePath(runDir)} (is knitd running on this node with --run-dir ${runDir}?)`);
   }
   return lease;

@@ -38,6 +38,8 @@ export const overlay: Plugin = {
     try {
       lease = requireLease(ctx.conf);
     } catch (e) {
+      // A refusal keeps its own code (101: a kernel feature missing); anything else: not available.
+      if (e instanceof CniError && e.code !== Code.TryAgainLater) throw e;
       throw new CniError(Code.PluginNotAvailable, (e as Error).message);
     }
     await bridge.status(bridgeContext(ctx, lease));
