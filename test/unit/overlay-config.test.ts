@@ -128,7 +128,9 @@ describe('knitd overlay flags', () => {
   it('off without endpoints; defaults; validation', () => {
     assert.equal(overlayFlags({}, {}), undefined);
     const f = overlayFlags({ 'etcd-endpoints': 'http://a:2379,http://b:2379', 'node-name': 'n1' }, {})!;
-    assert.deepEqual(f, { endpoints: ['http://a:2379', 'http://b:2379'], prefix: '/knit', nodeName: 'n1', runDir: '/run/knit', stateDir: '/var/lib/knit', confDir: '/etc/cni/net.d', ttlSec: 300, resyncSec: 60 });
+    assert.deepEqual(f, { endpoints: ['http://a:2379', 'http://b:2379'], prefix: '/knit', nodeName: 'n1', runDir: '/run/knit', stateDir: '/var/lib/knit', confDir: '/etc/cni/net.d', ttlSec: 300, resyncSec: 60, dns: { on: true, resolvConf: '/etc/resolv.conf' } });
+    assert.deepEqual(overlayFlags({ 'etcd-endpoints': 'http://a:2379', dns: 'off', 'dns-resolv-conf': '/r' }, {})!.dns, { on: false, resolvConf: '/r' });
+    assert.throws(() => overlayFlags({ 'etcd-endpoints': 'http://a:2379', dns: 'maybe' }, {}), /--dns maybe/);
     assert.equal(overlayFlags({}, { KNIT_ETCD_ENDPOINTS: 'https://x:2379', KNIT_NODE_NAME: 'y' })!.nodeName, 'y');
     assert.throws(() => overlayFlags({ 'etcd-endpoints': 'x:2379' }, {}), /--etcd-endpoints x:2379/);
     assert.throws(() => overlayFlags({ 'etcd-endpoints': 'http://x', 'lease-ttl': '0' }, {}), /--lease-ttl 0/);
