@@ -35,7 +35,9 @@ export type EtcdErrorKind =
   /** Authentication failed (bad user or password). */
   | 'auth'
   /** etcd answered with an error (permission denied, bad request ...). */
-  | 'refused';
+  | 'refused'
+  /** The client's own configuration cannot be used (a TLS file that cannot be read): fix the config. */
+  | 'config';
 
 export class EtcdError extends Error {
   constructor(readonly kind: EtcdErrorKind, msg: string, readonly grpcCode?: number) {
@@ -285,7 +287,8 @@ export class EtcdClient {
       try {
         out[k] = fs.readFileSync(file);
       } catch (e) {
-        throw new EtcdError('refused', `etcd tls.${k} ${JSON.stringify(file)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+        const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+        throw new EtcdError('config', `tls.${k} ${JSON.stringify(file)} cannot be read (${why}): a readable PEM file`);
       }
     }
     return (this.tlsFiles = out);

@@ -20,7 +20,7 @@
 //   every network, as before (isolation is between networks that both have it on).
 // - The policy stays accept and nothing else is matched, so the rest of the node's forwarding
 //   is unchanged; the table lives in the namespace the plugin runs in (the node's).
-import { chainName, listTable as listNft, nft as runNft, type NftJson } from './nft';
+import { chainName, listTable as listNft, nft as runNft, nftComment, type NftJson } from './nft';
 import { CniError, Code } from '../cni/errors';
 
 export const ISOLATION_TABLE = 'knit-isolation';
@@ -61,7 +61,7 @@ export function isolationScript(network: string, bridge: string | string[]): str
     `table inet ${ISOLATION_TABLE} {`,
     '  set bridges { type ifname; }',
     '  set same { type ifname . ifname; }',
-    `  set ${set} { type ifname; comment ${JSON.stringify(`knit network ${network}`)}; }`,
+    `  set ${set} { type ifname; comment ${nftComment(`knit network ${network}`)}; }`,
     '  chain forward { type filter hook forward priority filter; policy accept; }',
     '}',
     `add element inet ${ISOLATION_TABLE} ${set} { ${ifaces.map(q).join(', ')} }`,

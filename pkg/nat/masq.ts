@@ -10,7 +10,7 @@
 // The rules live in the namespace the plugin runs in (the host's); removal is explicit:
 // the bridge removes a network's entry when its last attachment goes (DEL) or by GC.
 import { formatCIDR, networkOf, type IPNet } from '../ip/ip';
-import { chainName, listTable as listNft, nft as runNft, type NftJson } from './nft';
+import { chainName, listTable as listNft, nft as runNft, nftComment, type NftJson } from './nft';
 
 export { chainName };
 
@@ -37,7 +37,7 @@ export function masqScript(network: string, subnets: IPNet[]): string {
   const nets = subnets.map((s) => networkOf(s));
   const v4 = nets.filter((n) => n.ip.family === 4).map(formatCIDR);
   const v6 = nets.filter((n) => n.ip.family === 6).map(formatCIDR);
-  const comment = JSON.stringify(`knit ${network}`);
+  const comment = nftComment(`knit ${network}`);
   const lines = [
     `table inet ${NAT_TABLE} {`,
     '  map masq4 { type ipv4_addr : verdict; flags interval; }',

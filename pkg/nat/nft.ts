@@ -41,3 +41,19 @@ export function listTable(table: string): NftJson | null {
 export function chainName(network: string): string {
   return `n_${network.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 40)}_${fnv1a32(network).toString(16).padStart(8, '0')}`;
 }
+
+/** nft keeps at most 127 bytes of a comment (NFT_USERDATA_MAXLEN 128 with its NUL). */
+export const NFT_COMMENT_MAX = 127;
+
+/**
+ * A quoted nft comment naming `text`; a longer text (a 200-character network name) is cut and ends
+ * with its hash, so the comment still tells networks apart instead of failing the transaction.
+ */
+export function nftComment(text: string): string {
+  const safe = text.replace(/["\\\n]/g, '_');
+  if (Buffer.byteLength(safe) <= NFT_COMMENT_MAX) return `"${safe}"`;
+  const tail = `~${fnv1a32(text).toString(16).padStart(8, '0')}`;
+  let head = safe.slice(0, NFT_COMMENT_MAX - tail.length);
+  while (Buffer.byteLength(head) > NFT_COMMENT_MAX - tail.length) head = head.slice(0, -1);
+  return `"${head}${tail}"`;
+}

@@ -28,7 +28,7 @@
 // go with it); after that each change touches only the services that changed (renderChanges).
 import { fnv1a32 } from '../hash';
 import { parseIP } from '../ip/ip';
-import { nft } from '../nat/nft';
+import { nft, nftComment } from '../nat/nft';
 import {
   KNIT_RTPROT, Netlink, isExist, isNotFound, linkFind, linkList, routeAdd, routeDel, routeList,
 } from '../netlink';
@@ -108,7 +108,7 @@ export function renderTable(services: readonly LbService[]): string {
   lines.push(`  set local4 { type ipv4_addr;${elems(locals)} }`);
   for (const s of sorted) {
     const id = serviceId(s.network, s.name);
-    lines.push(`  map b_${id} { typeof numgen inc mod 1 : ip daddr; comment ${JSON.stringify(`knit service ${s.network}/${s.name}`)};${elems(s.backends.map((b, i) => `${i} : ${b}`))} }`);
+    lines.push(`  map b_${id} { typeof numgen inc mod 1 : ip daddr; comment ${nftComment(`knit service ${s.network}/${s.name}`)};${elems(s.backends.map((b, i) => `${i} : ${b}`))} }`);
   }
   lines.push('  chain prerouting { type nat hook prerouting priority dstnat; policy accept; ip daddr vmap @vip4; }');
   for (const s of sorted) {
@@ -152,7 +152,7 @@ export function renderChanges(before: readonly LbService[] | null, after: readon
   for (const x of gone) lines.push(`delete chain ${t} s_${key(x)}`, `delete map ${t} b_${key(x)}`);
   for (const c of changed) lines.push(`flush chain ${t} s_${c.id}`, `flush map ${t} b_${c.id}`);
   for (const x of added) {
-    lines.push(`add map ${t} b_${key(x)} { typeof numgen inc mod 1 : ip daddr; comment ${JSON.stringify(`knit service ${x.network}/${x.name}`)}; }`, `add chain ${t} s_${key(x)}`);
+    lines.push(`add map ${t} b_${key(x)} { typeof numgen inc mod 1 : ip daddr; comment ${nftComment(`knit service ${x.network}/${x.name}`)}; }`, `add chain ${t} s_${key(x)}`);
   }
   for (const x of [...added, ...changed.map((c) => c.to)]) {
     const id = key(x);

@@ -175,6 +175,10 @@ describe('knit-etcd-ipam', function () {
     fails(await cni('ADD', conf('bad', { ...base, timeoutMs: 5 }), 'b1'), 7, 'ipam.etcd.timeoutMs');
     fails(await cni('ADD', conf('bad', base, { blockSize: 31 }), 'b1'), 7, 'ipam.blockSize', 'from 16 to 30');
     fails(await cni('ADD', conf('bad', { ...base, tls: { cert: '/x.crt' } }), 'b1'), 7, 'ipam.etcd.tls');
+    // A TLS file that cannot be read (missing; a directory) is the config's fault: 7, not 5 (found by the fuzz suite).
+    const httpsBase = { endpoints: ['https://127.0.0.1:2379'], timeoutMs: 500 };
+    fails(await cni('ADD', conf('bad', { ...httpsBase, tls: { ca: '/nonexistent/ca.pem' } }), 'b1'), 7, 'ipam.etcd.tls.ca', '/nonexistent/ca.pem', 'ENOENT', 'a readable PEM file');
+    fails(await cni('DEL', conf('bad', { ...httpsBase, tls: { ca: '/' } }), 'b1'), 7, 'ipam.etcd.tls.ca', 'EISDIR');
     fails(await cni('ADD', conf('bad', base, { nodeName: 'a/b' }), 'b1'), 7, 'ipam.nodeName');
     const pw = await cni('ADD', conf('bad', { ...base, password: 12345 }), 'b1');
     fails(pw, 7, 'ipam.etcd.password');

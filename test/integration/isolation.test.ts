@@ -243,6 +243,21 @@ describe('isolation between knit networks', function () {
     assert.ok(!st.bridges.includes('kiso-gc'), JSON.stringify(st));
   });
 
+  it('a network name of 200 characters (the longest valid) masquerades and isolates; its nft comments are cut, never refused', async () => {
+    const name = 'L'.repeat(200);
+    const c = conf(name, 'kiso-long', 9);
+    const p = await add(c, 'long1');
+    const st = await isolationState(lab, host, name);
+    assert.deepEqual(st.interfaces, ['kiso-long']);
+    assert.ok(!natEmpty(await natState(lab, host, name)), 'masquerade installed');
+    const listed = (await lab.exec(host, 'nft', ['list', 'table', 'inet', 'knit-nat'])).stdout;
+    const comment = /comment "(knit L+~[0-9a-f]{8})"/.exec(listed)?.[1];
+    assert.ok(comment && comment.length <= 127, `a cut comment with the name's hash: ${listed}`);
+    await del(c, p);
+    assert.deepEqual((await isolationState(lab, host, name)).interfaces, []);
+    assert.ok(natEmpty(await natState(lab, host, name)), 'masquerade removed');
+  });
+
   it('DEL of the last pod of a network removes its entries only; DEL is idempotent', async () => {
     await del(confA, a1);
     assert.deepEqual((await isolationState(lab, host, 'iso-a')).interfaces, ['kiso-a'], 'one pod of A remains');

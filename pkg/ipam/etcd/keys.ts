@@ -97,6 +97,7 @@ export function etcdCniError(e: unknown): unknown {
   switch (e.kind) {
     case 'unavailable': return new CniError(Code.TryAgainLater, e.message);
     case 'auth': return new CniError(Code.InvalidConfig, `${e.message} (ipam.etcd.username / password)`);
+    case 'config': return new CniError(Code.InvalidConfig, `invalid ipam.etcd.${e.message}`);
     default: return new CniError(Code.IOFailure, e.message);
   }
 }

@@ -8,7 +8,8 @@
 import type { Context, Plugin } from '../../../pkg/cni/skel';
 import { CniError, Code } from '../../../pkg/cni/errors';
 import type { Result } from '../../../pkg/cni/types';
-import { EtcdClient } from '../../../pkg/etcd/client';
+import { EtcdClient, EtcdError } from '../../../pkg/etcd/client';
+import { etcdCniError } from '../../../pkg/ipam/etcd/keys';
 import { linkFind, withNetlink } from '../../../pkg/netlink';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
 import { resident } from '../../../pkg/ipam/resident';
@@ -36,6 +37,7 @@ async function withStore<T>(cfg: L2Conf, fn: (s: NetworkStore) => Promise<T>): P
     return await fn(new NetworkStore(client, cfg.etcd.prefix));
   } catch (e) {
     if (e instanceof CniError) throw e;
+    if (e instanceof EtcdError && e.kind === 'config') throw etcdCniError(e); // 7: a TLS file the config names cannot be read
     throw new CniError(Code.TryAgainLater, `network ${cfg.network}: cannot reach the endpoint records in etcd: ${(e as Error).message}`);
   } finally {
     if (!resident.enabled) client.close();
