@@ -2,6 +2,7 @@
 // two lab hosts, `knitctl network create` run once on one of them (Docker's documented example),
 // the conflists that appear on both hosts, containers on two overlay networks across the hosts,
 // isolation between the networks, one container on both, names across hosts (knitd's resolver),
+// a service VIP balanced over two containers on two hosts,
 // and `knitctl network inspect`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -55,19 +56,20 @@ export async function networksDemo(): Promise<void> {
     const cl = JSON.parse(readFileSync(join(dir(0, 'net.d'), 'knit-myoverlaynet.conflist'), 'utf8'));
     console.log(indent(`knit-myoverlaynet.conflist: plugins ${cl.plugins.map((p: { type: string }) => p.type).join(' + ')}, vni ${cl.plugins[0].vni}, ipam ranges ${JSON.stringify(cl.plugins[0].ipam.ranges)}, exclude ${JSON.stringify(cl.plugins[0].ipam.exclude)}`));
 
-    const add = async (i: number, net: string, id: string, pod: Netns, ifName = 'eth0'): Promise<string> => {
+    const add = async (i: number, net: string, id: string, pod: Netns, ifName = 'eth0', aliases: string[] = []): Promise<string> => {
       const c = JSON.parse(readFileSync(join(dir(i, 'net.d'), `knit-${net}.conflist`), 'utf8'));
       const r = await lab.runPlugin(hosts[i]!, join(BIN, c.plugins[0].type), {
-        command: 'ADD', containerId: id, netns: pod.path, ifName, path: [BIN], conf: { cniVersion: c.cniVersion, name: c.name, ...c.plugins[0] },
+        command: 'ADD', containerId: id, netns: pod.path, ifName, path: [BIN],
+        conf: { cniVersion: c.cniVersion, name: c.name, ...c.plugins[0], ...(aliases.length ? { runtimeConfig: { aliases: { [net]: aliases } } } : {}) },
         args: `IgnoreUnknown=1;K8S_POD_NAME=${id}`, env: { KNIT_CNI_SOCKET_DIR: join(tmp, 'none') },
       });
       if (r.code !== 0) throw new Error(`ADD ${id} failed: ${r.stdout || r.stderr}`);
       return String(r.json.ips[0].address).split('/')[0]!;
     };
-    step('containers: web1 on nn1 and web2 on nn2 (myoverlaynet), db1 on nn1 (backend), api on nn2 on both');
+    step('containers: web1 on nn1 and web2 on nn2 (myoverlaynet, alias web), db1 on nn1 (backend), api on nn2 on both');
     const pods = { web1: await lab.pod('web1'), web2: await lab.pod('web2'), db1: await lab.pod('db1'), api: await lab.pod('api') };
     const ip = {
-      web1: await add(0, 'myoverlaynet', 'web1', pods.web1), web2: await add(1, 'myoverlaynet', 'web2', pods.web2),
+      web1: await add(0, 'myoverlaynet', 'web1', pods.web1, 'eth0', ['web']), web2: await add(1, 'myoverlaynet', 'web2', pods.web2, 'eth0', ['web']),
       db1: await add(0, 'backend', 'db1', pods.db1), api: await add(1, 'myoverlaynet', 'api', pods.api),
     };
     const apiDb = await add(1, 'backend', 'api', pods.api, 'eth1');
@@ -92,8 +94,33 @@ export async function networksDemo(): Promise<void> {
       }
       return [...new Set(out.split('\n').filter((l) => /Name:|Address: (?!192\.168\.0\.100)|NXDOMAIN|can't/.test(l)))].join('  ');
     };
-    for (const name of ['web1', 'db1', 'web1.myoverlaynet.knit', 'nosuch']) console.log(indent(`$ nslookup ${name}   (from api)   ${await lookup(name)}`));
+    for (const name of ['web1', 'web', 'db1', 'web1.myoverlaynet.knit', 'nosuch']) console.log(indent(`$ nslookup ${name}   (from api)   ${await lookup(name)}`));
     console.log(indent(`$ knitctl dns ls\n${await ctl('dns', 'ls')}`));
+    step('a service VIP (swarm\'s endpoint mode vip, docs/services.md): web on tcp:80, balanced by knitd on every host over the containers aliased web');
+    const servers: ChildProcess[] = [];
+    try {
+      for (const [name, pod] of [['web1', pods.web1], ['web2', pods.web2]] as const) {
+        const p = spawn('ip', ['netns', 'exec', pod.name, process.execPath, '-e', `require('net').createServer((s) => s.end('${name}\\n')).listen(80, () => console.log('up'))`],
+          { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+        servers.push(p);
+        await new Promise<void>((res) => { p.stdout!.once('data', () => res()); p.once('exit', () => res()); });
+      }
+      console.log(indent(`$ knitctl service create web --network myoverlaynet --port tcp:80\n${await ctl('service', 'create', 'web', '--network', 'myoverlaynet', '--port', 'tcp:80')}`));
+      const svc = JSON.parse(await ctl('service', 'inspect', 'web'))[0];
+      const vip = String(svc.Endpoint.VirtualIPs[0].Addr).split('/')[0]!;
+      console.log(indent(`$ knitctl service ls\n${await ctl('service', 'ls')}`));
+      console.log(indent(`$ nslookup web   (from api)   ${await lookup('web')}   (the name now answers with the VIP)`));
+      const answers: string[] = [];
+      for (let t = 0; t < 50 && !(answers.includes('web1') && answers.includes('web2')); t++) {
+        const r = await lab.exec(pods.api, 'busybox', ['nc', '-w', '2', vip, '80'], { allowFail: true, input: '' });
+        answers.push(r.stdout.trim() || '(no answer)');
+        if (!r.stdout.trim()) await sleep(200);
+      }
+      console.log(indent(`connections from api to ${vip}:80, one after the other, answered by: ${answers.join(' ')}`));
+      console.log(indent(`$ knitctl service rm web\n${await ctl('service', 'rm', 'web')}`));
+    } finally {
+      for (const p of servers) p.kill('SIGTERM');
+    }
     step('knitctl network inspect myoverlaynet (Docker\'s shape, every container on every host)');
     const ins = JSON.parse(await ctl('network', 'inspect', 'myoverlaynet'))[0];
     console.log(indent(JSON.stringify({ Name: ins.Name, Driver: ins.Driver, IPAM: ins.IPAM, Containers: ins.Containers, Options: ins.Options, Peers: ins.Peers }, null, 1).replace(/\n\s*/g, ' ')));
