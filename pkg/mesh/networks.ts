@@ -18,7 +18,8 @@ const AUTO_RETRIES = 5;
 const sameId = (a: EndpointId, b: EndpointId): boolean => a.network === b.network && a.containerId === b.containerId && a.ifName === b.ifName;
 
 export class MeshNetworks implements NetworkCatalog {
-  constructor(readonly node: MeshNode) {}
+  /** joinWaitMs: how long a claim waits for a joiner's connections to a quorum (tests: 0). */
+  constructor(readonly node: MeshNode, private readonly joinWaitMs = READY_MS) {}
 
   private get self(): string { return this.node.state.self; }
 
@@ -39,7 +40,7 @@ export class MeshNetworks implements NetworkCatalog {
     for (let attempt = 1; ; attempt++) {
       const net = buildNetwork(req, this.node.state.networks(), now, randomBytes(32).toString('hex'));
       const claim = { kind: 'net' as const, net: { id: net.id, name: net.name, subnets: net.subnets.map((s) => s.subnet), ...(net.options.vni !== undefined ? { vni: net.options.vni } : {}) } };
-      const r = await this.node.vote(claim, this.node.version(), READY_MS);
+      const r = await this.node.vote(claim, this.node.version(), this.joinWaitMs);
       if (r.ok) {
         this.node.putNetworkRecord({ k: 'net', name: net.name, id: net.id, v: this.node.version(), by: this.self, net });
         return net;
