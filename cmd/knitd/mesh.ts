@@ -11,7 +11,9 @@ import type { Logger } from '../../pkg/cni/log';
 import { parseNetworkConfig } from '../../pkg/agent/network-config';
 import { MeshDatastore } from '../../pkg/datastore/mesh';
 import { serveControl } from '../../pkg/mesh/control';
+import { MeshIpam } from '../../pkg/mesh/ipam';
 import { MeshNetworks } from '../../pkg/mesh/networks';
+import type { Owner } from '../../pkg/ipam/store';
 import type { CreateRequest } from '../../pkg/network/spec';
 import type { Endpoint, EndpointId } from '../../pkg/network/store';
 import { DEFAULT_MESH_PORT, joinHostPort, MeshNode, parseHostPort } from '../../pkg/mesh/node';
@@ -53,9 +55,10 @@ export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger): { store: 
   const node = new MeshNode({ name: f.nodeName, secret: m.secret, listen: m.listen, peers: m.peers, stateDir: path.join(f.stateDir, 'mesh'), ttlSec: f.ttlSec, log });
   const store = new MeshDatastore(node);
   const networks = new MeshNetworks(node);
+  const ipam = new MeshIpam(node, path.join(f.stateDir, 'mesh'));
   let control: Server | undefined;
   node.start().then(async () => {
-    control = await serveControl(f.runDir, (req) => handle(node, store, networks, f, req));
+    control = await serveControl(f.runDir, (req) => handle(node, store, networks, ipam, f, req));
     log.info(`mesh control socket at ${path.join(f.runDir, 'mesh.sock')}`);
   }).catch((e: Error) => {
     log.error(`mesh: cannot listen on ${joinHostPort(m.listen.host, m.listen.port)} (--mesh-listen): ${e.message}`);
@@ -65,8 +68,21 @@ export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger): { store: 
 }
 
 /** What knitctl asks the local knitd in mesh mode. */
-async function handle(node: MeshNode, store: MeshDatastore, nets: MeshNetworks, f: NodeFlags, req: Record<string, unknown>): Promise<unknown> {
+async function handle(node: MeshNode, store: MeshDatastore, nets: MeshNetworks, ipam: MeshIpam, f: NodeFlags, req: Record<string, unknown>): Promise<unknown> {
+  const owner = (): Owner => { const o = req.owner as Owner; return { containerId: String(o?.containerId), ifName: String(o?.ifName) }; };
   switch (req.op) {
+    // Addresses of named networks (pkg/mesh/ipam.ts): knit-mesh-ipam's verbs.
+    case 'ipam-add':
+      await node.ready(10_000);
+      return ipam.allocate(String(req.network), owner(), Array.isArray(req.requests) ? req.requests.map(String) : []);
+    case 'ipam-del':
+      return ipam.release(String(req.network), owner());
+    case 'ipam-check':
+      return ipam.check(String(req.network), owner());
+    case 'ipam-gc':
+      return ipam.gc(String(req.network), Array.isArray(req.valid) ? (req.valid as Owner[]) : []);
+    case 'ipam-ls':
+      return ipam.summary();
     // Named networks (pkg/mesh/networks.ts): knitctl network ..., knit-l2overlay's endpoints.
     case 'net-ls':
       return nets.list();

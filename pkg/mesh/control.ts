@@ -32,7 +32,7 @@ export async function serveControl(runDir: string, handle: Handler): Promise<net
       handle(req).then(
         (result) => s.end(`${JSON.stringify({ ok: true, result })}\n`),
         // The error's class travels too: knitctl treats a SpecError (a bad request) as on etcd.
-        (e: Error) => s.end(`${JSON.stringify({ ok: false, error: e.message, ...(e.name !== 'Error' ? { kind: e.name } : {}) })}\n`));
+        (e: Error & { code?: unknown }) => s.end(`${JSON.stringify({ ok: false, error: e.message, ...(e.name !== 'Error' ? { kind: e.name } : {}), ...(typeof e.code === 'number' ? { code: e.code } : {}) })}\n`));
     });
   });
   const old = process.umask(0o177);
@@ -65,10 +65,10 @@ export function controlCall<T = unknown>(runDir: string, req: Record<string, unk
     s.on('end', () => {
       clearTimeout(t);
       try {
-        const r = JSON.parse(buf) as { ok: boolean; result?: T; error?: string; kind?: string };
+        const r = JSON.parse(buf) as { ok: boolean; result?: T; error?: string; kind?: string; code?: number };
         if (r.ok) { resolve(r.result as T); return; }
         if (r.kind === 'SpecError') { reject(new SpecError(r.error ?? 'knitd failed')); return; }
-        const err = new Error(r.error ?? 'knitd failed');
+        const err = Object.assign(new Error(r.error ?? 'knitd failed'), typeof r.code === 'number' ? { code: r.code } : {});
         if (r.kind) err.name = r.kind;
         reject(err);
       } catch { reject(new Error(`knitd at ${file} answered no JSON`)); }

@@ -4,19 +4,22 @@
 // a conflicting create on h3 is refused with etcd's message; an endpoint recorded through h2's
 // knitd becomes FDB and neighbour entries on h1 and h3 (the same NetworksAgent code as on etcd);
 // `network rm` is refused while it exists and works after it is deleted; every host then drops
-// the conflist and devices. Not yet here: ADD of knit-l2overlay pods (addresses on the mesh).
+// the conflist and devices. knit-l2overlay pods on h1 and h2 (exec'd with the rendered conflist,
+// addresses from knitd's per-node blocks through knit-mesh-ipam): distinct addresses from the
+// ip-range only, ping across hosts, names answered on the gateway, rm refused until DEL.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, requireRoot, type Host, type Switch } from '../lab/lab';
+import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
 import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
 import { controlCall } from '../../pkg/mesh/control';
 import { conflistFile } from '../../pkg/network/conflist';
 import type { Endpoint } from '../../pkg/network/store';
 
 const NET = '192.168.63';
+const CLIENT = path.join(__dirname, '..', 'lab', 'dns-client.cjs');
 
 interface Node { name: string; addr: string; host: Host; runDir: string; stateDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
 
@@ -50,7 +53,7 @@ describe('named networks on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl']);
+    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay']);
     lab = new Lab();
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-meshnet-'));
     pwFile = path.join(tmp, 'mesh-password');
@@ -126,5 +129,57 @@ describe('named networks on the mesh (no etcd)', function () {
     }
     const again = await ctl(nodes[1]!, ['network', 'rm', 'app']);
     assert.match(again.stderr, /no network named app \(knitctl network ls lists them\)/);
+  });
+
+  function plugin(n: Node, net: string, command: 'ADD' | 'DEL', id: string, pod: Netns): Promise<PluginOutput> {
+    const cl = JSON.parse(fs.readFileSync(conflist(n, net), 'utf8'));
+    const conf = { cniVersion: cl.cniVersion, name: cl.name, ...cl.plugins[0] };
+    return lab.runPlugin(n.host, knit.bin(conf.type), {
+      command, containerId: id, netns: pod.path, ifName: 'eth0', path: [knit.binDir], conf, args: `IgnoreUnknown=1;K8S_POD_NAME=${id}`,
+      env: { KNIT_CNI_SOCKET_DIR: path.join(tmp, 'no-agent') },
+    });
+  }
+
+  it('knit-l2overlay pods on h1 and h2: distinct addresses from the ip-range (never aux), ping across hosts, names on the gateway; rm refused until DEL', async () => {
+    const r = await ctl(nodes[0]!, ['network', 'create', '-d', 'overlay', '--subnet', '10.78.0.0/24', '--ip-range', '10.78.0.32/27', '--aux-address', 'router=10.78.0.33', 'app2']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(() => nodes.every((n) => fs.existsSync(conflist(n, 'app2'))), 10_000, 'conflist on every host');
+    const vni = JSON.parse(fs.readFileSync(conflist(nodes[0]!, 'app2'), 'utf8')).plugins[0].vni as number;
+    for (const n of nodes) await eventually(() => hasLink(n, `knb${vni}`), 10_000, `${n.name} bridge`);
+    const pods: Array<{ n: Node; id: string; ns: Netns; ip: string }> = [];
+    for (const [n, id] of [[nodes[0]!, 'web1'], [nodes[1]!, 'web2'], [nodes[1]!, 'web3']] as const) {
+      const ns = await lab.pod(id);
+      const out = await plugin(n, 'app2', 'ADD', id, ns);
+      assert.equal(out.code, 0, `ADD ${id} on ${n.name}: ${out.stdout} ${out.stderr}`);
+      pods.push({ n, id, ns, ip: String(out.json.ips[0].address).split('/')[0]! });
+    }
+    const ips = pods.map((p) => p.ip);
+    assert.equal(new Set(ips).size, ips.length, `distinct: ${ips}`);
+    for (const ip of ips) {
+      const last = Number(ip.split('.')[3]);
+      assert.ok(last >= 32 && last <= 63 && ip !== '10.78.0.33', `${ip} in the ip-range, not the aux address`);
+    }
+    // h1's and h2's blocks differ: h1's first block and h2's are claimed by votes.
+    const blocks = await Promise.all([nodes[0]!, nodes[1]!].map((n) => controlCall<Array<{ network: string; blocks: string[] }>>(n.runDir, { op: 'ipam-ls' })));
+    const b1 = blocks[0]!.find((b) => b.network === 'app2')!.blocks;
+    const b2 = blocks[1]!.find((b) => b.network === 'app2')!.blocks;
+    assert.ok(b1.length >= 1 && b2.length >= 1 && !b1.some((b) => b2.includes(b)), `blocks ${b1} and ${b2}`);
+    await eventually(async () => (await fdbOf(nodes[0]!, `knv${vni}`)).length === 2, 10_000, 'h1 learns web2 and web3');
+    assert.ok(await lab.ping(pods[0]!.ns, pods[1]!.ip, 3), 'web1 (h1) -> web2 (h2)');
+    assert.ok(await lab.ping(pods[2]!.ns, pods[0]!.ip, 3), 'web3 (h2) -> web1 (h1)');
+    // Names: knitd on h1 answers on the gateway from the endpoints on the mesh.
+    const dig = async (): Promise<string[]> => {
+      const q = await lab.exec(pods[0]!.ns, process.execPath, [CLIENT, 'query', '10.78.0.1', 'web2', 'A', 'udp'], { allowFail: true, env: { NODE_EXTRA_CA_CERTS: undefined } });
+      try { return ((JSON.parse(q.stdout) as { answers?: Array<{ type: string; data: string }> }).answers ?? []).filter((x) => x.type === 'A').map((x) => x.data); } catch { return []; }
+    };
+    await eventually(async () => (await dig()).includes(pods[1]!.ip), 10_000, 'web2 resolves on h1\'s gateway');
+    const rm = await ctl(nodes[2]!, ['network', 'rm', 'app2']);
+    assert.match(rm.stderr, /network app2 has 3 containers attached/);
+    for (const p of pods) {
+      const d = await plugin(p.n, 'app2', 'DEL', p.id, p.ns);
+      assert.equal(d.code, 0, `DEL ${p.id}: ${d.stderr}`);
+      assert.equal((await plugin(p.n, 'app2', 'DEL', p.id, p.ns)).code, 0, 'DEL again');
+    }
+    await eventually(async () => (await ctl(nodes[2]!, ['network', 'rm', 'app2'])).code === 0, 10_000, 'rm after DEL');
   });
 });
