@@ -33,7 +33,7 @@ export interface Endpoint {
 
 const CREATE_RETRIES = 5;
 
-/** What knitctl's network verbs need, on etcd (NetworkStore) or on the mesh (the local knitd: mesh-client.ts). */
+/** What knitctl's network verbs need, on etcd (NetworkStore) or on the mesh (the local knitd: pkg/mesh/network-client.ts). */
 export interface NetworkCatalog {
   list(): Promise<{ networks: Network[] }>;
   get(name: string): Promise<Network | null>;

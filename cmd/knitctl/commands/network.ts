@@ -8,7 +8,7 @@ import type { CommandModule, Options } from 'yargs';
 import { EtcdClient } from '../../../pkg/etcd';
 import { inspect, lsRows } from '../../../pkg/network/inspect';
 import { DRIVERS, SpecError, checkName } from '../../../pkg/network/spec';
-import { MeshNetworkClient } from '../../../pkg/network/mesh-client';
+import { MeshNetworkClient } from '../../../pkg/mesh/network-client';
 import { NetworkStore, type NetworkCatalog } from '../../../pkg/network/store';
 import { meshRunDir } from './mesh';
 import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';

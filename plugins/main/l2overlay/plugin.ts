@@ -10,7 +10,7 @@ import { CniError, Code } from '../../../pkg/cni/errors';
 import type { Result } from '../../../pkg/cni/types';
 import { EtcdClient } from '../../../pkg/etcd/client';
 import { linkFind, withNetlink } from '../../../pkg/netlink';
-import { MeshNetworkClient } from '../../../pkg/network/mesh-client';
+import { MeshNetworkClient } from '../../../pkg/mesh/network-client';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
 import { resident } from '../../../pkg/ipam/resident';
 import { bridge } from '../bridge/plugin';

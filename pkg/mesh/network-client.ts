@@ -2,9 +2,9 @@
 // pkg/mesh/control.ts): what knitctl's network verbs and knit-l2overlay use when there is no
 // etcd (docs/mesh.md). The same calls as etcd's NetworkStore; knitd answers from its replica
 // (pkg/mesh/networks.ts) and puts creates to the mesh's vote.
-import { controlCall } from '../mesh/control';
-import type { CreateRequest, Network } from './spec';
-import type { Endpoint, EndpointId, NetworkCatalog } from './store';
+import { controlCall } from './control';
+import type { CreateRequest, Network } from '../network/spec';
+import type { Endpoint, EndpointId, NetworkCatalog } from '../network/store';
 
 export class MeshNetworkClient implements NetworkCatalog {
   constructor(readonly runDir: string) {}
