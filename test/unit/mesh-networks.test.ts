@@ -7,6 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { conflicts, Grants, type Claim } from '../../pkg/mesh/grants';
+import { CniError } from '../../pkg/cni/errors';
+import { MeshIpam } from '../../pkg/mesh/ipam';
 import { MeshNetworks } from '../../pkg/mesh/networks';
 import { MeshNode, NoQuorumError } from '../../pkg/mesh/node';
 import { SpecError } from '../../pkg/network/spec';
@@ -171,5 +173,46 @@ describe('mesh: named networks', function () {
     b.stop();
     await eventually(() => [a, c].every((n) => n.state.endpoints(Date.now()).length === 0), 6000, 'endpoints of eb expire');
     await ma!.remove('app');
+  });
+
+  it('addresses: per-node blocks by votes, never one address twice across nodes, ip-range and aux honoured, kept on disk; no quorum for a new block: code 11', async () => {
+    const a = await node('ia');
+    const b = await node('ib', [a]);
+    const c = await node('ic', [a]);
+    await eventually(() => [a, b, c].every((n) => n.connected().length === 2), 10_000, 'mesh of 3');
+    await new MeshNetworks(a).create({ name: 'app', driver: 'overlay', subnets: ['10.6.0.0/24'], ipRanges: ['10.6.0.0/26'], auxAddresses: ['r=10.6.0.5'] });
+    await eventually(() => !!b.state.nets.get('app')?.net, 5000, 'app on ib');
+    const dir = path.join(tmp, 'ipam-ia');
+    const ia = new MeshIpam(a, dir);
+    const ib = new MeshIpam(b, null);
+    const got = new Set<string>();
+    const take = async (m: MeshIpam, id: string): Promise<string> => {
+      const [x] = await m.allocate('app', { containerId: id, ifName: 'eth0' }, []);
+      assert.ok(!got.has(x!.ip), `${x!.ip} given twice`);
+      got.add(x!.ip);
+      return x!.ip;
+    };
+    // Concurrent ADDs on both nodes: 20 each, across several blocks.
+    const ips = await Promise.all(Array.from({ length: 20 }, (_, i) => [take(ia, `a${i}`), take(ib, `b${i}`)]).flat());
+    for (const ip of ips) {
+      const last = Number(ip.split('.')[3]);
+      assert.ok(last < 64 && !['10.6.0.0', '10.6.0.1', '10.6.0.5'].includes(ip), `${ip}: inside the ip-range, not the network, gateway or aux address`);
+    }
+    const [sa, sb] = [ia.summary()[0]!.blocks, ib.summary()[0]!.blocks];
+    assert.ok(!sa.some((x) => sb.includes(x)), `blocks ${sa} / ${sb}`);
+    // A repeated ADD returns what the attachment holds; kept on disk for a restarted knitd.
+    const again = await new MeshIpam(a, dir).allocate('app', { containerId: 'a0', ifName: 'eth0' }, []);
+    assert.equal(again[0]!.ip, ips[0]);
+    await assert.rejects(ib.allocate('app', { containerId: 'x', ifName: 'eth0' }, [ips[0]!]), (e: Error) => e instanceof CniError && e.code === 102 && /held by node ia|in use/.test(e.message));
+    assert.deepEqual(await ib.release('app', { containerId: 'b0', ifName: 'eth0' }), [ips[1]]);
+    assert.deepEqual(await ib.release('app', { containerId: 'b0', ifName: 'eth0' }), []);
+    // Alone (ib and ic gone), ia gives from its own blocks but cannot claim a new one.
+    b.stop(); c.stop();
+    await eventually(() => a.connected().length === 0, 5000, 'ia alone');
+    let err: unknown;
+    for (let i = 0; i < 64 && !err; i++) {
+      try { await ia.allocate('app', { containerId: `z${i}`, ifName: 'eth0' }, []); } catch (e) { err = e; }
+    }
+    assert.ok(err instanceof CniError && err.code === 11 && /no quorum to claim block/.test(err.message), String(err));
   });
 });
