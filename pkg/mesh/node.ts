@@ -521,7 +521,11 @@ export class MeshNode {
   private afterChange(ch: StateChange, rec: MeshRecord, from: Conn | null): void {
     if (ch.kind === 'node') this.grants.holderMoved(ch.name, ch.after.v, ch.after.lease?.subnet ?? null);
     // A network removed: its grant and its blocks' go (a network made again under the name starts clean).
-    if (ch.kind === 'net' && ch.before && ch.before.id !== (ch.after.net ? ch.after.id : '')) this.grants.networkRemoved(ch.before.id);
+    // (Also a voter that never saw the network's record, only its tombstone.)
+    if (ch.kind === 'net') {
+      if (!ch.after.net) this.grants.networkRemoved(ch.after.id);
+      if (ch.before && ch.before.id !== ch.after.id) this.grants.networkRemoved(ch.before.id);
+    }
     if (ch.kind === 'rm') {
       this.grants.removed(ch.name, (rec as { upTo: number }).upTo);
       if (ch.name === this.o.name) {

@@ -74,6 +74,18 @@ describe('mesh: named networks', function () {
     assert.equal(g2.claims('net').length, 1);
   });
 
+  it('a voter that only ever gets a network\'s tombstone (it missed the record) drops its grant and the network\'s blocks', async () => {
+    const a = await node('ta');
+    const none = (): boolean => false;
+    assert.deepEqual(a.grants.request(net('X', 'gone', ['10.9.9.0/24']), 'zz', 1, none), { ok: true });
+    assert.deepEqual(a.grants.request({ kind: 'block', netId: 'X', block: '10.9.9.0/28' }, 'zz', 1, none), { ok: true });
+    assert.equal(a.grants.request(net('Y', 'other', ['10.9.9.0/25']), 'zy', 2, none).ok, false);
+    a.putNetworkRecord({ k: 'net', name: 'gone', id: 'X', v: 5, by: 'zz', net: null });
+    assert.deepEqual(a.grants.claims('net'), []);
+    assert.deepEqual(a.grants.claims('block'), []);
+    assert.deepEqual(a.grants.request(net('Y', 'other', ['10.9.9.0/25']), 'zy', 2, none), { ok: true });
+  });
+
   it('create replicates everywhere (same validation messages as etcd); rm is a tombstone; a conflicting create elsewhere is refused', async () => {
     const a = await node('na');
     const b = await node('nb', [a]);
