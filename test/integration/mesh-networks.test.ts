@@ -20,6 +20,7 @@ import type { Endpoint } from '../../pkg/network/store';
 
 const NET = '192.168.63';
 const CLIENT = path.join(__dirname, '..', 'lab', 'dns-client.cjs');
+const DIST = path.join(__dirname, '..', '..', 'dist', 'bin');
 
 interface Node { name: string; addr: string; host: Host; runDir: string; stateDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
 
@@ -131,12 +132,16 @@ describe('named networks on the mesh (no etcd)', function () {
     assert.match(again.stderr, /no network named app \(knitctl network ls lists them\)/);
   });
 
-  function plugin(n: Node, net: string, command: 'ADD' | 'DEL', id: string, pod: Netns): Promise<PluginOutput> {
+  /**
+   * Exec'd on its own, or (viaKnitd) served in-process by the host's knitd: the built executable
+   * (dist/bin, launcher and knit-client) with KNIT_NODE=/bin/false, so only knitd can answer.
+   */
+  function plugin(n: Node, net: string, command: 'ADD' | 'DEL', id: string, pod: Netns, viaKnitd = false): Promise<PluginOutput> {
     const cl = JSON.parse(fs.readFileSync(conflist(n, net), 'utf8'));
     const conf = { cniVersion: cl.cniVersion, name: cl.name, ...cl.plugins[0] };
-    return lab.runPlugin(n.host, knit.bin(conf.type), {
+    return lab.runPlugin(n.host, viaKnitd ? path.join(DIST, conf.type) : knit.bin(conf.type), {
       command, containerId: id, netns: pod.path, ifName: 'eth0', path: [knit.binDir], conf, args: `IgnoreUnknown=1;K8S_POD_NAME=${id}`,
-      env: { KNIT_CNI_SOCKET_DIR: path.join(tmp, 'no-agent') },
+      env: viaKnitd ? { KNIT_CNI_SOCKET_DIR: path.join(n.runDir, 'cni'), KNIT_NODE: '/bin/false' } : { KNIT_CNI_SOCKET_DIR: path.join(tmp, 'no-agent') },
     });
   }
 
@@ -147,9 +152,10 @@ describe('named networks on the mesh (no etcd)', function () {
     const vni = JSON.parse(fs.readFileSync(conflist(nodes[0]!, 'app2'), 'utf8')).plugins[0].vni as number;
     for (const n of nodes) await eventually(() => hasLink(n, `knb${vni}`), 10_000, `${n.name} bridge`);
     const pods: Array<{ n: Node; id: string; ns: Netns; ip: string }> = [];
-    for (const [n, id] of [[nodes[0]!, 'web1'], [nodes[1]!, 'web2'], [nodes[1]!, 'web3']] as const) {
+    // web3 through h2's knitd: the plugin in-process there, its endpoint and address by the same socket.
+    for (const [n, id, via] of [[nodes[0]!, 'web1', false], [nodes[1]!, 'web2', false], [nodes[1]!, 'web3', true]] as const) {
       const ns = await lab.pod(id);
-      const out = await plugin(n, 'app2', 'ADD', id, ns);
+      const out = await plugin(n, 'app2', 'ADD', id, ns, via);
       assert.equal(out.code, 0, `ADD ${id} on ${n.name}: ${out.stdout} ${out.stderr}`);
       pods.push({ n, id, ns, ip: String(out.json.ips[0].address).split('/')[0]! });
     }
@@ -176,7 +182,7 @@ describe('named networks on the mesh (no etcd)', function () {
     const rm = await ctl(nodes[2]!, ['network', 'rm', 'app2']);
     assert.match(rm.stderr, /network app2 has 3 containers attached/);
     for (const p of pods) {
-      const d = await plugin(p.n, 'app2', 'DEL', p.id, p.ns);
+      const d = await plugin(p.n, 'app2', 'DEL', p.id, p.ns, p.id === 'web3');
       assert.equal(d.code, 0, `DEL ${p.id}: ${d.stderr}`);
       assert.equal((await plugin(p.n, 'app2', 'DEL', p.id, p.ns)).code, 0, 'DEL again');
     }
