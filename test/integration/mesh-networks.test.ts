@@ -6,7 +6,8 @@
 // `network rm` is refused while it exists and works after it is deleted; every host then drops
 // the conflist and devices. knit-l2overlay pods on h1 and h2 (exec'd with the rendered conflist,
 // addresses from knitd's per-node blocks through knit-mesh-ipam): distinct addresses from the
-// ip-range only, ping across hosts, names answered on the gateway, rm refused until DEL.
+// ip-range only, ping across hosts, names answered on the gateway and listed by `knitctl dns ls`,
+// one ADD served in-process by knitd, rm refused until DEL.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -179,6 +180,11 @@ describe('named networks on the mesh (no etcd)', function () {
       try { return ((JSON.parse(q.stdout) as { answers?: Array<{ type: string; data: string }> }).answers ?? []).filter((x) => x.type === 'A').map((x) => x.data); } catch { return []; }
     };
     await eventually(async () => (await dig()).includes(pods[1]!.ip), 10_000, 'web2 resolves on h1\'s gateway');
+    // knitctl dns ls on h3 (no container there): the records every node answers from.
+    const ls = await ctl(nodes[2]!, ['dns', 'ls', '--network', 'app2', '--json']);
+    assert.equal(ls.code, 0, ls.stderr);
+    const recs = JSON.parse(ls.stdout) as Array<{ name: string; address: string }>;
+    for (const p of pods) assert.ok(recs.some((r) => r.name === p.id && r.address === p.ip), `dns ls has ${p.id} ${p.ip}: ${ls.stdout}`);
     const rm = await ctl(nodes[2]!, ['network', 'rm', 'app2']);
     assert.match(rm.stderr, /network app2 has 3 containers attached/);
     for (const p of pods) {
