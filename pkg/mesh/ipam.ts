@@ -43,9 +43,19 @@ export class MeshIpam {
   constructor(private readonly node: MeshNode, stateDir: string | null) {
     this.file = stateDir ? path.join(stateDir, 'ipam.json') : null;
     if (this.file) try { this.nets = JSON.parse(fs.readFileSync(this.file, 'utf8')) as Record<string, NetState>; } catch { /* none yet */ }
+    this.publish();
+  }
+
+  /** Tells the mesh which attachments hold addresses here, per network (`network rm` waits for them). */
+  private publish(): void {
+    const by = new Map<string, string[]>();
+    for (const st of Object.values(this.nets)) by.set(st.name, [...(by.get(st.name) ?? []), ...Object.keys(st.allocs)].sort());
+    for (const n of Object.keys(this.node.ownHeld)) if (!by.has(n)) by.set(n, []);
+    for (const [n, owners] of by) this.node.setHeld(n, owners);
   }
 
   private save(): void {
+    this.publish();
     if (!this.file) return;
     fs.mkdirSync(path.dirname(this.file), { recursive: true });
     writeAtomic(this.file, JSON.stringify(this.nets), 0o600);

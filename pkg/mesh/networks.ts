@@ -51,13 +51,22 @@ export class MeshNetworks implements NetworkCatalog {
     }
   }
 
-  /** Tombstone; refused while an endpoint on a live node names the network (as etcd's NetworkStore.remove). */
+  /** Tombstone; refused while an endpoint or an address on a live node belongs to the network (as etcd's NetworkStore.remove). */
   async remove(name: string): Promise<void> {
     await this.node.ready(READY_MS);
     const rec = this.node.state.nets.get(name);
     if (!rec?.net) throw new SpecError(`no network named ${name} (knitctl network ls lists them)`);
     const who = new Map<string, string>();
-    for (const e of this.node.state.endpoints(Date.now())) if (e.network === name) who.set(`${e.node}/${e.containerId}`, attachedName(e));
+    const now = Date.now();
+    for (const e of this.node.state.endpoints(now)) if (e.network === name) who.set(`${e.node}/${e.containerId}`, attachedName(e));
+    // Every driver: an address a container holds (bridge and macvlan networks record no endpoint).
+    for (const n of this.node.state.nodes.values()) {
+      if (!this.node.state.live(n.name, now)) continue;
+      for (const o of n.held?.[name] ?? []) {
+        const cid = o.slice(0, o.lastIndexOf(':'));
+        if (!who.has(`${n.name}/${cid}`)) who.set(`${n.name}/${cid}`, `${cid.slice(0, 12)} on ${n.name}`);
+      }
+    }
     if (who.size) throw attachedError(name, [...who.values()]);
     this.node.putNetworkRecord({ k: 'net', name, id: rec.id, v: Math.max(this.node.version(), rec.v + 1), by: this.self, net: null });
   }

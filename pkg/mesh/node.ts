@@ -137,6 +137,8 @@ export class MeshNode {
   private lease: MeshLease | null = null;
   /** This node's endpoints on named networks, published in its record. */
   private eps: Endpoint[] = [];
+  /** Attachments holding addresses from this node's blocks, by network (published for `network rm`). */
+  private held: Record<string, string[]> = {};
   private ttl: number;
   private claiming = 0;
   private publishTimer: NodeJS.Timeout | null = null;
@@ -176,7 +178,7 @@ export class MeshNode {
     }
     this.clock = Math.max(this.clock, raw.clock ?? 0);
     const own = this.state.nodes.get(this.o.name);
-    if (own) { this.clock = Math.max(this.clock, own.v); this.lease = own.lease; this.eps = own.eps ?? []; }
+    if (own) { this.clock = Math.max(this.clock, own.v); this.lease = own.lease; this.eps = own.eps ?? []; this.held = own.held ?? {}; }
     this.clock = Math.max(this.clock, this.state.removedAt(this.o.name));
   }
 
@@ -561,7 +563,7 @@ export class MeshNode {
     // while it was down must reach it first, or its old lease would come back with a newer version.
     if (!this.synced && !this.alone()) return;
     const conns: ConnInfo[] = [...this.byName.values()].map((c) => ({ name: c.name!, addr: c.addr, dir: c.role === 'dial' ? 'out' : 'in' }));
-    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}) };
+    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}) };
     const ch = this.state.apply({ rec, age: 0 }, Date.now());
     if (ch) this.afterChange(ch, rec, null);
   }
@@ -678,6 +680,18 @@ export class MeshNode {
   }
 
   get ownEndpoints(): readonly Endpoint[] { return this.eps; }
+
+  get ownHeld(): Readonly<Record<string, string[]>> { return this.held; }
+
+  /** The attachments holding this node's addresses on `network` (empty: none), published at once when changed. */
+  setHeld(network: string, owners: string[]): void {
+    const cur = this.held[network] ?? [];
+    if (cur.length === owners.length && cur.every((x, i) => x === owners[i])) return;
+    const next = { ...this.held };
+    if (owners.length) next[network] = owners; else delete next[network];
+    this.held = next;
+    this.publishSelf();
+  }
 
   /** Updates this node's published lease without a claim (same subnet, new underlay or backend data). */
   updateLease(lease: MeshLease): void {

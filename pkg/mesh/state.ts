@@ -44,6 +44,8 @@ export interface NodeRecord {
   conns: ConnInfo[];
   /** Its endpoints on named networks (absent: none). */
   eps?: Endpoint[];
+  /** The attachments holding addresses from its blocks, by network name ("containerId:ifName"): what `network rm` waits for on every driver. */
+  held?: Record<string, string[]>;
 }
 
 export interface RmRecord { k: 'rm'; name: string; upTo: number; by: string }
@@ -104,8 +106,14 @@ export function checkRecord(w: unknown): WireRecord {
       if (!Array.isArray(r.eps) || r.eps.length > 20_000) bad('eps');
       for (const e of r.eps as unknown[]) if (!checkEndpoint(e, r.name as string)) bad('endpoint');
     }
+    if (r.held !== undefined) {
+      const h = r.held as Record<string, unknown>;
+      if (!h || typeof h !== 'object' || Array.isArray(h) || Object.keys(h).length > 4096) bad('held');
+      for (const [k, v] of Object.entries(h)) if (k.length > 64 || !isStrArr(v, 20_000, 300)) bad('held entry');
+    }
     const eps = r.eps as Endpoint[] | undefined;
-    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}) }, age: (age as number | undefined) ?? 0 };
+    const held = r.held as Record<string, string[]> | undefined;
+    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}) }, age: (age as number | undefined) ?? 0 };
   }
   if (r.k === 'rm') {
     if (!isVer(r.upTo) || !isStr(r.by) || !NAME_RE.test(r.by)) bad('rm fields');

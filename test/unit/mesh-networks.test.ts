@@ -216,6 +216,9 @@ describe('mesh: named networks', function () {
     const again = await new MeshIpam(a, dir).allocate('app', { containerId: 'a0', ifName: 'eth0' }, []);
     assert.equal(again[0]!.ip, ips[0]);
     await assert.rejects(ib.allocate('app', { containerId: 'x', ifName: 'eth0' }, [ips[0]!]), (e: Error) => e instanceof CniError && e.code === 102 && /held by node ia|in use/.test(e.message));
+    // network rm waits for addresses held (every driver; bridge and macvlan networks record no endpoint).
+    await eventually(() => a.state.nodes.get('ib')?.held?.app?.length === 20, 5000, 'ib\'s attachments known on ia');
+    await assert.rejects(new MeshNetworks(a).remove('app'), (e: Error) => e instanceof SpecError && /^network app has 40 containers attached \(a0 on ia, .*\): remove or disconnect them first$/.test(e.message));
     assert.deepEqual(await ib.release('app', { containerId: 'b0', ifName: 'eth0' }), [ips[1]]);
     assert.deepEqual(await ib.release('app', { containerId: 'b0', ifName: 'eth0' }), []);
     // Alone (ib and ic gone), ia gives from its own blocks but cannot claim a new one.
