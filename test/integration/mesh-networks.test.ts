@@ -7,7 +7,8 @@
 // the conflist and devices. knit-l2overlay pods on h1 and h2 (exec'd with the rendered conflist,
 // addresses from knitd's per-node blocks through knit-mesh-ipam): distinct addresses from the
 // ip-range only, ping across hosts, names answered on the gateway and listed by `knitctl dns ls`,
-// one ADD served in-process by knitd, rm refused until DEL.
+// one ADD served in-process by knitd, rm refused until DEL. A bridge-driver network: knit-bridge's
+// address from knit-mesh-ipam holds `network rm` back (no endpoint records there).
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -55,7 +56,7 @@ describe('named networks on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay']);
+    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge']);
     lab = new Lab();
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-meshnet-'));
     pwFile = path.join(tmp, 'mesh-password');
@@ -193,5 +194,22 @@ describe('named networks on the mesh (no etcd)', function () {
       assert.equal((await plugin(p.n, 'app2', 'DEL', p.id, p.ns)).code, 0, 'DEL again');
     }
     await eventually(async () => (await ctl(nodes[2]!, ['network', 'rm', 'app2'])).code === 0, 10_000, 'rm after DEL');
+  });
+
+  it('a bridge-driver network on the mesh: knit-bridge gets its address from knit-mesh-ipam; rm refused while it holds one (no endpoint records), works after DEL', async () => {
+    const r = await ctl(nodes[1]!, ['network', 'create', '--subnet', '10.79.0.0/24', 'br1']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(() => fs.existsSync(conflist(nodes[2]!, 'br1')), 10_000, 'conflist on h3');
+    const cl = JSON.parse(fs.readFileSync(conflist(nodes[2]!, 'br1'), 'utf8'));
+    assert.equal(cl.plugins[0].type, 'knit-bridge');
+    assert.equal(cl.plugins[0].ipam.type, 'knit-mesh-ipam');
+    const ns = await lab.pod('b1');
+    const add = await plugin(nodes[2]!, 'br1', 'ADD', 'b1', ns);
+    assert.equal(add.code, 0, `${add.stdout} ${add.stderr}`);
+    assert.match(String(add.json.ips[0].address), /^10\.79\.0\.\d+\/24$/);
+    await eventually(async () => /network br1 has 1 container attached \(b1 on h3\)/.test((await ctl(nodes[0]!, ['network', 'rm', 'br1'])).stderr), 5000, 'rm refused on h1 while b1 holds an address');
+    assert.equal((await plugin(nodes[2]!, 'br1', 'DEL', 'b1', ns)).code, 0);
+    await eventually(async () => (await ctl(nodes[0]!, ['network', 'rm', 'br1'])).code === 0, 5000, 'rm after DEL');
+    await eventually(() => !fs.existsSync(conflist(nodes[2]!, 'br1')), 10_000, 'conflist gone on h3');
   });
 });
