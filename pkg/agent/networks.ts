@@ -2,14 +2,14 @@
 // the CNI config directory (so runtimes find it by name) and, for overlay networks, a bridge and a
 // VXLAN device whose FDB and neighbour tables hold the network's endpoints on other nodes.
 //
-//   etcd  <prefix>/networks/*   --watch-->  conflists + devices     (create/rm on any node)
-//         <prefix>/endpoints/*  --watch-->  fdb + neigh per remote  (the plugins' ADD/DEL)
+//   networks   --source-->  conflists + devices     (create/rm on any node)
+//   endpoints  --source-->  fdb + neigh per remote  (the plugins' ADD/DEL)
 //
-// Every change, watch event or timer tick leads to one reconcile of the whole desired state,
-// debounced: the same code converges after a restart, a missed event or a network removed while
-// the node was down. The node's etcd lease carries its own endpoints: if the node dies, they
-// expire with it; a restarted knitd keeps a live lease (its id is kept in the state directory)
-// or moves its endpoints to a new one.
+// The source (networks-source.ts) is etcd (networks-etcd.ts: prefixes watched, endpoints on the
+// node's lease) or the mesh (networks-mesh.ts: the replicated records, endpoints in each node's
+// own record); either way a node that dies takes its endpoints with it. Every change, source
+// event or timer tick leads to one reconcile of the whole desired state, debounced: the same code
+// converges after a restart, a missed event or a network removed while the node was down.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
