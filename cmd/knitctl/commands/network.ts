@@ -1,4 +1,5 @@
-// knitctl network: Docker-style named networks (docs/named-networks.md), stored in etcd for every node:
+// knitctl network: Docker-style named networks (docs/named-networks.md), stored in etcd for every node, or on the mesh
+// through the local knitd (<run-dir>/mesh.sock, docs/mesh.md) when its socket is there and no etcd is given:
 //   network create [-d DRIVER] [--subnet CIDR]... [--gateway IP]... [--ip-range CIDR]...
 //                  [--aux-address NAME=IP]... [-o KEY=VALUE]... [--label K=V]... [--internal] [--ipv6] NAME
 //   network ls [--json] | network inspect NAME... | network rm NAME...
