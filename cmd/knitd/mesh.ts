@@ -11,6 +11,11 @@ import type { Logger } from '../../pkg/cni/log';
 import { parseNetworkConfig } from '../../pkg/agent/network-config';
 import { MeshDatastore } from '../../pkg/datastore/mesh';
 import { serveControl } from '../../pkg/mesh/control';
+import { MeshIpam } from '../../pkg/mesh/ipam';
+import { MeshNetworks } from '../../pkg/mesh/networks';
+import type { Owner } from '../../pkg/ipam/store';
+import type { CreateRequest } from '../../pkg/network/spec';
+import type { Endpoint, EndpointId } from '../../pkg/network/store';
 import { DEFAULT_MESH_PORT, joinHostPort, MeshNode, parseHostPort } from '../../pkg/mesh/node';
 import { meshStatus } from '../../pkg/mesh/status';
 
@@ -45,24 +50,57 @@ export function meshFlags(v: Record<string, string | undefined>, env: NodeJS.Pro
 }
 
 /** Starts the mesh node and the control socket; the store is usable at once (its calls wait for the first sync). */
-export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger): { store: MeshDatastore; node: MeshNode; stop(): void } {
+export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger): { store: MeshDatastore; node: MeshNode; networks: MeshNetworks; stop(): void } {
   const log = parent.child({ component: 'mesh' });
   const node = new MeshNode({ name: f.nodeName, secret: m.secret, listen: m.listen, peers: m.peers, stateDir: path.join(f.stateDir, 'mesh'), ttlSec: f.ttlSec, log });
   const store = new MeshDatastore(node);
+  const networks = new MeshNetworks(node);
+  const ipam = new MeshIpam(node, path.join(f.stateDir, 'mesh'));
   let control: Server | undefined;
   node.start().then(async () => {
-    control = await serveControl(f.runDir, (req) => handle(node, store, f, req));
+    control = await serveControl(f.runDir, (req) => handle(node, store, networks, ipam, f, req));
     log.info(`mesh control socket at ${path.join(f.runDir, 'mesh.sock')}`);
   }).catch((e: Error) => {
     log.error(`mesh: cannot listen on ${joinHostPort(m.listen.host, m.listen.port)} (--mesh-listen): ${e.message}`);
     process.exit(1);
   });
-  return { store, node, stop() { control?.close(); node.stop(); } };
+  return { store, node, networks, stop() { control?.close(); node.stop(); } };
 }
 
 /** What knitctl asks the local knitd in mesh mode. */
-async function handle(node: MeshNode, store: MeshDatastore, f: NodeFlags, req: Record<string, unknown>): Promise<unknown> {
+async function handle(node: MeshNode, store: MeshDatastore, nets: MeshNetworks, ipam: MeshIpam, f: NodeFlags, req: Record<string, unknown>): Promise<unknown> {
+  const owner = (): Owner => { const o = req.owner as Owner; return { containerId: String(o?.containerId), ifName: String(o?.ifName) }; };
   switch (req.op) {
+    // Addresses of named networks (pkg/mesh/ipam.ts): knit-mesh-ipam's verbs.
+    case 'ipam-add':
+      await node.ready(10_000);
+      return ipam.allocate(String(req.network), owner(), Array.isArray(req.requests) ? req.requests.map(String) : []);
+    case 'ipam-del':
+      return ipam.release(String(req.network), owner());
+    case 'ipam-check':
+      return ipam.check(String(req.network), owner());
+    case 'ipam-gc':
+      return ipam.gc(String(req.network), Array.isArray(req.valid) ? (req.valid as Owner[]) : []);
+    case 'ipam-ls':
+      return ipam.summary();
+    // Named networks (pkg/mesh/networks.ts): knitctl network ..., knit-l2overlay's endpoints.
+    case 'net-ls':
+      return nets.list();
+    case 'net-get':
+      return nets.get(String(req.name));
+    case 'net-create':
+      return nets.create(req.req as CreateRequest);
+    case 'net-rm':
+      await nets.remove(String(req.name));
+      return null;
+    case 'ep-ls':
+      return nets.endpoints(typeof req.network === 'string' ? req.network : undefined);
+    case 'ep-put':
+      nets.putEndpoint(req.ep as Endpoint);
+      return null;
+    case 'ep-del':
+      nets.deleteEndpoint(req.id as EndpointId);
+      return null;
     case 'status':
       return meshStatus(node);
     case 'config-get':

@@ -174,15 +174,15 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
   const overlay = startRetrying(
     () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, ...(f.keyRotationSec ? { keyRotationSec: f.keyRotationSec } : {}), log }),
     (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
-  // Named networks need etcd for now (on the mesh: later, docs/mesh.md).
-  const networks = f.kubernetes || f.mesh ? undefined : startNetworks(f, parent);
+  // Named networks on etcd or on the mesh (docs/mesh.md); not on the Kubernetes API.
+  const networks = f.kubernetes ? undefined : startNetworks(f, parent, mesh?.node);
   const resolver = networks?.resolver;
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
     serveMetrics(f.metricsAddr, {
       status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}),
-      ...(networks ? { services: () => networks.services.status } : {}), ...(resolver ? { dns: () => resolver.stats() } : {}),
+      ...(networks?.services ? { services: () => networks.services!.status } : {}), ...(resolver ? { dns: () => resolver.stats() } : {}),
     }).then(
       (s) => { metrics = s; log.info(`metrics and health on http://${f.metricsAddr}/metrics, /healthz`); },
       (e: Error) => log.error(`metrics: ${e.message}`));
@@ -199,8 +199,11 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
   };
 }
 
-/** The named-network agent (pkg/agent/networks.ts) on etcd, retried until it starts; independent of the pod network. */
-function startNetworks(f: OverlayFlags, parent: Logger): { services: import('../../pkg/agent/services').ServicesAgent; resolver?: import('../../pkg/dns/agent').Resolver; stop(): void } {
+/**
+ * The named-network agent (pkg/agent/networks.ts) on etcd or on the mesh (`meshNode`), retried
+ * until it starts; independent of the pod network. Service VIPs are etcd-only (docs/mesh.md).
+ */
+function startNetworks(f: OverlayFlags, parent: Logger, meshNode?: import('../../pkg/mesh/node').MeshNode): { services?: import('../../pkg/agent/services').ServicesAgent; resolver?: import('../../pkg/dns/agent').Resolver; stop(): void } {
   const { NetworksAgent } = require('../../pkg/agent/networks') as typeof import('../../pkg/agent/networks');
   const log = parent.child({ component: 'networks' });
   const conn = {
@@ -209,24 +212,25 @@ function startNetworks(f: OverlayFlags, parent: Logger): { services: import('../
   };
   // Service VIPs (pkg/agent/services.ts) follow whichever networks agent is running.
   const { ServicesAgent } = require('../../pkg/agent/services') as typeof import('../../pkg/agent/services');
-  const services = new ServicesAgent({ conn, nodeName: f.nodeName, resyncSec: f.resyncSec, log: parent.child({ component: 'services' }) });
-  void services.start();
+  const services = meshNode ? undefined : new ServicesAgent({ conn, nodeName: f.nodeName, resyncSec: f.resyncSec, log: parent.child({ component: 'services' }) });
+  void services?.start();
   // The resolver (and dns-packet with it) is loaded only when knitd runs the named networks.
   let resolver: import('../../pkg/dns/agent').Resolver | undefined;
   if (f.dns.on) {
     const { Resolver } = require('../../pkg/dns/agent') as typeof import('../../pkg/dns/agent');
-    resolver = new Resolver({ conn, runDir: f.runDir, nodeName: f.nodeName, resolvConf: f.dns.resolvConf, log: parent.child({ component: 'dns' }) });
+    resolver = new Resolver({ ...(meshNode ? {} : { conn }), runDir: f.runDir, nodeName: f.nodeName, resolvConf: f.dns.resolvConf, log: parent.child({ component: 'dns' }) });
     resolver.start();
   }
   const agent = startRetrying(
     () => {
-      const a = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
-      services.attach(a);
+      const source = meshNode ? new (require('../../pkg/agent/networks-mesh') as typeof import('../../pkg/agent/networks-mesh')).MeshNetworksSource(meshNode, { nodeName: f.nodeName, runDir: f.runDir, log }) : undefined;
+      const a = new NetworksAgent({ ...(source ? { source } : { conn }), nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
+      services?.attach(a);
       if (resolver) a.subscribe(resolver.listener);
       return a;
     },
     (a) => `named networks up: node ${f.nodeName}, ${a.status.networks} network(s), conflists in ${f.confDir}`, 'named networks', log);
-  return { services, ...(resolver ? { resolver } : {}), stop() { agent.stop(); services.stop(); resolver?.stop(); } };
+  return { ...(services ? { services } : {}), ...(resolver ? { resolver } : {}), stop() { agent.stop(); services?.stop(); resolver?.stop(); } };
 }
 
 /** Starts an agent in the background, retrying (1 s doubling to 30 s) until it starts or stop() is called. */

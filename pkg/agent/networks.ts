@@ -2,32 +2,33 @@
 // the CNI config directory (so runtimes find it by name) and, for overlay networks, a bridge and a
 // VXLAN device whose FDB and neighbour tables hold the network's endpoints on other nodes.
 //
-//   etcd  <prefix>/networks/*   --watch-->  conflists + devices     (create/rm on any node)
-//         <prefix>/endpoints/*  --watch-->  fdb + neigh per remote  (the plugins' ADD/DEL)
+//   networks   --source-->  conflists + devices     (create/rm on any node)
+//   endpoints  --source-->  fdb + neigh per remote  (the plugins' ADD/DEL)
 //
-// Every change, watch event or timer tick leads to one reconcile of the whole desired state,
-// debounced: the same code converges after a restart, a missed event or a network removed while
-// the node was down. The node's etcd lease carries its own endpoints: if the node dies, they
-// expire with it; a restarted knitd keeps a live lease (its id is kept in the state directory)
-// or moves its endpoints to a new one.
+// The source (networks-source.ts) is etcd (networks-etcd.ts: prefixes watched, endpoints on the
+// node's lease) or the mesh (networks-mesh.ts: the replicated records, endpoints in each node's
+// own record); either way a node that dies takes its endpoints with it. Every change, source
+// event or timer tick leads to one reconcile of the whole desired state, debounced: the same code
+// converges after a restart, a missed event or a network removed while the node was down.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
-import { EtcdClient, prefixEnd } from '../etcd/client';
-import { leaseGrant, leaseKeepAlive, leaseTimeToLive } from '../etcd/lease';
-import { EtcdWatch, type WatchEvent } from '../etcd/watch';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
 import { removeMasq } from '../nat/masq';
 import { Netlink, linkGet } from '../netlink';
 import { CONFLIST_PREFIX, conflistFile, renderConflist } from '../network/conflist';
 import { addRemote, ensureOverlay, overlayVnis, removeOverlay, removeRemote, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
-import { writeAtomic, writeNodeFile } from '../network/node-file';
+import { writeAtomic } from '../network/node-file';
 import type { Network } from '../network/spec';
-import { NetworkStore, decodeEndpoint, decodeNetwork, type Endpoint } from '../network/store';
+import type { Endpoint } from '../network/store';
 import { findUnderlay } from './agent';
+import { EtcdNetworksSource } from './networks-etcd';
+import type { NetworksSource } from './networks-source';
 
 export interface NetworksAgentOptions {
-  conn: EtcdConnConfig;
+  /** etcd (the source is made from it), or `source` (the mesh). */
+  conn?: EtcdConnConfig;
+  source?: NetworksSource;
   nodeName: string;
   iface?: string;
   runDir: string;
@@ -65,19 +66,18 @@ export interface NetworksListener {
 
 export class NetworksAgent {
   readonly status: NetworksStatus = { networks: 0, endpoints: 0, remoteEndpoints: 0, reconciles: 0, errors: 0, lastReconcileMs: 0 };
-  private readonly client: EtcdClient;
-  private readonly store: NetworkStore;
+  private readonly source: NetworksSource;
   private readonly nl = Netlink.open(null);
   private readonly networks = new Map<string, Network>();
   private readonly endpoints = new Map<string, Endpoint>();
-  private watches: EtcdWatch[] = [];
+  /** Whether the first list is done (subscribers then get a resync at once). */
+  private listed = false;
   private timers: NodeJS.Timeout[] = [];
   private pending: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
   private underlay?: Underlay;
-  private lease = '';
   /** Endpoint changes since the last pass (old and new value by key); null: a full pass is due. */
   private changes: Map<string, { before?: Endpoint; after?: Endpoint }> | null = null;
   private readonly listeners: NetworksListener[] = [];
@@ -85,16 +85,21 @@ export class NetworksAgent {
   private dirtyNets = new Set<string>();
 
   constructor(private readonly o: NetworksAgentOptions) {
-    this.client = new EtcdClient(o.conn);
-    this.store = new NetworkStore(this.client, o.conn.prefix);
+    if (!o.source && !o.conn) throw new Error('NetworksAgent: give conn (etcd) or source');
+    this.source = o.source ?? new EtcdNetworksSource({ conn: o.conn!, nodeName: o.nodeName, runDir: o.runDir, stateDir: o.stateDir, ttlSec: o.ttlSec, log: o.log });
   }
 
   async start(): Promise<void> {
     this.underlay = this.findUnderlay();
-    await this.ensureLease();
+    await this.source.open(this.underlay.addr);
+    this.status.nodeIp = this.underlay.addr;
+    if (this.source.lease) this.status.lease = this.source.lease;
     await this.relist();
     await this.reconcile();
-    this.timers.push(setInterval(() => void this.keepAlive(), Math.max(1, Math.floor(this.o.ttlSec / 3)) * 1000));
+    this.timers.push(setInterval(() => {
+      if (this.stopped) return;
+      this.source.keepAlive().then(() => { if (this.source.lease) this.status.lease = this.source.lease; }, (e) => this.fail('lease keepalive', e));
+    }, Math.max(1, Math.floor(this.o.ttlSec / 3)) * 1000));
     // The watch delivers every change in order (a compacted or broken watch errors and re-lists), so
     // the timer's job is the kernel: a full pass over the view repairs entries changed behind knitd's
     // back. Re-reading etcd (10,000 endpoints: a few MB of JSON) is kept for every RELIST_EVERY ticks.
@@ -108,17 +113,16 @@ export class NetworksAgent {
 
   stop(): void {
     this.stopped = true;
-    for (const w of this.watches) w.close();
     for (const t of this.timers) clearInterval(t);
     if (this.pending) clearTimeout(this.pending);
-    this.client.close();
+    this.source.close();
     this.nl.close();
   }
 
   /** Adds a listener; it gets `resync` with the current state right away when the agent has one. */
   subscribe(l: NetworksListener): void {
     this.listeners.push(l);
-    if (this.watches.length) this.notify(l, (x) => x.resync?.([...this.networks.values()], [...this.endpoints.values()]));
+    if (this.listed) this.notify(l, (x) => x.resync?.([...this.networks.values()], [...this.endpoints.values()]));
   }
 
   /** The networks and endpoints as last seen (read-only views). */
@@ -145,100 +149,39 @@ export class NetworksAgent {
     return { index: l.index, name: l.name, mtu: l.mtu, addr: u.addr };
   }
 
-  private leaseFile(): string { return path.join(this.o.stateDir, 'networks-lease'); }
-
-  /** A live lease for this node: the one kept in the state dir if etcd still has it, else a new one. */
-  private async ensureLease(): Promise<void> {
-    let kept = '';
-    try { kept = fs.readFileSync(this.leaseFile(), 'utf8').trim(); } catch { /* none yet */ }
-    if (kept && (await leaseTimeToLive(this.client, kept)) > 0) {
-      this.lease = kept;
-    } else {
-      this.lease = await leaseGrant(this.client, this.o.ttlSec);
-      fs.mkdirSync(this.o.stateDir, { recursive: true });
-      writeAtomic(this.leaseFile(), `${this.lease}\n`, 0o600);
-      if (kept) await this.moveOwnEndpoints();
-    }
-    this.status.lease = this.lease;
-    this.status.nodeIp = this.underlay!.addr;
-    writeNodeFile(this.o.runDir, { nodeName: this.o.nodeName, nodeIp: this.underlay!.addr, lease: this.lease, etcd: this.o.conn, updated: new Date().toISOString() });
-  }
-
-  /** The lease was lost (knitd was down past its TTL, or etcd forgot it): this node's endpoints go on the new one. */
-  private async moveOwnEndpoints(): Promise<void> {
-    const { endpoints } = await this.store.endpoints();
-    const mine = endpoints.filter((e) => e.node === this.o.nodeName);
-    for (const e of mine) await this.store.putEndpoint({ ...e, nodeIp: this.underlay!.addr }, this.lease);
-    if (mine.length) this.o.log.info(`moved ${mine.length} endpoint record(s) of this node to lease ${this.lease}`);
-  }
-
-  private async keepAlive(): Promise<void> {
-    if (this.stopped) return;
-    try {
-      const ttl = await leaseKeepAlive(this.client, this.lease);
-      if (ttl <= 0) {
-        this.o.log.warn(`lease ${this.lease} expired: taking a new one`);
-        await this.ensureLease();
-      }
-    } catch (e) {
-      this.fail('lease keepalive', e);
-    }
-  }
-
-  /** Reads both prefixes and (re)starts the watches from the revision read. */
+  /** Reads everything and follows the source's changes from there. */
   private async relist(): Promise<void> {
-    const np = this.store.networksPrefix();
-    const ep = this.store.endpointsPrefix();
-    const nets = await this.client.range({ key: np, rangeEnd: prefixEnd(np) });
-    const eps = await this.client.range({ key: ep, rangeEnd: prefixEnd(ep) });
-    this.networks.clear();
-    for (const kv of nets.kvs) { const n = decodeNetwork(kv); if (n) this.networks.set(kv.key.toString(), n); }
-    this.endpoints.clear();
-    for (const kv of eps.kvs) { const e = decodeEndpoint(kv); if (e) this.endpoints.set(kv.key.toString(), e); }
-    this.changes = null;
-    for (const w of this.watches) w.close();
-    if (this.stopped) return;
-    this.emit((l) => l.resync?.([...this.networks.values()], [...this.endpoints.values()]));
-    this.watches = [
-      this.watch(np, nets.revision, (ev) => this.onNetworkEvent(ev)),
-      this.watch(ep, eps.revision, (ev) => this.onEndpointEvent(ev)),
-    ];
-  }
-
-  private watch(prefix: string, revision: number, apply: (ev: WatchEvent) => void): EtcdWatch {
-    return new EtcdWatch({
-      conn: this.o.conn, client: this.client, prefix, revision,
-      onEvents: (events) => { for (const ev of events) apply(ev); this.schedule(); },
-      onError: (err) => {
+    const { networks, endpoints } = await this.source.list({
+      network: (key, v) => this.onNetworkEvent(key, v),
+      endpoint: (key, v) => this.onEndpointEvent(key, v),
+      flush: () => this.schedule(),
+      error: (err) => {
         if (this.stopped) return;
-        this.o.log.warn(`watch ${prefix}: ${err.message}; listing again`);
+        this.o.log.warn(`${err.message}; listing again`);
         setTimeout(() => void this.relist().then(() => this.schedule(), (e) => this.fail('relist', e)), 1000).unref();
       },
     });
+    this.networks.clear();
+    for (const [k, n] of networks) this.networks.set(k, n);
+    this.endpoints.clear();
+    for (const [k, e] of endpoints) this.endpoints.set(k, e);
+    this.changes = null;
+    this.listed = true;
+    if (this.stopped) return;
+    this.emit((l) => l.resync?.([...this.networks.values()], [...this.endpoints.values()]));
   }
 
-  private onEvent<T>(map: Map<string, T>, decode: (kv: WatchEvent['kv']) => T | null, ev: WatchEvent): void {
-    const key = ev.kv.key.toString();
-    if (ev.type === 'del') { map.delete(key); return; }
-    const v = decode(ev.kv);
-    if (v) map.set(key, v); else map.delete(key);
-  }
-
-  private onNetworkEvent(ev: WatchEvent): void {
-    const key = ev.kv.key.toString();
+  private onNetworkEvent(key: string, after: Network | undefined): void {
     const before = this.networks.get(key);
-    this.onEvent(this.networks, decodeNetwork, ev);
-    const after = this.networks.get(key);
+    if (after) this.networks.set(key, after); else this.networks.delete(key);
     for (const n of [before, after]) if (n) this.dirtyNets.add(n.name);
     this.emit((l) => l.network?.(before, after));
   }
 
   /** An endpoint put or deleted: remembered for an incremental pass (one FDB and neighbour change, no dumps). */
-  private onEndpointEvent(ev: WatchEvent): void {
-    const key = ev.kv.key.toString();
+  private onEndpointEvent(key: string, after: Endpoint | undefined): void {
     const before = this.endpoints.get(key);
-    this.onEvent(this.endpoints, decodeEndpoint, ev);
-    const after = this.endpoints.get(key);
+    if (after) this.endpoints.set(key, after); else this.endpoints.delete(key);
     this.emit((l) => l.endpoint?.(before, after));
     if (!this.changes) return; // a full pass is due anyway
     const prev = this.changes.get(key);
@@ -354,7 +297,7 @@ export class NetworksAgent {
       this.o.log.info(`removed ${f}: network ${name} is gone`);
     }
     for (const [file, n] of want) {
-      const text = JSON.stringify(renderConflist(n, { nodeName: this.o.nodeName, etcd: this.o.conn, runDir: this.o.runDir }), null, 2) + '\n';
+      const text = JSON.stringify(renderConflist(n, this.source.conflistContext()), null, 2) + '\n';
       const full = path.join(dir, file);
       let have = '';
       try { have = fs.readFileSync(full, 'utf8'); } catch { /* new */ }

@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { SpecError } from '../network/spec';
 
 export const CONTROL_SOCKET = 'mesh.sock';
 const MAX_REQUEST = 1 << 20;
@@ -30,7 +31,8 @@ export async function serveControl(runDir: string, handle: Handler): Promise<net
       try { req = JSON.parse(buf.slice(0, nl)); } catch { s.end(`${JSON.stringify({ ok: false, error: 'request is not JSON' })}\n`); return; }
       handle(req).then(
         (result) => s.end(`${JSON.stringify({ ok: true, result })}\n`),
-        (e: Error) => s.end(`${JSON.stringify({ ok: false, error: e.message })}\n`));
+        // The error's class travels too: knitctl treats a SpecError (a bad request) as on etcd.
+        (e: Error & { code?: unknown }) => s.end(`${JSON.stringify({ ok: false, error: e.message, ...(e.name !== 'Error' ? { kind: e.name } : {}), ...(typeof e.code === 'number' ? { code: e.code } : {}) })}\n`));
     });
   });
   const old = process.umask(0o177);
@@ -63,8 +65,12 @@ export function controlCall<T = unknown>(runDir: string, req: Record<string, unk
     s.on('end', () => {
       clearTimeout(t);
       try {
-        const r = JSON.parse(buf) as { ok: boolean; result?: T; error?: string };
-        if (r.ok) resolve(r.result as T); else reject(new Error(r.error ?? 'knitd failed'));
+        const r = JSON.parse(buf) as { ok: boolean; result?: T; error?: string; kind?: string; code?: number };
+        if (r.ok) { resolve(r.result as T); return; }
+        if (r.kind === 'SpecError') { reject(new SpecError(r.error ?? 'knitd failed')); return; }
+        const err = Object.assign(new Error(r.error ?? 'knitd failed'), typeof r.code === 'number' ? { code: r.code } : {});
+        if (r.kind) err.name = r.kind;
+        reject(err);
       } catch { reject(new Error(`knitd at ${file} answered no JSON`)); }
     });
   });

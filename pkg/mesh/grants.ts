@@ -1,19 +1,79 @@
-// This node's votes in subnet claims (the acceptor's side of the quorum, docs/mesh.md): which
-// node each subnet was granted to. A grant never expires with time, only when its holder moves
-// to another subnet (a newer version of its own record says so) or gives it back, or when
-// `knitctl node rm` removes the holder: so a partitioned or dead node keeps its subnet and nobody
-// can be granted it meanwhile. Written to disk before the vote is sent, so a restarted knitd
-// never votes twice for one subnet.
+// This node's votes in claims (the acceptor's side of the quorum, docs/mesh.md, design D21): a
+// voter grants a claim only if it conflicts with no claim it has already granted, and writes the
+// grant to disk before the vote is sent, so a restarted knitd never grants two conflicting claims.
+// Two majorities share a voter: two conflicting claims can never both collect one. Each kind of
+// claim has its conflict predicate (conflicts() below):
+//   subnet  a node's pod-network subnet: the same subnet held by another node
+//   net     a named network: the same name, an overlapping subnet or the same VNI (another id)
+//   block   a node's address block of a named network: the same block held by another node
+// A subnet grant never expires with time, only when its holder moves to another subnet (a newer
+// version of its own record says so) or gives it back, or when `knitctl node rm` removes the
+// holder: so a partitioned or dead node keeps its subnet and nobody can be granted it meanwhile.
+// A network's grant (and its blocks') goes when the network's tombstone arrives.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { overlaps, parseCIDR } from '../ip/ip';
+
+/** What a network claim is judged on. */
+export interface NetClaim { id: string; name: string; subnets: string[]; vni?: number }
+
+export type Claim =
+  | { kind: 'subnet'; subnet: string }
+  | { kind: 'net'; net: NetClaim }
+  | { kind: 'block'; netId: string; block: string };
 
 export interface Grant {
   holder: string;
-  /** The holder's version reserved for the claim: its records newer than this may move it. */
+  /** The holder's version reserved for the claim: its records newer than this may move it (subnets). */
   v: number;
+  /** Absent: a subnet grant (the key is the subnet; the format before D21). */
+  claim?: Claim;
 }
 
-export type Vote = { ok: true } | { ok: false; holder: string };
+export type Vote = { ok: true } | { ok: false; holder: string; conflict?: string };
+
+/** The grant map's key: one entry per claimed thing (a re-claim by its holder replaces it). */
+export function claimKey(c: Claim): string {
+  switch (c.kind) {
+    case 'subnet': return c.subnet;
+    case 'net': return `net/${c.net.id}`;
+    case 'block': return `block/${c.netId}/${c.block}`;
+  }
+}
+
+/** A short text naming the claim, for logs and errors. */
+export function claimText(c: Claim): string {
+  switch (c.kind) {
+    case 'subnet': return c.subnet;
+    case 'net': return `network ${c.net.name} (${c.net.subnets.join(', ')}${c.net.vni !== undefined ? `, VNI ${c.net.vni}` : ''})`;
+    case 'block': return `block ${c.block}`;
+  }
+}
+
+const netsOverlap = (a: string[], b: string[]): string | null => {
+  for (const x of a) for (const y of b) {
+    const p = parseCIDR(x);
+    const q = parseCIDR(y);
+    if (p && q && p.ip.family === q.ip.family && overlaps(p, q)) return `${y} overlaps ${x}`;
+  }
+  return null;
+};
+
+/** Why claim `a` cannot be granted beside the granted claim `b`, or null when both can stand. */
+export function conflicts(a: Claim, b: Claim): string | null {
+  if (a.kind === 'subnet' && b.kind === 'subnet') return a.subnet === b.subnet ? `subnet ${a.subnet}` : null;
+  if (a.kind === 'block' && b.kind === 'block') return a.netId === b.netId && a.block === b.block ? `block ${a.block}` : null;
+  if (a.kind === 'net' && b.kind === 'net') {
+    if (a.net.id === b.net.id) return null;
+    if (a.net.name === b.net.name) return `network ${b.net.name}: same name`;
+    const o = netsOverlap(a.net.subnets, b.net.subnets);
+    if (o) return `network ${b.net.name}: ${o}`;
+    if (a.net.vni !== undefined && a.net.vni === b.net.vni) return `network ${b.net.name}: same VNI ${a.net.vni}`;
+  }
+  return null;
+}
+
+const claimOf = (key: string, g: Grant): Claim => g.claim ?? { kind: 'subnet', subnet: key };
 
 export class Grants {
   readonly map = new Map<string, Grant>();
@@ -26,31 +86,63 @@ export class Grants {
     } catch { /* none yet */ }
   }
 
-  /** Votes for `holder` holding `subnet`; `removed(name, v)`: whether node rm covers that grant. */
-  request(subnet: string, holder: string, v: number, removed: (name: string, v: number) => boolean): Vote {
-    const g = this.map.get(subnet);
-    if (g && g.holder !== holder && !removed(g.holder, g.v)) return { ok: false, holder: g.holder };
-    if (!g || g.holder !== holder || g.v < v) { this.map.set(subnet, { holder, v: Math.max(v, g?.holder === holder ? g.v : 0) }); this.save(); }
+  /**
+   * Votes for `holder`'s claim (subnet: a string, the format before D21). `removed(name, v)`:
+   * whether node rm covers a grant; `known(c)`: a conflict with what this node knows from the
+   * replicated state besides its grants (a network created before it joined), or null.
+   */
+  request(c: Claim | string, holder: string, v: number, removed: (name: string, v: number) => boolean, known?: (c: Claim) => string | null): Vote {
+    const claim: Claim = typeof c === 'string' ? { kind: 'subnet', subnet: c } : c;
+    const key = claimKey(claim);
+    const g = this.map.get(key);
+    const nodeBound = claim.kind !== 'net'; // a network is nobody's: node rm of its creator leaves it
+    if (g && g.holder !== holder && !(nodeBound && removed(g.holder, g.v))) return { ok: false, holder: g.holder, conflict: claimText(claim) };
+    if (claim.kind === 'net') {
+      for (const [k, o] of this.map) {
+        if (k === key || !o.claim || o.claim.kind !== 'net') continue;
+        const why = conflicts(claim, o.claim);
+        if (why) return { ok: false, holder: o.holder, conflict: why };
+      }
+      const why = known?.(claim);
+      if (why) return { ok: false, holder: '', conflict: why };
+    }
+    if (!g || g.holder !== holder || g.v < v) {
+      this.map.set(key, { holder, v: Math.max(v, g?.holder === holder ? g.v : 0), ...(claim.kind !== 'subnet' ? { claim } : {}) });
+      this.save();
+    }
     return { ok: true };
   }
 
   /** The holder gives a grant back (its claim failed): only its own. */
-  release(subnet: string, holder: string, v: number): void {
-    const g = this.map.get(subnet);
-    if (g && g.holder === holder && g.v <= v) { this.map.delete(subnet); this.save(); }
+  release(c: Claim | string, holder: string, v: number): void {
+    const key = typeof c === 'string' ? c : claimKey(c);
+    const g = this.map.get(key);
+    if (g && g.holder === holder && g.v <= v) { this.map.delete(key); this.save(); }
   }
 
-  /** A newer record of `holder` says it holds `subnet` (or none): its grants for others go. */
+  /** A newer record of `holder` says it holds `subnet` (or none): its subnet grants for others go. */
   holderMoved(holder: string, v: number, subnet: string | null): void {
-    let changed = false;
-    for (const [s, g] of this.map) if (g.holder === holder && g.v < v && s !== subnet) { this.map.delete(s); changed = true; }
-    if (changed) this.save();
+    this.drop((k, g) => claimOf(k, g).kind === 'subnet' && g.holder === holder && g.v < v && k !== subnet);
   }
 
-  /** node rm: every grant of the node up to that version goes. */
+  /** node rm: every grant of the node up to that version goes (subnets and blocks; networks are nobody's). */
   removed(holder: string, upTo: number): void {
+    this.drop((k, g) => claimOf(k, g).kind !== 'net' && g.holder === holder && g.v <= upTo);
+  }
+
+  /** A network's tombstone: its grant and its blocks' go. */
+  networkRemoved(id: string): void {
+    this.drop((k) => k === `net/${id}` || k.startsWith(`block/${id}/`));
+  }
+
+  /** The granted claims of one kind (status, tests). */
+  claims(kind: Claim['kind']): Array<{ key: string; grant: Grant }> {
+    return [...this.map].filter(([k, g]) => claimOf(k, g).kind === kind).map(([key, grant]) => ({ key, grant }));
+  }
+
+  private drop(pred: (key: string, g: Grant) => boolean): void {
     let changed = false;
-    for (const [s, g] of this.map) if (g.holder === holder && g.v <= upTo) { this.map.delete(s); changed = true; }
+    for (const [k, g] of this.map) if (pred(k, g)) { this.map.delete(k); changed = true; }
     if (changed) this.save();
   }
 
@@ -61,4 +153,20 @@ export class Grants {
     fs.writeFileSync(tmp, JSON.stringify(Object.fromEntries(this.map)));
     fs.renameSync(tmp, this.file);
   }
+}
+
+/** A claim from a peer, checked (a bad one cuts the peer off). */
+export function checkClaim(x: unknown): Claim | null {
+  const c = x as Record<string, unknown>;
+  const str = (v: unknown, max = 256): v is string => typeof v === 'string' && v.length > 0 && v.length <= max;
+  if (!c || typeof c !== 'object') return null;
+  if (c.kind === 'subnet' && str(c.subnet, 64)) return { kind: 'subnet', subnet: c.subnet };
+  if (c.kind === 'block' && str(c.netId, 64) && str(c.block, 64)) return { kind: 'block', netId: c.netId, block: c.block };
+  if (c.kind === 'net') {
+    const n = c.net as Record<string, unknown>;
+    if (!n || typeof n !== 'object' || !str(n.id, 64) || !str(n.name, 64) || !Array.isArray(n.subnets) || n.subnets.length > 64 || !n.subnets.every((s) => str(s, 64))) return null;
+    if (n.vni !== undefined && !(Number.isInteger(n.vni) && (n.vni as number) >= 0)) return null;
+    return { kind: 'net', net: { id: n.id, name: n.name, subnets: n.subnets as string[], ...(n.vni !== undefined ? { vni: n.vni as number } : {}) } };
+  }
+  return null;
 }

@@ -13,8 +13,9 @@ import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
 import { checkHello, frameTag, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
 import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
-import { Grants } from './grants';
-import { checkDigest, checkRecord, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
+import type { Endpoint } from '../network/store';
+import { checkClaim, claimText, conflicts as conflictsOf, Grants, type Claim, type Vote } from './grants';
+import { checkDigest, checkRecord, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
 
 export const DEFAULT_MESH_PORT = 6788;
 const HANDSHAKE_MS = 5000;
@@ -58,6 +59,12 @@ export interface MeshCounters {
 }
 
 export class NoQuorumError extends Error {}
+
+/** Why a network claim conflicts with a network record (another network), or null. */
+function conflictsWithNetwork(c: Claim & { kind: 'net' }, r: NetRecord): string | null {
+  const n = r.net!;
+  return conflictsOf(c, { kind: 'net', net: { id: n.id, name: n.name, subnets: n.subnets.map((s) => s.subnet), ...(n.options.vni !== undefined ? { vni: n.options.vni } : {}) } });
+}
 
 /** host:port, brackets for IPv6, IPv4-mapped IPv6 as IPv4. */
 export function joinHostPort(host: string, port: number): string {
@@ -128,6 +135,10 @@ export class MeshNode {
   private reqId = 0;
   private clock = 0;
   private lease: MeshLease | null = null;
+  /** This node's endpoints on named networks, published in its record. */
+  private eps: Endpoint[] = [];
+  /** Attachments holding addresses from this node's blocks, by network (published for `network rm`). */
+  private held: Record<string, string[]> = {};
   private ttl: number;
   private claiming = 0;
   private publishTimer: NodeJS.Timeout | null = null;
@@ -167,7 +178,7 @@ export class MeshNode {
     }
     this.clock = Math.max(this.clock, raw.clock ?? 0);
     const own = this.state.nodes.get(this.o.name);
-    if (own) { this.clock = Math.max(this.clock, own.v); this.lease = own.lease; }
+    if (own) { this.clock = Math.max(this.clock, own.v); this.lease = own.lease; this.eps = own.eps ?? []; this.held = own.held ?? {}; }
     this.clock = Math.max(this.clock, this.state.removedAt(this.o.name));
   }
 
@@ -475,13 +486,15 @@ export class MeshNode {
       }
       case 'req': {
         const id = m.id;
-        if (typeof id !== 'number' || typeof m.subnet !== 'string' || m.subnet.length > 64 || typeof m.v !== 'number') throw new FrameError('bad request');
+        // A claim of any kind (grants.ts), or a subnet as before D21.
+        const claim: Claim | null = m.claim !== undefined ? checkClaim(m.claim) : typeof m.subnet === 'string' && m.subnet.length <= 64 ? { kind: 'subnet', subnet: m.subnet } : null;
+        if (typeof id !== 'number' || !claim || typeof m.v !== 'number') throw new FrameError('bad request');
         const holder = c.name!; // the authenticated name: a node can only claim for itself
         if (m.op === 'grant') {
-          const vote = this.grants.request(m.subnet, holder, m.v, (n, v) => this.state.removedAt(n) >= v);
+          const vote = this.grantVote(claim, holder, m.v);
           c.send({ t: 'res', id, ...vote, members: this.state.members() });
         } else if (m.op === 'ungrant') {
-          this.grants.release(m.subnet, holder, m.v);
+          this.grants.release(claim, holder, m.v);
           c.send({ t: 'res', id, ok: true, members: this.state.members() });
         } else throw new FrameError('bad request op');
         return;
@@ -509,6 +522,12 @@ export class MeshNode {
 
   private afterChange(ch: StateChange, rec: MeshRecord, from: Conn | null): void {
     if (ch.kind === 'node') this.grants.holderMoved(ch.name, ch.after.v, ch.after.lease?.subnet ?? null);
+    // A network removed: its grant and its blocks' go (a network made again under the name starts clean).
+    // (Also a voter that never saw the network's record, only its tombstone.)
+    if (ch.kind === 'net') {
+      if (!ch.after.net) this.grants.networkRemoved(ch.after.id);
+      if (ch.before && ch.before.id !== ch.after.id) this.grants.networkRemoved(ch.before.id);
+    }
     if (ch.kind === 'rm') {
       this.grants.removed(ch.name, (rec as { upTo: number }).upTo);
       if (ch.name === this.o.name) {
@@ -544,7 +563,7 @@ export class MeshNode {
     // while it was down must reach it first, or its old lease would come back with a newer version.
     if (!this.synced && !this.alone()) return;
     const conns: ConnInfo[] = [...this.byName.values()].map((c) => ({ name: c.name!, addr: c.addr, dir: c.role === 'dial' ? 'out' : 'in' }));
-    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns };
+    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}) };
     const ch = this.state.apply({ rec, age: 0 }, Date.now());
     if (ch) this.afterChange(ch, rec, null);
   }
@@ -569,51 +588,109 @@ export class MeshNode {
     });
   }
 
+  /** This node's vote on a claim: conflicts with its grants, or (networks) with a network it knows of. */
+  private grantVote(claim: Claim, holder: string, v: number): Vote {
+    return this.grants.request(claim, holder, v, (n, gv) => this.state.removedAt(n) >= gv, (c) => this.knownConflict(c));
+  }
+
+  /** A network claim against the networks in the replicated state (one created before this node joined). */
+  private knownConflict(c: Claim): string | null {
+    if (c.kind !== 'net') return null;
+    for (const r of this.state.nets.values()) {
+      if (!r.net) continue;
+      const why = conflictsWithNetwork(c, r);
+      if (why) return why;
+    }
+    return null;
+  }
+
   /**
-   * Claims `lease.subnet` for this node: granted by a majority of the known members (this node's
-   * own vote included), then published. Refused (ok false, the holder) when the votes cannot
-   * add up because others hold it; NoQuorumError when too few members answer.
+   * One claim put to the vote: granted by a majority of the known members (this node's own vote
+   * included). Refused (ok false, the holder and the conflict) when the votes cannot add up
+   * because others hold conflicting grants; NoQuorumError when too few members answer. A claim
+   * that loses gives back the votes it won, so a lost race strands nothing.
    */
-  async claim(lease: MeshLease, waitMs = 0): Promise<{ ok: boolean; holder?: string }> {
+  async vote(claim: Claim, v: number, waitMs = 0): Promise<{ ok: true; votes: string[] } | { ok: false; holder: string; conflict?: string }> {
     // A joiner connects to the members it learned of within moments: give it that long.
     const until = Date.now() + waitMs;
     while (this.byName.size + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 10));
+    const votes: string[] = [];
+    const refusals: Array<{ node: string; holder: string; conflict?: string }> = [];
+    const own = this.grantVote(claim, this.o.name, v);
+    if (own.ok) votes.push(this.o.name); else refusals.push({ node: this.o.name, holder: own.holder, ...(own.conflict ? { conflict: own.conflict } : {}) });
+    const seen = new Set<string>();
+    const peers = [...this.byName.values()];
+    const body = claim.kind === 'subnet' ? { subnet: claim.subnet } : { claim };
+    const answers = await Promise.all(peers.map(async (c) => ({ c, r: await this.request(c, { op: 'grant', ...body, v }) })));
+    for (const { c, r } of answers) {
+      if (!r) continue;
+      if (Array.isArray(r.members)) for (const x of r.members) if (typeof x === 'string') seen.add(x);
+      if (r.ok === true) votes.push(c.name!); else refusals.push({ node: c.name!, holder: String(r.holder), ...(typeof r.conflict === 'string' ? { conflict: r.conflict } : {}) });
+    }
+    const q = this.quorum(seen);
+    const granted = votes.filter((x) => q.members.includes(x)).length;
+    if (granted >= q.need) {
+      this.log.info(`mesh: ${claimText(claim)} granted by ${granted} of ${q.members.length} member(s) (need ${q.need}): ${votes.join(', ')}`);
+      return { ok: true, votes };
+    }
+    if (own.ok) this.grants.release(claim, this.o.name, v);
+    await Promise.all(answers.filter((a) => a.r?.ok === true).map((a) => this.request(a.c, { op: 'ungrant', ...body, v })));
+    if (refusals.length && refusals.length > q.members.length - q.need) {
+      const r = refusals.find((x) => x.holder !== this.o.name) ?? refusals[0]!;
+      return { ok: false, holder: r.holder, ...(r.conflict ? { conflict: r.conflict } : {}) };
+    }
+    throw new NoQuorumError(`mesh: no quorum to claim ${claimText(claim)}: ${granted} of ${q.members.length} known member(s) granted it, ${q.need} needed` +
+      ` (reached: ${[this.o.name, ...answers.filter((a) => a.r).map((a) => a.c.name)].join(', ')}; members: ${q.members.join(', ')})` +
+      `${refusals.length ? `; refused by ${refusals.map((r) => `${r.node} (${r.conflict && claim.kind !== 'subnet' ? r.conflict : `held by ${r.holder}`})`).join(', ')}` : ''}`);
+  }
+
+  /**
+   * Claims `lease.subnet` for this node: granted by a majority of the known members, then
+   * published. Refused (ok false, the holder) when others hold it; NoQuorumError when too few
+   * members answer.
+   */
+  async claim(lease: MeshLease, waitMs = 0): Promise<{ ok: boolean; holder?: string }> {
     this.claiming++;
     try {
-      const v = this.nextVersion();
-      const removed = (n: string, gv: number): boolean => this.state.removedAt(n) >= gv;
-      const votes: string[] = [];
-      const refusals: Array<{ node: string; holder: string }> = [];
-      const own = this.grants.request(lease.subnet, this.o.name, v, removed);
-      if (own.ok) votes.push(this.o.name); else refusals.push({ node: this.o.name, holder: own.holder });
-      const seen = new Set<string>();
-      const peers = [...this.byName.values()];
-      const answers = await Promise.all(peers.map(async (c) => ({ c, r: await this.request(c, { op: 'grant', subnet: lease.subnet, v }) })));
-      for (const { c, r } of answers) {
-        if (!r) continue;
-        if (Array.isArray(r.members)) for (const x of r.members) if (typeof x === 'string') seen.add(x);
-        if (r.ok === true) votes.push(c.name!); else refusals.push({ node: c.name!, holder: String(r.holder) });
-      }
-      const q = this.quorum(seen);
-      const granted = votes.filter((x) => q.members.includes(x)).length;
-      if (granted >= q.need) {
-        this.lease = lease;
-        this.log.info(`mesh: subnet ${lease.subnet} granted by ${granted} of ${q.members.length} member(s) (need ${q.need}): ${votes.join(', ')}`);
-        return { ok: true };
-      }
-      // Not ours: give back what was granted, so a lost race strands nothing.
-      if (own.ok) this.grants.release(lease.subnet, this.o.name, v);
-      await Promise.all(answers.filter((a) => a.r?.ok === true).map((a) => this.request(a.c, { op: 'ungrant', subnet: lease.subnet, v })));
-      if (refusals.length && refusals.length > q.members.length - q.need) {
-        return { ok: false, holder: refusals.find((r) => r.holder !== this.o.name)?.holder ?? refusals[0]!.holder };
-      }
-      throw new NoQuorumError(`mesh: no quorum to claim ${lease.subnet}: ${granted} of ${q.members.length} known member(s) granted it, ${q.need} needed` +
-        ` (reached: ${[this.o.name, ...answers.filter((a) => a.r).map((a) => a.c.name)].join(', ')}; members: ${q.members.join(', ')})` +
-        `${refusals.length ? `; refused by ${refusals.map((r) => `${r.node} (held by ${r.holder})`).join(', ')}` : ''}`);
+      const r = await this.vote({ kind: 'subnet', subnet: lease.subnet }, this.nextVersion(), waitMs);
+      if (!r.ok) return { ok: false, holder: r.holder };
+      this.lease = lease;
+      return { ok: true };
     } finally {
       this.claiming--;
       if (this.claiming === 0) this.publishSelf();
     }
+  }
+
+  /** A version for a claim or a record this node writes. */
+  version(): number { return this.nextVersion(); }
+
+  /** Writes a network record (created after its claim won, or a tombstone) and floods it. */
+  putNetworkRecord(rec: NetRecord): boolean {
+    this.clock = Math.max(this.clock, rec.v);
+    const ch = this.state.apply({ rec }, Date.now());
+    if (ch) this.afterChange(ch, rec, null);
+    return !!ch;
+  }
+
+  /** This node's endpoints (replaced as a whole), published at once in its record. */
+  setEndpoints(eps: Endpoint[]): void {
+    this.eps = eps;
+    this.publishSelf();
+  }
+
+  get ownEndpoints(): readonly Endpoint[] { return this.eps; }
+
+  get ownHeld(): Readonly<Record<string, string[]>> { return this.held; }
+
+  /** The attachments holding this node's addresses on `network` (empty: none), published at once when changed. */
+  setHeld(network: string, owners: string[]): void {
+    const cur = this.held[network] ?? [];
+    if (cur.length === owners.length && cur.every((x, i) => x === owners[i])) return;
+    const next = { ...this.held };
+    if (owners.length) next[network] = owners; else delete next[network];
+    this.held = next;
+    this.publishSelf();
   }
 
   /** Updates this node's published lease without a claim (same subnet, new underlay or backend data). */

@@ -7,9 +7,16 @@
 //   rm/<name>     `knitctl node rm`: removes node/<name> up to a version (tombstone), written by
 //                 anyone, merged by the highest version: idempotent, safe on any node and twice.
 //   config        the pod network's config, last writer wins (time, then writer's name).
+//   net/<name>    a named network (pkg/network/spec.ts), written once its claim won a majority's
+//                 votes (grants.ts); `network rm` writes its tombstone (net null) with a higher
+//                 version. Higher version wins, then the writer's name.
+// A node's record also carries its endpoints on named networks (eps): one writer, versioned with
+// the record, gone from every view with the node's liveness, as its lease's datapath entries are.
 // "Heard" times are local: records travel with their age (ms since the sender heard the owner),
 // never a timestamp, so nodes need no synchronised clocks.
 import { NAME_RE } from './auth';
+import type { Network } from '../network/spec';
+import type { Endpoint } from '../network/store';
 
 export interface MeshLease {
   subnet: string;
@@ -35,11 +42,17 @@ export interface NodeRecord {
   ttl: number;
   lease: MeshLease | null;
   conns: ConnInfo[];
+  /** Its endpoints on named networks (absent: none). */
+  eps?: Endpoint[];
+  /** The attachments holding addresses from its blocks, by network name ("containerId:ifName"): what `network rm` waits for on every driver. */
+  held?: Record<string, string[]>;
 }
 
 export interface RmRecord { k: 'rm'; name: string; upTo: number; by: string }
 export interface ConfigRecord { k: 'config'; name: 'config'; json: string; v: number; by: string }
-export type MeshRecord = NodeRecord | RmRecord | ConfigRecord;
+/** A named network (net null: removed), keyed by its name. */
+export interface NetRecord { k: 'net'; name: string; id: string; v: number; by: string; net: Network | null }
+export type MeshRecord = NodeRecord | RmRecord | ConfigRecord | NetRecord;
 
 /** A record on the wire: with its age for node records. */
 export interface WireRecord { rec: MeshRecord; age?: number }
@@ -47,7 +60,7 @@ export interface WireRecord { rec: MeshRecord; age?: number }
 export class RecordError extends Error {}
 
 /** Versions by node, removals by node, the config's version and writer. */
-export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null }
+export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null; w?: Record<string, number> }
 
 /** A digest from a peer, checked (a bad one cuts the peer off like a bad record). */
 export function checkDigest(x: unknown): Digest {
@@ -55,8 +68,9 @@ export function checkDigest(x: unknown): Digest {
   const map = (m: unknown): boolean => !!m && typeof m === 'object' && !Array.isArray(m) && Object.keys(m).length <= 100_000 && Object.values(m).every(isVer);
   if (!d || typeof d !== 'object' || !map(d.n) || !map(d.r)) throw new RecordError('bad digest');
   if (d.c !== null && !(Array.isArray(d.c) && d.c.length === 2 && isVer(d.c[0]) && isStr(d.c[1]))) throw new RecordError('bad digest config');
+  if (d.w !== undefined && !map(d.w)) throw new RecordError('bad digest networks');
   // Lookups only by name: a prototype key must not answer for a missing one.
-  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c };
+  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c, w: Object.assign(Object.create(null), d.w ?? {}) };
 }
 
 const isStr = (x: unknown, max = 256): x is string => typeof x === 'string' && x.length <= max;
@@ -88,7 +102,18 @@ export function checkRecord(w: unknown): WireRecord {
         for (const v of Object.values(l.backendData as object)) if (!isStr(v, 1024)) bad('backendData value');
       }
     }
-    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[] }, age: (age as number | undefined) ?? 0 };
+    if (r.eps !== undefined) {
+      if (!Array.isArray(r.eps) || r.eps.length > 20_000) bad('eps');
+      for (const e of r.eps as unknown[]) if (!checkEndpoint(e, r.name as string)) bad('endpoint');
+    }
+    if (r.held !== undefined) {
+      const h = r.held as Record<string, unknown>;
+      if (!h || typeof h !== 'object' || Array.isArray(h) || Object.keys(h).length > 4096) bad('held');
+      for (const [k, v] of Object.entries(h)) if (k.length > 64 || !isStrArr(v, 20_000, 300)) bad('held entry');
+    }
+    const eps = r.eps as Endpoint[] | undefined;
+    const held = r.held as Record<string, string[]> | undefined;
+    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}) }, age: (age as number | undefined) ?? 0 };
   }
   if (r.k === 'rm') {
     if (!isVer(r.upTo) || !isStr(r.by) || !NAME_RE.test(r.by)) bad('rm fields');
@@ -98,13 +123,42 @@ export function checkRecord(w: unknown): WireRecord {
     if (!isStr(r.json, 65536) || !isVer(r.v) || !isStr(r.by)) bad('config fields');
     return { rec: { k: 'config', name: 'config', json: r.json as string, v: r.v as number, by: r.by as string } };
   }
+  if (r.k === 'net') {
+    if (!isStr(r.id, 64) || !isVer(r.v) || !isStr(r.by) || !NAME_RE.test(r.by)) bad('net fields');
+    if (r.net !== null && !checkNetwork(r.net, r.name as string, r.id as string)) bad('network');
+    return { rec: { k: 'net', name: r.name as string, id: r.id as string, v: r.v as number, by: r.by as string, net: r.net as Network | null } };
+  }
   return bad(`kind ${JSON.stringify(r.k)}`);
+}
+
+const isStrArr = (x: unknown, n: number, max = 64): boolean => Array.isArray(x) && x.length <= n && x.every((s) => isStr(s, max));
+const isStrMap = (x: unknown): boolean => !!x && typeof x === 'object' && !Array.isArray(x) && Object.keys(x).length <= 256 && Object.entries(x).every(([k, v]) => k.length <= 256 && isStr(v, 1024));
+
+/** A network as its creator stored it: the shape the agents read (spec.ts built it). */
+function checkNetwork(x: unknown, name: string, id: string): boolean {
+  const n = x as Record<string, unknown>;
+  if (!n || typeof n !== 'object' || n.name !== name || n.id !== id || !isStr(n.driver, 16) || !isStr(n.created, 64)) return false;
+  if (!Array.isArray(n.subnets) || n.subnets.length < 1 || n.subnets.length > 64) return false;
+  for (const s of n.subnets as Array<Record<string, unknown>>) {
+    if (!s || !isStr(s.subnet, 64) || !isStr(s.gateway, 64) || (s.ipRange !== undefined && !isStr(s.ipRange, 64)) || !isStrMap(s.auxAddresses)) return false;
+  }
+  const o = n.options as Record<string, unknown>;
+  if (!o || typeof o !== 'object' || typeof o.mtu !== 'number' || typeof o.isolation !== 'boolean' || (o.vni !== undefined && !isVer(o.vni))) return false;
+  return typeof n.internal === 'boolean' && typeof n.ipv6 === 'boolean' && isStrMap(n.labels);
+}
+
+/** An endpoint in its owner's record: only the owner's own. */
+function checkEndpoint(x: unknown, owner: string): boolean {
+  const e = x as Record<string, unknown>;
+  return !!e && typeof e === 'object' && e.node === owner && isStr(e.network, 64) && isStr(e.containerId) && isStr(e.ifName, 16) && isStr(e.nodeIp, 64) &&
+    isStr(e.mac, 32) && isStrArr(e.ips, 16) && (e.name === undefined || isStr(e.name)) && (e.aliases === undefined || isStrArr(e.aliases, 64, 256)) && isStr(e.created, 64);
 }
 
 export type StateChange =
   | { kind: 'node'; name: string; before: NodeRecord | null; after: NodeRecord }
   | { kind: 'rm'; name: string; removed: NodeRecord | null }
-  | { kind: 'config'; json: string };
+  | { kind: 'config'; json: string }
+  | { kind: 'net'; name: string; before: NetRecord | null; after: NetRecord };
 
 export class MeshState {
   readonly nodes = new Map<string, NodeRecord>();
@@ -112,6 +166,8 @@ export class MeshState {
   readonly heard = new Map<string, number>();
   readonly rms = new Map<string, RmRecord>();
   config: ConfigRecord | null = null;
+  /** Named networks by name, tombstones included (net null). */
+  readonly nets = new Map<string, NetRecord>();
 
   constructor(readonly self: string) {}
 
@@ -135,6 +191,12 @@ export class MeshState {
       if (cur && cur.v <= r.upTo) { this.nodes.delete(r.name); this.heard.delete(r.name); removed = cur; }
       return { kind: 'rm', name: r.name, removed };
     }
+    if (r.k === 'net') {
+      const cur = this.nets.get(r.name);
+      if (cur && (cur.v > r.v || (cur.v === r.v && cur.by >= r.by))) return null;
+      this.nets.set(r.name, r);
+      return { kind: 'net', name: r.name, before: cur ?? null, after: r };
+    }
     const c = this.config;
     if (c && (c.v > r.v || (c.v === r.v && c.by >= r.by))) return null;
     this.config = r;
@@ -157,7 +219,18 @@ export class MeshState {
     for (const n of this.nodes.values()) out.push(this.wire(n, now));
     for (const r of this.rms.values()) out.push({ rec: r });
     if (this.config) out.push({ rec: this.config });
+    for (const x of this.nets.values()) out.push({ rec: x });
     return out;
+  }
+
+  /** The named networks that exist (tombstones left out). */
+  networks(): Network[] {
+    return [...this.nets.values()].flatMap((r) => (r.net ? [r.net] : []));
+  }
+
+  /** The endpoints of live nodes (this node's always). */
+  endpoints(now: number): Endpoint[] {
+    return [...this.nodes.values()].flatMap((n) => (n.eps?.length && this.live(n.name, now) ? n.eps : []));
   }
 
   wire(rec: MeshRecord, now: number): WireRecord {
@@ -172,6 +245,7 @@ export class MeshState {
       n: Object.fromEntries([...this.nodes.values()].map((x) => [x.name, x.v])),
       r: Object.fromEntries([...this.rms.values()].map((x) => [x.name, x.upTo])),
       c: this.config ? [this.config.v, this.config.by] : null,
+      w: Object.fromEntries([...this.nets.values()].map((x) => [x.name, x.v])),
     };
   }
 
@@ -182,6 +256,7 @@ export class MeshState {
     for (const x of this.rms.values()) if (!(d.r[x.name]! >= x.upTo)) out.push({ rec: x });
     const c = this.config;
     if (c && (!d.c || c.v > d.c[0] || (c.v === d.c[0] && c.by > d.c[1]))) out.push({ rec: c });
+    for (const x of this.nets.values()) if (!(d.w?.[x.name]! >= x.v)) out.push({ rec: x });
     return out;
   }
 

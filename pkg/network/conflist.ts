@@ -10,7 +10,8 @@ import { networkDomain, resolverOn, splitParent, type Network, type SubnetSpec }
 
 export interface NodeContext {
   nodeName: string;
-  etcd: EtcdConnConfig;
+  /** Where addresses and endpoints live: etcd, or (absent) the mesh through knitd (`datastore: "mesh"`). */
+  etcd?: EtcdConnConfig;
   /** knitd's run directory (the plugins read <runDir>/networks/node.json). */
   runDir: string;
 }
@@ -23,6 +24,8 @@ export const vxlanName = (vni: number): string => `knv${vni}`;
 /** A bridge-driver network's bridge (Docker: br-<id12>). */
 export const bridgeDriverName = (id: string): string => `knbr-${id.slice(0, 10)}`;
 export const OVERLAY_PLUGIN = 'knit-l2overlay';
+/** The IPAM type a conflist names on the mesh (knitd's per-node address blocks; not built yet). */
+export const MESH_IPAM = 'knit-mesh-ipam';
 
 function ipamRange(s: SubnetSpec): Record<string, unknown> {
   const sub = parseCIDR(s.subnet)!;
@@ -46,7 +49,8 @@ export function ipamOf(net: Network, node: NodeContext): Record<string, unknown>
   const exclude = net.subnets.flatMap((s) => Object.values(s.auxAddresses)).filter((ip) => parseIP(ip));
   const routes = net.internal ? [] : [...(v4.length ? [{ dst: '0.0.0.0/0' }] : []), ...(v6.length ? [{ dst: '::/0' }] : [])];
   return {
-    type: 'knit-etcd-ipam', nodeName: node.nodeName, etcd: node.etcd,
+    // On the mesh (no etcd) the addresses would come from knitd's per-node blocks: not yet (docs/mesh.md).
+    ...(node.etcd ? { type: 'knit-etcd-ipam', etcd: node.etcd } : { type: MESH_IPAM, runDir: node.runDir }), nodeName: node.nodeName,
     ranges: [v4, v6].filter((set) => set.length).map((set) => set.map(ipamRange)),
     ...(exclude.length ? { exclude } : {}),
     ...(net.driver === 'macvlan' ? { routes: routes.map((r) => ({ ...r, gw: (r.dst === '::/0' ? v6 : v4)[0]!.gateway })) } : {}),
@@ -59,7 +63,7 @@ export function mainPluginOf(net: Network, node: NodeContext): Record<string, un
   const common = { ...(net.options.mtu ? { mtu: net.options.mtu } : {}), ipam };
   switch (net.driver) {
     case 'overlay':
-      return { type: OVERLAY_PLUGIN, vni: net.options.vni, runDir: node.runDir, internal: net.internal, isolation: net.options.isolation, ...common };
+      return { type: OVERLAY_PLUGIN, vni: net.options.vni, runDir: node.runDir, ...(node.etcd ? {} : { datastore: 'mesh' }), internal: net.internal, isolation: net.options.isolation, ...common };
     case 'bridge':
       return {
         type: 'knit-bridge', bridge: bridgeDriverName(net.id), isGateway: true, isDefaultGateway: !net.internal,

@@ -9,9 +9,11 @@ export interface NetworkNodeFile {
   nodeName: string;
   /** The node's underlay address: remote VTEPs send this node's containers' traffic here. */
   nodeIp: string;
-  /** The node's etcd lease (decimal int64). */
+  /** The node's etcd lease (decimal int64); "" on the mesh. */
   lease: string;
-  etcd: EtcdConnConfig;
+  /** Absent on the mesh: endpoints go through knitd (<runDir>/mesh.sock). */
+  etcd?: EtcdConnConfig;
+  datastore?: 'mesh';
   updated: string;
 }
 
@@ -33,7 +35,7 @@ export function readNodeFile(runDir: string): NetworkNodeFile | null {
     throw e;
   }
   const v = JSON.parse(text) as NetworkNodeFile;
-  if (!v || typeof v.nodeName !== 'string' || typeof v.nodeIp !== 'string' || typeof v.lease !== 'string' || !v.etcd) throw new Error(`${file}: not a knit node file`);
+  if (!v || typeof v.nodeName !== 'string' || typeof v.nodeIp !== 'string' || typeof v.lease !== 'string' || (!v.etcd && v.datastore !== 'mesh')) throw new Error(`${file}: not a knit node file`);
   return v;
 }
 

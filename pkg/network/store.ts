@@ -33,7 +33,19 @@ export interface Endpoint {
 
 const CREATE_RETRIES = 5;
 
-export class NetworkStore {
+/** What knitctl's network verbs need, on etcd (NetworkStore) or on the mesh (the local knitd: pkg/mesh/network-client.ts). */
+export interface NetworkCatalog {
+  list(): Promise<{ networks: Network[] }>;
+  get(name: string): Promise<Network | null>;
+  create(req: CreateRequest): Promise<Network>;
+  remove(name: string): Promise<void>;
+  endpoints(network?: string): Promise<{ endpoints: Endpoint[] }>;
+}
+
+/** An endpoint's identity: one per container interface on a network on a node. */
+export type EndpointId = Pick<Endpoint, 'network' | 'node' | 'containerId' | 'ifName'>;
+
+export class NetworkStore implements NetworkCatalog {
   constructor(readonly client: EtcdClient, readonly prefix = '/knit') {}
 
   networksPrefix(): string { return `${this.prefix}/networks/`; }
@@ -102,15 +114,14 @@ export class NetworkStore {
     const svcs = kvs(2).map((kv) => kv.key.toString().slice(sp.length));
     if (svcs.length) throw new SpecError(`network ${name} has service${svcs.length === 1 ? '' : 's'} ${svcs.join(', ')}: remove ${svcs.length === 1 ? 'it' : 'them'} first (knitctl service rm)`);
     const who = new Map<string, string>();
-    for (const e of kvs(0).map(decodeEndpoint)) if (e) who.set(`${e.node}/${e.containerId}`, `${e.name ?? e.containerId.slice(0, 12)} on ${e.node}`);
+    for (const e of kvs(0).map(decodeEndpoint)) if (e) who.set(`${e.node}/${e.containerId}`, attachedName(e));
     for (const kv of kvs(1)) {
       // .../attach/<node>/<containerID>:<ifname>
       const [node, owner] = kv.key.toString().slice(at.length).split('/');
       const cid = owner?.slice(0, owner.lastIndexOf(':')) ?? '';
       if (node && !who.has(`${node}/${cid}`)) who.set(`${node}/${cid}`, `${cid.slice(0, 12)} on ${node}`);
     }
-    const shown = [...who.values()];
-    throw new SpecError(`network ${name} has ${shown.length} container${shown.length === 1 ? '' : 's'} attached (${shown.slice(0, 5).join(', ')}${shown.length > 5 ? ', ...' : ''}): remove or disconnect them first`);
+    throw attachedError(name, [...who.values()]);
   }
 
   async endpoints(network?: string): Promise<{ endpoints: Endpoint[]; revision: number }> {
@@ -129,6 +140,14 @@ export class NetworkStore {
     await this.client.delete(this.endpointKey(e));
   }
 }
+
+/** `network rm` refused: what is attached (`<name or id12> on <node>` each), the same on etcd and the mesh. */
+export function attachedError(name: string, shown: string[]): SpecError {
+  return new SpecError(`network ${name} has ${shown.length} container${shown.length === 1 ? '' : 's'} attached (${shown.slice(0, 5).join(', ')}${shown.length > 5 ? ', ...' : ''}): remove or disconnect them first`);
+}
+
+/** The endpoint's attachment, as `network rm` names it. */
+export const attachedName = (e: Pick<Endpoint, 'name' | 'containerId' | 'node'>): string => `${e.name ?? e.containerId.slice(0, 12)} on ${e.node}`;
 
 export function decodeNetwork(kv: KeyValue): Network | null {
   try {

@@ -11,6 +11,8 @@ import type { NetConf, Result } from '../../pkg/cni/types';
 export const IPAM_PLUGINS: ReadonlyMap<string, () => Plugin> = new Map<string, () => Plugin>([
   ['knit-host-local', () => (require('./host-local/plugin') as typeof import('./host-local/plugin')).hostLocal],
   ['knit-etcd-ipam', () => (require('./etcd/plugin') as typeof import('./etcd/plugin')).etcdIpam],
+  // On the mesh: asks the local knitd (in-process only, no executable).
+  ['knit-mesh-ipam', () => (require('./mesh/plugin') as typeof import('./mesh/plugin')).meshIpam],
 ]);
 
 /** The types served in-process. */

@@ -47,7 +47,7 @@ describe('knitd on the mesh (no etcd)', function () {
     n.log = [];
     const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', n.sockDir, '--datastore', 'mesh',
       ...(peers.length ? ['--peers', peers.map((p) => p.addr).join(',')] : []), '--mesh-password-file', password,
-      '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir,
+      '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir, '--cni-conf-dir', path.join(n.stateDir, '..', 'net.d'),
       '--lease-ttl', String(TTL), '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
     proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
     n.knitd = proc;

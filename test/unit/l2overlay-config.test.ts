@@ -73,4 +73,14 @@ describe('knit-l2overlay config', () => {
     rejects({ ipam: { ...IPAM, etcd: { endpoints: [] } } }, 'invalid ipam.etcd.endpoints []', 'a non-empty array of URLs');
     rejects({ ipam: { ...IPAM, etcd: { endpoints: ['10.0.0.1:2379'] } } }, 'invalid ipam.etcd.endpoints[0] "10.0.0.1:2379"', 'an http:// or https:// URL');
   });
+
+  it('datastore "mesh": knit-mesh-ipam and no etcd (endpoints and addresses through knitd); any other datastore refused', () => {
+    const MESH_IPAM = { type: 'knit-mesh-ipam', nodeName: 'n1', runDir: '/run/knit', ranges: [[{ subnet: '10.50.0.0/24' }]] };
+    const c = parseL2Conf(conf({ datastore: 'mesh', ipam: MESH_IPAM }));
+    assert.equal(c.etcd, undefined);
+    assert.equal(c.nodeName, 'n1');
+    rejects({ datastore: 'etcd' }, 'invalid datastore "etcd"', '"mesh" (knitd --datastore mesh renders it), or absent (etcd)');
+    rejects({ datastore: 'mesh' }, 'invalid ipam.type "knit-etcd-ipam"', '"knit-mesh-ipam"');
+    rejects({ ipam: MESH_IPAM }, 'invalid ipam.type "knit-mesh-ipam"', '"knit-etcd-ipam"');
+  });
 });

@@ -1,4 +1,5 @@
-// knitctl network: Docker-style named networks (docs/named-networks.md), stored in etcd for every node:
+// knitctl network: Docker-style named networks (docs/named-networks.md), stored in etcd for every node, or on the mesh
+// through the local knitd (<run-dir>/mesh.sock, docs/mesh.md) when its socket is there and no etcd is given:
 //   network create [-d DRIVER] [--subnet CIDR]... [--gateway IP]... [--ip-range CIDR]...
 //                  [--aux-address NAME=IP]... [-o KEY=VALUE]... [--label K=V]... [--internal] [--ipv6] NAME
 //   network ls [--json] | network inspect NAME... | network rm NAME...
@@ -8,9 +9,15 @@ import type { CommandModule, Options } from 'yargs';
 import { EtcdClient } from '../../../pkg/etcd';
 import { inspect, lsRows } from '../../../pkg/network/inspect';
 import { DRIVERS, SpecError, checkName } from '../../../pkg/network/spec';
-import { NetworkStore } from '../../../pkg/network/store';
-import { UsageError, etcdConfFromArgs, group, leaf, str, table, type Ctx, type Flags } from '../common';
+import { MeshNetworkClient } from '../../../pkg/mesh/network-client';
+import { NetworkStore, type NetworkCatalog } from '../../../pkg/network/store';
+import { meshRunDir } from './mesh';
+import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
+import { UsageError, etcdConfFromArgs, group, leaf, str, table, value, type Ctx, type Flags } from '../common';
 import * as podNetwork from './pod-network';
+
+/** On the mesh (no etcd): the local knitd's run dir, where its mesh.sock is. */
+const runDir = { 'run-dir': value(`on the mesh: the local knitd's --run-dir (default ${DEFAULT_RUN_DIR})`) };
 
 export function commands(ctx: Ctx): CommandModule[] {
   // Warned as soon as the alias is parsed: with its output, its error or its --help.
@@ -34,6 +41,7 @@ export function commands(ctx: Ctx): CommandModule[] {
           label: many('KEY=VALUE metadata'),
           internal: { type: 'boolean', describe: 'no egress through the node (no masquerade, no default route)' },
           ipv6: { type: 'boolean', describe: 'allow IPv6 subnets' },
+          ...runDir,
         },
         builder: (y) => y.example('knitctl network create -d overlay --subnet 192.168.0.0/16 --gateway 192.168.0.100 --ip-range 192.168.1.0/24 --aux-address my-router=192.168.1.5 myoverlaynet', 'Docker\'s documented example')
           .example('knitctl network create -d macvlan --subnet 172.16.86.0/24 --gateway 172.16.86.1 -o parent=eth0.50 macnet50', 'VLAN 50 on eth0'),
@@ -51,7 +59,7 @@ export function commands(ctx: Ctx): CommandModule[] {
       leaf(ctx, ['network', 'ls'], {
         command: 'ls',
         describe: 'the networks, with their subnets and how many containers are attached',
-        options: { json: { type: 'boolean', describe: 'the networks as JSON' }, quiet: { alias: 'q', type: 'boolean', describe: 'names only' } },
+        options: { json: { type: 'boolean', describe: 'the networks as JSON' }, quiet: { alias: 'q', type: 'boolean', describe: 'names only' }, ...runDir },
         run: (a, c) => withNetworks(a, c.env, async (s) => {
           const [{ networks }, { endpoints }] = [await s.list(), await s.endpoints()];
           if (a.json) return JSON.stringify(networks, null, 2);
@@ -64,6 +72,7 @@ export function commands(ctx: Ctx): CommandModule[] {
         command: 'inspect <names..>',
         describe: 'networks as JSON shaped like docker network inspect, with every container on every node',
         positionals: { names: { type: 'string', array: true } },
+        options: runDir,
         run: (a, c) => withNetworks(a, c.env, async (s) => {
           const out = [];
           for (const name of list(a.names)) {
@@ -78,6 +87,7 @@ export function commands(ctx: Ctx): CommandModule[] {
         command: 'rm <names..>',
         describe: 'remove networks (refused while containers are attached); every node removes its conflist and devices',
         positionals: { names: { type: 'string', array: true } },
+        options: runDir,
         run: (a, c) => withNetworks(a, c.env, async (s) => {
           const done: string[] = [];
           const failed: string[] = [];
@@ -112,7 +122,10 @@ function many(describe: string): Options {
 
 const list = (v: unknown): string[] => (v === undefined ? [] : (Array.isArray(v) ? v : [v]).map(String));
 
-async function withNetworks<T>(a: Flags, env: NodeJS.ProcessEnv, fn: (s: NetworkStore) => Promise<T>): Promise<T> {
+/** The networks in etcd, or on the mesh through the local knitd when its socket is there and no etcd is given. */
+async function withNetworks<T>(a: Flags, env: NodeJS.ProcessEnv, fn: (s: NetworkCatalog) => Promise<T>): Promise<T> {
+  const dir = meshRunDir(a, env);
+  if (dir) return fn(new MeshNetworkClient(dir));
   const conf = etcdConfFromArgs(a, env);
   const client = new EtcdClient(conf);
   try { return await fn(new NetworkStore(client, conf.prefix)); } finally { client.close(); }

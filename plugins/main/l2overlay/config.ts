@@ -21,8 +21,8 @@ export interface L2Conf {
   internal: boolean;
   isolation: boolean;
   mtu?: number;
-  /** The IPAM's etcd and node name: where this node's endpoints are recorded. */
-  etcd: EtcdConnConfig;
+  /** The IPAM's etcd and node name: where this node's endpoints are recorded; etcd absent on the mesh (`"datastore": "mesh"`: through knitd). */
+  etcd?: EtcdConnConfig;
   nodeName: string;
 }
 
@@ -36,16 +36,19 @@ export function parseL2Conf(conf: NetConf): L2Conf {
   if (typeof runDir !== 'string' || !runDir.startsWith('/')) throw invalidConfig('runDir', runDir, `an absolute directory path (default ${DEFAULT_RUN_DIR})`);
   const mtu = conf.mtu;
   if (mtu !== undefined && (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65535)) throw invalidConfig('mtu', mtu, 'an integer from 68 to 65535 (absent: the VXLAN device\'s)');
+  const mesh = conf.datastore === 'mesh';
+  if (conf.datastore !== undefined && !mesh) throw invalidConfig('datastore', conf.datastore, '"mesh" (knitd --datastore mesh renders it), or absent (etcd)');
   const ipam = conf.ipam as Record<string, unknown> | undefined;
-  if (!ipam || ipam.type !== 'knit-etcd-ipam') {
-    throw invalidConfig('ipam.type', ipam?.type, '"knit-etcd-ipam": an overlay network\'s addresses are cluster-wide (knitctl network create renders it)');
+  const ipamType = mesh ? 'knit-mesh-ipam' : 'knit-etcd-ipam';
+  if (!ipam || ipam.type !== ipamType) {
+    throw invalidConfig('ipam.type', ipam?.type, `"${ipamType}": an overlay network's addresses are cluster-wide (knitctl network create renders it)`);
   }
   const nodeName = ipam.nodeName;
   if (typeof nodeName !== 'string' || !nodeName) throw invalidConfig('ipam.nodeName', nodeName, 'the node\'s name, as knitd renders it');
   return {
     network: conf.name, vni, bridge: overlayBridgeName(vni), runDir, internal: bool('internal', conf.internal),
     isolation: bool('isolation', conf.isolation, true), ...(typeof mtu === 'number' ? { mtu } : {}),
-    etcd: parseEtcdConn(ipam.etcd), nodeName,
+    ...(mesh ? {} : { etcd: parseEtcdConn(ipam.etcd) }), nodeName,
   };
 }
 

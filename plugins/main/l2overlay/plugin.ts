@@ -11,6 +11,7 @@ import type { Result } from '../../../pkg/cni/types';
 import { EtcdClient, EtcdError } from '../../../pkg/etcd/client';
 import { etcdCniError } from '../../../pkg/ipam/etcd/keys';
 import { linkFind, withNetlink } from '../../../pkg/netlink';
+import { MeshNetworkClient } from '../../../pkg/mesh/network-client';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
 import { resident } from '../../../pkg/ipam/resident';
 import { bridge } from '../bridge/plugin';
@@ -28,13 +29,30 @@ function networkBridgeMtu(cfg: L2Conf, code: number): number {
 /** Under knitd, one etcd client per connection config across requests (keep-alive, no new TCP per call). */
 const clients = new Map<string, EtcdClient>();
 
-async function withStore<T>(cfg: L2Conf, fn: (s: NetworkStore) => Promise<T>): Promise<T> {
-  const key = JSON.stringify(cfg.etcd);
+/** The endpoint calls the plugin makes: etcd's NetworkStore, or the local knitd on the mesh. */
+interface EndpointStore {
+  putEndpoint(e: Endpoint, lease: string): Promise<void>;
+  deleteEndpoint(id: Pick<Endpoint, 'network' | 'node' | 'containerId' | 'ifName'>): Promise<void>;
+  endpoints(network?: string): Promise<{ endpoints: Endpoint[] }>;
+}
+
+async function withStore<T>(cfg: L2Conf, fn: (s: EndpointStore) => Promise<T>): Promise<T> {
+  if (!cfg.etcd) {
+    // The mesh: knitd records the endpoint in this node's record (pkg/mesh/networks.ts).
+    try {
+      return await fn(new MeshNetworkClient(cfg.runDir));
+    } catch (e) {
+      if (e instanceof CniError) throw e;
+      throw new CniError(Code.TryAgainLater, `network ${cfg.network}: cannot reach the endpoint records through knitd (${cfg.runDir}): ${(e as Error).message}`);
+    }
+  }
+  const etcd = cfg.etcd;
+  const key = JSON.stringify(etcd);
   const kept = resident.enabled ? clients.get(key) : undefined;
-  const client = kept ?? new EtcdClient(cfg.etcd);
+  const client = kept ?? new EtcdClient(etcd);
   if (resident.enabled && !kept) clients.set(key, client);
   try {
-    return await fn(new NetworkStore(client, cfg.etcd.prefix));
+    return await fn(new NetworkStore(client, etcd.prefix));
   } catch (e) {
     if (e instanceof CniError) throw e;
     if (e instanceof EtcdError && e.kind === 'config') throw etcdCniError(e); // 7: a TLS file the config names cannot be read
