@@ -217,7 +217,8 @@ describe('mesh', function () {
     assert.deepEqual(a2.quorum().members, ['ra', 'rb', 'rc']);
     await assert.rejects(a2.claim({ subnet: '10.2.9.0/24', underlayAddr: '192.0.2.1' }), NoQuorumError);
     const b2 = await node('rb', [a2], { state: true });
-    await eventually(() => a2.connected().includes('rb'), 5000, 'ra-rb');
+    // Both ends: the acceptor counts the connection up a moment before the dialer does.
+    await eventually(() => a2.connected().includes('rb') && b2.connected().includes('ra'), 5000, 'ra-rb');
     // rb remembers its vote for ra: rb cannot take ra's subnet.
     assert.deepEqual(await b2.claim({ subnet: '10.2.0.0/24', underlayAddr: '192.0.2.2' }), { ok: false, holder: 'ra' });
     assert.deepEqual(await a2.claim({ subnet: '10.2.0.0/24', underlayAddr: '192.0.2.1' }), { ok: true });
