@@ -83,8 +83,9 @@ async function measureMesh(size: number, samples: number, ttl: number, idleSec: 
   const t0 = Date.now();
   try {
     for (let i = 0; i < size; i++) {
-      const peer = i ? `127.0.0.1:${ports[Math.floor(Math.random() * i)]}` : null;
-      ports.push(await home(i).call<number>('start', { name: `m${i}`, peer, ttl }));
+      // Setup, not measured: each member is told every earlier one (a static --peers list), so the
+      // mesh forms by dialing, not by gossip; the measured joiners name one member.
+      ports.push(await home(i).call<number>('start', { name: `m${i}`, peers: ports.map((p) => `127.0.0.1:${p}`), ttl }));
     }
     for (const end = Date.now() + 300_000; ;) {
       const min = Math.min(...await Promise.all(workers.map((w) => w.call<number>('minConnected'))));
