@@ -352,8 +352,26 @@ export class MeshNode {
     this.byName.set(t.name, c);
     this.log.info(`mesh: connected to ${t.name} (${c.role === 'dial' ? '->' : '<-'} ${c.remote})`);
     this.schedulePublish();
-    // Anti-entropy: each side says what it has, the other answers with what it lacks.
-    c.send({ t: 'digest', d: this.state.digest() });
+    // Anti-entropy: each side says what it has, the other answers with what it lacks. Before its
+    // first sync a node asks one peer at a time: dialing all of --peers at once, an empty digest
+    // on each connection would bring the whole state from every one of them (at 200 members, a
+    // record with 199 connections from each of 199 peers: 400 MB, the mesh did not form).
+    if (!this.synced && this.syncConn?.state === 'up') this.digestWait.add(c);
+    else { if (!this.synced) this.syncConn = c; c.send({ t: 'digest', d: this.state.digest() }); }
+  }
+
+  /** The connection this node's first sync is asked on, and those waiting for it to finish. */
+  private syncConn: Conn | null = null;
+  private readonly digestWait = new Set<Conn>();
+
+  /** Sends the digests held back for the first sync: after it, or to the next peer if its connection closed first. */
+  private flushDigests(): void {
+    for (const c of this.digestWait) {
+      this.digestWait.delete(c);
+      if (c.state !== 'up') continue;
+      c.send({ t: 'digest', d: this.state.digest() });
+      if (!this.synced) { this.syncConn = c; return; }
+    }
   }
 
   /**
@@ -380,6 +398,8 @@ export class MeshNode {
     c.state = 'closed';
     clearTimeout(c.timer);
     this.conns.delete(c);
+    this.digestWait.delete(c);
+    if (c === this.syncConn) { this.syncConn = null; if (!this.synced) this.flushDigests(); }
     if (c.name && this.byName.get(c.name) === c) {
       this.byName.delete(c.name);
       this.log.info(`mesh: connection to ${c.name} (${c.remote}) closed`);
@@ -478,6 +498,7 @@ export class MeshNode {
         for (const w of recs) this.applyRemote(w, c);
         if (m.t === 'sync' && !this.synced) {
           this.synced = true;
+          this.flushDigests();
           this.publishSelf();
           for (const w of this.syncWaiters.splice(0)) w();
           this.dialKnown(); // a joiner: every member at once
@@ -529,6 +550,7 @@ export class MeshNode {
     }
     const ch = this.state.apply(w, Date.now());
     if (!ch) return;
+    if (w.rec.k === 'node') this.wanted.delete(w.rec.name); // answered: the next gap may ask again
     this.afterChange(ch, w.rec, from);
   }
 

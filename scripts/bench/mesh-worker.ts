@@ -58,6 +58,11 @@ async function handle(m: Req): Promise<unknown> {
         await sleep(50);
       }
     }
+    case 'counters': {
+      const sum: Record<string, number> = {};
+      for (const n of nodes.values()) for (const [k, v] of Object.entries(n.counters)) sum[k] = (sum[k] ?? 0) + v;
+      return sum;
+    }
     case 'bytes': return [...nodes.values()].reduce((s, n) => s + n.bytesOut(), 0);
     // Armed before the change is made (the parent waits for every worker's answer), collected after.
     case 'armLease': arm(m.key as string, whenAll((n) => n.state.nodes.get(m.name as string)?.lease?.subnet === m.subnet, 60_000, `${m.name}'s lease everywhere`)); return true;

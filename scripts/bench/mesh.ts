@@ -86,13 +86,17 @@ async function measureMesh(size: number, samples: number, ttl: number, idleSec: 
       // Setup, not measured: each member is told every earlier one (a static --peers list), so the
       // mesh forms by dialing, not by gossip; the measured joiners name one member.
       ports.push(await home(i).call<number>('start', { name: `m${i}`, peers: ports.map((p) => `127.0.0.1:${p}`), ttl }));
+      if (i % 50 === 49) console.error(`mesh ${size}: ${i + 1} started, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
+    let lastLog = Date.now();
     for (const end = Date.now() + 300_000; ;) {
       const min = Math.min(...await Promise.all(workers.map((w) => w.call<number>('minConnected'))));
       if (min === size - 1) break;
       if (Date.now() > end) throw new Error(`timed out: full mesh of ${size} (a member has ${min} connection(s))`);
+      if (Date.now() - lastLog > 10_000) { lastLog = Date.now(); console.error(`mesh ${size}: forming, ${((Date.now() - t0) / 1000).toFixed(0)} s: the least connected member has ${min} of ${size - 1}; ${JSON.stringify(await Promise.all(workers.map((w) => w.call('counters'))))}`); }
       await sleep(200);
     }
+    console.error(`mesh ${size}: full mesh in ${((Date.now() - t0) / 1000).toFixed(1)} s; claiming`);
     await Promise.all(Array.from({ length: size }, (_, i) => home(i).call('claim', { name: `m${i}`, subnet: subnetOf(i), underlay: `192.0.2.${i & 0xff}` })));
     const formS = (Date.now() - t0) / 1000;
     console.error(`mesh ${size}: formed and claimed in ${formS.toFixed(1)} s (${procs} process(es))`);
