@@ -642,7 +642,10 @@ export class MeshNode {
   private schedulePublish(): void {
     if (this.publishTimer || this.stopped) return;
     // Connection changes come in bursts (a node joining dials every member): one record for a burst.
-    this.publishTimer = setTimeout(() => { this.publishTimer = null; this.publishSelf(); }, 1000);
+    // Each one goes to every peer, so n nodes changing together cost n^2 messages: the burst
+    // window grows with the mesh (1 s up to 50 members, 4 s at 200, at most 5 s).
+    const ms = Math.min(5000, Math.max(1000, 20 * this.state.nodes.size));
+    this.publishTimer = setTimeout(() => { this.publishTimer = null; this.publishSelf(); }, ms);
   }
 
   /** Publishes a new version of this node's record (connections, lease); deferred while a claim is in flight. */
