@@ -89,10 +89,7 @@ export function checkRecord(w: unknown): WireRecord {
   if (r.k === 'node') {
     if (!isStr(r.inc, 32) || !isVer(r.v) || !isVer(r.ttl) || (r.ttl as number) < 1) bad('node fields');
     if (!Array.isArray(r.conns) || r.conns.length > 4096) bad('conns');
-    for (const c of r.conns as unknown[]) {
-      const x = c as Record<string, unknown>;
-      if (!x || !isStr(x.name) || !NAME_RE.test(x.name) || !isStr(x.addr, 64) || !ADDR_RE.test(x.addr) || (x.dir !== 'in' && x.dir !== 'out')) bad('conn');
-    }
+    for (const c of r.conns as unknown[]) checkConn(c);
     if (r.lease !== null) {
       const l = r.lease as Record<string, unknown>;
       if (!l || typeof l !== 'object' || !isStr(l.subnet, 64) || !isStr(l.underlayAddr, 64)) bad('lease');
@@ -152,6 +149,55 @@ function checkEndpoint(x: unknown, owner: string): boolean {
   const e = x as Record<string, unknown>;
   return !!e && typeof e === 'object' && e.node === owner && isStr(e.network, 64) && isStr(e.containerId) && isStr(e.ifName, 16) && isStr(e.nodeIp, 64) &&
     isStr(e.mac, 32) && isStrArr(e.ips, 16) && (e.name === undefined || isStr(e.name)) && (e.aliases === undefined || isStrArr(e.aliases, 64, 256)) && isStr(e.created, 64);
+}
+
+/**
+ * A node record's change sent as a delta (docs/mesh.md): the owner's new version `v` is its
+ * version `base` with these connections added or replaced (`add`) and these gone (`del`), its
+ * lease and incarnation unchanged. A heartbeat is a delta with none of either: a few dozen bytes
+ * where the whole record (with a connection per member) would be kilobytes at hundreds of nodes.
+ * A receiver without `base` asks for the whole record ('want').
+ */
+export interface NodeDelta { name: string; inc: string; base: number; v: number; ttl: number; add: ConnInfo[]; del: string[] }
+
+const checkConn = (c: unknown): ConnInfo => {
+  const x = c as Record<string, unknown>;
+  if (!x || typeof x !== 'object' || !isStr(x.name) || !NAME_RE.test(x.name) || !isStr(x.addr, 64) || !ADDR_RE.test(x.addr) || (x.dir !== 'in' && x.dir !== 'out')) throw new RecordError('bad record: conn');
+  return { name: x.name, addr: x.addr, dir: x.dir };
+};
+
+/** A delta from a peer, checked field by field (anything else cuts the peer off). */
+export function checkDelta(x: unknown, age: unknown): { d: NodeDelta; age: number } {
+  const bad = (why: string): never => { throw new RecordError(`bad delta: ${why}`); };
+  const r = x as Record<string, unknown>;
+  if (!r || typeof r !== 'object') bad('not an object');
+  if (age !== undefined && !isVer(age)) bad('age');
+  if (!isStr(r.name) || !NAME_RE.test(r.name as string) || !isStr(r.inc, 32) || !isVer(r.base) || !isVer(r.v) || (r.v as number) <= (r.base as number) || !isVer(r.ttl) || (r.ttl as number) < 1) bad('fields');
+  if (!Array.isArray(r.add) || r.add.length > 4096 || !Array.isArray(r.del) || r.del.length > 4096) bad('add/del');
+  const add = (r.add as unknown[]).map(checkConn);
+  const del = (r.del as unknown[]).map((n) => (isStr(n) && NAME_RE.test(n) ? n : bad('del')));
+  return { d: { name: r.name as string, inc: r.inc as string, base: r.base as number, v: r.v as number, ttl: r.ttl as number, add, del }, age: (age as number | undefined) ?? 0 };
+}
+
+/** The delta from `prev` to `next` (one owner, one incarnation), or null when more than connections changed. */
+export function deltaOf(prev: NodeRecord, next: NodeRecord): NodeDelta | null {
+  // Only connections travel as deltas: any other field changed (lease, endpoints, held addresses) sends the whole record.
+  const rest = (r: NodeRecord): string => JSON.stringify([r.lease, r.eps ?? [], r.held ?? {}]);
+  if (prev.name !== next.name || prev.inc !== next.inc || next.v <= prev.v || rest(prev) !== rest(next)) return null;
+  const was = new Map(prev.conns.map((c) => [c.name, c]));
+  const now = new Set(next.conns.map((c) => c.name));
+  const add = next.conns.filter((c) => { const o = was.get(c.name); return !o || o.addr !== c.addr || o.dir !== c.dir; });
+  const del = prev.conns.filter((c) => !now.has(c.name)).map((c) => c.name);
+  return { name: next.name, inc: next.inc, base: prev.v, v: next.v, ttl: next.ttl, add, del };
+}
+
+/** The record `delta` makes of `base` (its version `delta.base`), or null when it does not apply to it. */
+export function applyDelta(base: NodeRecord | undefined, delta: NodeDelta): NodeRecord | null {
+  if (!base || base.v !== delta.base || base.inc !== delta.inc) return null;
+  const gone = new Set([...delta.del, ...delta.add.map((c) => c.name)]);
+  const conns = [...base.conns.filter((c) => !gone.has(c.name)), ...delta.add];
+  if (conns.length > 4096) return null;
+  return { ...base, v: delta.v, ttl: delta.ttl, conns };
 }
 
 export type StateChange =

@@ -1,119 +1,344 @@
-// The mesh at scale (docs/mesh.md), simulated: N knitd mesh nodes (pkg/mesh, the real code, TCP on
-// 127.0.0.1) in this one process, every one holding a subnet. Then, per sample, a new node is
-// started with --peers naming one member and measured:
-//   - sync: start to having the mesh's state (first full sync);
-//   - claim: start to its subnet granted by a majority;
-//   - seen: start to its lease being known by every other node (what their datapath reconciles on);
-//   - full: start to a connection with every member.
-// The sample node is then stopped and removed (node rm), so each sample joins a mesh of N.
-// Also the mesh's bytes at rest per node (heartbeats only) over --idle seconds.
-//   node --import tsx scripts/bench/mesh.ts [--sizes 5,50] [--samples 20] [--ttl 30] [--idle 20] [--out bench/results]
-// One process and one event loop carry every node, so the figures include their contention: an
-// upper bound for real hosts, each with its own knitd.
+// The mesh at scale (docs/mesh.md) beside the etcd datastore on the same work (issue 15).
+//
+// Mesh: N knitd mesh members (pkg/mesh, the real code, TCP on 127.0.0.1), every one holding a
+// subnet, spread over ceil(N / --per) worker processes (scripts/bench/mesh-worker.ts: a full mesh
+// of 200 needs 39,800 sockets, more than one process may open here). Per sample, a new node is
+// started in this process with --peers naming one member, and measured from its start:
+//   - sync: having the mesh's state (first full sync);
+//   - claim: its subnet granted by a majority;
+//   - seen: its lease known by every member (what their datapath reconciles on);
+//   - full: connected to every member.
+// It is then stopped and removed (node rm), so each sample joins a mesh of N. Then "a record
+// change": a member changes its lease's backend data, until every member has it (the mesh's
+// nearest equivalent of a new endpoint: named networks' endpoints are not on the mesh yet).
+// At rest: the bytes the members send (heartbeats only) over --idle seconds.
+//
+// etcd: one real etcd (test/lab/etcd.ts) and N simulated nodes, each what knitd runs against
+// etcd: the overlay datastore (pkg/datastore/etcd-overlay.ts: a subnet lease on its etcd lease,
+// kept alive every ttl/3, and a watch of the subnets) and the named-network agent's watch of the
+// endpoints (pkg/agent/networks.ts). Every byte between the nodes and etcd goes through a
+// counting TCP relay in this process. Per sample: a new node lists the leases (sync), claims a
+// subnet (claim), until every node's watch saw it (seen); and a node puts an endpoint record on
+// its lease until every node's endpoint watch saw it. At rest: bytes both ways per node.
+//
+//   node --import tsx scripts/bench/mesh.ts [--sizes 5,50,100,200] [--mesh-sizes 5,50,100] [--samples 20] [--ttl 30] [--idle 20] [--per 50] [--etcd on|off] [--out bench/results]
+import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { MeshNode } from '../../pkg/mesh/node';
+import { EtcdDatastore } from '../../pkg/datastore/etcd-overlay';
+import type { LeaseEvent, Watch } from '../../pkg/datastore/datastore';
+import { EtcdWatch, type WatchEvent } from '../../pkg/etcd/watch';
+import { NetworkStore, type Endpoint } from '../../pkg/network/store';
+import { EtcdCluster, freePorts, haveEtcd } from '../../test/lab/etcd';
 
 const ROOT = path.resolve(__dirname, '../..');
 const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const q = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!; };
+const abs = (): number => performance.timeOrigin + performance.now();
 const SECRET = Buffer.from('bench');
+const subnetOf = (i: number): string => `10.${64 + (i >> 8)}.${i & 0xff}.0/24`;
 
 async function until(fn: () => boolean, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
   while (!fn()) { if (Date.now() > end) throw new Error(`timed out: ${what}`); await sleep(2); }
 }
 
-async function startNode(name: string, peers: MeshNode[], ttl: number): Promise<MeshNode> {
-  const n = new MeshNode({ name, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: peers.map((p) => `127.0.0.1:${p.listenPort}`), stateDir: null, ttlSec: ttl });
-  await n.start();
-  return n;
+class Worker {
+  private readonly proc: ChildProcess;
+  private id = 0;
+  private readonly waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+
+  constructor() {
+    this.proc = fork(path.join(__dirname, 'mesh-worker.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.proc.on('message', (m: { id: number; result?: unknown; error?: string }) => {
+      const w = this.waiting.get(m.id);
+      if (!w) return;
+      this.waiting.delete(m.id);
+      if (m.error !== undefined) w.reject(new Error(`worker: ${m.error}`)); else w.resolve(m.result);
+    });
+    this.proc.on('exit', (code) => { for (const w of this.waiting.values()) w.reject(new Error(`worker exited (${code})`)); this.waiting.clear(); });
+  }
+
+  call<T>(op: string, args: Record<string, unknown> = {}): Promise<T> {
+    const id = ++this.id;
+    return new Promise((resolve, reject) => { this.waiting.set(id, { resolve, reject }); this.proc.send({ id, op, ...args }); });
+  }
+
+  kill(): void { this.proc.kill(); }
 }
 
-const subnetOf = (i: number): string => `10.${64 + (i >> 8)}.${i & 0xff}.0/24`;
+interface Times { p50: number; p99: number }
+const pq = (xs: number[]): Times => ({ p50: q(xs, 0.5), p99: q(xs, 0.99) });
 
-interface Row { peers: number; samples: number; syncP50: number; syncP99: number; claimP50: number; claimP99: number; seenP50: number; seenP99: number; fullP50: number; fullP99: number; restBytesPerNodeSec: number }
+interface MeshRow { peers: number; procs: number; samples: number; formS: number; sync: Times; claim: Times; seen: Times; full: Times; change: Times; restBytesPerNodeSec: number }
 
-async function measure(size: number, samples: number, ttl: number, idleSec: number): Promise<Row> {
-  const nodes: MeshNode[] = [];
-  for (let i = 0; i < size; i++) {
-    nodes.push(await startNode(`m${i}`, i ? [nodes[Math.floor(Math.random() * i)]!] : [], ttl));
-  }
-  await until(() => nodes.every((n) => n.connected().length === size - 1), 300_000, `full mesh of ${size}`);
-  for (const [i, n] of nodes.entries()) {
-    for (;;) {
-      try { if ((await n.claim({ subnet: subnetOf(i), underlayAddr: `192.0.2.${i & 0xff}` })).ok) break; } catch { /* not yet */ }
-      await sleep(50);
+async function measureMesh(size: number, samples: number, ttl: number, idleSec: number, per: number): Promise<MeshRow> {
+  const procs = Math.ceil(size / per);
+  const workers = Array.from({ length: procs }, () => new Worker());
+  const home = (i: number): Worker => workers[i % procs]!;
+  const ports: number[] = [];
+  const t0 = Date.now();
+  try {
+    // Setup, not measured: members start in waves of 25, each told every earlier one (a static
+    // --peers list, ports picked beforehand), so the mesh forms by dialing, not by gossip (all 200
+    // at once: 19,900 handshakes at once, most past their 5 s); the measured joiners name one member.
+    ports.push(...await freePorts(size));
+    let lastLog = Date.now();
+    for (let started = 0; started < size;) {
+      const wave = Math.min(size, started + 25);
+      await Promise.all(ports.slice(started, wave).map((port, j) => { const i = started + j; return home(i).call<number>('start', { name: `m${i}`, port, peers: ports.slice(0, i).map((p) => `127.0.0.1:${p}`), ttl }); }));
+      started = wave;
+      for (const end = Date.now() + 300_000; ;) {
+        const min = Math.min(...await Promise.all(workers.filter((_, w) => w < started).map((w) => w.call<number>('minConnected'))));
+        if (min === started - 1) break;
+        if (Date.now() > end) throw new Error(`timed out: full mesh of ${started} (a member has ${min} connection(s))`);
+        if (Date.now() - lastLog > 10_000) { lastLog = Date.now(); console.error(`mesh ${size}: forming, ${((Date.now() - t0) / 1000).toFixed(0)} s: ${started} started, the least connected has ${min}; ${JSON.stringify(await Promise.all(workers.map((w) => w.call('counters'))))}`); }
+        await sleep(200);
+      }
     }
-  }
-  // At rest: heartbeats only.
-  const bytes = (): number => nodes.reduce((s, n) => s + n.bytesOut(), 0);
-  const b0 = bytes();
-  await sleep(idleSec * 1000);
-  const rest = (bytes() - b0) / size / idleSec;
-  const sync: number[] = []; const claim: number[] = []; const seen: number[] = []; const full: number[] = [];
-  for (let s = 0; s < samples; s++) {
-    const name = `new${s}`;
-    const subnet = subnetOf(1000 + s);
-    const t0 = performance.now();
-    const n = await startNode(name, [nodes[s % size]!], ttl);
-    await n.ready(30_000);
-    sync.push(performance.now() - t0);
-    for (;;) {
-      try { if ((await n.claim({ subnet, underlayAddr: '192.0.2.250' }, 10_000)).ok) break; } catch { /* members not all connected yet */ }
-      await sleep(5);
+    for (const end = Date.now() + 300_000; ;) {
+      const min = Math.min(...await Promise.all(workers.map((w) => w.call<number>('minConnected'))));
+      if (min === size - 1) break;
+      if (Date.now() > end) throw new Error(`timed out: full mesh of ${size} (a member has ${min} connection(s))`);
+      if (Date.now() - lastLog > 10_000) { lastLog = Date.now(); console.error(`mesh ${size}: forming, ${((Date.now() - t0) / 1000).toFixed(0)} s: the least connected member has ${min} of ${size - 1}; ${JSON.stringify(await Promise.all(workers.map((w) => w.call('counters'))))}`); }
+      await sleep(200);
     }
-    claim.push(performance.now() - t0);
-    await until(() => nodes.every((m) => m.state.nodes.get(name)?.lease?.subnet === subnet), 30_000, `${name}'s lease everywhere`);
-    seen.push(performance.now() - t0);
-    await until(() => n.connected().length === size, 30_000, `${name} connected to all`);
-    full.push(performance.now() - t0);
-    n.stop();
-    await until(() => nodes.every((m) => !m.connected().includes(name)), 30_000, `${name} gone`);
-    nodes[0]!.removeNode(name);
-    await until(() => nodes.every((m) => !m.state.nodes.has(name)), 30_000, `${name} removed`);
+    console.error(`mesh ${size}: full mesh in ${((Date.now() - t0) / 1000).toFixed(1)} s; claiming`);
+    await Promise.all(Array.from({ length: size }, (_, i) => home(i).call('claim', { name: `m${i}`, subnet: subnetOf(i), underlay: `192.0.2.${i & 0xff}` })));
+    const formS = (Date.now() - t0) / 1000;
+    console.error(`mesh ${size}: formed and claimed in ${formS.toFixed(1)} s (${procs} process(es))`);
+    // At rest: heartbeats only (a few seconds after the claims' records settled).
+    await sleep(2000);
+    const bytes = async (): Promise<number> => (await Promise.all(workers.map((w) => w.call<number>('bytes')))).reduce((a, b) => a + b, 0);
+    const b0 = await bytes();
+    await sleep(idleSec * 1000);
+    const rest = ((await bytes()) - b0) / size / idleSec;
+    const sync: number[] = []; const claim: number[] = []; const seen: number[] = []; const full: number[] = []; const change: number[] = [];
+    for (let s = 0; s < samples; s++) {
+      const name = `new${s}`;
+      const subnet = subnetOf(1000 + s);
+      await Promise.all(workers.map((w) => w.call('armLease', { key: name, name, subnet })));
+      const t = abs();
+      const n = new MeshNode({ name, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: [`127.0.0.1:${ports[s % size]}`], stateDir: null, ttlSec: ttl });
+      await n.start();
+      await n.ready(30_000);
+      sync.push(abs() - t);
+      for (;;) {
+        try { if ((await n.claim({ subnet, underlayAddr: '192.0.2.250' }, 10_000)).ok) break; } catch { /* members not all connected yet */ }
+        await sleep(5);
+      }
+      claim.push(abs() - t);
+      const seenAt = Math.max(...await Promise.all(workers.map((w) => w.call<number>('collect', { key: name }))));
+      seen.push(seenAt - t);
+      await until(() => n.connected().length === size, 30_000, `${name} connected to all`);
+      full.push(abs() - t);
+      n.stop();
+      await Promise.all(workers.map((w) => w.call('waitGone', { name })));
+      await home(0).call('remove', { by: 'm0', name });
+      await Promise.all(workers.map((w) => w.call('waitRemoved', { name })));
+      // A record change: member k's lease gets new backend data.
+      const k = `m${(s * 7) % size}`;
+      const data = `ep${s}`;
+      await Promise.all(workers.map((w) => w.call('armData', { key: data, name: k, data })));
+      const tc = await home((s * 7) % size).call<number>('updateLease', { name: k, data });
+      const doneAt = Math.max(...await Promise.all(workers.map((w) => w.call<number>('collect', { key: data }))));
+      change.push(doneAt - tc);
+    }
+    return { peers: size, procs, samples, formS, sync: pq(sync), claim: pq(claim), seen: pq(seen), full: pq(full), change: pq(change), restBytesPerNodeSec: Math.round(rest) };
+  } finally {
+    await Promise.all(workers.map((w) => w.call('stop').catch(() => undefined)));
+    for (const w of workers) w.kill();
   }
-  for (const n of nodes) n.stop();
+}
+
+/** A TCP relay to etcd counting every byte both ways: what the nodes' traffic with etcd costs. */
+async function countingRelay(target: { host: string; port: number }): Promise<{ endpoint: string; bytes: () => number; close: () => void }> {
+  let total = 0;
+  const socks = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    const u = net.connect(target.port, target.host);
+    socks.add(c); socks.add(u);
+    c.setNoDelay(true); u.setNoDelay(true);
+    c.on('data', (d) => { total += d.length; u.write(d); });
+    u.on('data', (d) => { total += d.length; c.write(d); });
+    const end = (): void => { c.destroy(); u.destroy(); socks.delete(c); socks.delete(u); };
+    c.on('close', end); u.on('close', end); c.on('error', end); u.on('error', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return {
-    peers: size, samples,
-    syncP50: q(sync, 0.5), syncP99: q(sync, 0.99), claimP50: q(claim, 0.5), claimP99: q(claim, 0.99),
-    seenP50: q(seen, 0.5), seenP99: q(seen, 0.99), fullP50: q(full, 0.5), fullP99: q(full, 0.99), restBytesPerNodeSec: Math.round(rest),
+    endpoint: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    bytes: () => total,
+    close: () => { for (const s of socks) s.destroy(); server.close(); },
   };
 }
 
+interface EtcdRow { peers: number; samples: number; sync: Times; claim: Times; seen: Times; endpoint: Times; restBytesPerNodeSec: number }
+
+/** One simulated node against etcd: its overlay datastore (lease, keepalive, subnet watch) and the endpoint watch. */
+interface EtcdNode { name: string; store: EtcdDatastore; leaseWatch: Watch; epWatch: EtcdWatch; timer: NodeJS.Timeout; onLease: Array<(e: LeaseEvent) => void>; onEp: Array<(e: WatchEvent) => void> }
+
+async function measureEtcd(cluster: EtcdCluster, size: number, samples: number, ttl: number, idleSec: number): Promise<EtcdRow> {
+  const etcdUrl = new URL(cluster.endpoints[0]!);
+  const relay = await countingRelay({ host: etcdUrl.hostname, port: Number(etcdUrl.port) });
+  const prefix = `/bench-${size}-${Date.now()}`;
+  const conn = { endpoints: [relay.endpoint], prefix };
+  const nodes: EtcdNode[] = [];
+  const epStore = new NetworkStore(new EtcdDatastore(conn).client, prefix);
+  const epPrefix = epStore.endpointsPrefix();
+  try {
+    for (let i = 0; i < size; i++) {
+      const name = `e${i}`;
+      const store = new EtcdDatastore(conn);
+      const r = await store.claim({ nodeName: name, subnet: subnetOf(i), underlayAddr: `192.0.2.${i & 0xff}` }, ttl);
+      if (!r.ok) throw new Error(`etcd claim ${name}: ${JSON.stringify(r)}`);
+      const { revision } = await store.listLeases();
+      const node: EtcdNode = { name, store, onLease: [], onEp: [] } as unknown as EtcdNode;
+      node.leaseWatch = store.watchLeases(revision, (e) => { for (const f of node.onLease) f(e); }, (e) => console.error(`${name}: lease watch: ${e.message}`));
+      node.epWatch = new EtcdWatch({ conn, client: store.client, prefix: epPrefix, revision, onEvents: (es) => { for (const e of es) for (const f of node.onEp) f(e); }, onError: (e) => console.error(`${name}: endpoint watch: ${e.message}`) });
+      node.timer = setInterval(() => void store.keepAlive().catch(() => undefined), Math.max(1, Math.floor(ttl / 3)) * 1000);
+      nodes.push(node);
+    }
+    /** Resolves with the time the last node's watch saw `match`. */
+    const everyNode = (kind: 'onLease' | 'onEp', match: (e: any) => boolean, what: string): Promise<number> => new Promise((resolve, reject) => {
+      const pending = new Set(nodes);
+      const t = setTimeout(() => reject(new Error(`timed out: ${what} (${pending.size} node(s) short)`)), 60_000);
+      for (const n of nodes) {
+        const f = (e: unknown): void => {
+          if (!pending.has(n) || !match(e)) return;
+          pending.delete(n);
+          n[kind].splice(n[kind].indexOf(f as never), 1);
+          if (!pending.size) { clearTimeout(t); resolve(abs()); }
+        };
+        (n[kind] as Array<(e: unknown) => void>).push(f);
+      }
+    });
+    const endpoint = (node: string, id: string): Endpoint => ({ network: 'bench', containerId: id, ifName: 'eth0', node, nodeIp: '192.0.2.1', mac: '02:00:00:00:00:01', ips: ['10.99.0.2/24'], created: new Date().toISOString() });
+    // Every watch streaming before anything is timed: an endpoint put and deleted, seen by all.
+    const warm = everyNode('onEp', (e: WatchEvent) => e.type === 'put' && e.kv.key.toString().endsWith('/warm/eth0'), 'warm-up');
+    await epStore.putEndpoint(endpoint('e0', 'warm'), nodes[0]!.store.lease!);
+    await warm;
+    await epStore.deleteEndpoint(endpoint('e0', 'warm'));
+    await sleep(2000);
+    const b0 = relay.bytes();
+    await sleep(idleSec * 1000);
+    const rest = (relay.bytes() - b0) / size / idleSec;
+    const sync: number[] = []; const claim: number[] = []; const seen: number[] = []; const ep: number[] = [];
+    for (let s = 0; s < samples; s++) {
+      const name = `enew${s}`;
+      const subnet = subnetOf(1000 + s);
+      const all = everyNode('onLease', (e: LeaseEvent) => e.type === 'put' && e.lease.subnet === subnet, `${name}'s lease everywhere`);
+      const t = abs();
+      const store = new EtcdDatastore(conn);
+      await store.listLeases();
+      sync.push(abs() - t);
+      const r = await store.claim({ nodeName: name, subnet, underlayAddr: '192.0.2.250' }, ttl);
+      if (!r.ok) throw new Error(`etcd claim ${name}: ${JSON.stringify(r)}`);
+      claim.push(abs() - t);
+      seen.push((await all) - t);
+      // The node leaves: its lease revoked, its subnet deleted everywhere.
+      const gone = everyNode('onLease', (e: LeaseEvent) => e.type === 'del' && e.subnet === subnet, `${name} gone`);
+      await store.revoke();
+      await gone;
+      store.close();
+      // A new endpoint: node k records one on its lease, until every node's endpoint watch has it.
+      const k = nodes[(s * 7) % size]!;
+      const id = `c${s}`;
+      const got = everyNode('onEp', (e: WatchEvent) => e.type === 'put' && e.kv.key.toString().endsWith(`/${k.name}/${id}/eth0`), `endpoint ${id} everywhere`);
+      const te = abs();
+      await epStore.putEndpoint(endpoint(k.name, id), k.store.lease!);
+      ep.push((await got) - te);
+      await epStore.deleteEndpoint(endpoint(k.name, id));
+    }
+    return { peers: size, samples, sync: pq(sync), claim: pq(claim), seen: pq(seen), endpoint: pq(ep), restBytesPerNodeSec: Math.round(rest) };
+  } finally {
+    for (const n of nodes) { clearInterval(n.timer); n.leaseWatch?.close(); n.epWatch?.close(); await n.store.revoke().catch(() => undefined); n.store.close(); }
+    epStore.client.close();
+    relay.close();
+  }
+}
+
 async function main(): Promise<void> {
-  const sizes = arg('sizes', '5,50').split(',').map(Number);
+  const sizes = arg('sizes', '5,50,100,200').split(',').map(Number);
   const samples = Number(arg('samples', '20'));
   const ttl = Number(arg('ttl', '30'));
   const idle = Number(arg('idle', '20'));
+  const per = Number(arg('per', '50'));
+  // The mesh's sizes (default all of --sizes): on 2 shared cores a 200-member mesh does not form
+  // in the bench's few minutes (docs/mesh.md), so the default runs etcd alone at 200.
+  const meshSizes = arg('mesh-sizes', '5,50,100').split(',').map(Number);
+  const withEtcd = arg('etcd', 'on') !== 'off';
   const out = path.resolve(ROOT, arg('out', 'bench/results'));
-  const rows: Row[] = [];
-  for (const size of sizes) {
-    const row = await measure(size, samples, ttl, idle);
-    rows.push(row);
-    console.log(JSON.stringify(row));
+  if (withEtcd && !haveEtcd()) throw new Error('--etcd on needs /usr/bin/etcd (scripts/bootstrap installs it); --etcd off to run the mesh alone');
+  const cluster = withEtcd ? await EtcdCluster.start() : null;
+  const t0 = Date.now();
+  const mesh: MeshRow[] = [];
+  const etcd: EtcdRow[] = [];
+  try {
+    for (const size of sizes) {
+      if (meshSizes.includes(size)) {
+        const m = await measureMesh(size, samples, ttl, idle, per);
+        mesh.push(m);
+        console.log(JSON.stringify({ mesh: m }));
+      }
+      if (cluster) {
+        const e = await measureEtcd(cluster, size, samples, ttl, idle);
+        etcd.push(e);
+        console.log(JSON.stringify({ etcd: e }));
+      }
+    }
+  } finally {
+    await cluster?.stop();
   }
-  const f = (x: number): string => x.toFixed(1);
+  const wall = Math.round((Date.now() - t0) / 1000);
+  const f = (x: number): string => (x < 10 ? x.toFixed(1) : Math.round(x).toLocaleString('en-US'));
+  const t = (x: Times): string => `${f(x.p50)} / ${f(x.p99)}`;
+  const ratio = (a: Times, b: Times): string => `${(a.p50 / b.p50).toFixed(1)}x / ${(a.p99 / b.p99).toFixed(1)}x`;
   const md = [
-    '# Mesh: a new node joining N simulated peers',
+    '# Mesh: a new node joining N peers, beside etcd',
     '',
-    `\`node --import tsx scripts/bench/mesh.ts --sizes ${sizes.join(',')} --samples ${samples} --ttl ${ttl} --idle ${idle}\` (${new Date().toISOString().slice(0, 10)}).`,
-    'Every node is the real pkg/mesh code over TCP on 127.0.0.1, all in one process (one event loop: the figures include',
-    'the contention of all nodes, an upper bound for hosts each running their own knitd). Times from the new node\'s start, ms.',
+    `\`node --import tsx scripts/bench/mesh.ts --sizes ${sizes.join(',')} --mesh-sizes ${meshSizes.join(',')} --samples ${samples} --ttl ${ttl} --idle ${idle} --per ${per}\` (${new Date().toISOString().slice(0, 10)}, ${wall} s in all, 2 shared cores).`,
     '',
-    '| peers | samples | sync p50 / p99 | subnet granted p50 / p99 | lease seen by all p50 / p99 | connected to all p50 / p99 | bytes/s per node at rest |',
-    '|--:|--:|--:|--:|--:|--:|--:|',
-    ...rows.map((r) => `| ${r.peers} | ${r.samples} | ${f(r.syncP50)} / ${f(r.syncP99)} | ${f(r.claimP50)} / ${f(r.claimP99)} | ${f(r.seenP50)} / ${f(r.seenP99)} | ${f(r.fullP50)} / ${f(r.fullP99)} | ${r.restBytesPerNodeSec} |`),
+    '## Mesh',
     '',
-    `At rest each node re-publishes its record every ttl/3 s (ttl ${ttl} s here, 300 s by default) to every peer, and each receiver forwards it only to peers the owner is not connected to (none in a full mesh).`,
+    `Every member is the real pkg/mesh code over TCP on 127.0.0.1, ${per} per process (one event loop carries ${per} members: the figures`,
+    'include their contention, an upper bound for hosts each running their own knitd); the new node runs in the parent process.',
+    'Times from the new node\'s start, ms. "record change": a member\'s lease gets new backend data, until every member has it',
+    '(the nearest equivalent of a new endpoint: named networks\' endpoints are not on the mesh in this tree).',
     '',
+    '| peers | processes | formed in | sync p50 / p99 | subnet granted p50 / p99 | lease seen by all p50 / p99 | connected to all p50 / p99 | record change seen by all p50 / p99 | bytes/s sent per node at rest |',
+    '|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+    ...mesh.map((r) => `| ${r.peers} | ${r.procs} | ${r.formS.toFixed(0)} s | ${t(r.sync)} | ${t(r.claim)} | ${t(r.seen)} | ${t(r.full)} | ${t(r.change)} | ${r.restBytesPerNodeSec.toLocaleString('en-US')} |`),
+    '',
+    `At rest each node sends a heartbeat (a delta of its record: no connection changed) every ttl/3 s (ttl ${ttl} s here, 300 s by default) to every peer.`,
+    '',
+    ...(etcd.length ? [
+      '## etcd, on the same work',
+      '',
+      'One etcd (test/lab/etcd.ts) and N simulated nodes in one process, each with its overlay datastore (a subnet on its etcd lease, kept',
+      `alive every ttl/3 s, a watch of the subnets) and the named-network agent's watch of the endpoints; all their traffic through a counting`,
+      'relay. New node: list the leases (sync), claim (lease grant + transaction), until every node\'s watch saw it. New endpoint: a node',
+      'puts an endpoint record on its lease, until every node\'s endpoint watch saw it. Bytes at rest: both ways, per node (keepalives, idle watches).',
+      '',
+      '| peers | sync p50 / p99 | subnet granted p50 / p99 | lease seen by all p50 / p99 | endpoint seen by all p50 / p99 | bytes/s per node at rest (both ways) |',
+      '|--:|--:|--:|--:|--:|--:|',
+      ...etcd.map((r) => `| ${r.peers} | ${t(r.sync)} | ${t(r.claim)} | ${t(r.seen)} | ${t(r.endpoint)} | ${r.restBytesPerNodeSec.toLocaleString('en-US')} |`),
+      '',
+      '## Ratios, mesh / etcd (p50 / p99)',
+      '',
+      '| peers | new node: lease seen by all | record change (mesh) / new endpoint (etcd) seen by all | bytes at rest per node (mesh sent+received / etcd both ways) |',
+      '|--:|--:|--:|--:|',
+      ...mesh.map((m) => { const e = etcd.find((x) => x.peers === m.peers)!; return `| ${m.peers} | ${ratio(m.seen, e.seen)} | ${ratio(m.change, e.endpoint)} | ${((2 * m.restBytesPerNodeSec) / Math.max(1, e.restBytesPerNodeSec)).toFixed(1)}x |`; }),
+      '',
+    ] : []),
   ].join('\n');
   fs.mkdirSync(out, { recursive: true });
   fs.writeFileSync(path.join(out, 'mesh.md'), md);
-  fs.writeFileSync(path.join(out, 'mesh.json'), JSON.stringify(rows, null, 2));
+  fs.writeFileSync(path.join(out, 'mesh.json'), JSON.stringify({ mesh, etcd }, null, 2));
   console.log(md);
   process.exit(0);
 }
 
-void main();
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { encodeFrame, FrameError, FrameReader, MAX_HANDSHAKE_FRAME } from '../../pkg/mesh/frame';
 import { MeshNode, NoQuorumError, parseHostPort } from '../../pkg/mesh/node';
 import { MeshDatastore } from '../../pkg/datastore/mesh';
+import { applyDelta, checkDelta, deltaOf, RecordError, type NodeRecord } from '../../pkg/mesh/state';
 import type { LeaseEvent } from '../../pkg/datastore/datastore';
 import { overlayFlags } from '../../cmd/knitd/overlay';
 
@@ -90,6 +91,52 @@ describe('mesh', function () {
       assert.deepEqual(parseHostPort('[fd00::1]:99'), { host: 'fd00::1', port: 99 });
       assert.throws(() => parseHostPort('a:b:c'), /HOST, HOST:PORT/);
       assert.throws(() => parseHostPort('h:70000'), /out of range/);
+    });
+  });
+
+  describe('deltas', () => {
+    const rec = (v: number, conns: Array<[string, string]>, lease: NodeRecord['lease'] = null): NodeRecord =>
+      ({ k: 'node', name: 'o', inc: '0123456789abcdef', v, ttl: 30, lease, conns: conns.map(([name, addr]) => ({ name, addr, dir: 'out' as const })) });
+
+    it('a connection change or a heartbeat is a delta that rebuilds the record; a lease change is not', () => {
+      const a = rec(1, [['p1', '10.0.0.1:6788'], ['p2', '10.0.0.2:6788']]);
+      const b = rec(2, [['p2', '10.0.0.9:6788'], ['p3', '10.0.0.3:6788']]);
+      const d = deltaOf(a, b)!;
+      assert.deepEqual({ add: d.add.map((c) => c.name), del: d.del, base: d.base, v: d.v }, { add: ['p2', 'p3'], del: ['p1'], base: 1, v: 2 });
+      const back = applyDelta(a, checkDelta(JSON.parse(JSON.stringify(d)), 0).d)!;
+      assert.deepEqual([...back.conns].sort((x, y) => x.name.localeCompare(y.name)), b.conns);
+      assert.deepEqual(deltaOf(b, rec(3, [['p2', '10.0.0.9:6788'], ['p3', '10.0.0.3:6788']]))!.add, []); // a heartbeat
+      assert.equal(applyDelta(rec(5, []), d), null, 'not on another base');
+      assert.equal(applyDelta(undefined, d), null);
+      assert.equal(deltaOf(a, rec(2, [], { subnet: '10.1.0.0/24', underlayAddr: '192.0.2.1' })), null);
+    });
+
+    it('a bad delta is a RecordError, whatever its bytes', () => {
+      fc.assert(fc.property(fc.anything(), fc.anything(), (x, age) => {
+        try { checkDelta(x, age); } catch (e) { assert.ok(e instanceof RecordError, String(e)); }
+      }), { seed: 15, numRuns: 500 });
+      const good = { name: 'o', inc: 'ab', base: 1, v: 2, ttl: 30, add: [], del: [] };
+      assert.doesNotThrow(() => checkDelta(good, 0));
+      for (const bad of [{ ...good, v: 1 }, { ...good, add: [{ name: 'x', addr: 'nope', dir: 'in' }] }, { ...good, del: ['../x'] }, { ...good, ttl: 0 }]) {
+        assert.throws(() => checkDelta(bad, 0), RecordError);
+      }
+    });
+
+    it('a node that missed a delta\'s base asks for the whole record; a node cut off from the owner gets it through one relay', async () => {
+      const cut = (x: string, y: string): boolean => (x === 'da' && y === 'dc') || (x === 'dc' && y === 'da');
+      const a = await node('da', [], { reachable: (n) => !cut('da', n) });
+      const b = await node('db', [a], { reachable: () => true });
+      const c = await node('dc', [b], { reachable: (n) => !cut('dc', n) });
+      await eventually(() => b.connected().length === 2 && a.state.nodes.has('dc') && c.state.nodes.has('da'), 10_000, 'da-db-dc');
+      b.state.nodes.delete('da'); // as if db had missed da's last version
+      a.publishSelf();
+      const v = a.state.nodes.get('da')!.v;
+      await eventually(() => b.state.nodes.get('da')?.v === v, 5000, 'db asked for da\'s record');
+      await eventually(() => c.state.nodes.get('da')?.v === v, 5000, 'dc got it through db');
+      const before = a.bytesOut();
+      a.publishSelf();
+      await eventually(() => c.state.nodes.get('da')!.v > v, 5000, 'the heartbeat reaches dc');
+      assert.ok(a.bytesOut() - before < 400, `a heartbeat is a small delta (${a.bytesOut() - before} bytes)`);
     });
   });
 
@@ -217,7 +264,8 @@ describe('mesh', function () {
     assert.deepEqual(a2.quorum().members, ['ra', 'rb', 'rc']);
     await assert.rejects(a2.claim({ subnet: '10.2.9.0/24', underlayAddr: '192.0.2.1' }), NoQuorumError);
     const b2 = await node('rb', [a2], { state: true });
-    await eventually(() => a2.connected().includes('rb'), 5000, 'ra-rb');
+    // Both ends: the acceptor counts the connection up a moment before the dialer does.
+    await eventually(() => a2.connected().includes('rb') && b2.connected().includes('ra'), 5000, 'ra-rb');
     // rb remembers its vote for ra: rb cannot take ra's subnet.
     assert.deepEqual(await b2.claim({ subnet: '10.2.0.0/24', underlayAddr: '192.0.2.2' }), { ok: false, holder: 'ra' });
     assert.deepEqual(await a2.claim({ subnet: '10.2.0.0/24', underlayAddr: '192.0.2.1' }), { ok: true });
