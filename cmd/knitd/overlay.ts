@@ -63,7 +63,7 @@ export interface OverlayFlags {
   metricsAddr?: string;
   /** The resolver of named networks (docs/dns.md): on unless --dns off; upstreams from resolvConf. */
   dns: { on: boolean; resolvConf: string };
-  /** Encrypted pod network: move the key generation every this many seconds (0: only `knitctl key rotate`). */
+  /** Encrypted pod network and named networks: move the key generation every this many seconds (0: only `knitctl key rotate`). */
   keyRotationSec?: number;
 }
 
@@ -220,7 +220,7 @@ function startNetworks(f: OverlayFlags, parent: Logger): { services: import('../
   }
   const agent = startRetrying(
     () => {
-      const a = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
+      const a = new NetworksAgent({ conn, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, ...(f.keyRotationSec ? { keyRotationSec: f.keyRotationSec } : {}), log });
       services.attach(a);
       if (resolver) a.subscribe(resolver.listener);
       return a;

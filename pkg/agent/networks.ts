@@ -10,6 +10,14 @@
 // the node was down. The node's etcd lease carries its own endpoints: if the node dies, they
 // expire with it; a restarted knitd keeps a live lease (its id is kept in the state directory)
 // or moves its endpoints to a new one.
+//
+// Encrypted networks (-o encrypted, docs/encryption.md): their VXLAN devices use their own port
+// (ENCRYPTED_VXLAN_PORT) and between this node and every remote node with endpoints on one of
+// them the traffic is ESP (pkg/agent/backend/esp.ts, the named-networks domain): the catch-all
+// block policy is in before any such device exists, per-pair SAs are derived from the node key
+// pair the pod network uses, and the public key and key generation are published in this node's
+// record <prefix>/netnodes/<node> (on its lease). A kernel without ESP: no device for encrypted
+// networks, the refusal logged, and knit-l2overlay answers ADD with code 101.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
@@ -18,12 +26,16 @@ import { leaseGrant, leaseKeepAlive, leaseTimeToLive } from '../etcd/lease';
 import { EtcdWatch, type WatchEvent } from '../etcd/watch';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
 import { removeMasq } from '../nat/masq';
+import { bumpKeyGeneration, getKeyGeneration } from '../datastore/etcd-overlay';
+import { EspDatapath, NAMED_NETWORKS_ESP, espUnavailable, probeEsp, removeEspLeftovers, type EspPeer } from './backend/esp';
+import { ESP_AEAD, ESP_OVERHEAD, loadNodeKey, type NodeKey } from './backend/esp-keys';
+import { openXfrm } from '../netlink';
 import { Netlink, linkGet } from '../netlink';
 import { CONFLIST_PREFIX, conflistFile, renderConflist } from '../network/conflist';
-import { addRemote, ensureOverlay, overlayVnis, removeOverlay, removeRemote, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
+import { ENCRYPTED_VXLAN_PORT, addRemote, ensureOverlay, overlayVnis, removeOverlay, removeRemote, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
 import { writeAtomic, writeNodeFile } from '../network/node-file';
 import type { Network } from '../network/spec';
-import { NetworkStore, decodeEndpoint, decodeNetwork, type Endpoint } from '../network/store';
+import { NetworkStore, decodeEndpoint, decodeNetwork, decodeNode, type Endpoint, type NetworkNode } from '../network/store';
 import { findUnderlay } from './agent';
 
 export interface NetworksAgentOptions {
@@ -36,6 +48,22 @@ export interface NetworksAgentOptions {
   ttlSec: number;
   resyncSec: number;
   log: Logger;
+  /** Encrypted networks: move the key generation when it is this old (seconds; 0 or absent: only `knitctl key rotate`). */
+  keyRotationSec?: number;
+  /** Encrypted networks: how often the key generation record is read (seconds, default 5). */
+  keyPollSec?: number;
+  /** Encrypted networks: how long an inbound SA no longer wanted is kept at most (ms). */
+  retireGraceMs?: number;
+}
+
+/** The ESP of encrypted networks on this node (no secrets). */
+export interface NetworksEncryption {
+  cipher: string;
+  port: number;
+  generation: number;
+  keyed: Array<{ nodeName: string; txGeneration: number }>;
+  blocked: Array<{ nodeName: string; reason: string }>;
+  retiring: number;
 }
 
 export interface NetworksStatus {
@@ -47,6 +75,9 @@ export interface NetworksStatus {
   lastReconcileMs: number;
   lease?: string;
   nodeIp?: string;
+  encryption?: NetworksEncryption;
+  /** Why encrypted networks are refused on this node (a kernel without ESP): code 101's message. */
+  refused?: string;
 }
 
 const DEBOUNCE_MS = 10;
@@ -83,6 +114,17 @@ export class NetworksAgent {
   private readonly listeners: NetworksListener[] = [];
   /** Networks created, changed or removed since the last pass (by name): only theirs are re-synced. */
   private dirtyNets = new Set<string>();
+  /** Node records of the named networks (public keys, generations), by node name. */
+  private readonly nodes = new Map<string, NetworkNode>();
+  private esp?: EspDatapath;
+  private nodeKey?: NodeKey;
+  private keyGen = 0;
+  /** A node record or an encrypted network's endpoint changed: the next pass syncs the SAs. */
+  private espDirty = false;
+  /** The node record last published (JSON, without its time), to publish only changes. */
+  private published = '';
+  private leftoversChecked = false;
+  private keyGenBusy = false;
 
   constructor(private readonly o: NetworksAgentOptions) {
     this.client = new EtcdClient(o.conn);
@@ -92,8 +134,11 @@ export class NetworksAgent {
   async start(): Promise<void> {
     this.underlay = this.findUnderlay();
     await this.ensureLease();
+    this.keyGen = (await getKeyGeneration(this.client, this.keyGenKey()))?.generation ?? 0;
     await this.relist();
     await this.reconcile();
+    await this.publishNode();
+    this.timers.push(setInterval(() => void this.followKeyGeneration().catch((e) => this.fail('key generation', e)), (this.o.keyPollSec ?? 5) * 1000));
     this.timers.push(setInterval(() => void this.keepAlive(), Math.max(1, Math.floor(this.o.ttlSec / 3)) * 1000));
     // The watch delivers every change in order (a compacted or broken watch errors and re-lists), so
     // the timer's job is the kernel: a full pass over the view repairs entries changed behind knitd's
@@ -113,6 +158,7 @@ export class NetworksAgent {
     if (this.pending) clearTimeout(this.pending);
     this.client.close();
     this.nl.close();
+    this.esp?.close();
   }
 
   /** Adds a listener; it gets `resync` with the current state right away when the agent has one. */
@@ -162,6 +208,118 @@ export class NetworksAgent {
     this.status.lease = this.lease;
     this.status.nodeIp = this.underlay!.addr;
     writeNodeFile(this.o.runDir, { nodeName: this.o.nodeName, nodeIp: this.underlay!.addr, lease: this.lease, etcd: this.o.conn, updated: new Date().toISOString() });
+    this.published = ''; // a new lease: the node record goes on it
+    if (this.watches.length) await this.publishNode();
+  }
+
+  private keyGenKey(): string { return `${this.o.conn.prefix}/keygen`; }
+
+  /**
+   * This node's record for its peers of encrypted networks: the underlay address, and once this
+   * node encrypts, its public key and the generation whose inbound SAs it has installed.
+   */
+  private async publishNode(): Promise<void> {
+    if (this.stopped || !this.lease) return;
+    const rec: Omit<NetworkNode, 'updated'> = {
+      node: this.o.nodeName, nodeIp: this.underlay!.addr,
+      ...(this.esp && this.nodeKey ? { encKey: this.nodeKey.publicKey, encGen: this.esp.generation } : {}),
+    };
+    const text = JSON.stringify(rec);
+    if (text === this.published) return;
+    await this.store.putNode({ ...rec, updated: new Date().toISOString() }, this.lease);
+    this.published = text;
+  }
+
+  /**
+   * Follows the key generation (<prefix>/keygen, the pod network's too: one rotation re-keys both),
+   * moving it when older than keyRotationSec; a new one: its SAs installed, then published, so peers
+   * switch their outbound SAs to it (make before break). Also retires SAs that wait for it.
+   */
+  private async followKeyGeneration(): Promise<void> {
+    if (!this.esp || this.stopped || this.keyGenBusy) return;
+    this.keyGenBusy = true;
+    try {
+      let rec = await getKeyGeneration(this.client, this.keyGenKey());
+      const every = this.o.keyRotationSec ?? 0;
+      if (every > 0 && (!rec || Date.now() - Date.parse(rec.at) >= every * 1000)) {
+        rec = await bumpKeyGeneration(this.client, this.keyGenKey(), rec?.generation ?? null);
+        this.o.log.info(`key rotation interval (${every} s): key generation is now ${rec.generation}`);
+      }
+      const g = rec?.generation ?? 0;
+      if (!this.esp) return;
+      if (g > this.keyGen) {
+        this.keyGen = g;
+        this.esp.setGeneration(g);
+        this.o.log.info(`named networks: key generation ${g}: installing its SAs, then publishing it`);
+        this.syncEsp();
+        await this.publishNode();
+      } else if (this.esp.pendingRetirement) this.syncEsp();
+    } finally {
+      this.keyGenBusy = false;
+    }
+  }
+
+  /** ESP for the encrypted networks: ready (base policies in), or false with the refusal logged. */
+  private ensureEsp(names: string[]): boolean {
+    if (this.esp) return true;
+    const missing = probeEsp(null);
+    if (missing.length) {
+      const msg = espUnavailable(missing, `encrypted network${names.length === 1 ? '' : 's'} ${names.join(', ')}`).message;
+      if (msg !== this.status.refused) this.o.log.error(`refusing on this node (code 101): ${msg}`);
+      this.status.refused = msg;
+      return false;
+    }
+    delete this.status.refused;
+    this.nodeKey ??= loadNodeKey(this.o.stateDir);
+    const esp = new EspDatapath(this.nodeKey, ENCRYPTED_VXLAN_PORT, null, this.o.log, this.o.retireGraceMs, NAMED_NETWORKS_ESP);
+    try {
+      esp.setGeneration(this.keyGen);
+      esp.ensureBase(this.underlay!.addr);
+    } catch (e) {
+      esp.close();
+      throw e;
+    }
+    this.esp = esp;
+    this.espDirty = true;
+    this.o.log.info(`named networks: ESP ${ESP_AEAD} on UDP ${ENCRYPTED_VXLAN_PORT}, key generation ${this.keyGen}; nothing leaves in clear to unkeyed peers`);
+    void this.publishNode().catch((e) => this.fail('publishing the node record', e));
+    return true;
+  }
+
+  /** No encrypted network (left): this domain's policies and SAs go (also those of a run before a restart). */
+  private dropEsp(): void {
+    delete this.status.refused;
+    delete this.status.encryption;
+    if (this.esp) {
+      this.esp.removeAll();
+      this.esp.close();
+      this.esp = undefined;
+      this.leftoversChecked = true;
+      void this.publishNode().catch((e) => this.fail('publishing the node record', e));
+      return;
+    }
+    if (this.leftoversChecked) return;
+    this.leftoversChecked = true;
+    try {
+      const nl = openXfrm(null);
+      try { removeEspLeftovers(nl, this.o.log, NAMED_NETWORKS_ESP); } finally { nl.close(); }
+    } catch { /* no xfrm in this kernel: nothing to remove */ }
+  }
+
+  /** The SAs and policies toward every remote node with endpoints on an encrypted network. */
+  private syncEsp(): void {
+    const esp = this.esp;
+    if (!esp) return;
+    this.espDirty = false;
+    const enc = new Set([...this.networks.values()].filter((n) => n.driver === 'overlay' && n.options.encrypted).map((n) => n.name));
+    const addrOf = new Map<string, string>();
+    for (const e of this.endpoints.values()) if (enc.has(e.network) && e.node !== this.o.nodeName) addrOf.set(e.node, e.nodeIp);
+    const peers: EspPeer[] = [...addrOf].map(([node, ip]) => {
+      const rec = this.nodes.get(node);
+      return { nodeName: node, underlayAddr: rec?.nodeIp ?? ip, ...(rec?.encKey ? { publicKey: rec.encKey } : {}), generation: rec?.encGen ?? 0 };
+    });
+    const r = esp.sync(peers);
+    this.status.encryption = { cipher: `esp ${ESP_AEAD} 128`, port: ENCRYPTED_VXLAN_PORT, generation: esp.generation, keyed: r.keyed, blocked: r.blocked, retiring: esp.pendingRetirement };
   }
 
   /** The lease was lost (knitd was down past its TTL, or etcd forgot it): this node's endpoints go on the new one. */
@@ -189,8 +347,13 @@ export class NetworksAgent {
   private async relist(): Promise<void> {
     const np = this.store.networksPrefix();
     const ep = this.store.endpointsPrefix();
+    const nn = this.store.nodesPrefix();
     const nets = await this.client.range({ key: np, rangeEnd: prefixEnd(np) });
     const eps = await this.client.range({ key: ep, rangeEnd: prefixEnd(ep) });
+    const nodes = await this.client.range({ key: nn, rangeEnd: prefixEnd(nn) });
+    this.nodes.clear();
+    for (const kv of nodes.kvs) { const n = decodeNode(kv); if (n) this.nodes.set(n.node, n); }
+    this.espDirty = true;
     this.networks.clear();
     for (const kv of nets.kvs) { const n = decodeNetwork(kv); if (n) this.networks.set(kv.key.toString(), n); }
     this.endpoints.clear();
@@ -202,6 +365,7 @@ export class NetworksAgent {
     this.watches = [
       this.watch(np, nets.revision, (ev) => this.onNetworkEvent(ev)),
       this.watch(ep, eps.revision, (ev) => this.onEndpointEvent(ev)),
+      this.watch(nn, nodes.revision, (ev) => this.onNodeEvent(ev, nn)),
     ];
   }
 
@@ -233,6 +397,14 @@ export class NetworksAgent {
     this.emit((l) => l.network?.(before, after));
   }
 
+  /** A node record changed (a peer's key or generation): the SAs follow in the next pass. */
+  private onNodeEvent(ev: WatchEvent, prefix: string): void {
+    const name = ev.kv.key.toString().slice(prefix.length);
+    const n = ev.type === 'del' ? null : decodeNode(ev.kv);
+    if (n) this.nodes.set(name, n); else this.nodes.delete(name);
+    this.espDirty = true;
+  }
+
   /** An endpoint put or deleted: remembered for an incremental pass (one FDB and neighbour change, no dumps). */
   private onEndpointEvent(ev: WatchEvent): void {
     const key = ev.kv.key.toString();
@@ -240,9 +412,15 @@ export class NetworksAgent {
     this.onEvent(this.endpoints, decodeEndpoint, ev);
     const after = this.endpoints.get(key);
     this.emit((l) => l.endpoint?.(before, after));
+    if (this.esp && [before, after].some((e) => e && this.isEncrypted(e.network))) this.espDirty = true;
     if (!this.changes) return; // a full pass is due anyway
     const prev = this.changes.get(key);
     this.changes.set(key, { ...(prev ? (prev.before ? { before: prev.before } : {}) : before ? { before } : {}), ...(after ? { after } : {}) });
+  }
+
+  private isEncrypted(network: string): boolean {
+    for (const n of this.networks.values()) if (n.name === network) return n.driver === 'overlay' && !!n.options.encrypted;
+    return false;
   }
 
   private schedule(): void {
@@ -270,6 +448,7 @@ export class NetworksAgent {
             // Networks first: a new network's devices exist before its endpoints' entries go in.
             if (nets.size) this.applyNetworks(nets);
             this.applyEndpointChanges(changes);
+            if (this.espDirty) this.syncEsp();
           }
         } catch (e) {
           this.changes = null; // whatever failed, the next pass looks at everything
@@ -309,15 +488,20 @@ export class NetworksAgent {
       list.push({ mac: e.mac, ips: e.ips, nodeIp: e.nodeIp });
       byNet.set(e.network, list);
     }
+    // Encrypted networks: the ESP base policies before their devices, or no devices at all.
+    const encrypted = [...overlays.values()].filter((n) => n.options.encrypted).map((n) => n.name).sort();
+    const espReady = encrypted.length ? this.ensureEsp(encrypted) : (this.dropEsp(), false);
     let remote = 0;
     for (const [vni, n] of overlays) {
       if (names && !names.has(n.name)) continue;
-      ensureOverlay(this.nl, vni, this.underlay!, n.options.mtu);
+      if (n.options.encrypted && !espReady) { removeOverlay(this.nl, vni); continue; } // never in clear
+      ensureOverlay(this.nl, vni, this.underlay!, n.options.mtu, n.options.encrypted ? ESP_OVERHEAD : 0);
       const remotes = byNet.get(n.name) ?? [];
       remote += remotes.length;
       syncRemotes(this.nl, vni, remotes);
     }
     if (!names) this.status.remoteEndpoints = remote;
+    if (espReady && (!names || this.espDirty || encrypted.some((e) => names.has(e)))) this.syncEsp();
   }
 
   /**

@@ -80,22 +80,11 @@ export class EtcdDatastore implements Datastore {
   get keyGenerationKey(): string { return `${this.prefix}/keygen`; }
 
   async getKeyGeneration(): Promise<KeyGeneration | null> {
-    const kv = await this.client.get(this.keyGenerationKey);
-    return kv ? parseKeyGeneration(kv.value.toString()) : null;
+    return getKeyGeneration(this.client, this.keyGenerationKey);
   }
 
   async bumpKeyGeneration(expect: number | null): Promise<KeyGeneration> {
-    const key = this.keyGenerationKey;
-    const cur = await this.client.get(key);
-    const now = cur ? parseKeyGeneration(cur.value.toString()) : null;
-    if ((now?.generation ?? null) !== expect && !(expect === null && !now)) return now ?? { generation: 0, at: new Date(0).toISOString() };
-    const next: KeyGeneration = { generation: (now?.generation ?? 0) + 1, at: new Date().toISOString() };
-    const r = await this.client.txn({
-      compare: [cur ? cmp.modified(key, cur.modRevision) : cmp.absent(key)],
-      success: [{ put: { key, value: JSON.stringify(next) } }],
-    });
-    if (r.succeeded) return next;
-    return (await this.getKeyGeneration()) ?? next;
+    return bumpKeyGeneration(this.client, this.keyGenerationKey, expect);
   }
 
   async listLeases(): Promise<{ leases: SubnetLease[]; revision: number }> {
@@ -179,6 +168,26 @@ function prefixEndOf(p: string): Buffer {
 }
 
 /** A key generation record's value; an unreadable one counts as generation 0. */
+/** The key generation record at `key` (`<prefix>/keygen`), shared by the pod network and the named networks. */
+export async function getKeyGeneration(client: EtcdClient, key: string): Promise<KeyGeneration | null> {
+  const kv = await client.get(key);
+  return kv ? parseKeyGeneration(kv.value.toString()) : null;
+}
+
+/** Moves the generation from `expect` by one (compare-and-swap: of racing callers one wins); the record after. */
+export async function bumpKeyGeneration(client: EtcdClient, key: string, expect: number | null): Promise<KeyGeneration> {
+  const cur = await client.get(key);
+  const now = cur ? parseKeyGeneration(cur.value.toString()) : null;
+  if ((now?.generation ?? null) !== expect && !(expect === null && !now)) return now ?? { generation: 0, at: new Date(0).toISOString() };
+  const next: KeyGeneration = { generation: (now?.generation ?? 0) + 1, at: new Date().toISOString() };
+  const r = await client.txn({
+    compare: [cur ? cmp.modified(key, cur.modRevision) : cmp.absent(key)],
+    success: [{ put: { key, value: JSON.stringify(next) } }],
+  });
+  if (r.succeeded) return next;
+  return (await getKeyGeneration(client, key)) ?? next;
+}
+
 export function parseKeyGeneration(text: string): KeyGeneration {
   try {
     const v = JSON.parse(text) as Record<string, unknown>;

@@ -13,7 +13,7 @@ import { linkFind, withNetlink } from '../../../pkg/netlink';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
 import { resident } from '../../../pkg/ipam/resident';
 import { bridge } from '../bridge/plugin';
-import { aliasesOf, bridgeContext, parseL2Conf, requireNode, type L2Conf } from './config';
+import { aliasesOf, bridgeContext, parseL2Conf, requireEsp, requireNode, type L2Conf } from './config';
 
 /** The network's bridge on this node, or code `code` saying knitd has not made it yet. */
 function networkBridgeMtu(cfg: L2Conf, code: number): number {
@@ -52,6 +52,7 @@ export const l2overlay: Plugin = {
   async add(ctx) {
     const cfg = parseL2Conf(ctx.conf);
     const aliases = aliasesOf(ctx.conf, cfg.network);
+    requireEsp(cfg);
     const node = requireNode(cfg);
     const bridgeMtu = networkBridgeMtu(cfg, Code.TryAgainLater);
     const mtu = cfg.mtu ?? bridgeMtu;
@@ -110,6 +111,7 @@ export const l2overlay: Plugin = {
 
   async status(ctx) {
     const cfg = parseL2Conf(ctx.conf);
+    requireEsp(cfg);
     try {
       requireNode(cfg);
       networkBridgeMtu(cfg, Code.PluginNotAvailable);
