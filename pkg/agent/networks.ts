@@ -490,7 +490,12 @@ export class NetworksAgent {
     }
     // Encrypted networks: the ESP base policies before their devices, or no devices at all.
     const encrypted = [...overlays.values()].filter((n) => n.options.encrypted).map((n) => n.name).sort();
-    const espReady = encrypted.length ? this.ensureEsp(encrypted) : (this.dropEsp(), false);
+    let espReady = false;
+    try {
+      if (encrypted.length) espReady = this.ensureEsp(encrypted); else this.dropEsp();
+    } catch (e) {
+      this.fail('ESP of the encrypted networks (no devices for them this pass)', e); // plain networks go on
+    }
     let remote = 0;
     for (const [vni, n] of overlays) {
       if (names && !names.has(n.name)) continue;
