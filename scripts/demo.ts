@@ -1,7 +1,7 @@
 // `npm run demo`: knit on a lab of network namespaces. A node (its own netns, standing in for
 // a host) gets two pods on a knit-bridge network, exactly as a runtime would call the plugin;
 // the demo shows what was created, the pods talking, a CNI error, and that DEL leaves nothing.
-// Then knit-macvlan, the overlay (demo-overlay.ts), named networks across hosts (demo-networks.ts), knitd on the Kubernetes API with the IPAM pod
+// Then knit-macvlan, the overlay (demo-overlay.ts), named networks across hosts (demo-networks.ts), the same with no datastore (demo-mesh.ts), knitd on the Kubernetes API with the IPAM pod
 // GC (demo-kubernetes.ts) and 802.1Q VLANs in the kernel lane (demo-vlan.ts).
 // Everything lives in namespaces named knt<4 hex>-... and is removed at the end.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { Lab, run, type Netns } from '../test/lab/lab';
 import { overlayDemo } from './demo-overlay';
 import { networksDemo } from './demo-networks';
+import { meshDemo } from './demo-mesh';
 import { kubernetesDemo } from './demo-kubernetes';
 import { BIN, indent, step } from './demo-ui';
 
@@ -95,6 +96,7 @@ async function main(): Promise<void> {
     await macvlanDemo(lab, dataDir);
     await overlayDemo();
     await networksDemo();
+    await meshDemo();
     await kubernetesDemo();
     await vlanDemo();
   } finally {
