@@ -24,7 +24,7 @@ export const vxlanName = (vni: number): string => `knv${vni}`;
 /** A bridge-driver network's bridge (Docker: br-<id12>). */
 export const bridgeDriverName = (id: string): string => `knbr-${id.slice(0, 10)}`;
 export const OVERLAY_PLUGIN = 'knit-l2overlay';
-/** The IPAM type a conflist names on the mesh (knitd's per-node address blocks; not built yet). */
+/** The IPAM type a conflist names on the mesh (knitd's per-node address blocks, pkg/mesh/ipam.ts). */
 export const MESH_IPAM = 'knit-mesh-ipam';
 
 function ipamRange(s: SubnetSpec): Record<string, unknown> {
@@ -49,7 +49,7 @@ export function ipamOf(net: Network, node: NodeContext): Record<string, unknown>
   const exclude = net.subnets.flatMap((s) => Object.values(s.auxAddresses)).filter((ip) => parseIP(ip));
   const routes = net.internal ? [] : [...(v4.length ? [{ dst: '0.0.0.0/0' }] : []), ...(v6.length ? [{ dst: '::/0' }] : [])];
   return {
-    // On the mesh (no etcd) the addresses would come from knitd's per-node blocks: not yet (docs/mesh.md).
+    // On the mesh (no etcd) the addresses come from knitd's per-node blocks, asked over mesh.sock (docs/mesh.md).
     ...(node.etcd ? { type: 'knit-etcd-ipam', etcd: node.etcd } : { type: MESH_IPAM, runDir: node.runDir }), nodeName: node.nodeName,
     ranges: [v4, v6].filter((set) => set.length).map((set) => set.map(ipamRange)),
     ...(exclude.length ? { exclude } : {}),
