@@ -20,6 +20,7 @@ import { Lab, type Host, type Netns } from './lab';
 import { EtcdCluster } from './etcd';
 import { Netlink, addrList, linkList } from '../../pkg/netlink';
 import { writeLeaseFile } from '../../pkg/agent/lease-file';
+import { prng } from './prng';
 
 const ROOT = path.resolve(__dirname, '../..');
 const BIN = path.join(ROOT, 'dist/bin');
@@ -40,17 +41,7 @@ export const FAILPOINTS: Record<PluginName, readonly string[]> = {
 /** Steps that exist only with one IPAM. */
 const IPAM_ONLY: Record<string, IpamName> = { reserved: 'host-local' };
 
-/** mulberry32: small, seeded, reproducible. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng };
 
 export interface ComboStats { runs: number; kills: number; residue: number; duplicates: number; orphans: number; failed: number }
 

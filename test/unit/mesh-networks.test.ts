@@ -13,6 +13,7 @@ import { MeshNetworks } from '../../pkg/mesh/networks';
 import { MeshNode, NoQuorumError } from '../../pkg/mesh/node';
 import { SpecError } from '../../pkg/network/spec';
 import type { Endpoint } from '../../pkg/network/store';
+import { prng } from '../lab/prng';
 
 const SECRET = Buffer.from('s3cret');
 
@@ -112,8 +113,7 @@ describe('mesh: named networks', function () {
     this.timeout(120_000);
     const rounds = Number(process.env.KNIT_MESH_ROUNDS ?? 12);
     const seed = Number(process.env.KNIT_MESH_SEED ?? 2121);
-    let st = seed >>> 0;
-    const rnd = (): number => { st = (st + 0x6d2b79f5) >>> 0; let t = st; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+    const rnd = prng(seed); // the rounds replay exactly from the seed
     const names = ['w0', 'w1', 'w2', 'w3', 'w4'];
     let side = new Map<string, number>(names.map((n) => [n, 0]));
     const ns: MeshNode[] = [];

@@ -14,6 +14,7 @@ import { MeshDatastore } from '../../pkg/datastore/mesh';
 import { applyDelta, checkDelta, deltaOf, RecordError, type NodeRecord } from '../../pkg/mesh/state';
 import type { LeaseEvent } from '../../pkg/datastore/datastore';
 import { overlayFlags } from '../../cmd/knitd/overlay';
+import { prng } from '../lab/prng';
 
 const SECRET = Buffer.from('s3cret');
 
@@ -200,9 +201,7 @@ describe('mesh', function () {
     this.timeout(120_000);
     const rounds = Number(process.env.KNIT_MESH_ROUNDS ?? 20);
     const seed = Number(process.env.KNIT_MESH_SEED ?? 1515);
-    // mulberry32: the rounds replay exactly from the seed.
-    let st = seed >>> 0;
-    const rnd = (): number => { st = (st + 0x6d2b79f5) >>> 0; let t = st; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+    const rnd = prng(seed); // the rounds replay exactly from the seed
     const names = ['p0', 'p1', 'p2', 'p3', 'p4'];
     let side = new Map<string, number>(names.map((n) => [n, 0]));
     const ns: MeshNode[] = [];
