@@ -61,7 +61,7 @@ describe('kernel lane: test/kernel under user-mode-linux 6.1 (8021q)', function 
     // unrelated work in progress in dist/ cannot break them; the guest sees it through the
     // shared root. Without the plugin the inner suite skips, saying so.
     if (fs.existsSync(path.join(ROOT, 'cmd/knit-macvlan/main.ts'))) {
-      env.KNIT_KERNEL_BIN = (await buildKnit(['knit-macvlan', 'knit-host-local', 'knit-etcd-ipam', 'knitd', 'knitctl', 'knit-overlay'])).binDir;
+      env.KNIT_KERNEL_BIN = (await buildKnit(['knit-macvlan', 'knit-host-local', 'knit-etcd-ipam', 'knitd', 'knitctl', 'knit-overlay', 'knit-l2overlay'])).binDir;
     }
     run = await kernelRun(['--timeout', String(LANE_TIMEOUT_S), '--',
       'node_modules/.bin/mocha', '--reporter', 'scripts/kernel/mocha-reporter.js', 'test/kernel/*.test.ts'], env);
