@@ -202,7 +202,7 @@ describe('knitd with an encrypted pod network (kernel lane)', function () {
     // Rotation: generation 2 (as knitctl key rotate writes it) while a ping runs; both datapaths follow.
     const before = await namedSas(a);
     assert.deepEqual([...new Set(before)], [1], `named SAs before the rotation: generations ${before}`);
-    const pinging = lab.exec(a.pod!, 'ping', ['-c', '100', '-i', '0.25', '-W', '2', ips.sec!.k2!], { allowFail: true, timeoutMs: 90_000 });
+    const pinging = lab.exec(a.pod!, 'ping', ['-c', '75', '-i', '0.2', '-W', '2', ips.sec!.k2!], { allowFail: true, timeoutMs: 90_000 });
     await new Promise((r) => setTimeout(r, 1500));
     const t0 = Date.now();
     etcd.ctl(['put', '/knit/keygen', JSON.stringify({ generation: 2, at: new Date().toISOString() })]);
