@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { buildNetwork, splitParent, type CreateRequest, type Network } from '../../pkg/network/spec';
 import { inspect, lsRows } from '../../pkg/network/inspect';
+import { renderConflist } from '../../pkg/network/conflist';
 
 const NOW = new Date('2026-12-06T00:00:00Z');
 const ID = 'a'.repeat(64);
@@ -95,6 +96,9 @@ describe('named network spec (Docker flags)', () => {
       const n = build({ driver: 'overlay', opts: [o] });
       assert.equal(n.options.encrypted, true, o);
       assert.equal(inspect(n, []).Options.encrypted, 'true');
+      const main = (renderConflist(n, { nodeName: 'n1', etcd: { endpoints: ['http://10.0.0.1:2379'], prefix: '/knit', timeoutMs: 5000 }, runDir: '/run/knit' }).plugins as any[])[0];
+      assert.equal(main.type, 'knit-l2overlay');
+      assert.equal(main.encrypted, true, 'knit-l2overlay is told, so it refuses (code 101) where the kernel cannot encrypt');
     }
     const plain = build({ driver: 'overlay', opts: ['encrypted=false'] });
     assert.equal(plain.options.encrypted, undefined);
