@@ -6,7 +6,8 @@
 // nodes, an encrypted named overlay network (-o encrypted) beside a plain one: pods ping on both,
 // the encrypted one's VXLAN crosses the underlay only as ESP (the named networks' own SAs, port
 // 4798, MTU 1410), the plain one's as clear VXLAN on 4789, and a rotation re-keys the named
-// networks' SAs while a ping runs, losing nothing.
+// networks' SAs while a ping runs, losing nothing. Last, the same two hosts with mesh-mode knitds
+// (no etcd): an encrypted named network keyed from the peers' mesh records, ESP only on the wire.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -19,6 +20,7 @@ import { probeEsp } from '../../pkg/agent/backend/esp';
 import { knitBinDir, requireExecutable } from './lane';
 import { buildNetwork } from '../../pkg/network/spec';
 import { conflistFile } from '../../pkg/network/conflist';
+import { controlCall } from '../../pkg/mesh/control';
 import { NAMED_NETWORKS_ESP } from '../../pkg/agent/backend/esp';
 import { iperf, startCapture, UPLINK } from './encryption-lab';
 
@@ -217,5 +219,53 @@ describe('knitd with an encrypted pod network (kernel lane)', function () {
     assert.ok(m, p.stdout + p.stderr);
     assert.equal(m[2], m[1], `packets lost across the rotation: ${p.stdout.split('\n').slice(-4).join(' ')}`);
     assert.ok(await lab.ping(b.pod!, ips.sec!.k1!, 2), 'encrypted network after the rotation: pod b -> pod a');
+  });
+
+  it('on the mesh (no etcd): the peers\' keys travel in the mesh records; an encrypted network\'s pods ping, only ESP on the underlay', async () => {
+    const [a, b] = nodes as [Node, Node];
+    // The etcd knitds go (their xfrm objects stay: the mesh knitds' agents take over the named
+    // networks' domain); one mesh knitd per host, its own run and state dirs.
+    for (const n of nodes) { n.knitd?.kill('SIGKILL'); n.knitd = undefined; }
+    const pw = path.join(tmp, 'mesh-pw');
+    fs.writeFileSync(pw, 'lane mesh secret\n', { mode: 0o600 });
+    const mesh = nodes.map((n) => ({ n, runDir: `${n.runDir}-mesh`, sock: path.join(tmp, `${n.name}-mesh-sock`), log: [] as string[] }));
+    for (const [i, m] of mesh.entries()) {
+      const p = spawn('ip', ['netns', 'exec', m.n.host.name, bin('knitd'), '--cni-socket-dir', m.sock, '--datastore', 'mesh', '--mesh-password-file', pw,
+        ...(i ? ['--peers', '192.168.65.1'] : []), '--node-name', m.n.name, '--iface', UPLINK, '--run-dir', m.runDir, '--state-dir', `${m.n.stateDir}-mesh`,
+        '--resync-interval', '10', '--cni-conf-dir', path.join(m.runDir, 'net.d')],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+      p.stderr!.on('data', (d: Buffer) => { m.log.push(d.toString()); m.n.log.push(d.toString()); });
+      m.n.knitd = p;
+    }
+    const members = async (runDir: string): Promise<number> => { try { return (await controlCall<{ members: string[] }>(runDir, { op: 'status' })).members.length; } catch { return 0; } };
+    for (const m of mesh) await eventually(async () => (await members(m.runDir)) === 2, 90_000, `${m.n.name}: a mesh of 2 (log: ${m.log.join('').slice(-800)})`);
+    // Created by the mesh's vote, as knitctl network create does over mesh.sock.
+    await controlCall(a.runDir + '-mesh', { op: 'net-create', req: { name: 'msec', driver: 'overlay', subnets: ['10.221.0.0/24'], opts: ['encrypted', 'vni=4244', 'isolation=false'], internal: true } });
+    const conf = (m: (typeof mesh)[number]): string => path.join(m.runDir, 'net.d', conflistFile('msec'));
+    for (const m of mesh) {
+      await eventually(async () => fs.existsSync(conf(m)) && (await lab.ipJson(m.n.host, ['link', 'show'])).some((l: any) => l.ifname === 'knv4244'), 60_000, `${m.n.name}: conflist and device (log: ${m.log.join('').slice(-800)})`);
+    }
+    const ips: Record<string, string> = {};
+    for (const m of mesh) {
+      const cl = JSON.parse(fs.readFileSync(conf(m), 'utf8'));
+      assert.equal(cl.plugins[0].datastore, 'mesh');
+      assert.equal(cl.plugins[0].encrypted, true);
+      const r = await lab.runPlugin(m.n.host, bin('knit-l2overlay'), {
+        command: 'ADD', containerId: `${m.n.name}-m`, netns: m.n.pod!.path, ifName: 'eth3', path: [knitBinDir()],
+        conf: { cniVersion: cl.cniVersion, name: cl.name, ...cl.plugins[0] },
+        env: { KNIT_CNI_SOCKET_DIR: m.sock, KNIT_LOG_LEVEL: 'warn' },
+      });
+      assert.equal(r.code, 0, `ADD on msec at ${m.n.name}: ${r.stdout} ${r.stderr}`);
+      ips[m.n.name] = r.json.ips[0].address.split('/')[0];
+    }
+    // The mesh keeps no key generation yet: generation 0's SAs, keyed from the peer's mesh record.
+    const gen0 = async (n: Node): Promise<number> => [...(await lab.ip(n.host, ['xfrm', 'state', 'list'])).matchAll(/reqid (\d+)/g)]
+      .map((x) => Number(x[1])).filter((r) => r === NAMED_NETWORKS_ESP.reqidBase).length;
+    for (const m of mesh) await eventually(async () => (await gen0(m.n)) >= 2, 45_000, `${m.n.name}: the named networks' generation-0 SAs (log: ${m.log.join('').slice(-800)})`);
+    const cap = startCapture(sw, [4789, 4798, 4799]);
+    assert.ok(await lab.ping(a.pod!, ips.k2!, 3), 'encrypted network on the mesh: pod a -> pod b');
+    assert.ok(await lab.ping(b.pod!, ips.k1!, 2), 'encrypted network on the mesh: pod b -> pod a');
+    const c = cap.stop();
+    assert.ok(c.esp > 0 && c.clearVxlan === 0, `encrypted network on the mesh: ${JSON.stringify(c)}`);
   });
 });
