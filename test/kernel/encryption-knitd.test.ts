@@ -46,7 +46,8 @@ describe('knitd with an encrypted pod network (kernel lane)', function () {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-kernel-esp-knitd-'));
     sw = await lab.switch('swk');
     const eh = await lab.host('etcdk', sw, { address: '192.168.65.100/24', ifName: UPLINK });
-    etcd = await EtcdCluster.start({ netns: eh, host: '192.168.65.100' });
+    // etcd's start under UML on a loaded host took more than the default 20 s (as in named-macvlan).
+    etcd = await EtcdCluster.start({ netns: eh, host: '192.168.65.100', readyTimeoutMs: 120_000 });
     endpoint = etcd.endpoints[0]!;
     for (let i = 1; i <= 2; i++) {
       const host = await lab.host(`k${i}`, sw, { address: `192.168.65.${i}/24`, ifName: UPLINK });
