@@ -229,6 +229,21 @@ export class NetworksAgent {
     }
   }
 
+  /**
+   * Before ESP starts (an encrypted network and no datapath yet), the current generation: the
+   * record may have moved since knitd started, and the poll only runs while ESP does.
+   */
+  private async refreshKeyGen(): Promise<void> {
+    const store = this.o.keyGeneration;
+    if (this.esp || this.status.refused || !store?.getKeyGeneration) return;
+    if (![...this.networks.values()].some((n) => n.driver === 'overlay' && n.options.encrypted)) return;
+    try {
+      this.keyGen = Math.max(this.keyGen, (await store.getKeyGeneration())?.generation ?? 0);
+    } catch (e) {
+      this.fail('key generation (ESP starts on the last one read)', e);
+    }
+  }
+
   /** ESP for the encrypted networks: ready (base policies in), or false with the refusal logged. */
   private ensureEsp(names: string[]): boolean {
     if (this.esp) return true;
@@ -362,6 +377,7 @@ export class NetworksAgent {
       do {
         this.again = false;
         const t0 = performance.now();
+        await this.refreshKeyGen();
         const changes = this.changes;
         const nets = this.dirtyNets;
         this.changes = new Map();

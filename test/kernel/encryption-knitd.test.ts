@@ -179,6 +179,8 @@ describe('knitd with an encrypted pod network (kernel lane)', function () {
           command: 'ADD', containerId: `${n.name}-c`, netns: n.pod!.path, ifName, path: [knitBinDir()],
           conf: { cniVersion: cl.cniVersion, name: cl.name, ...cl.plugins[0] },
           env: { KNIT_CNI_SOCKET_DIR: path.join(tmp, `${n.name}-sock`), KNIT_LOG_LEVEL: 'warn' },
+          // The lane's etcd stalls for 5 s and more at host load ~10: 30 s killed ADDs there.
+          timeoutMs: 120_000,
         });
         assert.equal(r.code, 0, `ADD on ${net} at ${n.name}: ${r.stdout} ${r.stderr}`);
         ips[net]![n.name] = r.json.ips[0].address.split('/')[0];
@@ -255,6 +257,7 @@ describe('knitd with an encrypted pod network (kernel lane)', function () {
         command: 'ADD', containerId: `${m.n.name}-m`, netns: m.n.pod!.path, ifName: 'eth3', path: [knitBinDir()],
         conf: { cniVersion: cl.cniVersion, name: cl.name, ...cl.plugins[0] },
         env: { KNIT_CNI_SOCKET_DIR: m.sock, KNIT_LOG_LEVEL: 'warn' },
+        timeoutMs: 120_000,
       });
       assert.equal(r.code, 0, `ADD on msec at ${m.n.name}: ${r.stdout} ${r.stderr}`);
       ips[m.n.name] = r.json.ips[0].address.split('/')[0];
