@@ -202,23 +202,26 @@ describe('knitd with an encrypted pod network (kernel lane)', function () {
     assert.ok(c.clearVxlan > 0, `the plain network's VXLAN on 4789: ${JSON.stringify(c)}`);
     const rec = etcd.dump('/knit/netnodes/');
     assert.equal(rec.size, 2);
-    for (const v of rec.values()) assert.match(v, /"encKey":"[A-Za-z0-9_-]{43}","encGen":1/);
+    // The generation the pod network's rotation left (1, or 0 when etcd stalled knitctl there).
+    const g0 = Number(JSON.parse(etcd.dump('/knit/keygen').get('/knit/keygen') ?? '{"generation":0}').generation);
+    const g1 = g0 + 1;
+    for (const v of rec.values()) assert.match(v, new RegExp(`"encKey":"[A-Za-z0-9_-]{43}","encGen":${g0}`));
 
-    // Rotation: generation 2 (as knitctl key rotate writes it) while a ping runs; both datapaths follow.
+    // Rotation: the next generation (as knitctl key rotate writes it) while a ping runs; both datapaths follow.
     const before = await namedSas(a);
-    assert.deepEqual([...new Set(before)], [1], `named SAs before the rotation: generations ${before}`);
+    assert.deepEqual([...new Set(before)], [g0], `named SAs before the rotation: generations ${before}`);
     const pinging = lab.exec(a.pod!, 'ping', ['-c', '75', '-i', '0.2', '-W', '2', ips.sec!.k2!], { allowFail: true, timeoutMs: 90_000 });
     await new Promise((r) => setTimeout(r, 1500));
     const t0 = Date.now();
-    etcd.ctl(['put', '/knit/keygen', JSON.stringify({ generation: 2, at: new Date().toISOString() })]);
+    etcd.ctl(['put', '/knit/keygen', JSON.stringify({ generation: g1, at: new Date().toISOString() })]);
     for (const n of nodes) {
-      await eventually(async () => { const g = await namedSas(n); return g.length >= 2 && g.every((x) => x === 2); }, 45_000, `${n.name}: only generation 2's named SAs`)
+      await eventually(async () => { const g = await namedSas(n); return g.length >= 2 && g.every((x) => x === g1); }, 45_000, `${n.name}: only generation ${g1}'s named SAs`)
         .catch(async (e: Error) => { throw new Error(`${e.message}: ${await namedSas(n)}\n${n.log.join('').slice(-1500)}`); });
     }
     const rekeyed = (Date.now() - t0) / 1000;
     const p = await pinging;
     const m = /(\d+) packets transmitted, (\d+) received/.exec(p.stdout);
-    console.log(`      named networks re-keyed to generation 2 (old SAs retired) ${rekeyed.toFixed(1)} s after the record moved; ping during it: ${m?.[0]}`);
+    console.log(`      named networks re-keyed to generation ${g1} (old SAs retired) ${rekeyed.toFixed(1)} s after the record moved; ping during it: ${m?.[0]}`);
     assert.ok(m, p.stdout + p.stderr);
     assert.equal(m[2], m[1], `packets lost across the rotation: ${p.stdout.split('\n').slice(-4).join(' ')}`);
     assert.ok(await lab.ping(b.pod!, ips.sec!.k1!, 2), 'encrypted network after the rotation: pod b -> pod a');
