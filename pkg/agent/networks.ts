@@ -84,6 +84,9 @@ export interface NetworksStatus {
 }
 
 const DEBOUNCE_MS = 10;
+
+/** An encrypted overlay network (-o encrypted): ESP between nodes, or no devices at all. */
+const isEncrypted = (n: Network): boolean => n.driver === 'overlay' && !!n.options.encrypted;
 const RELIST_EVERY = 10;
 
 /**
@@ -236,7 +239,7 @@ export class NetworksAgent {
   private async refreshKeyGen(): Promise<void> {
     const store = this.o.keyGeneration;
     if (this.esp || this.status.refused || !store?.getKeyGeneration) return;
-    if (![...this.networks.values()].some((n) => n.driver === 'overlay' && n.options.encrypted)) return;
+    if (![...this.networks.values()].some(isEncrypted)) return;
     try {
       this.keyGen = Math.max(this.keyGen, (await store.getKeyGeneration())?.generation ?? 0);
     } catch (e) {
@@ -295,7 +298,7 @@ export class NetworksAgent {
     const esp = this.esp;
     if (!esp) return;
     this.espDirty = false;
-    const enc = new Set([...this.networks.values()].filter((n) => n.driver === 'overlay' && n.options.encrypted).map((n) => n.name));
+    const enc = new Set([...this.networks.values()].filter(isEncrypted).map((n) => n.name));
     const addrOf = new Map<string, string>();
     for (const e of this.endpoints.values()) if (enc.has(e.network) && e.node !== this.o.nodeName) addrOf.set(e.node, e.nodeIp);
     const peers: EspPeer[] = [...addrOf].map(([node, ip]) => {
@@ -308,7 +311,7 @@ export class NetworksAgent {
   }
 
   private isEncrypted(network: string): boolean {
-    for (const n of this.networks.values()) if (n.name === network) return n.driver === 'overlay' && !!n.options.encrypted;
+    for (const n of this.networks.values()) if (n.name === network) return isEncrypted(n);
     return false;
   }
 
