@@ -15,7 +15,7 @@ import { allocationOf, blockedAt, exhaustedMessage, ipText, placeRequests, who, 
 import { ownerKey, type Owner } from '../ipam/store';
 import { ipamOf } from '../network/conflist';
 import { writeAtomic } from '../network/node-file';
-import type { Network } from '../network/spec';
+import { SpecError, type Network } from '../network/spec';
 import { isServiceOwner } from '../service/owners';
 import { NoQuorumError, type MeshNode } from './node';
 import type { NodeIpamView } from './state';
@@ -244,4 +244,25 @@ export class MeshIpam {
   summary(): Array<{ network: string; blocks: string[]; addresses: number }> {
     return Object.values(this.nets).map((s) => ({ network: s.name, blocks: s.blocks.map((b) => b.text), addresses: Object.keys(s.allocs).length }));
   }
+}
+
+/** Each node's blocks and attachments on each network (or one), from the replica; live: heard within its lease time. */
+export interface MeshIpamListing { network: string; nodes: Array<{ node: string; live: boolean; blocks: string[]; ips: Record<string, string[]> }> }
+
+export function ipamListing(node: MeshNode, network?: string): MeshIpamListing[] {
+  const now = Date.now();
+  const by = new Map<string, MeshIpamListing>();
+  for (const n of [...node.state.nodes.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    for (const [net, v] of Object.entries(n.ipam ?? {})) {
+      if (network && net !== network) continue;
+      const l = by.get(net) ?? { network: net, nodes: [] };
+      l.nodes.push({ node: n.name, live: node.state.live(n.name, now), blocks: v.blocks, ips: v.ips });
+      by.set(net, l);
+    }
+  }
+  if (network && !by.has(network)) {
+    if (!node.state.nets.get(network)?.net) throw new SpecError(`no network named ${network} (knitctl network ls lists them)`);
+    by.set(network, { network, nodes: [] });
+  }
+  return [...by.values()].sort((a, b) => a.network.localeCompare(b.network));
 }
