@@ -30,12 +30,12 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
   const servers: ChildProcess[] = [];
   const pods: Record<string, { ns: Netns; ip: string; node: Node; id: string }> = {};
 
-  function startKnitd(n: Node, peers: Node[]): void {
+  function startKnitd(n: Node, peers: Node[], extra: string[] = []): void {
     n.log = [];
     const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', path.join(n.runDir, 'cni'), '--datastore', 'mesh',
       ...(peers.length ? ['--peers', peers.map((p) => p.addr).join(',')] : []), '--mesh-password-file', pwFile,
       '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir, '--cni-conf-dir', n.confDir,
-      '--lease-ttl', '8', '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+      '--lease-ttl', '8', '--resync-interval', '5', '--log-level', 'debug', ...extra], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
     proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
     n.knitd = proc;
   }
@@ -49,6 +49,7 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
   };
 
   async function cni(n: Node, command: 'ADD' | 'DEL', id: string, name: string, pod: Netns): Promise<string> {
+    await eventually(() => fs.existsSync(path.join(n.confDir, conflistFile('app'))), 10_000, `${n.name} conflist`);
     const cl = JSON.parse(fs.readFileSync(path.join(n.confDir, conflistFile('app')), 'utf8'));
     const conf = { cniVersion: cl.cniVersion, name: cl.name, ...cl.plugins[0] };
     const r = await lab.runPlugin(n.host, knit.bin(conf.type), {
@@ -188,5 +189,25 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
     for (const n of nodes) await eventually(async () => (await lab.exec(n.host, 'nft', ['list', 'table', 'inet', SERVICES_TABLE], { allowFail: true })).code !== 0, 10_000, `${n.name}: no services table`);
     await eventually(async () => !JSON.parse(await ok(nodes[2]!, ['ipam', 'ls', '--network', 'app', '--json']))[0].ips.some((r: any) => /^(vip|lb)-/.test(r.containerId)), 10_000, 'VIP and LB addresses freed');
     assert.equal((await ok(nodes[0]!, ['service', 'ls', '-q'])).trim(), '');
+  });
+
+  it('knitd\'s pod GC (--ipam-gc-interval, --ipam-gc-grace) reclaims a container gone without DEL and keeps a live one', async () => {
+    const h3 = nodes[2]!;
+    const p = h3.knitd!;
+    const done = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await done;
+    startKnitd(h3, [nodes[0]!], ['--ipam-gc-interval', '1', '--ipam-gc-grace', '1']);
+    await eventually(async () => (await ctl(h3, ['network', 'ls'])).code === 0, 20_000, 'h3 back');
+    const live = await lab.pod('y');
+    const gone = await lab.pod('z');
+    const yIp = await cni(h3, 'ADD', 'y-live', 'live', live);
+    const zIp = await cni(h3, 'ADD', 'z-gone', 'gone', gone);
+    await lab.exec(null, 'ip', ['netns', 'del', gone.name]);
+    await eventually(async () => !JSON.parse(await ok(nodes[0]!, ['ipam', 'ls', '--network', 'app', '--json']))[0].ips.some((r: any) => r.ip === zIp), 20_000, 'z\'s address reclaimed by h3\'s knitd');
+    assert.match(h3.log.join(''), new RegExp(`ipam gc: network app: released ${zIp.replace(/\./g, '\\.')} of z-gone \\(eth0\\): container gone`));
+    await new Promise((r) => setTimeout(r, 2500)); // two more passes
+    const [l] = JSON.parse(await ok(nodes[0]!, ['ipam', 'ls', '--network', 'app', '--json']));
+    assert.ok(l.ips.some((r: any) => r.ip === yIp && r.containerId === 'y-live'), 'the live container keeps its address');
   });
 });
