@@ -44,8 +44,10 @@ export interface OverlayFlags {
     /** The pod GC of knit-etcd-ipam networks in confDir (pkg/agent/ipam-gc.ts); intervalSec 0: off. */
     ipamGc: { confDir: string; intervalSec: number; graceSec: number };
   };
-  /** --datastore mesh (cmd/knitd/mesh.ts, docs/mesh.md); ipamGc: the pod GC of this node's knit-mesh-ipam addresses (intervalSec 0: off). */
-  mesh?: import('./mesh').MeshFlags & { ipamGc: { intervalSec: number; graceSec: number } };
+  /** --datastore mesh (cmd/knitd/mesh.ts, docs/mesh.md). */
+  mesh?: import('./mesh').MeshFlags;
+  /** With the mesh: the pod GC of this node's knit-mesh-ipam addresses (pkg/agent/ipam-gc.ts; intervalSec 0: off). */
+  meshIpamGc?: { intervalSec: number; graceSec: number };
   endpoints: string[];
   prefix: string;
   tls?: { ca?: string; cert?: string; key?: string };
@@ -84,7 +86,7 @@ export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.
     for (const f of ['kubeconfig', 'net-conf']) if (v[f] !== undefined) throw new Error(`--${f} is for --datastore kubernetes`);
     const { meshFlags } = require('./mesh') as typeof import('./mesh');
     const ipamGc = { intervalSec: posInt('ipam-gc-interval', v['ipam-gc-interval'], 300, 0), graceSec: posInt('ipam-gc-grace', v['ipam-gc-grace'], 300, 0) };
-    return { mesh: { ...meshFlags(v, env), ipamGc }, ...common(v, env, []) };
+    return { mesh: meshFlags(v, env), meshIpamGc: ipamGc, ...common(v, env, []) };
   }
   for (const f of ['peers', 'mesh-listen', 'mesh-password', 'mesh-password-file']) {
     if (v[f] !== undefined) throw new Error(`--${f} is for --datastore mesh`);
@@ -163,7 +165,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
   const { OverlayAgent } = require('../../pkg/agent/agent') as typeof import('../../pkg/agent/agent');
   const log = parent.child({ component: 'overlay' });
   const kube = f.kubernetes ? kubernetesStore(f, f.kubernetes, log) : undefined;
-  const mesh = f.mesh ? (require('./mesh') as typeof import('./mesh')).startMesh(f, f.mesh, parent, f.mesh.ipamGc) : undefined;
+  const mesh = f.mesh ? (require('./mesh') as typeof import('./mesh')).startMesh(f, f.mesh, parent, f.meshIpamGc) : undefined;
   const store = kube ?? mesh?.store ?? etcdStore(f);
   let gc: import('../../pkg/agent/ipam-gc').IpamGc | undefined;
   const g = f.kubernetes?.ipamGc;
