@@ -55,7 +55,7 @@ export function meshFlags(v: Record<string, string | undefined>, env: NodeJS.Pro
 
 /** Starts the mesh node and the control socket; the store is usable at once (its calls wait for the first sync). */
 /** The mesh's parts knitd's other agents use (the services agent, the pod GC). */
-export interface MeshHandles { store: MeshDatastore; node: MeshNode; networks: MeshNetworks; ipam: MeshIpam; services: MeshServices; gcTarget: MeshGcTarget }
+export interface MeshHandles { store: MeshDatastore; node: MeshNode; networks: MeshNetworks; ipam: MeshIpam; services: MeshServices; gcTarget: MeshGcTarget; podGc?: MeshIpamGc }
 
 export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger, gc?: { intervalSec: number; graceSec: number }): MeshHandles & { stop(): void } {
   const log = parent.child({ component: 'mesh' });
@@ -73,7 +73,7 @@ export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger, gc?: { int
   // The pod GC of this node's addresses (pkg/agent/ipam-gc.ts: attachments whose host link is gone).
   const podGc = gc && gc.intervalSec > 0 ? new MeshIpamGc({ target: gcTarget, ...gc, log: parent.child({ component: 'ipam-gc' }) }) : undefined;
   podGc?.start();
-  const h: MeshHandles = { store, node, networks, ipam, services, gcTarget };
+  const h: MeshHandles = { store, node, networks, ipam, services, gcTarget, ...(podGc ? { podGc } : {}) };
   let control: Server | undefined;
   node.start().then(async () => {
     // A VIP reservation whose service went while this knitd was down: freed once the state is in.

@@ -184,7 +184,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
     serveMetrics(f.metricsAddr, {
-      status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}),
+      status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : mesh?.podGc ? { ipamGc: () => mesh.podGc!.stats } : {}),
       ...(networks?.services ? { services: () => networks.services!.status } : {}), ...(resolver ? { dns: () => resolver.stats() } : {}),
     }).then(
       (s) => { metrics = s; log.info(`metrics and health on http://${f.metricsAddr}/metrics, /healthz`); },

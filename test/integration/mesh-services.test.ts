@@ -150,7 +150,7 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
     const dns = JSON.parse(await ok(nodes[2]!, ['dns', 'ls', '--network', 'app', '--json'])) as Array<{ name: string; address: string }>;
     assert.ok(dns.some((r) => r.name === 'api' && r.address === vip), `dns ls has api -> ${vip}`);
     // ipam ls on h3: every node's blocks, the containers' addresses, the VIP and the LB addresses.
-    const [l] = JSON.parse(await ok(nodes[2]!, ['ipam', 'ls', '--network', 'app', '--json']));
+    const [l] = JSON.parse(await ok(nodes[2]!, ['ipam', 'ls', 'app', '--json']));
     assert.deepEqual([...new Set(l.blocks.map((b: any) => b.node))].sort(), ['h1', 'h2', 'h3']);
     for (const p of Object.values(pods)) assert.ok(l.ips.some((r: any) => r.ip === p.ip && r.node === p.node.name && r.containerId === p.id), `ipam ls has ${p.id} ${p.ip}`);
     assert.ok(l.ips.some((r: any) => r.ip === vip && r.node === 'h1' && r.containerId.startsWith('vip-api.')), 'ipam ls has the VIP on h1');

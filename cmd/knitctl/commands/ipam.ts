@@ -26,8 +26,9 @@ export function commands(ctx: Ctx): CommandModule[] {
     describe: 'knit-etcd-ipam: who holds which address; release the addresses of gone nodes and pods',
     commands: () => [
       leaf(ctx, ['ipam', 'ls'], {
-        command: 'ls',
+        command: 'ls [network]',
         describe: 'who holds which address, per node and block',
+        positionals: { network: { type: 'string', describe: 'only this network (as --network)' } },
         options: {
           network: value('only this network (default: every network with IPAM keys)'),
           node: value('only this node\'s blocks and addresses'),
