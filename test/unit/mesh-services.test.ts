@@ -73,6 +73,9 @@ describe('mesh: services', function () {
     // A container address is never a VIP: sa's next container skips it.
     const [x] = await ia!.allocate('app', { containerId: 'c1', ifName: 'eth0' }, []);
     assert.notEqual(x!.ip, api.vips[0]);
+    // A container's address as --vip: refused naming it (as on etcd), from any node once published.
+    await eventually(() => !!c.state.nodes.get('sa')?.ipam?.app?.ips['c1:eth0'], 5000, 'c1 published');
+    await assert.rejects(sc!.create({ name: 'db', network: 'app', vip: x!.ip }), new RegExp(`^SpecError: invalid --vip "${x!.ip.replace(/\./g, '\\.')}": an address not in use \\(container c1 on node sa holds it\\)$`));
     await assert.rejects(new MeshNetworks(b).remove('app'), /network app has services api, web: remove them first \(knitctl service rm\)/);
     // rm on another node: tombstone everywhere, sa frees its reservation, name and VIP are free again.
     await sb!.remove('app', 'api');
