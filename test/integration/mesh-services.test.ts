@@ -2,7 +2,7 @@
 // mesh"), no etcd anywhere: three lab hosts; `service create` on h1 goes to its knitd over
 // mesh.sock and is put to the mesh's vote; the VIP balances connections over backends on h1 and
 // h2 (knit-l2overlay containers from the rendered conflists) from clients on both hosts;
-// `service ls/inspect/rm` and `ipam ls` from h3 (no container there); a backend killed without
+// `service ls/inspect/rm`, `ipam ls` and `dns ls` from h3, the name answered by knitd's resolver (no container there); a backend killed without
 // DEL (its netns gone) is reclaimed by `knitctl ipam gc` on its host: address, endpoint and
 // backend gone; `service rm` removes the maps everywhere and frees the VIP.
 import assert from 'node:assert/strict';
@@ -16,6 +16,7 @@ import { conflistFile } from '../../pkg/network/conflist';
 import { SERVICES_TABLE } from '../../pkg/service/lb';
 
 const NET = '192.168.64';
+const CLIENT = path.join(__dirname, '..', 'lab', 'dns-client.cjs');
 
 interface Node { name: string; addr: string; host: Host; runDir: string; stateDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
 
@@ -149,6 +150,12 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
     // The names: the service's name answers its VIP in dns ls.
     const dns = JSON.parse(await ok(nodes[2]!, ['dns', 'ls', '--network', 'app', '--json'])) as Array<{ name: string; address: string }>;
     assert.ok(dns.some((r) => r.name === 'api' && r.address === vip), `dns ls has api -> ${vip}`);
+    // ... and knitd's resolver on h2's gateway answers it from the replica.
+    const dig = async (): Promise<string[]> => {
+      const q = await lab.exec(pods.c2!.ns, process.execPath, [CLIENT, 'query', '10.88.0.1', 'api', 'A', 'udp'], { allowFail: true, env: { NODE_EXTRA_CA_CERTS: undefined } });
+      try { return ((JSON.parse(q.stdout) as { answers?: Array<{ type: string; data: string }> }).answers ?? []).filter((x) => x.type === 'A').map((x) => x.data); } catch { return []; }
+    };
+    await eventually(async () => JSON.stringify(await dig()) === JSON.stringify([vip]), 10_000, 'api resolves to the VIP on h2\'s gateway');
     // ipam ls on h3: every node's blocks, the containers' addresses, the VIP and the LB addresses.
     const [l] = JSON.parse(await ok(nodes[2]!, ['ipam', 'ls', 'app', '--json']));
     assert.deepEqual([...new Set(l.blocks.map((b: any) => b.node))].sort(), ['h1', 'h2', 'h3']);
