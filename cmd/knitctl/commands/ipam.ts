@@ -23,7 +23,7 @@ const runDirOpt = value(`on the mesh: the local knitd's --run-dir (default ${DEF
 
 export function commands(ctx: Ctx): CommandModule[] {
   return [group(ctx, ['ipam'], {
-    describe: 'knit-etcd-ipam: who holds which address; release the addresses of gone nodes and pods',
+    describe: 'knit-etcd-ipam (or the mesh\'s blocks): who holds which address; release the addresses of gone nodes, pods and containers',
     commands: () => [
       leaf(ctx, ['ipam', 'ls'], {
         command: 'ls [network]',
@@ -39,7 +39,7 @@ export function commands(ctx: Ctx): CommandModule[] {
       }),
       leaf(ctx, ['ipam', 'gc'], {
         command: 'gc',
-        describe: 'release the addresses of a node that left without DEL (--node N), or of pods that are gone (--pods)',
+        describe: 'release the addresses of a node that left without DEL (--node N), or of pods that are gone (--pods); on the mesh: of this node\'s containers that are gone',
         options: {
           node: value('the node whose addresses to release (with --pods: only this node\'s attachments)'),
           pods: { type: 'boolean', describe: 'release the attachments whose Kubernetes pod is gone (deleted, recreated, finished): judged stale twice, --grace seconds apart, and unchanged' },
