@@ -16,7 +16,7 @@ import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from '.
 import { fnv1a32 } from '../hash';
 import type { Endpoint } from '../network/store';
 import { checkClaim, claimText, conflicts as conflictsOf, Grants, type Claim, type Vote } from './grants';
-import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeRecord, type StateChange, type WireRecord } from './state';
+import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeIpamView, type SvcRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
 
 export const DEFAULT_MESH_PORT = 6788;
 const HANDSHAKE_MS = 5000;
@@ -140,6 +140,8 @@ export class MeshNode {
   private eps: Endpoint[] = [];
   /** Attachments holding addresses from this node's blocks, by network (published for `network rm`). */
   private held: Record<string, string[]> = {};
+  /** This node's blocks and addresses per network, published for `knitctl ipam ls`. */
+  private ipamView: Record<string, NodeIpamView> = {};
   private ttl: number;
   private claiming = 0;
   private publishTimer: NodeJS.Timeout | null = null;
@@ -179,7 +181,7 @@ export class MeshNode {
     }
     this.clock = Math.max(this.clock, raw.clock ?? 0);
     const own = this.state.nodes.get(this.o.name);
-    if (own) { this.clock = Math.max(this.clock, own.v); this.lease = own.lease; this.eps = own.eps ?? []; this.held = own.held ?? {}; }
+    if (own) { this.clock = Math.max(this.clock, own.v); this.lease = own.lease; this.eps = own.eps ?? []; this.held = own.held ?? {}; this.ipamView = own.ipam ?? {}; }
     this.clock = Math.max(this.clock, this.state.removedAt(this.o.name));
   }
 
@@ -595,6 +597,9 @@ export class MeshNode {
       if (!ch.after.net) this.grants.networkRemoved(ch.after.id);
       if (ch.before && ch.before.id !== ch.after.id) this.grants.networkRemoved(ch.before.id);
     }
+    // A service removed: its name and VIP are free again.
+    if (ch.kind === 'svc' && !ch.after.svc) this.grants.serviceRemoved(ch.after.id);
+    if (ch.kind === 'svc' && ch.before && ch.before.id !== ch.after.id) this.grants.serviceRemoved(ch.before.id);
     if (ch.kind === 'rm') {
       this.grants.removed(ch.name, (rec as { upTo: number }).upTo);
       if (ch.name === this.o.name) {
@@ -669,7 +674,7 @@ export class MeshNode {
     // while it was down must reach it first, or its old lease would come back with a newer version.
     if (!this.synced && !this.alone()) return;
     const conns: ConnInfo[] = [...this.byName.values()].map((c) => ({ name: c.name!, addr: c.addr, dir: c.role === 'dial' ? 'out' : 'in' }));
-    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}) };
+    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}), ...(Object.keys(this.ipamView).length ? { ipam: this.ipamView } : {}) };
     const prev = this.state.nodes.get(this.o.name);
     const ch = this.state.apply({ rec, age: 0 }, Date.now());
     // Peers hold our previous version (it went to each of them, and a new connection's sync
@@ -704,10 +709,24 @@ export class MeshNode {
 
   /** A network claim against the networks in the replicated state (one created before this node joined). */
   private knownConflict(c: Claim): string | null {
+    if (c.kind === 'vip') return this.knownServiceConflict(c);
     if (c.kind !== 'net') return null;
     for (const r of this.state.nets.values()) {
       if (!r.net) continue;
       const why = conflictsWithNetwork(c, r);
+      if (why) return why;
+    }
+    return null;
+  }
+
+  /** A service claim against the replica: its network removed, or another service there with its name or VIP. */
+  private knownServiceConflict(c: Claim & { kind: 'vip' }): string | null {
+    const n = this.state.nets.get(c.svc.network);
+    if (n && n.id === c.svc.netId && !n.net) return `network ${c.svc.network} was removed`;
+    if (!n?.net || n.id !== c.svc.netId) return null;
+    for (const s of this.state.services()) {
+      if (s.network !== c.svc.network || s.id === c.svc.id) continue;
+      const why = conflictsOf(c, { kind: 'vip', svc: { id: s.id, netId: n.id, network: s.network, name: s.name, vip: s.vips[0] ?? '' } });
       if (why) return why;
     }
     return null;
@@ -774,8 +793,8 @@ export class MeshNode {
   /** A version for a claim or a record this node writes. */
   version(): number { return this.nextVersion(); }
 
-  /** Writes a network record (created after its claim won, or a tombstone) and floods it. */
-  putNetworkRecord(rec: NetRecord): boolean {
+  /** Writes a network or service record (created after its claim won, or a tombstone) and floods it. */
+  putNetworkRecord(rec: NetRecord | SvcRecord): boolean {
     this.clock = Math.max(this.clock, rec.v);
     const ch = this.state.apply({ rec }, Date.now());
     if (ch) this.afterChange(ch, rec, null);
@@ -799,6 +818,13 @@ export class MeshNode {
     const next = { ...this.held };
     if (owners.length) next[network] = owners; else delete next[network];
     this.held = next;
+    this.publishSelf();
+  }
+
+  /** This node's blocks and addresses per network (replaced as a whole), published when changed. */
+  setIpamView(view: Record<string, NodeIpamView>): void {
+    if (JSON.stringify(view) === JSON.stringify(this.ipamView)) return;
+    this.ipamView = view;
     this.publishSelf();
   }
 
