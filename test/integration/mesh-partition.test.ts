@@ -51,7 +51,13 @@ describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5
       ...(peers.length ? ['--peers', peers.map((p) => p.addr).join(',')] : []), '--mesh-password-file', pwFile,
       '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir, '--cni-conf-dir', n.confDir,
       '--lease-ttl', String(TTL), '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    proc.stderr!.on('data', (d: Buffer) => { n.log.push(d.toString()); if (n.log.length > 400) n.log.splice(0, 200); });
+    // KNIT_MESH_LOG_DIR: every knitd's whole log there (h1.log ...), with the test's own timeline.
+    const file = process.env.KNIT_MESH_LOG_DIR ? path.join(process.env.KNIT_MESH_LOG_DIR, `${n.name}.log`) : null;
+    proc.stderr!.on('data', (d: Buffer) => {
+      n.log.push(d.toString());
+      if (n.log.length > 400) n.log.splice(0, 200);
+      if (file) fs.appendFileSync(file, d.toString().replace(/^(?=.)/gm, `${new Date().toISOString()} `));
+    });
     n.knitd = proc;
   }
 
@@ -97,12 +103,14 @@ describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5
   }
 
   /** Pings all pairs until all answer or `ms` pass: the time from `since` the last pair first answered, and the pairs still failing. */
-  async function pingAll(pods: Pod[], since: number, ms: number): Promise<{ ms: number; fails: string[] }> {
+  async function pingAll(pods: Pod[], since: number, ms: number): Promise<{ ms: number; fails: string[]; late: string[] }> {
     let want = new Set(pods.flatMap((a) => pods.filter((b) => b !== a && b.kind === a.kind).map((b) => `${a.id}>${b.id}`)));
+    let late: string[] = [];
     for (;;) {
       const fails = await failingPairs(pods, want);
-      if (!fails.length) return { ms: Date.now() - since, fails };
-      if (Date.now() - since > ms) return { ms: Date.now() - since, fails };
+      if (Date.now() - since <= HEAL_MS) late = fails;
+      if (!fails.length) return { ms: Date.now() - since, fails, late };
+      if (Date.now() - since > ms) return { ms: Date.now() - since, fails, late };
       want = new Set(fails);
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -243,8 +251,9 @@ describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5
       }
       assert.ok(healed);
       const healAt = Date.now();
+      if (process.env.KNIT_MESH_LOG_DIR) for (const n of nodes) fs.appendFileSync(path.join(process.env.KNIT_MESH_LOG_DIR, `${n.name}.log`), `${new Date(healAt).toISOString()} ===== round ${round} healed\n`);
       const pg = await pingAll(live, healAt, Math.max(HEAL_MS, 15_000));
-      console.log(`      round ${round}: ${live.length} pods, every pair answered ${pg.ms} ms after healing${pg.fails.length ? `; still failing: ${pg.fails.slice(0, 10).join(' ')}` : ''}`);
+      console.log(`      round ${round}: ${live.length} pods, every pair answered ${pg.ms} ms after healing${pg.fails.length ? `; still failing: ${pg.fails.slice(0, 10).join(' ')}` : ''}${pg.ms > HEAL_MS ? `; failing at ${HEAL_MS} ms: ${pg.late.slice(0, 10).join(' ')}` : ''}`);
       assert.deepEqual(pg.fails, [], `round ${round}: pairs that never answered`);
       totals.healMs.push(pg.ms);
       assert.ok(pg.ms <= HEAL_MS, `round ${round}: every pod pinged every other ${pg.ms} ms after healing, over ${HEAL_MS} ms`);
