@@ -34,7 +34,13 @@ export interface Grant {
   v: number;
   /** Absent: a subnet grant (the key is the subnet; the format before D21). */
   claim?: Claim;
+  /** The holder's incarnation when it asked, and when (this voter's clock, ms): to find stranded grants (D23). */
+  inc?: string;
+  at?: number;
 }
+
+/** A claimer's answer about one of its claims: still being voted, completed (its record or block exists), or neither. */
+export type Pursuit = 'yes' | 'done' | 'no';
 
 export type Vote = { ok: true } | { ok: false; holder: string; conflict?: string };
 
@@ -105,7 +111,7 @@ export class Grants {
    * whether node rm covers a grant; `known(c)`: a conflict with what this node knows from the
    * replicated state besides its grants (a network created before it joined), or null.
    */
-  request(c: Claim | string, holder: string, v: number, removed: (name: string, v: number) => boolean, known?: (c: Claim) => string | null): Vote {
+  request(c: Claim | string, holder: string, v: number, removed: (name: string, v: number) => boolean, known?: (c: Claim) => string | null, inc?: string, now = Date.now()): Vote {
     const claim: Claim = typeof c === 'string' ? { kind: 'subnet', subnet: c } : c;
     const key = claimKey(claim);
     const g = this.map.get(key);
@@ -121,7 +127,7 @@ export class Grants {
       if (why) return { ok: false, holder: '', conflict: why };
     }
     if (!g || g.holder !== holder || g.v < v) {
-      this.map.set(key, { holder, v: Math.max(v, g?.holder === holder ? g.v : 0), ...(claim.kind !== 'subnet' ? { claim } : {}) });
+      this.map.set(key, { holder, v: Math.max(v, g?.holder === holder ? g.v : 0), ...(claim.kind !== 'subnet' ? { claim } : {}), ...(inc ? { inc, at: now } : {}) });
       this.save();
     }
     return { ok: true };
@@ -142,6 +148,44 @@ export class Grants {
   /** node rm: every grant of the node up to that version goes (subnets and blocks; networks and services are nobody's). */
   removed(holder: string, upTo: number): void {
     this.drop((k, g) => { const kind = claimOf(k, g).kind; return kind !== 'net' && kind !== 'vip' && g.holder === holder && g.v <= upTo; });
+  }
+
+  /**
+   * node rm of a dead claimer: its network and service grants whose claim never completed (`done`
+   * false: no record of that id here) go as well; a network or service that exists is nobody's and stays.
+   */
+  removedUnfinished(holder: string, done: (c: Claim) => boolean): void {
+    this.drop((_k, g) => g.holder === holder && !!g.claim && (g.claim.kind === 'net' || g.claim.kind === 'vip') && !done(g.claim));
+  }
+
+  /**
+   * Grants that may be stranded (D23): a network or block claim of another incarnation of its
+   * holder than the one connected now (the claimer restarted: whatever it was voting on died with
+   * it), or older than `olderMs` (an ungrant lost on the way), not known to be completed here.
+   * Subnet grants need none of this: a newer record of their holder moves them (holderMoved).
+   * `incOf(holder)`: the holder's incarnation now, undefined when not heard from (not asked).
+   */
+  suspects(now: number, olderMs: number, minMs: number, incOf: (holder: string) => string | undefined, done: (c: Claim, holder: string) => boolean): Array<{ key: string; grant: Grant & { claim: Claim } }> {
+    const out: Array<{ key: string; grant: Grant & { claim: Claim } }> = [];
+    for (const [key, g] of this.map) {
+      if (!g.claim || g.claim.kind === 'subnet') continue;
+      const cur = incOf(g.holder);
+      if (cur === undefined) continue;
+      const age = now - (g.at ?? 0);
+      if (!((cur !== g.inc && age >= minMs) || age >= olderMs)) continue;
+      if (done(g.claim, g.holder)) continue;
+      out.push({ key, grant: g as Grant & { claim: Claim } });
+    }
+    return out;
+  }
+
+  /** The claimer answered that a grant's claim is neither being voted nor completed: it goes (only that version of it). */
+  abandoned(key: string, holder: string, v: number): boolean {
+    const g = this.map.get(key);
+    if (!g || g.holder !== holder || g.v > v) return false;
+    this.map.delete(key);
+    this.save();
+    return true;
   }
 
   /** A network's tombstone: its grant and its blocks' and services' go. */

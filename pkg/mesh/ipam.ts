@@ -23,7 +23,8 @@ import type { NodeIpamView } from './state';
 const BLOCK_BITS = { 4: 4, 6: 8 } as const;
 
 interface Block { lo: string; hi: string; text: string }
-interface NetState { name: string; blocks: Block[]; allocs: Record<string, Allocation[]> }
+/** last: the address handed out last, per range set (the next ADD starts after it). */
+interface NetState { name: string; blocks: Block[]; allocs: Record<string, Allocation[]>; last?: Record<number, string> }
 
 /** One attachment holding addresses on this node (`knitctl ipam gc`, the pod GC). */
 export interface HeldAttachment { network: string; owner: Owner; ips: string[] }
@@ -50,6 +51,8 @@ export class MeshIpam {
   constructor(private readonly node: MeshNode, stateDir: string | null) {
     this.file = stateDir ? path.join(stateDir, 'ipam.json') : null;
     if (this.file) try { this.nets = JSON.parse(fs.readFileSync(this.file, 'utf8')) as Record<string, NetState>; } catch { /* none yet */ }
+    // A block claim is complete once the block is in ipam.json (written before any address from it): D23.
+    node.addClaimCheck((c) => c.kind === 'block' && !!this.nets[c.netId]?.blocks.some((b) => b.text === c.block));
     this.publish();
   }
 
@@ -128,6 +131,7 @@ export class MeshIpam {
           await this.ensureBlock(net.id, st, next); // held elsewhere: marked taken, the next one is tried
         }
         used.add(got.ip);
+        (st.last ??= {})[set.index] = got.ip;
         out.push(got);
       }
       st.allocs[key] = out;
@@ -136,20 +140,27 @@ export class MeshIpam {
     });
   }
 
-  /** A free address of set `index` in this node's blocks. */
+  /**
+   * A free address of set `index` in this node's blocks, the first after the one handed out last
+   * (round robin, as host-local): an address freed is not handed out again until the others were.
+   * A reused address comes with a new MAC, and a pod on a node that missed the new pod's
+   * gratuitous ARP (across a partition) keeps the old MAC for 5-8 s (docs/mesh.md).
+   */
   private freeIn(index: number, cfg: IpamConfig, st: NetState, used: Set<string>): Allocation | null {
     const set = cfg.rangeSets[index]!;
+    const all: Allocation[] = [];
     for (const b of st.blocks) {
       for (const r of set.ranges) {
         const lo = BigInt(b.lo);
         const hi = BigInt(b.hi);
         if (lo < r.start || hi > r.end) continue;
-        for (let n = lo; n <= hi; n++) {
-          if (blockedAt(r, n)) continue;
-          const a = allocationOf(set, r, n);
-          if (!used.has(a.ip)) return a;
-        }
+        for (let n = lo; n <= hi; n++) if (!blockedAt(r, n)) all.push(allocationOf(set, r, n));
       }
+    }
+    const start = all.findIndex((a) => a.ip === st.last?.[index]) + 1;
+    for (let i = 0; i < all.length; i++) {
+      const a = all[(start + i) % all.length]!;
+      if (!used.has(a.ip)) return a;
     }
     return null;
   }

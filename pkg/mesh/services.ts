@@ -1,4 +1,4 @@
-// Services on the mesh (docs/services.md "On the mesh", design D2x): what etcd's ServiceStore
+// Services on the mesh (docs/services.md "On the mesh", design D22): what etcd's ServiceStore
 // does, with no etcd. A service is a replicated record (state.ts `svc`) written only after its
 // claim (grants.ts `vip`: its name and VIP on the network) won a majority's votes, so two services
 // with one name or one VIP on a network never both exist, not even across a partition.

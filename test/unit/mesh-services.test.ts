@@ -28,10 +28,10 @@ describe('mesh: services', function () {
   const nodes: MeshNode[] = [];
   afterEach(() => { for (const n of nodes.splice(0)) n.stop(); });
 
-  async function node(name: string, peers: MeshNode[] = [], o: { reachable?: (n: string) => boolean } = {}): Promise<MeshNode> {
+  async function node(name: string, peers: MeshNode[] = [], o: { reachable?: (n: string) => boolean; strandedMs?: number } = {}): Promise<MeshNode> {
     const n = new MeshNode({
       name, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: peers.map((p) => `127.0.0.1:${p.listenPort}`),
-      stateDir: null, ttlSec: 30, ...(o.reachable ? { reachable: o.reachable } : {}),
+      stateDir: null, ttlSec: 30, ...(o.reachable ? { reachable: o.reachable } : {}), ...(o.strandedMs ? { strandedMs: o.strandedMs } : {}),
     });
     await n.start();
     nodes.push(n);
@@ -87,6 +87,22 @@ describe('mesh: services', function () {
     await eventually(() => !b.state.services().length, 5000, 'web\'s tombstone on sb');
     const again = await sb!.create({ name: 'api', network: 'app', vip: '10.8.0.200' });
     await eventually(() => a.state.services().some((s) => s.id === again.id), 5000, 'new api on sa');
+  });
+
+  it('a created service\'s VIP grants are never taken for stranded (D23): old, asked about, kept', async () => {
+    const a = await node('ka', [], { strandedMs: 300 });
+    const b = await node('kb', [a], { strandedMs: 300 });
+    const c = await node('kc', [a], { strandedMs: 300 });
+    await eventually(() => [a, b, c].every((n) => n.connected().length === 2), 10_000, 'mesh of 3');
+    await new MeshNetworks(a).create({ name: 'app', driver: 'overlay', subnets: ['10.8.0.0/24'] });
+    await eventually(() => [b, c].every((n) => !!n.state.nets.get('app')?.net), 5000, 'app everywhere');
+    const api = await new MeshServices(a, new MeshIpam(a, null)).create({ name: 'api', network: 'app' });
+    const held = (n: MeshNode): boolean => n.grants.claims('vip').some((x) => x.key.endsWith(`/${api.id}`));
+    await eventually(() => [b, c].every(held), 5000, 'voters hold the vip grant');
+    await new Promise((r) => setTimeout(r, 600));
+    for (let i = 0; i < 5; i++) { for (const n of [b, c]) n.checkStranded(); await new Promise((r) => setTimeout(r, 100)); }
+    assert.ok([b, c].every(held), 'the grants of a service that exists stay');
+    await assert.rejects(new MeshServices(c, new MeshIpam(c, null)).create({ name: 'api', network: 'app' }), /already exists/);
   });
 
   it('seeded 3/2 partitions with creates colliding by name and VIP on both sides: the minority creates nothing, no two services share a name or VIP', async function () {
