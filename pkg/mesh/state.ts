@@ -10,6 +10,9 @@
 //   net/<name>    a named network (pkg/network/spec.ts), written once its claim won a majority's
 //                 votes (grants.ts); `network rm` writes its tombstone (net null) with a higher
 //                 version. Higher version wins, then the writer's name.
+//   svc/<network>/<name>  a service (pkg/service/spec.ts, docs/services.md), written once its VIP
+//                 claim won a majority's votes (grants.ts `vip`); `service rm` writes its tombstone
+//                 (svc null) with a higher version. Merged as networks are.
 // A node's record also carries its endpoints on named networks (eps): one writer, versioned with
 // the record, gone from every view with the node's liveness, as its lease's datapath entries are.
 // And, while it encrypts named networks, its public key and key generation (enc, docs/encryption.md).
@@ -18,6 +21,7 @@
 import { NAME_RE } from './auth';
 import type { Network } from '../network/spec';
 import type { Endpoint } from '../network/store';
+import type { Service } from '../service/spec';
 
 export interface MeshLease {
   subnet: string;
@@ -47,17 +51,26 @@ export interface NodeRecord {
   eps?: Endpoint[];
   /** The attachments holding addresses from its blocks, by network name ("containerId:ifName"): what `network rm` waits for on every driver. */
   held?: Record<string, string[]>;
+  /** Its address blocks and the addresses each attachment holds, by network name (`knitctl ipam ls`). */
+  ipam?: Record<string, NodeIpamView>;
   /** Encrypted named networks: its X25519 public key and the key generation it accepts (absent: it does not decrypt). */
   enc?: NodeEnc;
 }
 
 export interface NodeEnc { key: string; gen: number }
 
+/** One node's addresses on one network, as it publishes them: its blocks, and "containerId:ifName" -> addresses. */
+export interface NodeIpamView { blocks: string[]; ips: Record<string, string[]> }
+
 export interface RmRecord { k: 'rm'; name: string; upTo: number; by: string }
 export interface ConfigRecord { k: 'config'; name: 'config'; json: string; v: number; by: string }
 /** A named network (net null: removed), keyed by its name. */
 export interface NetRecord { k: 'net'; name: string; id: string; v: number; by: string; net: Network | null }
-export type MeshRecord = NodeRecord | RmRecord | ConfigRecord | NetRecord;
+/** A service (svc null: removed), keyed by network and name (svcKey). */
+export interface SvcRecord { k: 'svc'; name: string; network: string; id: string; v: number; by: string; svc: Service | null }
+export type MeshRecord = NodeRecord | RmRecord | ConfigRecord | NetRecord | SvcRecord;
+
+export const svcKey = (network: string, name: string): string => `${network}/${name}`;
 
 /** A record on the wire: with its age for node records. */
 export interface WireRecord { rec: MeshRecord; age?: number }
@@ -65,7 +78,7 @@ export interface WireRecord { rec: MeshRecord; age?: number }
 export class RecordError extends Error {}
 
 /** Versions by node, removals by node, the config's version and writer. */
-export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null; w?: Record<string, number> }
+export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null; w?: Record<string, number>; s?: Record<string, number> }
 
 /** A digest from a peer, checked (a bad one cuts the peer off like a bad record). */
 export function checkDigest(x: unknown): Digest {
@@ -74,8 +87,9 @@ export function checkDigest(x: unknown): Digest {
   if (!d || typeof d !== 'object' || !map(d.n) || !map(d.r)) throw new RecordError('bad digest');
   if (d.c !== null && !(Array.isArray(d.c) && d.c.length === 2 && isVer(d.c[0]) && isStr(d.c[1]))) throw new RecordError('bad digest config');
   if (d.w !== undefined && !map(d.w)) throw new RecordError('bad digest networks');
+  if (d.s !== undefined && !map(d.s)) throw new RecordError('bad digest services');
   // Lookups only by name: a prototype key must not answer for a missing one.
-  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c, w: Object.assign(Object.create(null), d.w ?? {}) };
+  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c, w: Object.assign(Object.create(null), d.w ?? {}), s: Object.assign(Object.create(null), d.s ?? {}) };
 }
 
 const isStr = (x: unknown, max = 256): x is string => typeof x === 'string' && x.length <= max;
@@ -113,11 +127,17 @@ export function checkRecord(w: unknown): WireRecord {
       if (!h || typeof h !== 'object' || Array.isArray(h) || Object.keys(h).length > 4096) bad('held');
       for (const [k, v] of Object.entries(h)) if (k.length > 64 || !isStrArr(v, 20_000, 300)) bad('held entry');
     }
+    if (r.ipam !== undefined) {
+      const m = r.ipam as Record<string, unknown>;
+      if (!m || typeof m !== 'object' || Array.isArray(m) || Object.keys(m).length > 4096) bad('ipam');
+      for (const [k, v] of Object.entries(m)) if (k.length > 64 || !checkIpamView(v)) bad('ipam entry');
+    }
     const enc = r.enc as NodeEnc | undefined;
     if (enc !== undefined && (!enc || typeof enc !== 'object' || !isStr(enc.key, 64) || !isVer(enc.gen))) bad('enc');
     const eps = r.eps as Endpoint[] | undefined;
     const held = r.held as Record<string, string[]> | undefined;
-    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}), ...(enc ? { enc: { key: enc.key, gen: enc.gen } } : {}) }, age: (age as number | undefined) ?? 0 };
+    const ipam = r.ipam as Record<string, NodeIpamView> | undefined;
+    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}), ...(ipam && Object.keys(ipam).length ? { ipam } : {}), ...(enc ? { enc: { key: enc.key, gen: enc.gen } } : {}) }, age: (age as number | undefined) ?? 0 };
   }
   if (r.k === 'rm') {
     if (!isVer(r.upTo) || !isStr(r.by) || !NAME_RE.test(r.by)) bad('rm fields');
@@ -132,7 +152,28 @@ export function checkRecord(w: unknown): WireRecord {
     if (r.net !== null && !checkNetwork(r.net, r.name as string, r.id as string)) bad('network');
     return { rec: { k: 'net', name: r.name as string, id: r.id as string, v: r.v as number, by: r.by as string, net: r.net as Network | null } };
   }
+  if (r.k === 'svc') {
+    if (!isStr(r.network, 64) || !NAME_RE.test(r.network as string) || !isStr(r.id, 64) || !isVer(r.v) || !isStr(r.by) || !NAME_RE.test(r.by as string)) bad('svc fields');
+    if (r.svc !== null && !checkService(r.svc, r.name as string, r.network as string, r.id as string)) bad('service');
+    return { rec: { k: 'svc', name: r.name as string, network: r.network as string, id: r.id as string, v: r.v as number, by: r.by as string, svc: r.svc as Service | null } };
+  }
   return bad(`kind ${JSON.stringify(r.k)}`);
+}
+
+/** A service as its creator stored it (spec.ts): the shape the load balancer and the resolver read. */
+function checkService(x: unknown, name: string, network: string, id: string): boolean {
+  const s = x as Record<string, unknown>;
+  if (!s || typeof s !== 'object' || s.name !== name || s.network !== network || s.id !== id || !isStr(s.created, 64)) return false;
+  if (!isStrArr(s.vips, 2) || (s.vips as string[]).length < 1 || !Array.isArray(s.ports) || s.ports.length > 1024) return false;
+  return (s.ports as Array<Record<string, unknown>>).every((p) => !!p && (p.proto === 'tcp' || p.proto === 'udp') && Number.isInteger(p.port) && (p.port as number) >= 1 && (p.port as number) <= 65535);
+}
+
+/** A node's published blocks and addresses on one network. */
+function checkIpamView(x: unknown): boolean {
+  const v = x as Record<string, unknown>;
+  if (!v || typeof v !== 'object' || !isStrArr(v.blocks, 65_536)) return false;
+  const ips = v.ips as Record<string, unknown>;
+  return !!ips && typeof ips === 'object' && !Array.isArray(ips) && Object.keys(ips).length <= 20_000 && Object.entries(ips).every(([k, a]) => k.length <= 300 && isStrArr(a, 16));
 }
 
 const isStrArr = (x: unknown, n: number, max = 64): boolean => Array.isArray(x) && x.length <= n && x.every((s) => isStr(s, max));
@@ -189,7 +230,7 @@ export function checkDelta(x: unknown, age: unknown): { d: NodeDelta; age: numbe
 /** The delta from `prev` to `next` (one owner, one incarnation), or null when more than connections changed. */
 export function deltaOf(prev: NodeRecord, next: NodeRecord): NodeDelta | null {
   // Only connections travel as deltas: any other field changed (lease, endpoints, held addresses) sends the whole record.
-  const rest = (r: NodeRecord): string => JSON.stringify([r.lease, r.eps ?? [], r.held ?? {}, r.enc ?? null]);
+  const rest = (r: NodeRecord): string => JSON.stringify([r.lease, r.eps ?? [], r.held ?? {}, r.ipam ?? {}, r.enc ?? null]);
   if (prev.name !== next.name || prev.inc !== next.inc || next.v <= prev.v || rest(prev) !== rest(next)) return null;
   const was = new Map(prev.conns.map((c) => [c.name, c]));
   const now = new Set(next.conns.map((c) => c.name));
@@ -211,7 +252,8 @@ export type StateChange =
   | { kind: 'node'; name: string; before: NodeRecord | null; after: NodeRecord }
   | { kind: 'rm'; name: string; removed: NodeRecord | null }
   | { kind: 'config'; json: string }
-  | { kind: 'net'; name: string; before: NetRecord | null; after: NetRecord };
+  | { kind: 'net'; name: string; before: NetRecord | null; after: NetRecord }
+  | { kind: 'svc'; name: string; before: SvcRecord | null; after: SvcRecord };
 
 export class MeshState {
   readonly nodes = new Map<string, NodeRecord>();
@@ -221,6 +263,8 @@ export class MeshState {
   config: ConfigRecord | null = null;
   /** Named networks by name, tombstones included (net null). */
   readonly nets = new Map<string, NetRecord>();
+  /** Services by svcKey(network, name), tombstones included (svc null). */
+  readonly svcs = new Map<string, SvcRecord>();
 
   constructor(readonly self: string) {}
 
@@ -250,6 +294,13 @@ export class MeshState {
       this.nets.set(r.name, r);
       return { kind: 'net', name: r.name, before: cur ?? null, after: r };
     }
+    if (r.k === 'svc') {
+      const key = svcKey(r.network, r.name);
+      const cur = this.svcs.get(key);
+      if (cur && (cur.v > r.v || (cur.v === r.v && cur.by >= r.by))) return null;
+      this.svcs.set(key, r);
+      return { kind: 'svc', name: key, before: cur ?? null, after: r };
+    }
     const c = this.config;
     if (c && (c.v > r.v || (c.v === r.v && c.by >= r.by))) return null;
     this.config = r;
@@ -273,12 +324,18 @@ export class MeshState {
     for (const r of this.rms.values()) out.push({ rec: r });
     if (this.config) out.push({ rec: this.config });
     for (const x of this.nets.values()) out.push({ rec: x });
+    for (const x of this.svcs.values()) out.push({ rec: x });
     return out;
   }
 
   /** The named networks that exist (tombstones left out). */
   networks(): Network[] {
     return [...this.nets.values()].flatMap((r) => (r.net ? [r.net] : []));
+  }
+
+  /** The services that exist (tombstones left out), by network then name. */
+  services(): Service[] {
+    return [...this.svcs.values()].flatMap((r) => (r.svc ? [r.svc] : [])).sort((a, b) => a.network.localeCompare(b.network) || a.name.localeCompare(b.name));
   }
 
   /** The endpoints of live nodes (this node's always). */
@@ -299,6 +356,7 @@ export class MeshState {
       r: Object.fromEntries([...this.rms.values()].map((x) => [x.name, x.upTo])),
       c: this.config ? [this.config.v, this.config.by] : null,
       w: Object.fromEntries([...this.nets.values()].map((x) => [x.name, x.v])),
+      s: Object.fromEntries([...this.svcs].map(([k, x]) => [k, x.v])),
     };
   }
 
@@ -310,6 +368,7 @@ export class MeshState {
     const c = this.config;
     if (c && (!d.c || c.v > d.c[0] || (c.v === d.c[0] && c.by > d.c[1]))) out.push({ rec: c });
     for (const x of this.nets.values()) if (!(d.w?.[x.name]! >= x.v)) out.push({ rec: x });
+    for (const [k, x] of this.svcs) if (!(d.s?.[k]! >= x.v)) out.push({ rec: x });
     return out;
   }
 
