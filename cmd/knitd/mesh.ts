@@ -1,6 +1,6 @@
 // knitd --datastore mesh (docs/mesh.md): the mesh node (pkg/mesh/node.ts) under the overlay
 // agent's datastore, and the local control socket knitctl uses in mesh mode (<run-dir>/mesh.sock:
-// status peers/connections, the pod network's config, leases, node rm).
+// status peers/connections, the pod network's config, leases, node rm, networks, services, ipam).
 //   --peers HOST[:PORT][,HOST...]   members to dial first (a node knows the rest through them)
 //   --mesh-listen ADDR:PORT         default 0.0.0.0:6788
 //   --mesh-password SECRET | --mesh-password-file FILE | $KNIT_MESH_PASSWORD   required
@@ -11,8 +11,12 @@ import type { Logger } from '../../pkg/cni/log';
 import { parseNetworkConfig } from '../../pkg/agent/network-config';
 import { MeshDatastore } from '../../pkg/datastore/mesh';
 import { serveControl } from '../../pkg/mesh/control';
-import { MeshIpam } from '../../pkg/mesh/ipam';
+import { ipamListing, MeshIpam } from '../../pkg/mesh/ipam';
 import { MeshNetworks } from '../../pkg/mesh/networks';
+import { MeshServices } from '../../pkg/mesh/services';
+import { svcKey } from '../../pkg/mesh/state';
+import { meshGcPass, MeshIpamGc, MeshStaleTracker, type MeshGcTarget } from '../../pkg/agent/ipam-gc';
+import type { ServiceRequest } from '../../pkg/service/spec';
 import type { Owner } from '../../pkg/ipam/store';
 import type { CreateRequest } from '../../pkg/network/spec';
 import type { Endpoint, EndpointId } from '../../pkg/network/store';
@@ -50,25 +54,42 @@ export function meshFlags(v: Record<string, string | undefined>, env: NodeJS.Pro
 }
 
 /** Starts the mesh node and the control socket; the store is usable at once (its calls wait for the first sync). */
-export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger): { store: MeshDatastore; node: MeshNode; networks: MeshNetworks; stop(): void } {
+/** The mesh's parts knitd's other agents use (the services agent, the pod GC). */
+export interface MeshHandles { store: MeshDatastore; node: MeshNode; networks: MeshNetworks; ipam: MeshIpam; services: MeshServices; gcTarget: MeshGcTarget; podGc?: MeshIpamGc }
+
+export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger, gc?: { intervalSec: number; graceSec: number }): MeshHandles & { stop(): void } {
   const log = parent.child({ component: 'mesh' });
   const node = new MeshNode({ name: f.nodeName, secret: m.secret, listen: m.listen, peers: m.peers, stateDir: path.join(f.stateDir, 'mesh'), ttlSec: f.ttlSec, log });
   const store = new MeshDatastore(node);
   const networks = new MeshNetworks(node);
   const ipam = new MeshIpam(node, path.join(f.stateDir, 'mesh'));
+  const services = new MeshServices(node, ipam);
+  const gcTarget: MeshGcTarget = {
+    attachments: () => ipam.attachments(),
+    release: (n, o) => ipam.release(n, o),
+    driverOf: (n) => node.state.nets.get(n)?.net?.driver,
+    dropEndpoint: (n, o) => networks.deleteEndpoint({ network: n, node: f.nodeName, containerId: o.containerId, ifName: o.ifName }),
+  };
+  // The pod GC of this node's addresses (pkg/agent/ipam-gc.ts: attachments whose host link is gone).
+  const podGc = gc && gc.intervalSec > 0 ? new MeshIpamGc({ target: gcTarget, ...gc, log: parent.child({ component: 'ipam-gc' }) }) : undefined;
+  podGc?.start();
+  const h: MeshHandles = { store, node, networks, ipam, services, gcTarget, ...(podGc ? { podGc } : {}) };
   let control: Server | undefined;
   node.start().then(async () => {
-    control = await serveControl(f.runDir, (req) => handle(node, store, networks, ipam, f, req));
+    // A VIP reservation whose service went while this knitd was down: freed once the state is in.
+    void node.ready(30_000).then(() => services.reconcile()).catch(() => undefined);
+    control = await serveControl(f.runDir, (req) => handle(h, f, req));
     log.info(`mesh control socket at ${path.join(f.runDir, 'mesh.sock')}`);
   }).catch((e: Error) => {
     log.error(`mesh: cannot listen on ${joinHostPort(m.listen.host, m.listen.port)} (--mesh-listen): ${e.message}`);
     process.exit(1);
   });
-  return { store, node, networks, stop() { control?.close(); node.stop(); } };
+  return { ...h, stop() { podGc?.stop(); control?.close(); node.stop(); } };
 }
 
 /** What knitctl asks the local knitd in mesh mode. */
-async function handle(node: MeshNode, store: MeshDatastore, nets: MeshNetworks, ipam: MeshIpam, f: NodeFlags, req: Record<string, unknown>): Promise<unknown> {
+async function handle(h: MeshHandles, f: NodeFlags, req: Record<string, unknown>): Promise<unknown> {
+  const { node, store, networks: nets, ipam, services } = h;
   const owner = (): Owner => { const o = req.owner as Owner; return { containerId: String(o?.containerId), ifName: String(o?.ifName) }; };
   switch (req.op) {
     // Addresses of named networks (pkg/mesh/ipam.ts): knit-mesh-ipam's verbs.
@@ -83,6 +104,33 @@ async function handle(node: MeshNode, store: MeshDatastore, nets: MeshNetworks, 
       return ipam.gc(String(req.network), Array.isArray(req.valid) ? (req.valid as Owner[]) : []);
     case 'ipam-ls':
       return ipam.summary();
+    // knitctl ipam ls|gc (docs/mesh.md): every node's blocks and attachments as published; this node's GC.
+    case 'ipam-view':
+      await node.ready(10_000);
+      return ipamListing(node, typeof req.network === 'string' ? req.network : undefined);
+    case 'ipam-gc-local': {
+      const graceSec = Number(req.graceSec ?? 30);
+      const network = typeof req.network === 'string' ? req.network : undefined;
+      const tracker = new MeshStaleTracker(graceSec * 1000);
+      const t0 = Date.now();
+      const first = await meshGcPass(h.gcTarget, tracker, { ...(network ? { network } : {}), now: t0, dryRun: true });
+      if (!first.judged.some((j) => j.stale)) return { judged: first.judged, released: [] };
+      await new Promise((r) => setTimeout(r, graceSec * 1000));
+      const second = await meshGcPass(h.gcTarget, tracker, { ...(network ? { network } : {}), now: t0 + graceSec * 1000, dryRun: !!req.dryRun });
+      return { judged: second.judged, released: second.confirmed };
+    }
+    // Services (pkg/mesh/services.ts): knitctl service ...
+    case 'svc-ls':
+      return services.list(typeof req.network === 'string' ? req.network : undefined);
+    case 'svc-find':
+      return services.find(String(req.name), typeof req.network === 'string' ? req.network : undefined);
+    case 'svc-get':
+      return node.state.svcs.get(svcKey(String(req.network), String(req.name)))?.svc ?? null;
+    case 'svc-create':
+      return services.create(req.req as ServiceRequest);
+    case 'svc-rm':
+      await services.remove(String(req.network), String(req.name));
+      return null;
     // Named networks (pkg/mesh/networks.ts): knitctl network ..., knit-l2overlay's endpoints.
     case 'net-ls':
       return nets.list();

@@ -46,6 +46,8 @@ export interface OverlayFlags {
   };
   /** --datastore mesh (cmd/knitd/mesh.ts, docs/mesh.md). */
   mesh?: import('./mesh').MeshFlags;
+  /** With the mesh: the pod GC of this node's knit-mesh-ipam addresses (pkg/agent/ipam-gc.ts; intervalSec 0: off). */
+  meshIpamGc?: { intervalSec: number; graceSec: number };
   endpoints: string[];
   prefix: string;
   tls?: { ca?: string; cert?: string; key?: string };
@@ -81,9 +83,10 @@ export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.
   if (ds !== undefined && ds !== 'etcd' && ds !== 'kubernetes' && ds !== 'mesh') throw new Error(`invalid --datastore ${ds}: etcd, kubernetes or mesh`);
   if (ds === 'mesh') {
     if (v['etcd-endpoints']) throw new Error('--etcd-endpoints and --datastore mesh do not go together (the mesh needs no etcd)');
-    for (const f of ['ipam-gc-interval', 'ipam-gc-grace', 'kubeconfig', 'net-conf']) if (v[f] !== undefined) throw new Error(`--${f} is for --datastore kubernetes`);
+    for (const f of ['kubeconfig', 'net-conf']) if (v[f] !== undefined) throw new Error(`--${f} is for --datastore kubernetes`);
     const { meshFlags } = require('./mesh') as typeof import('./mesh');
-    return { mesh: meshFlags(v, env), ...common(v, env, []) };
+    const ipamGc = { intervalSec: posInt('ipam-gc-interval', v['ipam-gc-interval'], 300, 0), graceSec: posInt('ipam-gc-grace', v['ipam-gc-grace'], 300, 0) };
+    return { mesh: meshFlags(v, env), meshIpamGc: ipamGc, ...common(v, env, []) };
   }
   for (const f of ['peers', 'mesh-listen', 'mesh-password', 'mesh-password-file']) {
     if (v[f] !== undefined) throw new Error(`--${f} is for --datastore mesh`);
@@ -104,7 +107,7 @@ export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.
     };
   }
   for (const f of ['ipam-gc-interval', 'ipam-gc-grace']) {
-    if (v[f] !== undefined) throw new Error(`--${f} is for --datastore kubernetes (the IPAM GC lists the node's pods)`);
+    if (v[f] !== undefined) throw new Error(`--${f} is for --datastore kubernetes or mesh (the IPAM GC lists the node's pods, or looks at its attachments' host links)`);
   }
   if (!eps) {
     if (ds === 'etcd') throw new Error('--datastore etcd needs --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS)');
@@ -162,7 +165,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
   const { OverlayAgent } = require('../../pkg/agent/agent') as typeof import('../../pkg/agent/agent');
   const log = parent.child({ component: 'overlay' });
   const kube = f.kubernetes ? kubernetesStore(f, f.kubernetes, log) : undefined;
-  const mesh = f.mesh ? (require('./mesh') as typeof import('./mesh')).startMesh(f, f.mesh, parent) : undefined;
+  const mesh = f.mesh ? (require('./mesh') as typeof import('./mesh')).startMesh(f, f.mesh, parent, f.meshIpamGc) : undefined;
   const store = kube ?? mesh?.store ?? etcdStore(f);
   let gc: import('../../pkg/agent/ipam-gc').IpamGc | undefined;
   const g = f.kubernetes?.ipamGc;
@@ -175,13 +178,13 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
     () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, ...(f.keyRotationSec ? { keyRotationSec: f.keyRotationSec } : {}), log }),
     (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
   // Named networks on etcd or on the mesh (docs/mesh.md); not on the Kubernetes API.
-  const networks = f.kubernetes ? undefined : startNetworks(f, parent, mesh?.node);
+  const networks = f.kubernetes ? undefined : startNetworks(f, parent, mesh);
   const resolver = networks?.resolver;
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
     const { serveMetrics } = require('../../pkg/agent/metrics') as typeof import('../../pkg/agent/metrics');
     serveMetrics(f.metricsAddr, {
-      status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : {}),
+      status: () => overlay.agent()?.status ?? null, resyncSec: f.resyncSec, ...(gc ? { ipamGc: () => gc!.stats } : mesh?.podGc ? { ipamGc: () => mesh.podGc!.stats } : {}),
       ...(networks?.services ? { services: () => networks.services!.status } : {}), ...(resolver ? { dns: () => resolver.stats() } : {}),
     }).then(
       (s) => { metrics = s; log.info(`metrics and health on http://${f.metricsAddr}/metrics, /healthz`); },
@@ -200,10 +203,10 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
 }
 
 /**
- * The named-network agent (pkg/agent/networks.ts) on etcd or on the mesh (`meshNode`), retried
- * until it starts; independent of the pod network. Service VIPs are etcd-only (docs/mesh.md).
+ * The named-network agent (pkg/agent/networks.ts) on etcd or on the mesh (`mesh`), retried
+ * until it starts; independent of the pod network. Service VIPs on either (docs/services.md).
  */
-function startNetworks(f: OverlayFlags, parent: Logger, meshNode?: import('../../pkg/mesh/node').MeshNode): { services?: import('../../pkg/agent/services').ServicesAgent; resolver?: import('../../pkg/dns/agent').Resolver; stop(): void } {
+function startNetworks(f: OverlayFlags, parent: Logger, mesh?: import('./mesh').MeshHandles): { services?: import('../../pkg/agent/services').ServicesAgent; resolver?: import('../../pkg/dns/agent').Resolver; stop(): void } {
   const { NetworksAgent } = require('../../pkg/agent/networks') as typeof import('../../pkg/agent/networks');
   const log = parent.child({ component: 'networks' });
   const conn = {
@@ -212,7 +215,9 @@ function startNetworks(f: OverlayFlags, parent: Logger, meshNode?: import('../..
   };
   // Service VIPs (pkg/agent/services.ts) follow whichever networks agent is running.
   const { ServicesAgent } = require('../../pkg/agent/services') as typeof import('../../pkg/agent/services');
-  const services = meshNode ? undefined : new ServicesAgent({ conn, nodeName: f.nodeName, resyncSec: f.resyncSec, log: parent.child({ component: 'services' }) });
+  const meshNode = mesh?.node;
+  const source = mesh ? new (require('../../pkg/agent/services-mesh') as typeof import('../../pkg/agent/services-mesh')).MeshServicesSource(mesh.node, mesh.networks, mesh.ipam) : undefined;
+  const services = new ServicesAgent({ ...(source ? { source } : { conn }), nodeName: f.nodeName, resyncSec: f.resyncSec, log: parent.child({ component: 'services' }) });
   void services?.start();
   // The resolver (and dns-packet with it) is loaded only when knitd runs the named networks.
   let resolver: import('../../pkg/dns/agent').Resolver | undefined;
@@ -220,6 +225,13 @@ function startNetworks(f: OverlayFlags, parent: Logger, meshNode?: import('../..
     const { Resolver } = require('../../pkg/dns/agent') as typeof import('../../pkg/dns/agent');
     resolver = new Resolver({ ...(meshNode ? {} : { conn }), runDir: f.runDir, nodeName: f.nodeName, resolvConf: f.dns.resolvConf, log: parent.child({ component: 'dns' }) });
     resolver.start();
+    // On the mesh the services' names come from the replica (on etcd the resolver watches them).
+    if (meshNode) {
+      const r = resolver;
+      const names = (): void => r.table.resyncServices(meshNode.state.services());
+      meshNode.onChange((c) => { if (c.kind === 'svc') names(); });
+      void meshNode.ready(30_000).then(names, () => undefined);
+    }
   }
   const agent = startRetrying(
     () => {
@@ -230,7 +242,7 @@ function startNetworks(f: OverlayFlags, parent: Logger, meshNode?: import('../..
       return a;
     },
     (a) => `named networks up: node ${f.nodeName}, ${a.status.networks} network(s), conflists in ${f.confDir}`, 'named networks', log);
-  return { ...(services ? { services } : {}), ...(resolver ? { resolver } : {}), stop() { agent.stop(); services?.stop(); resolver?.stop(); } };
+  return { services, ...(resolver ? { resolver } : {}), stop() { agent.stop(); services.stop(); resolver?.stop(); } };
 }
 
 /** Starts an agent in the background, retrying (1 s doubling to 30 s) until it starts or stop() is called. */

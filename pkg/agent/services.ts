@@ -1,32 +1,35 @@
-// knitd's service load balancer (docs/services.md): every service of <prefix>/services/ whose
-// network is an overlay network becomes, on this node, an nftables map over its backends (the
+// knitd's service load balancer (docs/services.md): every service (from etcd's <prefix>/services/,
+// or from the mesh's replica: the source, services-source.ts) whose network is an overlay network becomes, on this node, an nftables map over its backends (the
 // network's endpoints holding the service's name), a local route for its VIP on the network's
 // bridge, and this node's load-balancer address on the network (reserved, published as an
 // endpoint record, a local route). The datapath is pkg/service/lb.ts.
 //
-//   etcd <prefix>/services/*   --watch------------------->  desired state  --> nft table, routes
+//   services (the source)      --watch------------------->  desired state  --> nft table, routes
 //        networks, endpoints   --NetworksAgent.subscribe-->       |
 //                                                          LB reservations and endpoint records
 //
 // Like the networks agent: every change leads to one debounced pass over the whole desired state,
 // so a restart, a missed event or a service removed while knitd was down converge the same way.
 import type { Logger } from '../cni/log';
-import { EtcdClient, prefixEnd } from '../etcd/client';
-import { EtcdWatch, type WatchEvent } from '../etcd/watch';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
-import { EtcdAllocator } from '../ipam/etcd-allocator';
 import { contains, parseCIDR, parseIP } from '../ip/ip';
 import { Netlink, linkFind } from '../netlink';
 import { overlayBridgeName } from '../network/conflist';
 import type { Network } from '../network/spec';
-import { NetworkStore, type Endpoint } from '../network/store';
+import type { Endpoint } from '../network/store';
 import { applyTable, backendsOf, renderChanges, syncLocalRoutes, type LbService } from '../service/lb';
-import { decodeService, servicesPrefix, type Service } from '../service/spec';
-import { LB_CONTAINER, LB_IFNAME, isLbEndpoint, lbOwner, serviceIpamConfig } from '../service/store';
+import { LB_CONTAINER, LB_IFNAME, isLbEndpoint } from '../service/owners';
+import type { Service } from '../service/spec';
 import type { NetworksAgent, NetworksListener } from './networks';
+import { EtcdServicesSource } from './services-etcd';
+import type { ServicesSource } from './services-source';
+
+const epKey = (e: Pick<Endpoint, 'network' | 'node' | 'containerId' | 'ifName'>): string => `${e.network}/${e.node}/${e.containerId}/${e.ifName}`;
 
 export interface ServicesAgentOptions {
-  conn: EtcdConnConfig;
+  /** etcd (the source is made from it), or `source` (the mesh). */
+  conn?: EtcdConnConfig;
+  source?: ServicesSource;
   nodeName: string;
   resyncSec: number;
   log: Logger;
@@ -50,16 +53,13 @@ const RETRY_MS = 250;
 
 export class ServicesAgent implements NetworksListener {
   readonly status: ServicesStatus = { services: 0, backends: 0, applies: 0, passes: 0, errors: 0, lastPassMs: 0 };
-  private readonly client: EtcdClient;
-  private readonly store: NetworkStore;
-  private readonly services = new Map<string, Service>();
+  private readonly source: ServicesSource;
   private readonly networks = new Map<string, Network>();
   private readonly endpoints = new Map<string, Endpoint>();
   /** This node's load-balancer address per network, as reserved. */
   private readonly lbs = new Map<string, string>();
   private readonly nl = Netlink.open(null);
   private agent: NetworksAgent | null = null;
-  private watch: EtcdWatch | null = null;
   private timers: NodeJS.Timeout[] = [];
   private pending: NodeJS.Timeout | null = null;
   private pendingDue = 0;
@@ -71,8 +71,9 @@ export class ServicesAgent implements NetworksListener {
   private haveNetworks = false;
 
   constructor(private readonly o: ServicesAgentOptions) {
-    this.client = new EtcdClient(o.conn);
-    this.store = new NetworkStore(this.client, o.conn.prefix);
+    if (o.source) this.source = o.source;
+    else if (o.conn) this.source = new EtcdServicesSource(o.conn, o.nodeName, o.log);
+    else throw new Error('ServicesAgent: conn or source');
   }
 
   /** Follows this networks agent (a restarted one replaces the last). */
@@ -81,10 +82,10 @@ export class ServicesAgent implements NetworksListener {
     agent.subscribe(this);
   }
 
-  /** Lists and watches the services; while etcd cannot be reached, tries again every few seconds. */
+  /** Lists and follows the services; while the source cannot be reached, tries again every few seconds. */
   async start(): Promise<void> {
     try {
-      await this.relist();
+      await this.source.start(() => this.schedule(), (e) => this.fail('relist', e));
     } catch (e) {
       if (this.stopped) return;
       this.fail('start', e);
@@ -93,7 +94,7 @@ export class ServicesAgent implements NetworksListener {
     }
     this.timers.push(setInterval(() => {
       this.lbs.clear(); // reservations checked again: someone may have released one
-      void this.relist().then(() => this.schedule(), (e) => this.fail('resync', e));
+      void this.source.start(() => this.schedule(), (e) => this.fail('relist', e)).then(() => this.schedule(), (e) => this.fail('resync', e));
     }, this.o.resyncSec * 1000));
     for (const t of this.timers) t.unref();
     this.schedule();
@@ -101,10 +102,9 @@ export class ServicesAgent implements NetworksListener {
 
   stop(): void {
     this.stopped = true;
-    this.watch?.close();
     for (const t of this.timers) clearInterval(t);
     if (this.pending) clearTimeout(this.pending);
-    this.client.close();
+    this.source.close();
     this.nl.close();
   }
 
@@ -117,7 +117,7 @@ export class ServicesAgent implements NetworksListener {
     this.networks.clear();
     for (const n of networks) this.networks.set(n.name, n);
     this.endpoints.clear();
-    for (const e of endpoints) this.endpoints.set(this.store.endpointKey(e), e);
+    for (const e of endpoints) this.endpoints.set(epKey(e), e);
     this.haveNetworks = true;
     this.schedule();
   }
@@ -129,35 +129,9 @@ export class ServicesAgent implements NetworksListener {
   }
 
   endpoint(before: Endpoint | undefined, after: Endpoint | undefined): void {
-    if (before) this.endpoints.delete(this.store.endpointKey(before));
-    if (after) this.endpoints.set(this.store.endpointKey(after), after);
+    if (before) this.endpoints.delete(epKey(before));
+    if (after) this.endpoints.set(epKey(after), after);
     this.schedule();
-  }
-
-  // ---- services watch ------------------------------------------------------------------------
-
-  private async relist(): Promise<void> {
-    const p = servicesPrefix(this.o.conn.prefix);
-    const r = await this.client.range({ key: p, rangeEnd: prefixEnd(p) });
-    this.services.clear();
-    for (const kv of r.kvs) { const s = decodeService(kv.value); if (s) this.services.set(kv.key.toString(), s); }
-    this.watch?.close();
-    if (this.stopped) return;
-    this.watch = new EtcdWatch({
-      conn: this.o.conn, client: this.client, prefix: p, revision: r.revision,
-      onEvents: (events) => { for (const ev of events) this.onEvent(ev); this.schedule(); },
-      onError: (err) => {
-        if (this.stopped) return;
-        this.o.log.warn(`watch ${p}: ${err.message}; listing again`);
-        setTimeout(() => void this.relist().then(() => this.schedule(), (e) => this.fail('relist', e)), 1000).unref();
-      },
-    });
-  }
-
-  private onEvent(ev: WatchEvent): void {
-    const key = ev.kv.key.toString();
-    const s = ev.type === 'del' ? null : decodeService(ev.kv.value);
-    if (s) this.services.set(key, s); else this.services.delete(key);
   }
 
   // ---- passes --------------------------------------------------------------------------------
@@ -199,7 +173,7 @@ export class ServicesAgent implements NetworksListener {
     if (!this.haveNetworks) return true; // the networks agent's first list is still to come
     let complete = true;
     const byNet = new Map<string, Service[]>();
-    for (const s of this.services.values()) {
+    for (const s of this.source.services()) {
       const n = this.networks.get(s.network);
       if (!n || n.driver !== 'overlay' || n.options.vni === undefined) continue;
       byNet.set(n.name, [...(byNet.get(n.name) ?? []), s]);
@@ -213,11 +187,10 @@ export class ServicesAgent implements NetworksListener {
       const net = this.networks.get(name)!;
       const bridge = overlayBridgeName(net.options.vni!);
       const br = linkFind(this.nl, bridge);
-      if (!br?.mac || !lease || !nodeIp) { complete = false; continue; }
+      if (!br?.mac || (this.source.needsLease && !lease) || !nodeIp) { complete = false; continue; }
       let lb = this.lbs.get(name);
       if (!lb) {
-        const [a] = await new EtcdAllocator(serviceIpamConfig(net, this.o.conn.prefix), this.client).allocate(lbOwner(this.o.nodeName));
-        lb = a!.ip;
+        lb = await this.source.reserveLb(net);
         this.lbs.set(name, lb);
       }
       const at = parseIP(lb)!;
@@ -225,11 +198,11 @@ export class ServicesAgent implements NetworksListener {
       const rec: Endpoint = {
         network: name, containerId: LB_CONTAINER(name), ifName: LB_IFNAME, node: this.o.nodeName, nodeIp, mac: br.mac, ips: [`${lb}/${prefix}`], created: '',
       };
-      const have = this.endpoints.get(this.store.endpointKey(rec));
+      const have = this.endpoints.get(epKey(rec));
       if (!have || have.mac !== rec.mac || have.nodeIp !== rec.nodeIp || have.ips.join() !== rec.ips.join()) {
         const put = { ...rec, created: have?.created || new Date().toISOString() };
-        await this.store.putEndpoint(put, lease);
-        this.endpoints.set(this.store.endpointKey(put), put); // the watch confirms it; no second put meanwhile
+        await this.source.putEndpoint(put, lease);
+        this.endpoints.set(epKey(put), put); // the watch confirms it; no second put meanwhile
         this.o.log.info(`services: load-balancer address ${lb} of network ${name} on ${bridge} published`);
       }
       ready.set(name, { lb, bridge });
@@ -237,10 +210,9 @@ export class ServicesAgent implements NetworksListener {
     // Networks without services (here): this node's record and reservation go.
     for (const e of [...this.endpoints.values()]) {
       if (e.node !== this.o.nodeName || !isLbEndpoint(e) || byNet.has(e.network)) continue;
-      await this.store.deleteEndpoint(e);
-      this.endpoints.delete(this.store.endpointKey(e));
-      const net = this.networks.get(e.network);
-      if (net) await new EtcdAllocator(serviceIpamConfig(net, this.o.conn.prefix), this.client).release(lbOwner(this.o.nodeName)).catch(() => undefined);
+      await this.source.deleteEndpoint(e);
+      this.endpoints.delete(epKey(e));
+      await this.source.releaseLb(e.network, this.networks.get(e.network)).catch(() => undefined);
       this.lbs.delete(e.network);
       this.o.log.info(`services: network ${e.network} has no services: load-balancer address released`);
     }

@@ -9,19 +9,27 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CniError, Code } from '../cni/errors';
-import { parseIP } from '../ip/ip';
+import { ipToBigInt, parseIP } from '../ip/ip';
 import { parseIpamConfig, type IpamConfig, type Range } from '../ipam/config';
 import { allocationOf, blockedAt, exhaustedMessage, ipText, placeRequests, who, type Allocation } from '../ipam/range';
 import { ownerKey, type Owner } from '../ipam/store';
 import { ipamOf } from '../network/conflist';
 import { writeAtomic } from '../network/node-file';
-import type { Network } from '../network/spec';
+import { SpecError, type Network } from '../network/spec';
+import { isServiceOwner } from '../service/owners';
 import { NoQuorumError, type MeshNode } from './node';
+import type { NodeIpamView } from './state';
 
 const BLOCK_BITS = { 4: 4, 6: 8 } as const;
 
 interface Block { lo: string; hi: string; text: string }
-interface NetState { name: string; blocks: Block[]; allocs: Record<string, Allocation[]> }
+/** last: the address handed out last, per range set (the next ADD starts after it). */
+interface NetState { name: string; blocks: Block[]; allocs: Record<string, Allocation[]>; last?: Record<number, string> }
+
+/** One attachment holding addresses on this node (`knitctl ipam gc`, the pod GC). */
+export interface HeldAttachment { network: string; owner: Owner; ips: string[] }
+
+const ownerOf = (key: string): Owner => { const i = key.lastIndexOf(':'); return { containerId: key.slice(0, i), ifName: key.slice(i + 1) }; };
 
 /** The block (aligned, within the range's bounds) holding n. */
 function blockOf(r: Range, n: bigint): { lo: bigint; hi: bigint; text: string } {
@@ -43,13 +51,24 @@ export class MeshIpam {
   constructor(private readonly node: MeshNode, stateDir: string | null) {
     this.file = stateDir ? path.join(stateDir, 'ipam.json') : null;
     if (this.file) try { this.nets = JSON.parse(fs.readFileSync(this.file, 'utf8')) as Record<string, NetState>; } catch { /* none yet */ }
+    // A block claim is complete once the block is in ipam.json (written before any address from it): D23.
+    node.addClaimCheck((c) => c.kind === 'block' && !!this.nets[c.netId]?.blocks.some((b) => b.text === c.block));
     this.publish();
   }
 
   /** Tells the mesh which attachments hold addresses here, per network (`network rm` waits for them). */
   private publish(): void {
+    // Blocks and addresses for `knitctl ipam ls` on any node.
+    const view: Record<string, NodeIpamView> = {};
+    for (const st of Object.values(this.nets)) {
+      const v = (view[st.name] ??= { blocks: [], ips: {} });
+      v.blocks.push(...st.blocks.map((b) => b.text));
+      for (const [k, a] of Object.entries(st.allocs)) v.ips[k] = a.map((x) => x.ip);
+    }
+    this.node.setIpamView(view);
+    // Services' VIPs and load-balancer addresses do not hold a network back (`network rm` refuses services by name).
     const by = new Map<string, string[]>();
-    for (const st of Object.values(this.nets)) by.set(st.name, [...(by.get(st.name) ?? []), ...Object.keys(st.allocs)].sort());
+    for (const st of Object.values(this.nets)) by.set(st.name, [...(by.get(st.name) ?? []), ...Object.keys(st.allocs).filter((k) => !isServiceOwner(ownerOf(k)))].sort());
     for (const n of Object.keys(this.node.ownHeld)) if (!by.has(n)) by.set(n, []);
     for (const [n, owners] of by) this.node.setHeld(n, owners);
   }
@@ -78,10 +97,15 @@ export class MeshIpam {
     return { net, cfg, st };
   }
 
-  /** ADD: one address per range set (a static request in its own set), new blocks claimed as needed; a repeated ADD returns what the attachment holds. */
-  allocate(network: string, owner: Owner, requests: string[]): Promise<Allocation[]> {
+  /**
+   * ADD: one address per range set (a static request in its own set), new blocks claimed as
+   * needed; a repeated ADD returns what the attachment holds. `v4Only`: IPv4 range sets only (a
+   * service's VIP, a node's load-balancer address).
+   */
+  allocate(network: string, owner: Owner, requests: string[], v4Only = false): Promise<Allocation[]> {
     return this.serial(async () => {
-      const { net, cfg, st } = this.network(network);
+      const { net, cfg: all, st } = this.network(network);
+      const cfg = v4Only ? { ...all, rangeSets: all.rangeSets.filter((x) => x.ranges[0]?.family === 4) } : all;
       const key = ownerKey(owner);
       if (st.allocs[key]) return st.allocs[key]!;
       const placed = placeRequests(cfg, requests.map((r) => parseIP(r)).filter((x): x is NonNullable<typeof x> => !!x));
@@ -100,13 +124,14 @@ export class MeshIpam {
         }
         let got: Allocation | null = null;
         while (!got) {
-          got = this.freeIn(set.index, cfg, st, used);
+          got = this.freeIn(set.index, all, st, used);
           if (got) break;
-          const next = this.nextBlock(net.id, cfg, set.index, st);
+          const next = this.nextBlock(net.id, all, set.index, st);
           if (!next) throw new CniError(Code.AddressUnavailable, `${exhaustedMessage(set, network)} (every block of its ranges is held by a node)`);
           await this.ensureBlock(net.id, st, next); // held elsewhere: marked taken, the next one is tried
         }
         used.add(got.ip);
+        (st.last ??= {})[set.index] = got.ip;
         out.push(got);
       }
       st.allocs[key] = out;
@@ -115,20 +140,27 @@ export class MeshIpam {
     });
   }
 
-  /** A free address of set `index` in this node's blocks. */
+  /**
+   * A free address of set `index` in this node's blocks, the first after the one handed out last
+   * (round robin, as host-local): an address freed is not handed out again until the others were.
+   * A reused address comes with a new MAC, and a pod on a node that missed the new pod's
+   * gratuitous ARP (across a partition) keeps the old MAC for 5-8 s (docs/mesh.md).
+   */
   private freeIn(index: number, cfg: IpamConfig, st: NetState, used: Set<string>): Allocation | null {
     const set = cfg.rangeSets[index]!;
+    const all: Allocation[] = [];
     for (const b of st.blocks) {
       for (const r of set.ranges) {
         const lo = BigInt(b.lo);
         const hi = BigInt(b.hi);
         if (lo < r.start || hi > r.end) continue;
-        for (let n = lo; n <= hi; n++) {
-          if (blockedAt(r, n)) continue;
-          const a = allocationOf(set, r, n);
-          if (!used.has(a.ip)) return a;
-        }
+        for (let n = lo; n <= hi; n++) if (!blockedAt(r, n)) all.push(allocationOf(set, r, n));
       }
+    }
+    const start = all.findIndex((a) => a.ip === st.last?.[index]) + 1;
+    for (let i = 0; i < all.length; i++) {
+      const a = all[(start + i) % all.length]!;
+      if (!used.has(a.ip)) return a;
     }
     return null;
   }
@@ -190,14 +222,29 @@ export class MeshIpam {
     return st.allocs[ownerKey(owner)]!;
   }
 
-  /** GC: frees attachments of `network` not in `valid`. */
+  /** Whether `ip` lies in one of the network's dynamic ranges (the addresses its containers get). */
+  inRanges(network: string, ip: string): boolean {
+    const { cfg } = this.network(network);
+    const a = parseIP(ip);
+    if (!a) return false;
+    const n = ipToBigInt(a);
+    return cfg.rangeSets.some((set) => set.ranges.some((r) => r.family === a.family && n >= r.start && n <= r.end));
+  }
+
+  /** The attachments holding addresses here (every network, or one). */
+  attachments(network?: string): HeldAttachment[] {
+    return Object.values(this.nets).filter((st) => !network || st.name === network)
+      .flatMap((st) => Object.entries(st.allocs).map(([k, a]) => ({ network: st.name, owner: ownerOf(k), ips: a.map((x) => x.ip) })));
+  }
+
+  /** GC (the runtime's CNI GC): frees attachments of `network` not in `valid`; never a service's VIP or load-balancer address. */
   gc(network: string, valid: Owner[]): Promise<string[]> {
     return this.serial(async () => {
       const keep = new Set(valid.map(ownerKey));
       const freed: string[] = [];
       for (const st of Object.values(this.nets)) {
         if (st.name !== network) continue;
-        for (const [k, a] of Object.entries(st.allocs)) if (!keep.has(k)) { freed.push(...a.map((x) => x.ip)); delete st.allocs[k]; }
+        for (const [k, a] of Object.entries(st.allocs)) if (!keep.has(k) && !isServiceOwner(ownerOf(k))) { freed.push(...a.map((x) => x.ip)); delete st.allocs[k]; }
       }
       if (freed.length) this.save();
       return freed;
@@ -208,4 +255,25 @@ export class MeshIpam {
   summary(): Array<{ network: string; blocks: string[]; addresses: number }> {
     return Object.values(this.nets).map((s) => ({ network: s.name, blocks: s.blocks.map((b) => b.text), addresses: Object.keys(s.allocs).length }));
   }
+}
+
+/** Each node's blocks and attachments on each network (or one), from the replica; live: heard within its lease time. */
+export interface MeshIpamListing { network: string; nodes: Array<{ node: string; live: boolean; blocks: string[]; ips: Record<string, string[]> }> }
+
+export function ipamListing(node: MeshNode, network?: string): MeshIpamListing[] {
+  const now = Date.now();
+  const by = new Map<string, MeshIpamListing>();
+  for (const n of [...node.state.nodes.values()].sort((a, b) => a.name.localeCompare(b.name))) {
+    for (const [net, v] of Object.entries(n.ipam ?? {})) {
+      if (network && net !== network) continue;
+      const l = by.get(net) ?? { network: net, nodes: [] };
+      l.nodes.push({ node: n.name, live: node.state.live(n.name, now), blocks: v.blocks, ips: v.ips });
+      by.set(net, l);
+    }
+  }
+  if (network && !by.has(network)) {
+    if (!node.state.nets.get(network)?.net) throw new SpecError(`no network named ${network} (knitctl network ls lists them)`);
+    by.set(network, { network, nodes: [] });
+  }
+  return [...by.values()].sort((a, b) => a.network.localeCompare(b.network));
 }

@@ -56,6 +56,8 @@ export class MeshNetworks implements NetworkCatalog {
     await this.node.ready(READY_MS);
     const rec = this.node.state.nets.get(name);
     if (!rec?.net) throw new SpecError(`no network named ${name} (knitctl network ls lists them)`);
+    const svcs = this.node.state.services().filter((s) => s.network === name).map((s) => s.name);
+    if (svcs.length) throw new SpecError(`network ${name} has service${svcs.length === 1 ? '' : 's'} ${svcs.join(', ')}: remove ${svcs.length === 1 ? 'it' : 'them'} first (knitctl service rm)`);
     const who = new Map<string, string>();
     const now = Date.now();
     for (const e of this.node.state.endpoints(now)) if (e.network === name) who.set(`${e.node}/${e.containerId}`, attachedName(e));

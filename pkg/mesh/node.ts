@@ -15,13 +15,16 @@ import { checkHello, frameTag, newIncarnation, newNonce, proof, PROTO, sessionKe
 import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
 import { fnv1a32 } from '../hash';
 import type { Endpoint } from '../network/store';
-import { checkClaim, claimText, conflicts as conflictsOf, Grants, type Claim, type Vote } from './grants';
-import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeRecord, type StateChange, type WireRecord } from './state';
+import { checkClaim, claimKey, claimText, conflicts as conflictsOf, Grants, type Claim, type Grant, type Pursuit, type Vote } from './grants';
+import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, svcKey, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeIpamView, type SvcRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
 
 export const DEFAULT_MESH_PORT = 6788;
 const HANDSHAKE_MS = 5000;
 const REQUEST_MS = 3000;
 const MAX_PENDING_HANDSHAKES = 64;
+const STRANDED_MS = 60_000;
+/** A grant of an earlier incarnation of its claimer is checked once it is this old (past any vote's requests). */
+const STRANDED_MIN_MS = 2 * REQUEST_MS;
 
 export interface MeshOptions {
   name: string;
@@ -36,6 +39,8 @@ export interface MeshOptions {
   log?: Logger;
   /** Tests: whether a peer may be talked to (a simulated partition); default every peer. */
   reachable?: (name: string) => boolean;
+  /** A grant older than this whose claim shows no result is checked with its claimer (D23); default 60 s. */
+  strandedMs?: number;
 }
 
 export interface ConnStatus {
@@ -140,6 +145,8 @@ export class MeshNode {
   private eps: Endpoint[] = [];
   /** Attachments holding addresses from this node's blocks, by network (published for `network rm`). */
   private held: Record<string, string[]> = {};
+  /** This node's blocks and addresses per network, published for `knitctl ipam ls`. */
+  private ipamView: Record<string, NodeIpamView> = {};
   private ttl: number;
   private claiming = 0;
   private publishTimer: NodeJS.Timeout | null = null;
@@ -179,7 +186,7 @@ export class MeshNode {
     }
     this.clock = Math.max(this.clock, raw.clock ?? 0);
     const own = this.state.nodes.get(this.o.name);
-    if (own) { this.clock = Math.max(this.clock, own.v); this.lease = own.lease; this.eps = own.eps ?? []; this.held = own.held ?? {}; }
+    if (own) { this.clock = Math.max(this.clock, own.v); this.lease = own.lease; this.eps = own.eps ?? []; this.held = own.held ?? {}; this.ipamView = own.ipam ?? {}; }
     this.clock = Math.max(this.clock, this.state.removedAt(this.o.name));
   }
 
@@ -221,7 +228,7 @@ export class MeshNode {
     this.publishSelf();
     for (const p of this.o.peers) this.addTarget(p);
     this.dialKnown();
-    this.heartbeat = setInterval(() => { this.publishSelf(); this.closeSilent(); this.dialKnown(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
+    this.heartbeat = setInterval(() => { this.publishSelf(); this.closeSilent(); this.dialKnown(); this.checkStranded(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
     this.heartbeat.unref?.();
     this.log.info(`mesh: node ${this.o.name} (incarnation ${this.inc}) listening on ${joinHostPort(this.o.listen.host, this.listenPort)}; ${this.state.members().length} known member(s)`);
   }
@@ -469,7 +476,9 @@ export class MeshNode {
 
   private scheduleDial(t: Target): void {
     if (this.stopped || t.timer || t.self) return;
-    const delay = Math.min(10_000, 500 * 2 ** Math.min(t.attempts, 5));
+    // At most 2 s between dials of a member not reached: a healed partition is found within that
+    // (at 10 s, the lab's partition rounds took up to 7 s to ping again); a dial is one SYN.
+    const delay = Math.min(2000, 500 * 2 ** Math.min(t.attempts, 5));
     t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, delay);
     t.timer.unref?.();
   }
@@ -531,8 +540,10 @@ export class MeshNode {
         if (typeof id !== 'number' || !claim || typeof m.v !== 'number') throw new FrameError('bad request');
         const holder = c.name!; // the authenticated name: a node can only claim for itself
         if (m.op === 'grant') {
-          const vote = this.grantVote(claim, holder, m.v);
+          const vote = this.grantVote(claim, holder, m.v, c.theirs!.inc);
           c.send({ t: 'res', id, ...vote, members: this.state.members() });
+        } else if (m.op === 'pursue') {
+          c.send({ t: 'res', id, ok: true, pursue: this.pursuit(claim) });
         } else if (m.op === 'ungrant') {
           this.grants.release(claim, holder, m.v);
           c.send({ t: 'res', id, ok: true, members: this.state.members() });
@@ -595,8 +606,12 @@ export class MeshNode {
       if (!ch.after.net) this.grants.networkRemoved(ch.after.id);
       if (ch.before && ch.before.id !== ch.after.id) this.grants.networkRemoved(ch.before.id);
     }
+    // A service removed: its name and VIP are free again.
+    if (ch.kind === 'svc' && !ch.after.svc) this.grants.serviceRemoved(ch.after.id);
+    if (ch.kind === 'svc' && ch.before && ch.before.id !== ch.after.id) this.grants.serviceRemoved(ch.before.id);
     if (ch.kind === 'rm') {
       this.grants.removed(ch.name, (rec as { upTo: number }).upTo);
+      this.grants.removedUnfinished(ch.name, (c) => this.claimDone(c, ch.name));
       if (ch.name === this.o.name) {
         this.log.warn(`mesh: this node was removed (knitctl node rm ${this.o.name}); its lease is gone until claimed again`);
         if (this.lease && this.clock <= (rec as { upTo: number }).upTo) this.lease = null;
@@ -669,7 +684,7 @@ export class MeshNode {
     // while it was down must reach it first, or its old lease would come back with a newer version.
     if (!this.synced && !this.alone()) return;
     const conns: ConnInfo[] = [...this.byName.values()].map((c) => ({ name: c.name!, addr: c.addr, dir: c.role === 'dial' ? 'out' : 'in' }));
-    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}) };
+    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}), ...(Object.keys(this.ipamView).length ? { ipam: this.ipamView } : {}) };
     const prev = this.state.nodes.get(this.o.name);
     const ch = this.state.apply({ rec, age: 0 }, Date.now());
     // Peers hold our previous version (it went to each of them, and a new connection's sync
@@ -698,16 +713,30 @@ export class MeshNode {
   }
 
   /** This node's vote on a claim: conflicts with its grants, or (networks) with a network it knows of. */
-  private grantVote(claim: Claim, holder: string, v: number): Vote {
-    return this.grants.request(claim, holder, v, (n, gv) => this.state.removedAt(n) >= gv, (c) => this.knownConflict(c));
+  private grantVote(claim: Claim, holder: string, v: number, inc: string): Vote {
+    return this.grants.request(claim, holder, v, (n, gv) => this.state.removedAt(n) >= gv, (c) => this.knownConflict(c), inc);
   }
 
   /** A network claim against the networks in the replicated state (one created before this node joined). */
   private knownConflict(c: Claim): string | null {
+    if (c.kind === 'vip') return this.knownServiceConflict(c);
     if (c.kind !== 'net') return null;
     for (const r of this.state.nets.values()) {
       if (!r.net) continue;
       const why = conflictsWithNetwork(c, r);
+      if (why) return why;
+    }
+    return null;
+  }
+
+  /** A service claim against the replica: its network removed, or another service there with its name or VIP. */
+  private knownServiceConflict(c: Claim & { kind: 'vip' }): string | null {
+    const n = this.state.nets.get(c.svc.network);
+    if (n && n.id === c.svc.netId && !n.net) return `network ${c.svc.network} was removed`;
+    if (!n?.net || n.id !== c.svc.netId) return null;
+    for (const s of this.state.services()) {
+      if (s.network !== c.svc.network || s.id === c.svc.id) continue;
+      const why = conflictsOf(c, { kind: 'vip', svc: { id: s.id, netId: n.id, network: s.network, name: s.name, vip: s.vips[0] ?? '' } });
       if (why) return why;
     }
     return null;
@@ -723,9 +752,21 @@ export class MeshNode {
     // A joiner connects to the members it learned of within moments: give it that long.
     const until = Date.now() + waitMs;
     while (this.byName.size + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 10));
+    // Being voted on: a voter asking about its grant is told 'yes' (D23). Cleared after the
+    // caller's continuation has written the claim's result (no await between the two).
+    const key = claimKey(claim);
+    this.inFlight.set(key, (this.inFlight.get(key) ?? 0) + 1);
+    try {
+      return await this.voteInFlight(claim, v);
+    } finally {
+      setImmediate(() => { const n = (this.inFlight.get(key) ?? 1) - 1; if (n > 0) this.inFlight.set(key, n); else this.inFlight.delete(key); });
+    }
+  }
+
+  private async voteInFlight(claim: Claim, v: number): Promise<{ ok: true; votes: string[] } | { ok: false; holder: string; conflict?: string }> {
     const votes: string[] = [];
     const refusals: Array<{ node: string; holder: string; conflict?: string }> = [];
-    const own = this.grantVote(claim, this.o.name, v);
+    const own = this.grantVote(claim, this.o.name, v, this.inc);
     if (own.ok) votes.push(this.o.name); else refusals.push({ node: this.o.name, holder: own.holder, ...(own.conflict ? { conflict: own.conflict } : {}) });
     const seen = new Set<string>();
     const peers = [...this.byName.values()];
@@ -774,11 +815,12 @@ export class MeshNode {
   /** A version for a claim or a record this node writes. */
   version(): number { return this.nextVersion(); }
 
-  /** Writes a network record (created after its claim won, or a tombstone) and floods it. */
-  putNetworkRecord(rec: NetRecord): boolean {
+  /** Writes a network or service record (created after its claim won, or a tombstone) and floods it. */
+  putNetworkRecord(rec: NetRecord | SvcRecord): boolean {
     this.clock = Math.max(this.clock, rec.v);
     const ch = this.state.apply({ rec }, Date.now());
-    if (ch) this.afterChange(ch, rec, null);
+    // On disk before any peer sees it: a restarted claimer answers 'done' for it, never 'no' (D23).
+    if (ch) { this.saveNow(); this.afterChange(ch, rec, null); }
     return !!ch;
   }
 
@@ -799,6 +841,13 @@ export class MeshNode {
     const next = { ...this.held };
     if (owners.length) next[network] = owners; else delete next[network];
     this.held = next;
+    this.publishSelf();
+  }
+
+  /** This node's blocks and addresses per network (replaced as a whole), published when changed. */
+  setIpamView(view: Record<string, NodeIpamView>): void {
+    if (JSON.stringify(view) === JSON.stringify(this.ipamView)) return;
+    this.ipamView = view;
     this.publishSelf();
   }
 
@@ -837,6 +886,61 @@ export class MeshNode {
     const ch = this.state.apply({ rec }, Date.now());
     if (ch) this.afterChange(ch, rec, null);
     return { generation: rec.generation, at: rec.at };
+  }
+
+  // ---- stranded grants (design D23) ----
+
+  private readonly inFlight = new Map<string, number>();
+  private readonly doneChecks: Array<(c: Claim) => boolean> = [];
+  /** Grants whose claimer answered 'done' (holder/incarnation/version): not asked again. */
+  private readonly confirmed = new Map<string, string>();
+  private readonly asking = new Set<string>();
+
+  /** Another part of knitd that completes claims of this node (the IPAM's blocks) says whether one is complete. */
+  addClaimCheck(fn: (c: Claim) => boolean): void { this.doneChecks.push(fn); }
+
+  /** Whether `holder`'s claim has its result here: a network's record (anyone's replica), or (this node's own) its lease or a block it keeps. */
+  private claimDone(c: Claim, holder: string): boolean {
+    if (c.kind === 'net') return this.state.nets.get(c.net.name)?.id === c.net.id;
+    if (c.kind === 'vip') return this.state.svcs.get(svcKey(c.svc.network, c.svc.name))?.id === c.svc.id;
+    if (holder !== this.o.name) return false;
+    if (c.kind === 'subnet') return this.lease?.subnet === c.subnet;
+    return this.doneChecks.some((f) => f(c));
+  }
+
+  /** This node's answer about one of its own claims: still being voted, completed, or neither (it will never complete). */
+  pursuit(c: Claim): Pursuit {
+    if (this.inFlight.has(claimKey(c))) return 'yes';
+    return this.claimDone(c, this.o.name) ? 'done' : 'no';
+  }
+
+  /**
+   * Grants of claims that may have died with their claimer (grants.suspects): each claimer is
+   * asked whether it still pursues the claim; 'no' drops the grant. This node's own grants of an
+   * earlier incarnation are settled here (it is the claimer).
+   */
+  checkStranded(): void {
+    if (this.stopped) return;
+    const incOf = (h: string): string | undefined => (h === this.o.name ? this.inc : this.byName.get(h)?.theirs?.inc);
+    const suspects = this.grants.suspects(Date.now(), this.o.strandedMs ?? STRANDED_MS, STRANDED_MIN_MS, incOf, (c, h) => this.claimDone(c, h));
+    for (const { key, grant: g } of suspects) {
+      const inc = incOf(g.holder)!;
+      if (this.asking.has(key) || this.confirmed.get(key) === `${g.holder}/${inc}/${g.v}`) continue;
+      if (g.holder === this.o.name) { this.settleStranded(key, g, this.pursuit(g.claim), inc); continue; }
+      this.asking.add(key);
+      void this.request(this.byName.get(g.holder)!, { op: 'pursue', claim: g.claim, v: g.v }).then((r) => {
+        this.asking.delete(key);
+        const p = r?.pursue;
+        if (p === 'yes' || p === 'done' || p === 'no') this.settleStranded(key, g, p, inc);
+      });
+    }
+  }
+
+  private settleStranded(key: string, g: Grant & { claim: Claim }, p: Pursuit, inc: string): void {
+    if (p === 'done') this.confirmed.set(key, `${g.holder}/${inc}/${g.v}`);
+    else if (p === 'no' && this.grants.abandoned(key, g.holder, g.v)) {
+      this.log.info(`mesh: dropped a stranded grant of ${claimText(g.claim)} to ${g.holder} (version ${g.v}): its claimer neither votes on it nor completed it`);
+    }
   }
 
   /** Connections and dial targets, for `knitctl status connections`. */

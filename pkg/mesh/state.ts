@@ -13,6 +13,9 @@
 //   net/<name>    a named network (pkg/network/spec.ts), written once its claim won a majority's
 //                 votes (grants.ts); `network rm` writes its tombstone (net null) with a higher
 //                 version. Higher version wins, then the writer's name.
+//   svc/<network>/<name>  a service (pkg/service/spec.ts, docs/services.md), written once its VIP
+//                 claim won a majority's votes (grants.ts `vip`); `service rm` writes its tombstone
+//                 (svc null) with a higher version. Merged as networks are.
 // A node's record also carries its endpoints on named networks (eps): one writer, versioned with
 // the record, gone from every view with the node's liveness, as its lease's datapath entries are.
 // "Heard" times are local: records travel with their age (ms since the sender heard the owner),
@@ -20,6 +23,7 @@
 import { NAME_RE } from './auth';
 import type { Network } from '../network/spec';
 import type { Endpoint } from '../network/store';
+import type { Service } from '../service/spec';
 
 export interface MeshLease {
   subnet: string;
@@ -49,7 +53,12 @@ export interface NodeRecord {
   eps?: Endpoint[];
   /** The attachments holding addresses from its blocks, by network name ("containerId:ifName"): what `network rm` waits for on every driver. */
   held?: Record<string, string[]>;
+  /** Its address blocks and the addresses each attachment holds, by network name (`knitctl ipam ls`). */
+  ipam?: Record<string, NodeIpamView>;
 }
+
+/** One node's addresses on one network, as it publishes them: its blocks, and "containerId:ifName" -> addresses. */
+export interface NodeIpamView { blocks: string[]; ips: Record<string, string[]> }
 
 export interface RmRecord { k: 'rm'; name: string; upTo: number; by: string }
 export interface ConfigRecord { k: 'config'; name: 'config'; json: string; v: number; by: string }
@@ -57,15 +66,19 @@ export interface ConfigRecord { k: 'config'; name: 'config'; json: string; v: nu
 export interface NetRecord { k: 'net'; name: string; id: string; v: number; by: string; net: Network | null }
 /** The key generation (`knitctl key rotate`, `--key-rotation-interval`): `at` is RFC 3339, never a secret. */
 export interface KeyGenRecord { k: 'keygen'; name: 'keygen'; generation: number; at: string; by: string }
-export type MeshRecord = NodeRecord | RmRecord | ConfigRecord | NetRecord | KeyGenRecord;
+/** A service (svc null: removed), keyed by network and name (svcKey). */
+export interface SvcRecord { k: 'svc'; name: string; network: string; id: string; v: number; by: string; svc: Service | null }
+export type MeshRecord = NodeRecord | RmRecord | ConfigRecord | NetRecord | SvcRecord | KeyGenRecord;
+
+export const svcKey = (network: string, name: string): string => `${network}/${name}`;
 
 /** A record on the wire: with its age for node records. */
 export interface WireRecord { rec: MeshRecord; age?: number }
 
 export class RecordError extends Error {}
 
-/** Versions by node, removals by node, the config's version and writer, networks' versions, the key generation and its writer. */
-export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null; w?: Record<string, number>; g?: [number, string] | null }
+/** Versions by node, removals by node, the config's version and writer, networks' and services' versions, the key generation and its writer. */
+export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null; w?: Record<string, number>; s?: Record<string, number>; g?: [number, string] | null }
 
 /** A digest from a peer, checked (a bad one cuts the peer off like a bad record). */
 export function checkDigest(x: unknown): Digest {
@@ -74,9 +87,10 @@ export function checkDigest(x: unknown): Digest {
   if (!d || typeof d !== 'object' || !map(d.n) || !map(d.r)) throw new RecordError('bad digest');
   if (d.c !== null && !(Array.isArray(d.c) && d.c.length === 2 && isVer(d.c[0]) && isStr(d.c[1]))) throw new RecordError('bad digest config');
   if (d.w !== undefined && !map(d.w)) throw new RecordError('bad digest networks');
+  if (d.s !== undefined && !map(d.s)) throw new RecordError('bad digest services');
   if (d.g !== undefined && d.g !== null && !(Array.isArray(d.g) && d.g.length === 2 && isVer(d.g[0]) && isStr(d.g[1]))) throw new RecordError('bad digest key generation');
   // Lookups only by name: a prototype key must not answer for a missing one.
-  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c, w: Object.assign(Object.create(null), d.w ?? {}), g: d.g ?? null };
+  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c, w: Object.assign(Object.create(null), d.w ?? {}), s: Object.assign(Object.create(null), d.s ?? {}), g: d.g ?? null };
 }
 
 const isStr = (x: unknown, max = 256): x is string => typeof x === 'string' && x.length <= max;
@@ -114,9 +128,15 @@ export function checkRecord(w: unknown): WireRecord {
       if (!h || typeof h !== 'object' || Array.isArray(h) || Object.keys(h).length > 4096) bad('held');
       for (const [k, v] of Object.entries(h)) if (k.length > 64 || !isStrArr(v, 20_000, 300)) bad('held entry');
     }
+    if (r.ipam !== undefined) {
+      const m = r.ipam as Record<string, unknown>;
+      if (!m || typeof m !== 'object' || Array.isArray(m) || Object.keys(m).length > 4096) bad('ipam');
+      for (const [k, v] of Object.entries(m)) if (k.length > 64 || !checkIpamView(v)) bad('ipam entry');
+    }
     const eps = r.eps as Endpoint[] | undefined;
     const held = r.held as Record<string, string[]> | undefined;
-    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}) }, age: (age as number | undefined) ?? 0 };
+    const ipam = r.ipam as Record<string, NodeIpamView> | undefined;
+    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}), ...(ipam && Object.keys(ipam).length ? { ipam } : {}) }, age: (age as number | undefined) ?? 0 };
   }
   if (r.k === 'rm') {
     if (!isVer(r.upTo) || !isStr(r.by) || !NAME_RE.test(r.by)) bad('rm fields');
@@ -135,7 +155,28 @@ export function checkRecord(w: unknown): WireRecord {
     if (r.name !== 'keygen' || !isVer(r.generation) || !isStr(r.at, 64) || !isStr(r.by) || !NAME_RE.test(r.by as string)) bad('keygen fields');
     return { rec: { k: 'keygen', name: 'keygen', generation: r.generation as number, at: r.at as string, by: r.by as string } };
   }
+  if (r.k === 'svc') {
+    if (!isStr(r.network, 64) || !NAME_RE.test(r.network as string) || !isStr(r.id, 64) || !isVer(r.v) || !isStr(r.by) || !NAME_RE.test(r.by as string)) bad('svc fields');
+    if (r.svc !== null && !checkService(r.svc, r.name as string, r.network as string, r.id as string)) bad('service');
+    return { rec: { k: 'svc', name: r.name as string, network: r.network as string, id: r.id as string, v: r.v as number, by: r.by as string, svc: r.svc as Service | null } };
+  }
   return bad(`kind ${JSON.stringify(r.k)}`);
+}
+
+/** A service as its creator stored it (spec.ts): the shape the load balancer and the resolver read. */
+function checkService(x: unknown, name: string, network: string, id: string): boolean {
+  const s = x as Record<string, unknown>;
+  if (!s || typeof s !== 'object' || s.name !== name || s.network !== network || s.id !== id || !isStr(s.created, 64)) return false;
+  if (!isStrArr(s.vips, 2) || (s.vips as string[]).length < 1 || !Array.isArray(s.ports) || s.ports.length > 1024) return false;
+  return (s.ports as Array<Record<string, unknown>>).every((p) => !!p && (p.proto === 'tcp' || p.proto === 'udp') && Number.isInteger(p.port) && (p.port as number) >= 1 && (p.port as number) <= 65535);
+}
+
+/** A node's published blocks and addresses on one network. */
+function checkIpamView(x: unknown): boolean {
+  const v = x as Record<string, unknown>;
+  if (!v || typeof v !== 'object' || !isStrArr(v.blocks, 65_536)) return false;
+  const ips = v.ips as Record<string, unknown>;
+  return !!ips && typeof ips === 'object' && !Array.isArray(ips) && Object.keys(ips).length <= 20_000 && Object.entries(ips).every(([k, a]) => k.length <= 300 && isStrArr(a, 16));
 }
 
 const isStrArr = (x: unknown, n: number, max = 64): boolean => Array.isArray(x) && x.length <= n && x.every((s) => isStr(s, max));
@@ -192,7 +233,7 @@ export function checkDelta(x: unknown, age: unknown): { d: NodeDelta; age: numbe
 /** The delta from `prev` to `next` (one owner, one incarnation), or null when more than connections changed. */
 export function deltaOf(prev: NodeRecord, next: NodeRecord): NodeDelta | null {
   // Only connections travel as deltas: any other field changed (lease, endpoints, held addresses) sends the whole record.
-  const rest = (r: NodeRecord): string => JSON.stringify([r.lease, r.eps ?? [], r.held ?? {}]);
+  const rest = (r: NodeRecord): string => JSON.stringify([r.lease, r.eps ?? [], r.held ?? {}, r.ipam ?? {}]);
   if (prev.name !== next.name || prev.inc !== next.inc || next.v <= prev.v || rest(prev) !== rest(next)) return null;
   const was = new Map(prev.conns.map((c) => [c.name, c]));
   const now = new Set(next.conns.map((c) => c.name));
@@ -215,7 +256,8 @@ export type StateChange =
   | { kind: 'rm'; name: string; removed: NodeRecord | null }
   | { kind: 'config'; json: string }
   | { kind: 'keygen'; generation: number }
-  | { kind: 'net'; name: string; before: NetRecord | null; after: NetRecord };
+  | { kind: 'net'; name: string; before: NetRecord | null; after: NetRecord }
+  | { kind: 'svc'; name: string; before: SvcRecord | null; after: SvcRecord };
 
 export class MeshState {
   readonly nodes = new Map<string, NodeRecord>();
@@ -226,6 +268,8 @@ export class MeshState {
   /** Named networks by name, tombstones included (net null). */
   readonly nets = new Map<string, NetRecord>();
   keygen: KeyGenRecord | null = null;
+  /** Services by svcKey(network, name), tombstones included (svc null). */
+  readonly svcs = new Map<string, SvcRecord>();
 
   constructor(readonly self: string) {}
 
@@ -261,6 +305,13 @@ export class MeshState {
       this.keygen = r;
       return { kind: 'keygen', generation: r.generation };
     }
+    if (r.k === 'svc') {
+      const key = svcKey(r.network, r.name);
+      const cur = this.svcs.get(key);
+      if (cur && (cur.v > r.v || (cur.v === r.v && cur.by >= r.by))) return null;
+      this.svcs.set(key, r);
+      return { kind: 'svc', name: key, before: cur ?? null, after: r };
+    }
     const c = this.config;
     if (c && (c.v > r.v || (c.v === r.v && c.by >= r.by))) return null;
     this.config = r;
@@ -285,12 +336,18 @@ export class MeshState {
     if (this.config) out.push({ rec: this.config });
     for (const x of this.nets.values()) out.push({ rec: x });
     if (this.keygen) out.push({ rec: this.keygen });
+    for (const x of this.svcs.values()) out.push({ rec: x });
     return out;
   }
 
   /** The named networks that exist (tombstones left out). */
   networks(): Network[] {
     return [...this.nets.values()].flatMap((r) => (r.net ? [r.net] : []));
+  }
+
+  /** The services that exist (tombstones left out), by network then name. */
+  services(): Service[] {
+    return [...this.svcs.values()].flatMap((r) => (r.svc ? [r.svc] : [])).sort((a, b) => a.network.localeCompare(b.network) || a.name.localeCompare(b.name));
   }
 
   /** The endpoints of live nodes (this node's always). */
@@ -312,6 +369,7 @@ export class MeshState {
       c: this.config ? [this.config.v, this.config.by] : null,
       w: Object.fromEntries([...this.nets.values()].map((x) => [x.name, x.v])),
       g: this.keygen ? [this.keygen.generation, this.keygen.by] : null,
+      s: Object.fromEntries([...this.svcs].map(([k, x]) => [k, x.v])),
     };
   }
 
@@ -325,6 +383,7 @@ export class MeshState {
     for (const x of this.nets.values()) if (!(d.w?.[x.name]! >= x.v)) out.push({ rec: x });
     const g = this.keygen;
     if (g && (!d.g || g.generation > d.g[0] || (g.generation === d.g[0] && g.by > d.g[1]))) out.push({ rec: g });
+    for (const [k, x] of this.svcs) if (!(d.s?.[k]! >= x.v)) out.push({ rec: x });
     return out;
   }
 

@@ -3,7 +3,7 @@
 // every node with their addresses and each node's load-balancer address.
 import type { Endpoint } from '../network/store';
 import type { Service } from './spec';
-import { isLbEndpoint } from './store';
+import { isLbEndpoint } from './owners';
 
 export interface ServiceInspect {
   Name: string;

@@ -19,21 +19,14 @@ import { parseJson } from '../ipam/etcd/keys';
 import { formatIP, ipToBigInt, parseCIDR, type IPAddr } from '../ip/ip';
 import { ipamOf } from '../network/conflist';
 import { SpecError, type Network } from '../network/spec';
-import { NetworkStore, decodeEndpoint, decodeNetwork, type Endpoint } from '../network/store';
+import { NetworkStore, decodeEndpoint, decodeNetwork } from '../network/store';
 import type { Owner } from '../ipam/store';
 import {
   checkServiceName, checkServiceNetwork, checkVip, decodeService, parsePorts, serviceKey, servicesPrefix, type Service, type ServiceRequest,
 } from './spec';
 
-/** The IPAM node that holds every service VIP and node load-balancer address. */
-export const SERVICES_NODE = 'knit-services';
-/** The VIP's IPAM owner: per service and creation (two racing creates of one name never share, or free, one reservation). */
-export const vipOwner = (service: string, id: string): Owner => ({ containerId: `vip-${service}.${id.slice(0, 12)}`, ifName: 'vip' });
-export const lbOwner = (node: string): Owner => ({ containerId: `lb-${node}`, ifName: 'lb' });
-/** A node's load-balancer endpoint record: containerId and ifName under <prefix>/endpoints/<net>/<node>/. */
-export const LB_CONTAINER = (network: string): string => `lb-${network}`;
-export const LB_IFNAME = 'lb';
-export const isLbEndpoint = (e: Pick<Endpoint, 'containerId' | 'network'>): boolean => e.containerId === LB_CONTAINER(e.network);
+import { SERVICES_NODE, vipOwner, LB_IFNAME, isLbEndpoint } from './owners';
+export { SERVICES_NODE, vipOwner, lbOwner, LB_CONTAINER, LB_IFNAME, isLbEndpoint } from './owners';
 
 /**
  * knit-etcd-ipam's config for the network's IPv4 addresses under the services node: the network's

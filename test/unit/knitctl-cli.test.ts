@@ -34,8 +34,8 @@ describe('knitctl: help', () => {
   });
 
   const helps: Array<[string[], RegExp[], RegExp[]]> = [
-    [['ipam'], [/^knitctl ipam <command>$/m, /knitctl ipam ls +who holds which address/, /knitctl ipam gc +release/], []],
-    [['ipam', 'ls'], [/^knitctl ipam ls$/m, /--network /, /--node /, /--json /, /--etcd-endpoints /], [/--pods/]],
+    [['ipam'], [/^knitctl ipam <command>$/m, /knitctl ipam ls \[network\] +who holds which address/, /knitctl ipam gc +release/], []],
+    [['ipam', 'ls'], [/^knitctl ipam ls \[network\]$/m, /--network /, /--node /, /--json /, /--etcd-endpoints /], [/--pods/]],
     [['ipam', 'gc'], [/^knitctl ipam gc$/m, /--node /, /--pods /, /--keep /, /--kubeconfig /, /--grace /, /--dry-run /, /--json /, /knitctl ipam gc --pods --dry-run/], []],
     [['pod-network'], [/^knitctl pod-network <command>$/m, /knitctl pod-network set <file> +validate/, /knitctl pod-network get +show/], [/knitctl network set/]],
     [['pod-network', 'set'], [/^knitctl pod-network set <file>$/m, /^ +file +JSON: /m], []],

@@ -1,6 +1,6 @@
 // knitctl dns: what knitd's resolver answers (docs/dns.md), computed from the same etcd records
 // every knitd reads (networks, endpoints, services), so it shows what any node answers. On the
-// mesh (no etcd) from the local knitd's replica: networks and endpoints (services are etcd-only).
+// mesh (no etcd) from the local knitd's replica: networks, endpoints and services.
 //   dns ls [--network N] [--json]
 import type { CommandModule } from 'yargs';
 import { EtcdClient, prefixEnd } from '../../../pkg/etcd';
@@ -10,6 +10,7 @@ import { NetworkStore } from '../../../pkg/network/store';
 import { decodeService, servicesPrefix, type Service } from '../../../pkg/service/spec';
 import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
 import { MeshNetworkClient } from '../../../pkg/mesh/network-client';
+import { MeshServiceClient } from '../../../pkg/mesh/service-client';
 import type { Network } from '../../../pkg/network/spec';
 import type { Endpoint } from '../../../pkg/network/store';
 import { etcdConfFromArgs, group, leaf, str, table, value, type Ctx } from '../common';
@@ -40,7 +41,7 @@ export function commands(ctx: Ctx): CommandModule[] {
           const dir = meshRunDir(a, c.env);
           if (dir) {
             const m = new MeshNetworkClient(dir);
-            return show((await m.list()).networks, (await m.endpoints()).endpoints, []);
+            return show((await m.list()).networks, (await m.endpoints()).endpoints, await new MeshServiceClient(dir).list());
           }
           const conf = etcdConfFromArgs(a, c.env);
           const client = new EtcdClient(conf);

@@ -2,6 +2,9 @@
 //   knitctl ipam ls [--network NAME] [--node N] [--json]
 //   knitctl ipam gc --node N [--network NAME] [--keep CID:IFNAME,...] [--dry-run] [--json]
 //   knitctl ipam gc --pods [--kubeconfig FILE] [--node N] [--network NAME] [--grace SEC] [--dry-run] [--json]
+// On the mesh (the local knitd's socket there, no etcd given; docs/mesh.md): `ls` shows every
+// node's blocks and attachments as the nodes publish them, `gc [--network N] [--grace SEC]` releases
+// this node's attachments whose container is gone (its host link gone at two looks).
 import type { CommandModule } from 'yargs';
 import { EtcdClient, prefixEnd } from '../../../pkg/etcd';
 import { EtcdAllocator, EtcdKeys, gcNode, type NetworkListing } from '../../../pkg/ipam/etcd-allocator';
@@ -9,24 +12,34 @@ import { NODE_RE, type EtcdConnConfig } from '../../../pkg/ipam/etcd-config';
 import type { Owner } from '../../../pkg/ipam/store';
 import { podGcPass, StaleTracker, type Judgement } from '../../../pkg/ipam/pod-gc';
 import { etcdConfFromArgs, group, ipSort, leaf, str, table, UsageError, value, type Ctx, type Flags } from '../common';
+import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
+import type { MeshJudgement } from '../../../pkg/agent/ipam-gc';
+import { contains, parseCIDR, parseIP } from '../../../pkg/ip/ip';
+import { controlCall } from '../../../pkg/mesh/control';
+import type { MeshIpamListing } from '../../../pkg/mesh/ipam';
+import { meshRunDir } from './mesh';
+
+const runDirOpt = value(`on the mesh: the local knitd's --run-dir (default ${DEFAULT_RUN_DIR})`);
 
 export function commands(ctx: Ctx): CommandModule[] {
   return [group(ctx, ['ipam'], {
-    describe: 'knit-etcd-ipam: who holds which address; release the addresses of gone nodes and pods',
+    describe: 'knit-etcd-ipam (or the mesh\'s blocks): who holds which address; release the addresses of gone nodes, pods and containers',
     commands: () => [
       leaf(ctx, ['ipam', 'ls'], {
-        command: 'ls',
+        command: 'ls [network]',
         describe: 'who holds which address, per node and block',
+        positionals: { network: { type: 'string', describe: 'only this network (as --network)' } },
         options: {
           network: value('only this network (default: every network with IPAM keys)'),
           node: value('only this node\'s blocks and addresses'),
           json: { type: 'boolean', describe: 'the listing as JSON' },
+          'run-dir': runDirOpt,
         },
-        run: (a, c) => ipamLs(a, c.env),
+        run: (a, c) => { const dir = meshRunDir(a, c.env); return dir ? meshIpamLs(a, dir) : ipamLs(a, c.env); },
       }),
       leaf(ctx, ['ipam', 'gc'], {
         command: 'gc',
-        describe: 'release the addresses of a node that left without DEL (--node N), or of pods that are gone (--pods)',
+        describe: 'release the addresses of a node that left without DEL (--node N), or of pods that are gone (--pods); on the mesh: of this node\'s containers that are gone',
         options: {
           node: value('the node whose addresses to release (with --pods: only this node\'s attachments)'),
           pods: { type: 'boolean', describe: 'release the attachments whose Kubernetes pod is gone (deleted, recreated, finished): judged stale twice, --grace seconds apart, and unchanged' },
@@ -36,11 +49,12 @@ export function commands(ctx: Ctx): CommandModule[] {
           grace: value('with --pods: seconds between the two looks (default 30)'),
           'dry-run': { type: 'boolean', describe: 'show what would be released, release nothing' },
           json: { type: 'boolean', describe: 'the report as JSON' },
+          'run-dir': runDirOpt,
         },
         builder: (y) => y
           .example('knitctl ipam gc --node n3', 'release every address n3 holds and return its blocks')
           .example('knitctl ipam gc --pods --dry-run', 'which attachments belong to pods that are gone'),
-        run: (a, c) => (a.pods ? ipamGcPods(a, c) : ipamGc(a, c.env)),
+        run: (a, c) => { const dir = meshRunDir(a, c.env); return dir ? meshIpamGc(a, dir) : a.pods ? ipamGcPods(a, c) : ipamGc(a, c.env); },
       }),
     ],
   })];
@@ -181,4 +195,63 @@ async function ipamGc(a: Flags, env: NodeJS.ProcessEnv): Promise<string> {
       ...(r.blocksReturned.length ? ['', `blocks returned: ${r.blocksReturned.join(' ')}`] : []),
     ].join('\n')).join('\n\n');
   });
+}
+
+// ---- the mesh ---------------------------------------------------------------------------------
+
+/** The mesh's per-node view as etcd's listing (formatListing prints both alike). */
+export function meshListing(l: MeshIpamListing): NetworkListing {
+  const blocks = l.nodes.flatMap((n) => n.blocks.map((cidr) => ({ cidr, node: n.node, net: parseCIDR(cidr)! })));
+  const ips = l.nodes.flatMap((n) => Object.entries(n.ips).flatMap(([k, addrs]) => {
+    const i = k.lastIndexOf(':');
+    return addrs.map((ip) => {
+      const at = parseIP(ip);
+      const b = at ? blocks.find((x) => x.net && contains(x.net, at)) : undefined;
+      return { ip, node: n.node, containerId: k.slice(0, i), ifName: k.slice(i + 1), block: b?.cidr ?? null, blockNode: b?.node ?? null };
+    });
+  }));
+  return {
+    network: l.network,
+    blocks: blocks.map((b) => ({ cidr: b.cidr, node: b.node, used: ips.filter((r) => r.block === b.cidr && r.blockNode === b.node).length })),
+    ips,
+    attachments: l.nodes.flatMap((n) => Object.entries(n.ips).map(([k, addrs]) => ({ node: n.node, containerId: k.slice(0, k.lastIndexOf(':')), ifName: k.slice(k.lastIndexOf(':') + 1), ips: addrs }))),
+  };
+}
+
+async function meshIpamLs(a: Flags, dir: string): Promise<string> {
+  const node = str(a, 'node');
+  const network = str(a, 'network');
+  const views = await controlCall<MeshIpamListing[]>(dir, { op: 'ipam-view', ...(network !== undefined ? { network } : {}) });
+  const listings = views.map(meshListing);
+  if (a.json) {
+    return JSON.stringify(listings.map((l, i) => ({
+      ...l, gone: views[i]!.nodes.filter((n) => !n.live).map((n) => n.node),
+      ...(node ? { blocks: l.blocks.filter((b) => b.node === node), ips: l.ips.filter((r) => r.node === node), attachments: l.attachments.filter((x) => x.node === node) } : {}),
+    })), null, 2);
+  }
+  if (!listings.length) return 'no addresses on the mesh\'s named networks yet';
+  return listings.map((l, i) => {
+    const gone = views[i]!.nodes.filter((n) => !n.live).map((n) => n.node);
+    return formatListing(l, node) + (gone.length ? `\n\nnot heard from within their lease time: ${gone.join(', ')} (their blocks stay theirs until knitctl node rm)` : '');
+  }).join('\n\n');
+}
+
+async function meshIpamGc(a: Flags, dir: string): Promise<string> {
+  if (a.pods) throw new UsageError('--pods is for etcd with Kubernetes: on the mesh, ipam gc judges this node\'s attachments by their host links');
+  if (a.keep !== undefined) throw new UsageError('--keep goes with --node N on etcd; on the mesh, ipam gc releases only attachments whose container is gone');
+  const network = str(a, 'network');
+  const node = str(a, 'node');
+  const grace = Number(str(a, 'grace') ?? 30);
+  if (!Number.isInteger(grace) || grace < 0) throw new UsageError(`invalid --grace ${str(a, 'grace')}: whole seconds ≥ 0 between the two looks`);
+  const st = await controlCall<{ node: string }>(dir, { op: 'status' });
+  if (node !== undefined && node !== st.node) throw new UsageError(`invalid --node ${JSON.stringify(node)}: on the mesh, ipam gc works on this node (${st.node}) only; a node gone for good: knitctl node rm ${node} frees its blocks`);
+  const r = await controlCall<{ judged: MeshJudgement[]; released: MeshJudgement[] }>(dir, { op: 'ipam-gc-local', graceSec: grace, dryRun: !!a['dry-run'], ...(network !== undefined ? { network } : {}) }, grace * 1000 + 15_000);
+  const dry = !!a['dry-run'];
+  const rows = r.released.flatMap((j) => j.ips.map((ip) => ({ network: j.network, node: st.node, ip, containerId: j.owner.containerId, ifName: j.owner.ifName, reason: j.reason })));
+  if (a.json) return JSON.stringify({ node: st.node, dryRun: dry, released: rows, kept: r.judged.length - r.released.length }, null, 2);
+  if (!rows.length) return `no attachment of a container that is gone on node ${st.node}: nothing to release`;
+  return [
+    `node ${st.node}: ${dry ? 'would release' : 'released'} ${rows.length} address${rows.length === 1 ? '' : 'es'} (container gone at both looks, ${grace} s apart)`, '',
+    table(['NETWORK', 'ADDRESS', 'CONTAINER', 'IFNAME', 'REASON'], rows.sort((x, y) => x.network.localeCompare(y.network) || ipSort(x.ip, y.ip)).map((x) => [x.network, x.ip, x.containerId, x.ifName, x.reason])),
+  ].join('\n');
 }

@@ -1,18 +1,24 @@
 // knitctl service: swarm's VIP services on named overlay networks (docs/services.md):
 //   service create NAME --network NET [--vip IP] [--port PROTO:PORT]...
 //   service ls [--json] [-q] | service inspect NAME... [--network NET] | service rm NAME... [--network NET]
+// On etcd, or on the mesh through the local knitd (<run-dir>/mesh.sock) when its socket is there
+// and no etcd is given (docs/services.md "On the mesh").
 import type { CommandModule } from 'yargs';
 import { EtcdClient } from '../../../pkg/etcd';
 import { SpecError } from '../../../pkg/network/spec';
 import { inspectService, serviceRows } from '../../../pkg/service/inspect';
 import { checkServiceName, parsePorts } from '../../../pkg/service/spec';
 import { ServiceStore } from '../../../pkg/service/store';
+import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
+import { MeshServiceClient, type ServiceCatalog } from '../../../pkg/mesh/service-client';
 import { UsageError, etcdConfFromArgs, group, leaf, str, table, value, type Ctx, type Flags } from '../common';
+import { meshRunDir } from './mesh';
 
 const list = (v: unknown): string[] => (v === undefined ? [] : (Array.isArray(v) ? v : [v]).map(String));
 
 export function commands(ctx: Ctx): CommandModule[] {
   const networkFlag = value('the network of the services named (default: any network)');
+  const runDir = { 'run-dir': value(`on the mesh: the local knitd's --run-dir (default ${DEFAULT_RUN_DIR})`) };
   return [group(ctx, ['service'], {
     describe: 'services: a name on an overlay network with a virtual IP balanced over the containers holding that name (swarm\'s --endpoint-mode vip)',
     commands: () => [
@@ -24,6 +30,7 @@ export function commands(ctx: Ctx): CommandModule[] {
           network: value('the overlay network (required)'),
           vip: value('the virtual IP (default: one from the network\'s addresses)'),
           port: { type: 'string', array: true, nargs: 1, requiresArg: true, describe: 'PROTO:PORT balanced (tcp:80, udp:53; default: every port)' },
+          ...runDir,
         },
         builder: (y) => y.example('knitctl service create api --network app --port tcp:80', 'api resolves to a VIP of app; connections to VIP:80 reach every container aliased api'),
         run: (a, c) => {
@@ -40,7 +47,7 @@ export function commands(ctx: Ctx): CommandModule[] {
       leaf(ctx, ['service', 'ls'], {
         command: 'ls',
         describe: 'the services with their VIP, ports and number of backends',
-        options: { json: { type: 'boolean', describe: 'the services as JSON' }, quiet: { alias: 'q', type: 'boolean', describe: 'names only' } },
+        options: { json: { type: 'boolean', describe: 'the services as JSON' }, quiet: { alias: 'q', type: 'boolean', describe: 'names only' }, ...runDir },
         run: (a, c) => withServices(a, c.env, async (s) => {
           const services = await s.list();
           if (a.json) return JSON.stringify(services, null, 2);
@@ -53,7 +60,7 @@ export function commands(ctx: Ctx): CommandModule[] {
         command: 'inspect <names..>',
         describe: 'services as JSON: the VIP, ports, backends on every node with their addresses, each node\'s load-balancer address',
         positionals: { names: { type: 'string', array: true } },
-        options: { network: networkFlag },
+        options: { network: networkFlag, ...runDir },
         run: (a, c) => withServices(a, c.env, async (s) => {
           const out = [];
           for (const name of list(a.names)) {
@@ -66,7 +73,7 @@ export function commands(ctx: Ctx): CommandModule[] {
         command: 'rm <names..>',
         describe: 'remove services and free their VIPs; every node removes their map within a second',
         positionals: { names: { type: 'string', array: true } },
-        options: { network: networkFlag },
+        options: { network: networkFlag, ...runDir },
         run: (a, c) => withServices(a, c.env, async (s) => {
           const done: string[] = [];
           const failed: string[] = [];
@@ -86,7 +93,9 @@ export function commands(ctx: Ctx): CommandModule[] {
   })];
 }
 
-async function withServices<T>(a: Flags, env: NodeJS.ProcessEnv, fn: (s: ServiceStore) => Promise<T>): Promise<T> {
+async function withServices<T>(a: Flags, env: NodeJS.ProcessEnv, fn: (s: ServiceCatalog) => Promise<T>): Promise<T> {
+  const dir = meshRunDir(a, env);
+  if (dir) return fn(new MeshServiceClient(dir));
   const conf = etcdConfFromArgs(a, env);
   const client = new EtcdClient(conf);
   try { return await fn(new ServiceStore(client, conf.prefix)); } finally { client.close(); }
