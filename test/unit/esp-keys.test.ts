@@ -6,8 +6,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { get as backendFactory } from '../../pkg/agent/backend';
 import {
-  ESP_KEY_BYTES, NODE_KEY_FILE, directionalSa, isKnitReqid, isPublicKey, loadNodeKey, newNodeKey, pairSecret, parseGeneration, reqidFor,
+  ESP_CIPHERS, ESP_KEY_BYTES, NODE_KEY_FILE, directionalSa, isKnitReqid, isPublicKey, loadNodeKey, newNodeKey, pairSecret, parseGeneration, reqidFor,
 } from '../../pkg/agent/backend/esp-keys';
 import { decodePolicy, decodeState, XFRM_MSG_NEWPOLICY, XFRM_MSG_NEWSA, XFRM_POLICY_OUT } from '../../pkg/netlink/xfrm';
 
@@ -37,6 +38,29 @@ describe('encrypted overlay keys', () => {
       assert.notDeepEqual(o.key, ab.key);
     }
     assert.ok(ab.spi >= 0x100 && ab.spi <= 0xffffffff);
+  });
+
+  it('cipher chacha20-poly1305: a 36-byte key (256-bit key + salt), another SPI and key than AES-GCM; AES-GCM\'s SA is the one of before ciphers were a choice', () => {
+    const sa = pairSecret(a, b.publicKey);
+    const gcm = directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey);
+    assert.deepEqual(directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'aes-gcm'), gcm);
+    const cc = directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'chacha20-poly1305');
+    const ccAtB = directionalSa(pairSecret(b, a.publicKey), 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'chacha20-poly1305');
+    assert.equal(cc.key.length, 36);
+    assert.equal(ESP_CIPHERS['chacha20-poly1305'].keyBytes, 36);
+    assert.deepEqual(cc, ccAtB, 'both ends agree');
+    assert.notEqual(cc.spi, gcm.spi, 'a cipher change never meets an SA of the other cipher');
+    assert.notDeepEqual(cc.key.subarray(0, 20), gcm.key);
+  });
+
+  it('vxlan backend.cipher: aes-gcm (default, not stored) or chacha20-poly1305, only when encrypted', () => {
+    const parse = (b: Record<string, unknown>): unknown => backendFactory('vxlan').parseConfig({ type: 'vxlan', ...b });
+    assert.equal((parse({ encrypted: true }) as { cipher?: string }).cipher, undefined);
+    assert.equal((parse({ encrypted: true, cipher: 'aes-gcm' }) as { cipher?: string }).cipher, undefined);
+    assert.equal((parse({ encrypted: true, cipher: 'chacha20-poly1305' }) as { cipher?: string }).cipher, 'chacha20-poly1305');
+    assert.throws(() => parse({ encrypted: true, cipher: 'des' }), /backend\.cipher "des": one of aes-gcm, chacha20-poly1305 \(default aes-gcm\)/);
+    assert.throws(() => parse({ cipher: 'chacha20-poly1305' }), /backend\.cipher "chacha20-poly1305": only with "encrypted": true/);
+    assert.throws(() => parse({ encrypted: true, cipher: 'toString' }), /backend\.cipher/);
   });
 
   it('a peer holding a stale public key derives another SPI and key (rejected, never decrypted)', () => {
