@@ -158,6 +158,11 @@ async function handle(h: MeshHandles, f: NodeFlags, req: Record<string, unknown>
       await store.putNetworkConfig(JSON.stringify(cfg));
       return JSON.stringify(cfg);
     }
+    // The encrypted overlay's key generation (knitctl key show/rotate).
+    case 'keygen-get':
+      return store.getKeyGeneration();
+    case 'keygen-bump':
+      return store.bumpKeyGeneration(req.expect === null || req.expect === undefined ? null : Number(req.expect));
     case 'leases':
       return (await store.listLeases()).leases;
     case 'node-rm': {

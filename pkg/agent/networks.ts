@@ -27,7 +27,7 @@ import { removeMasq } from '../nat/masq';
 import { Netlink, linkGet, openXfrm } from '../netlink';
 import type { Datastore } from '../datastore/datastore';
 import { EspDatapath, NAMED_NETWORKS_ESP, espUnavailable, probeEsp, removeEspLeftovers, type EspPeer } from './backend/esp';
-import { ESP_AEAD, ESP_OVERHEAD, loadNodeKey, type NodeKey } from './backend/esp-keys';
+import { DEFAULT_ESP_CIPHER, ESP_AEAD, ESP_OVERHEAD, loadNodeKey, type NodeKey } from './backend/esp-keys';
 import { CONFLIST_PREFIX, conflistFile, renderConflist } from '../network/conflist';
 import { ENCRYPTED_VXLAN_PORT, addRemote, ensureOverlay, overlayVnis, removeOverlay, removeRemote, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
 import { writeAtomic } from '../network/node-file';
@@ -146,7 +146,7 @@ export class NetworksAgent {
     if (this.o.keyGeneration?.getKeyGeneration) {
       this.timers.push(setInterval(() => void this.followKeyGeneration().catch((e) => this.fail('key generation', e)), (this.o.keyPollSec ?? 5) * 1000));
     } else if (this.o.keyRotationSec) {
-      this.o.log.warn(`--key-rotation-interval: this datastore keeps no key generation yet: encrypted named networks stay on generation ${this.keyGen}`);
+      this.o.log.warn(`--key-rotation-interval: this datastore keeps no key generation: encrypted named networks stay on generation ${this.keyGen}`);
     }
     this.timers.push(setInterval(() => {
       if (this.stopped) return;
@@ -259,7 +259,7 @@ export class NetworksAgent {
     }
     delete this.status.refused;
     this.nodeKey ??= loadNodeKey(this.o.stateDir);
-    const esp = new EspDatapath(this.nodeKey, ENCRYPTED_VXLAN_PORT, null, this.o.log, this.o.retireGraceMs, NAMED_NETWORKS_ESP);
+    const esp = new EspDatapath(this.nodeKey, ENCRYPTED_VXLAN_PORT, null, this.o.log, this.o.retireGraceMs, DEFAULT_ESP_CIPHER, NAMED_NETWORKS_ESP);
     try {
       esp.setGeneration(this.keyGen);
       esp.ensureBase(this.underlay!.addr);

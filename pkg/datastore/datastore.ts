@@ -45,6 +45,15 @@ export interface KeyGeneration {
   at: string;
 }
 
+/** A key generation record's value; an unreadable one counts as generation 0. */
+export function parseKeyGeneration(text: string): KeyGeneration {
+  try {
+    const v = JSON.parse(text) as Record<string, unknown>;
+    if (Number.isSafeInteger(v.generation) && (v.generation as number) >= 0) return { generation: v.generation as number, at: typeof v.at === 'string' ? v.at : new Date(0).toISOString() };
+  } catch { /* below */ }
+  return { generation: 0, at: new Date(0).toISOString() };
+}
+
 export interface Datastore {
   /** The raw network config (JSON text), or null when none is set. */
   getNetworkConfig(): Promise<string | null>;

@@ -11,7 +11,9 @@
 import { EtcdClient, type EtcdClientOptions } from '../etcd';
 import { leaseGrant, leaseKeepAlive, leaseRevoke, leasedPutIf } from '../etcd';
 import { EtcdWatch } from '../etcd';
-import { checkBackendData, type ClaimResult, type Datastore, type KeyGeneration, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
+import { checkBackendData, parseKeyGeneration, type ClaimResult, type Datastore, type KeyGeneration, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
+
+export { parseKeyGeneration };
 import { cmp } from '../etcd/client';
 
 export const DEFAULT_ETCD_PREFIX = '/knit';
@@ -176,13 +178,4 @@ function prefixEndOf(p: string): Buffer {
   const b = Buffer.from(p);
   b[b.length - 1]!++;
   return b;
-}
-
-/** A key generation record's value; an unreadable one counts as generation 0. */
-export function parseKeyGeneration(text: string): KeyGeneration {
-  try {
-    const v = JSON.parse(text) as Record<string, unknown>;
-    if (Number.isSafeInteger(v.generation) && (v.generation as number) >= 0) return { generation: v.generation as number, at: typeof v.at === 'string' ? v.at : new Date(0).toISOString() };
-  } catch { /* below */ }
-  return { generation: 0, at: new Date(0).toISOString() };
 }

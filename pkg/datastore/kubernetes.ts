@@ -11,12 +11,15 @@
 //     re-lists), plus a periodic full re-list; peers are the nodes with a podCIDR and a
 //     knit.dev/public-ip annotation; a deleted Node (or one whose annotations go) is a 'del'.
 //   - the network config is a file (the ConfigMap mounted in the DaemonSet), --net-conf.
+//   - the encrypted overlay's key generation is the ConfigMap knit-keygen (kube-keygen.ts), read
+//     by knitd's 5 s poll as etcd's <prefix>/keygen is.
 // @kubernetes/client-node is loaded lazily (pkg/kube/client.ts): nothing on the plugin path pulls it in.
 import * as fs from 'node:fs';
 import type * as K8s from '@kubernetes/client-node';
 import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
-import { checkBackendData, sameBackendData, type ClaimResult, type Datastore, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
+import { checkBackendData, sameBackendData, type ClaimResult, type Datastore, type KeyGeneration, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
+import { bumpKubeKeyGeneration, getKubeKeyGeneration, kubeNamespace } from './kube-keygen';
 import { kubeClient, listPods, type KubeClient, type PodInfo } from '../kube';
 
 export const KNIT_ANNOTATION_PREFIX = 'knit.dev/';
@@ -59,6 +62,8 @@ export interface KubernetesDatastoreOptions {
   netConf?: string;
   /** The network config as JSON text, instead of netConf. */
   networkConfig?: string;
+  /** knit's namespace (the key generation's ConfigMap); default $POD_NAMESPACE, else knit-system. */
+  namespace?: string;
   /** Seconds between full re-lists of the Nodes; default 300. */
   resyncSec?: number;
   log?: Logger;
@@ -310,6 +315,16 @@ export class KubernetesDatastore implements Datastore {
       k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch));
     this.apply(n);
     return 1;
+  }
+
+  /** The key generation (ConfigMap knit-keygen); null while nobody rotated. */
+  async getKeyGeneration(): Promise<KeyGeneration | null> {
+    return getKubeKeyGeneration(this.client(), this.o.namespace ?? kubeNamespace());
+  }
+
+  /** Compare-and-swap on the ConfigMap's resourceVersion: one writer wins a concurrent bump. */
+  async bumpKeyGeneration(expect: number | null): Promise<KeyGeneration> {
+    return bumpKubeKeyGeneration(this.client(), this.o.namespace ?? kubeNamespace(), expect);
   }
 
   /** Lease changes after `revision` (replayed from the event log), then live ones. */

@@ -7,7 +7,7 @@
 import type { MeshNode } from '../mesh/node';
 import { NoQuorumError } from '../mesh/node';
 import type { NodeRecord } from '../mesh/state';
-import { checkBackendData, sameBackendData, type ClaimResult, type Datastore, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
+import { checkBackendData, sameBackendData, type ClaimResult, type Datastore, type KeyGeneration, type LeaseEvent, type SubnetLease, type Watch } from './datastore';
 
 /** How long a call waits for the first sync with a peer before answering an error. */
 const READY_MS = 10_000;
@@ -70,6 +70,19 @@ export class MeshDatastore implements Datastore {
     if (!own) { this.confirmed = false; return false; }
     this.node.publishSelf();
     return true;
+  }
+
+  /** The key generation as this node's replica has it (a record every member holds, state.ts). */
+  async getKeyGeneration(): Promise<KeyGeneration | null> {
+    await this.node.ready(READY_MS);
+    const g = this.node.state.keygen;
+    return g ? { generation: g.generation, at: g.at } : null;
+  }
+
+  /** Moves it from `expect` unless the replica already moved; every member gets it as it gets the config. */
+  async bumpKeyGeneration(expect: number | null): Promise<KeyGeneration> {
+    await this.node.ready(READY_MS);
+    return this.node.bumpKeyGeneration(expect);
   }
 
   async releaseNode(nodeName: string): Promise<number> {

@@ -884,6 +884,20 @@ export class MeshNode {
     if (ch) this.afterChange(ch, rec, null);
   }
 
+  /**
+   * The encrypted overlay's key generation moved from `expect` (null: none yet) to expect + 1,
+   * unless this node's replica already moved past it; replicated to every member, merged by the
+   * highest generation (state.ts). Returns the record as it is afterwards.
+   */
+  bumpKeyGeneration(expect: number | null): { generation: number; at: string } {
+    const cur = this.state.keygen;
+    if ((cur?.generation ?? null) !== expect) return cur ?? { generation: 0, at: new Date(0).toISOString() };
+    const rec: MeshRecord = { k: 'keygen', name: 'keygen', generation: (cur?.generation ?? 0) + 1, at: new Date().toISOString(), by: this.o.name };
+    const ch = this.state.apply({ rec }, Date.now());
+    if (ch) this.afterChange(ch, rec, null);
+    return { generation: rec.generation, at: rec.at };
+  }
+
   // ---- stranded grants (design D23) ----
 
   private readonly inFlight = new Map<string, number>();

@@ -7,6 +7,9 @@
 //   rm/<name>     `knitctl node rm`: removes node/<name> up to a version (tombstone), written by
 //                 anyone, merged by the highest version: idempotent, safe on any node and twice.
 //   config        the pod network's config, last writer wins (time, then writer's name).
+//   keygen        the encrypted overlay's key generation (docs/encryption.md): the higher
+//                 generation wins, then the writer's name; a counter that only grows, so two
+//                 nodes rotating at once from g both land on g + 1 (one rotation, not two).
 //   net/<name>    a named network (pkg/network/spec.ts), written once its claim won a majority's
 //                 votes (grants.ts); `network rm` writes its tombstone (net null) with a higher
 //                 version. Higher version wins, then the writer's name.
@@ -66,9 +69,11 @@ export interface RmRecord { k: 'rm'; name: string; upTo: number; by: string }
 export interface ConfigRecord { k: 'config'; name: 'config'; json: string; v: number; by: string }
 /** A named network (net null: removed), keyed by its name. */
 export interface NetRecord { k: 'net'; name: string; id: string; v: number; by: string; net: Network | null }
+/** The key generation (`knitctl key rotate`, `--key-rotation-interval`): `at` is RFC 3339, never a secret. */
+export interface KeyGenRecord { k: 'keygen'; name: 'keygen'; generation: number; at: string; by: string }
 /** A service (svc null: removed), keyed by network and name (svcKey). */
 export interface SvcRecord { k: 'svc'; name: string; network: string; id: string; v: number; by: string; svc: Service | null }
-export type MeshRecord = NodeRecord | RmRecord | ConfigRecord | NetRecord | SvcRecord;
+export type MeshRecord = NodeRecord | RmRecord | ConfigRecord | NetRecord | SvcRecord | KeyGenRecord;
 
 export const svcKey = (network: string, name: string): string => `${network}/${name}`;
 
@@ -77,8 +82,8 @@ export interface WireRecord { rec: MeshRecord; age?: number }
 
 export class RecordError extends Error {}
 
-/** Versions by node, removals by node, the config's version and writer. */
-export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null; w?: Record<string, number>; s?: Record<string, number> }
+/** Versions by node, removals by node, the config's version and writer, networks' and services' versions, the key generation and its writer. */
+export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null; w?: Record<string, number>; s?: Record<string, number>; g?: [number, string] | null }
 
 /** A digest from a peer, checked (a bad one cuts the peer off like a bad record). */
 export function checkDigest(x: unknown): Digest {
@@ -88,8 +93,9 @@ export function checkDigest(x: unknown): Digest {
   if (d.c !== null && !(Array.isArray(d.c) && d.c.length === 2 && isVer(d.c[0]) && isStr(d.c[1]))) throw new RecordError('bad digest config');
   if (d.w !== undefined && !map(d.w)) throw new RecordError('bad digest networks');
   if (d.s !== undefined && !map(d.s)) throw new RecordError('bad digest services');
+  if (d.g !== undefined && d.g !== null && !(Array.isArray(d.g) && d.g.length === 2 && isVer(d.g[0]) && isStr(d.g[1]))) throw new RecordError('bad digest key generation');
   // Lookups only by name: a prototype key must not answer for a missing one.
-  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c, w: Object.assign(Object.create(null), d.w ?? {}), s: Object.assign(Object.create(null), d.s ?? {}) };
+  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c, w: Object.assign(Object.create(null), d.w ?? {}), s: Object.assign(Object.create(null), d.s ?? {}), g: d.g ?? null };
 }
 
 const isStr = (x: unknown, max = 256): x is string => typeof x === 'string' && x.length <= max;
@@ -151,6 +157,10 @@ export function checkRecord(w: unknown): WireRecord {
     if (!isStr(r.id, 64) || !isVer(r.v) || !isStr(r.by) || !NAME_RE.test(r.by)) bad('net fields');
     if (r.net !== null && !checkNetwork(r.net, r.name as string, r.id as string)) bad('network');
     return { rec: { k: 'net', name: r.name as string, id: r.id as string, v: r.v as number, by: r.by as string, net: r.net as Network | null } };
+  }
+  if (r.k === 'keygen') {
+    if (r.name !== 'keygen' || !isVer(r.generation) || !isStr(r.at, 64) || !isStr(r.by) || !NAME_RE.test(r.by as string)) bad('keygen fields');
+    return { rec: { k: 'keygen', name: 'keygen', generation: r.generation as number, at: r.at as string, by: r.by as string } };
   }
   if (r.k === 'svc') {
     if (!isStr(r.network, 64) || !NAME_RE.test(r.network as string) || !isStr(r.id, 64) || !isVer(r.v) || !isStr(r.by) || !NAME_RE.test(r.by as string)) bad('svc fields');
@@ -252,6 +262,7 @@ export type StateChange =
   | { kind: 'node'; name: string; before: NodeRecord | null; after: NodeRecord }
   | { kind: 'rm'; name: string; removed: NodeRecord | null }
   | { kind: 'config'; json: string }
+  | { kind: 'keygen'; generation: number }
   | { kind: 'net'; name: string; before: NetRecord | null; after: NetRecord }
   | { kind: 'svc'; name: string; before: SvcRecord | null; after: SvcRecord };
 
@@ -263,6 +274,7 @@ export class MeshState {
   config: ConfigRecord | null = null;
   /** Named networks by name, tombstones included (net null). */
   readonly nets = new Map<string, NetRecord>();
+  keygen: KeyGenRecord | null = null;
   /** Services by svcKey(network, name), tombstones included (svc null). */
   readonly svcs = new Map<string, SvcRecord>();
 
@@ -294,6 +306,12 @@ export class MeshState {
       this.nets.set(r.name, r);
       return { kind: 'net', name: r.name, before: cur ?? null, after: r };
     }
+    if (r.k === 'keygen') {
+      const g = this.keygen;
+      if (g && (g.generation > r.generation || (g.generation === r.generation && g.by >= r.by))) return null;
+      this.keygen = r;
+      return { kind: 'keygen', generation: r.generation };
+    }
     if (r.k === 'svc') {
       const key = svcKey(r.network, r.name);
       const cur = this.svcs.get(key);
@@ -324,6 +342,7 @@ export class MeshState {
     for (const r of this.rms.values()) out.push({ rec: r });
     if (this.config) out.push({ rec: this.config });
     for (const x of this.nets.values()) out.push({ rec: x });
+    if (this.keygen) out.push({ rec: this.keygen });
     for (const x of this.svcs.values()) out.push({ rec: x });
     return out;
   }
@@ -356,6 +375,7 @@ export class MeshState {
       r: Object.fromEntries([...this.rms.values()].map((x) => [x.name, x.upTo])),
       c: this.config ? [this.config.v, this.config.by] : null,
       w: Object.fromEntries([...this.nets.values()].map((x) => [x.name, x.v])),
+      g: this.keygen ? [this.keygen.generation, this.keygen.by] : null,
       s: Object.fromEntries([...this.svcs].map(([k, x]) => [k, x.v])),
     };
   }
@@ -368,6 +388,8 @@ export class MeshState {
     const c = this.config;
     if (c && (!d.c || c.v > d.c[0] || (c.v === d.c[0] && c.by > d.c[1]))) out.push({ rec: c });
     for (const x of this.nets.values()) if (!(d.w?.[x.name]! >= x.v)) out.push({ rec: x });
+    const g = this.keygen;
+    if (g && (!d.g || g.generation > d.g[0] || (g.generation === d.g[0] && g.by > d.g[1]))) out.push({ rec: g });
     for (const [k, x] of this.svcs) if (!(d.s?.[k]! >= x.v)) out.push({ rec: x });
     return out;
   }

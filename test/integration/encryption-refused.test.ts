@@ -38,6 +38,10 @@ describe('encryption on a kernel without ESP: refused with code 101', function (
 
   it('the probe names the missing features', () => {
     assert.match(missing.join('; '), /rfc4106\(gcm\(aes\)\)|ESP|xfrm/);
+    // The other cipher names its own algorithm and modules.
+    const cc = probeEsp(h.path, 'chacha20-poly1305').join('; ');
+    assert.ok(cc.length > 0, 'chacha20-poly1305 refused too');
+    if (/AEAD/.test(cc)) assert.match(cc, /rfc7539esp\(chacha20,poly1305\) \(CONFIG_CRYPTO_CHACHA20POLY1305.*chacha20poly1305/);
   });
 
   it('the vxlan backend refuses before creating anything; the plain one works beside it', async () => {

@@ -23,12 +23,12 @@ export interface Side {
 
 export interface Pair { sw: Switch; sides: [Side, Side] }
 
-/** Switch, two hosts (uplink ens33, 192.168.<base>.1-2), a pod behind each host's bridge knit-ov0. */
-export async function pairTopology(lab: Lab, base: number, tmp: string): Promise<Pair> {
+/** Switch, two hosts (uplink ens33, 192.168.<base>.1-2, MTU `mtu` or 1500), a pod behind each host's bridge knit-ov0. */
+export async function pairTopology(lab: Lab, base: number, tmp: string, mtu?: number): Promise<Pair> {
   const sw = await lab.switch(`sw${base}`);
   const sides: Side[] = [];
   for (let i = 1; i <= 2; i++) {
-    const host = await lab.host(`h${base}-${i}`, sw, { address: `192.168.${base}.${i}/24`, ifName: UPLINK });
+    const host = await lab.host(`h${base}-${i}`, sw, { address: `192.168.${base}.${i}/24`, ifName: UPLINK, ...(mtu ? { mtu } : {}) });
     const pod = await lab.pod(`p${base}-${i}`);
     const br = `10.${base}.${i}.1`;
     await lab.ip(host, ['link', 'add', 'knit-ov0', 'type', 'bridge']);

@@ -10,6 +10,10 @@
 //   GET   /api/v1/pods, /api/v1/namespaces/NS/pods
 //         list, with fieldSelector spec.nodeName=X and limit/continue paging (the continue token
 //         pins the list's resourceVersion, as the real server's does)
+//   GET   /api/v1/namespaces/NS/configmaps/NAME   get
+//   POST  /api/v1/namespaces/NS/configmaps        create (409 AlreadyExists when it exists)
+//   PATCH /api/v1/namespaces/NS/configmaps/NAME   merge patch; a metadata.resourceVersion in it is a
+//         precondition (409 Conflict when it differs), as on the real server
 // resourceVersions are one counter over every change. Test hooks change nodes behind the clients'
 // backs, compact the history (forcing 410), send bookmarks and cut watches.
 import * as http from 'node:http';
@@ -29,6 +33,13 @@ export interface KPod {
   metadata: { name: string; namespace: string; uid: string; resourceVersion?: string; [k: string]: unknown };
   spec: { nodeName?: string; hostNetwork?: boolean; [k: string]: unknown };
   status: { phase?: string; podIP?: string; podIPs?: Array<{ ip: string }>; [k: string]: unknown };
+}
+
+export interface KConfigMap {
+  apiVersion?: string;
+  kind?: string;
+  metadata: { name: string; namespace: string; resourceVersion?: string; uid?: string; [k: string]: unknown };
+  data?: Record<string, string>;
 }
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -58,6 +69,7 @@ export class KubeApiServer {
   private readonly watchers = new Set<Watcher>();
   private uid = 0;
   private readonly pods = new Map<string, KPod>();
+  private readonly configMaps = new Map<string, KConfigMap>();
   /** Pod lists in progress (limit/continue): the snapshot each continue token pages through. */
   private readonly pages = new Map<string, KPod[]>();
   /** Answer a too-old watch with HTTP 410 instead of a 200 with an ERROR event. */
@@ -203,6 +215,8 @@ export class KubeApiServer {
     this.rv++;
   }
 
+  configMap(namespace: string, name: string): KConfigMap | undefined { const c = this.configMaps.get(`${namespace}/${name}`); return c && clone(c); }
+
   pod(namespace: string, name: string): KPod | undefined { const p = this.pods.get(`${namespace}/${name}`); return p && clone(p); }
 
   private putPod(p: KPod): KPod {
@@ -239,6 +253,8 @@ export class KubeApiServer {
       json(code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
     const pm = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?pods$/.exec(u.pathname);
     if (pm && req.method === 'GET') return this.listPods(u, pm[1] ? decodeURIComponent(pm[1]) : undefined, json, status);
+    const cm = /^\/api\/v1\/namespaces\/([^/]+)\/configmaps(?:\/([^/]+))?$/.exec(u.pathname);
+    if (cm) return this.configMapRequest(req, decodeURIComponent(cm[1]!), cm[2] ? decodeURIComponent(cm[2]) : undefined, json, status);
     const m = /^\/api\/v1\/nodes(?:\/([^/]+))?$/.exec(u.pathname);
     if (!m) return status(404, 'NotFound', `the server could not find the requested resource (${u.pathname})`);
     const name = m[1] ? decodeURIComponent(m[1]) : undefined;
@@ -274,6 +290,43 @@ export class KubeApiServer {
       return;
     }
     status(405, 'MethodNotAllowed', `${req.method} is not supported`);
+  }
+
+  private configMapRequest(req: http.IncomingMessage, ns: string, name: string | undefined, json: (code: number, body: unknown) => void,
+    status: (code: number, reason: string, message: string) => void): void {
+    const key = (n: string): string => `${ns}/${n}`;
+    if (req.method === 'GET' && name) {
+      const c = this.configMaps.get(key(name));
+      return c ? json(200, c) : status(404, 'NotFound', `configmaps "${name}" not found`);
+    }
+    if ((req.method !== 'POST' || name) && (req.method !== 'PATCH' || !name)) return status(405, 'MethodNotAllowed', `${req.method} is not supported`);
+    const ct = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      let body: unknown;
+      try { body = JSON.parse(Buffer.concat(chunks).toString()); } catch (e) { return status(400, 'BadRequest', `invalid body: ${(e as Error).message}`); }
+      if (req.method === 'POST') {
+        const c = body as KConfigMap;
+        const n = c?.metadata?.name;
+        if (!n) return status(422, 'Invalid', 'metadata.name: Required value');
+        if (this.configMaps.has(key(n))) return status(409, 'AlreadyExists', `configmaps "${n}" already exists`);
+        this.rv++;
+        const made: KConfigMap = { apiVersion: 'v1', kind: 'ConfigMap', ...clone(c), metadata: { ...clone(c.metadata), name: n, namespace: ns, uid: `cm-uid-${++this.uid}`, resourceVersion: String(this.rv) } };
+        this.configMaps.set(key(n), made);
+        return json(201, made);
+      }
+      if (ct !== 'application/merge-patch+json' && ct !== 'application/strategic-merge-patch+json') return status(415, 'UnsupportedMediaType', `unknown patch format ${ct}`);
+      const cur = this.configMaps.get(key(name!));
+      if (!cur) return status(404, 'NotFound', `configmaps "${name}" not found`);
+      const want = (body as { metadata?: { resourceVersion?: string } })?.metadata?.resourceVersion;
+      if (want && want !== cur.metadata.resourceVersion) return status(409, 'Conflict', `Operation cannot be fulfilled on configmaps "${name}": the object has been modified; please apply your changes to the latest version and try again`);
+      const next = mergePatch(cur, body) as KConfigMap;
+      this.rv++;
+      next.metadata = { ...next.metadata, name: name!, namespace: ns, resourceVersion: String(this.rv) };
+      this.configMaps.set(key(name!), next);
+      return json(200, next);
+    });
   }
 
   private listPods(u: URL, namespace: string | undefined, json: (code: number, body: unknown) => void, status: (code: number, reason: string, message: string) => void): void {

@@ -6,8 +6,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { get as backendFactory } from '../../pkg/agent/backend';
 import {
-  ESP_KEY_BYTES, NODE_KEY_FILE, directionalSa, isKnitReqid, isPublicKey, loadNodeKey, newNodeKey, pairSecret, parseGeneration, reqidFor,
+  ESP_CIPHERS, ESP_KEY_BYTES, NODE_KEY_FILE, directionalSa, isKnitReqid, isPublicKey, loadNodeKey, newNodeKey, pairSecret, parseGeneration, reqidFor,
 } from '../../pkg/agent/backend/esp-keys';
 import { decodePolicy, decodeState, XFRM_MSG_NEWPOLICY, XFRM_MSG_NEWSA, XFRM_POLICY_OUT } from '../../pkg/netlink/xfrm';
 import { NAMED_NETWORKS_ESP, POD_NETWORK_ESP } from '../../pkg/agent/backend/esp';
@@ -43,17 +44,40 @@ describe('encrypted overlay keys', () => {
   it('the named networks\' domain derives other SPIs and keys from the same pair, owned by other reqids', () => {
     const sa = pairSecret(a, b.publicKey);
     const pod = directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey);
-    const named = directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, NAMED_NETWORKS_ESP.label);
-    const namedAtB = directionalSa(pairSecret(b, a.publicKey), 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, NAMED_NETWORKS_ESP.label);
+    const named = directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'aes-gcm', NAMED_NETWORKS_ESP.label);
+    const namedAtB = directionalSa(pairSecret(b, a.publicKey), 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'aes-gcm', NAMED_NETWORKS_ESP.label);
     assert.equal(named.spi, namedAtB.spi);
     assert.deepEqual(named.key, namedAtB.key);
     assert.notEqual(named.spi, pod.spi);
     assert.notDeepEqual(named.key, pod.key);
-    assert.deepEqual(directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, POD_NETWORK_ESP.label), pod, 'the pod network\'s SAs are those of before domains');
+    assert.deepEqual(directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'aes-gcm', POD_NETWORK_ESP.label), pod, 'the pod network\'s SAs are those of before domains');
     const r = reqidFor(3, NAMED_NETWORKS_ESP.reqidBase);
     assert.ok(isKnitReqid(r, NAMED_NETWORKS_ESP.reqidBase) && !isKnitReqid(r));
     assert.ok(!isKnitReqid(reqidFor(3), NAMED_NETWORKS_ESP.reqidBase));
     assert.notEqual(NAMED_NETWORKS_ESP.priority, POD_NETWORK_ESP.priority + 1, 'block priorities differ too');
+  });
+
+  it('cipher chacha20-poly1305: a 36-byte key (256-bit key + salt), another SPI and key than AES-GCM; AES-GCM\'s SA is the one of before ciphers were a choice', () => {
+    const sa = pairSecret(a, b.publicKey);
+    const gcm = directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey);
+    assert.deepEqual(directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'aes-gcm'), gcm);
+    const cc = directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'chacha20-poly1305');
+    const ccAtB = directionalSa(pairSecret(b, a.publicKey), 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'chacha20-poly1305');
+    assert.equal(cc.key.length, 36);
+    assert.equal(ESP_CIPHERS['chacha20-poly1305'].keyBytes, 36);
+    assert.deepEqual(cc, ccAtB, 'both ends agree');
+    assert.notEqual(cc.spi, gcm.spi, 'a cipher change never meets an SA of the other cipher');
+    assert.notDeepEqual(cc.key.subarray(0, 20), gcm.key);
+  });
+
+  it('vxlan backend.cipher: aes-gcm (default, not stored) or chacha20-poly1305, only when encrypted', () => {
+    const parse = (b: Record<string, unknown>): unknown => backendFactory('vxlan').parseConfig({ type: 'vxlan', ...b });
+    assert.equal((parse({ encrypted: true }) as { cipher?: string }).cipher, undefined);
+    assert.equal((parse({ encrypted: true, cipher: 'aes-gcm' }) as { cipher?: string }).cipher, undefined);
+    assert.equal((parse({ encrypted: true, cipher: 'chacha20-poly1305' }) as { cipher?: string }).cipher, 'chacha20-poly1305');
+    assert.throws(() => parse({ encrypted: true, cipher: 'des' }), /backend\.cipher "des": one of aes-gcm, chacha20-poly1305 \(default aes-gcm\)/);
+    assert.throws(() => parse({ cipher: 'chacha20-poly1305' }), /backend\.cipher "chacha20-poly1305": only with "encrypted": true/);
+    assert.throws(() => parse({ encrypted: true, cipher: 'toString' }), /backend\.cipher/);
   });
 
   it('a peer holding a stale public key derives another SPI and key (rejected, never decrypted)', () => {

@@ -8,6 +8,7 @@ import { parseAllDocuments } from 'yaml';
 import { parseNetworkConfig } from '../../pkg/agent/network-config';
 import { parseConf } from '../../pkg/cni/conf';
 import { overlayFlags } from '../../cmd/knitd/overlay';
+import { DEFAULT_KUBE_NAMESPACE, KEYGEN_CONFIGMAP } from '../../pkg/datastore/kube-keygen';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Doc = Record<string, any>;
@@ -36,11 +37,11 @@ describe('kubernetes manifests (conf/kubernetes)', () => {
 
   it('has every kind, namespaced in knit-system', () => {
     assert.deepEqual(docs.map((d) => d.kind).sort(),
-      ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Namespace', 'ServiceAccount']);
+      ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Namespace', 'Role', 'RoleBinding', 'ServiceAccount']);
     assert.equal(one('Namespace').metadata.name, 'knit-system');
     for (const d of docs) {
       assert.ok(d.apiVersion && d.metadata?.name, `${d.kind} has apiVersion and name`);
-      if (['ServiceAccount', 'ConfigMap', 'DaemonSet'].includes(d.kind)) assert.equal(d.metadata.namespace, 'knit-system', d.kind);
+      if (['ServiceAccount', 'ConfigMap', 'DaemonSet', 'Role', 'RoleBinding'].includes(d.kind)) assert.equal(d.metadata.namespace, 'knit-system', d.kind);
     }
   });
 
@@ -58,6 +59,20 @@ describe('kubernetes manifests (conf/kubernetes)', () => {
     assert.deepEqual(b.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
     const sa = one('ServiceAccount');
     assert.deepEqual(b.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+  });
+
+  it('RBAC: the key generation\'s ConfigMap only (get/patch by name, create), in knit-system, bound to the knit service account; knitd knows its namespace', () => {
+    const role = one('Role');
+    assert.deepEqual(role.rules, [
+      { apiGroups: [''], resources: ['configmaps'], resourceNames: [KEYGEN_CONFIGMAP], verbs: ['get', 'patch'] },
+      { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
+    ]);
+    const b = one('RoleBinding');
+    assert.deepEqual(b.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name });
+    const sa = one('ServiceAccount');
+    assert.deepEqual(b.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+    assert.deepEqual(knitd().env.find((e: Doc) => e.name === 'POD_NAMESPACE'), { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } });
+    assert.equal(role.metadata.namespace, DEFAULT_KUBE_NAMESPACE);
   });
 
   it('DaemonSet: host network, service account, every node, node-critical, rolling update', () => {

@@ -17,7 +17,7 @@ import {
   xfrmPolicyList, xfrmPolicyUpdate, xfrmStateAdd, xfrmStateDel, xfrmStateList, isExist, type XfrmPolicySpec, type XfrmState,
 } from '../../netlink';
 import {
-  ESP_AEAD, ESP_ICV_BITS, ESP_KEY_BYTES, KNIT_REQID_BASE, directionalSa, isKnitReqid, isPublicKey, pairSecret, reqidFor, type NodeKey,
+  DEFAULT_ESP_CIPHER, ESP_CIPHERS, ESP_ICV_BITS, KNIT_REQID_BASE, directionalSa, isKnitReqid, isPublicKey, pairSecret, reqidFor, type EspCipherName, type NodeKey,
 } from './esp-keys';
 
 export const KNIT_XFRM_PRIORITY = 0x6b6e;
@@ -70,7 +70,8 @@ interface WantState { src: string; dst: string; spi: number; reqid: number; key:
  * Why this kernel cannot do knit's ESP, as the kernel features missing; [] when it can. Probes
  * in the namespace itself: adds and removes a scratch SA with the AEAD (TEST-NET addresses).
  */
-export function probeEsp(netns?: string | null): string[] {
+export function probeEsp(netns?: string | null, cipher: EspCipherName = DEFAULT_ESP_CIPHER): string[] {
+  const c = ESP_CIPHERS[cipher];
   let nl: Netlink;
   try {
     nl = openXfrm(netns);
@@ -79,15 +80,15 @@ export function probeEsp(netns?: string | null): string[] {
   }
   try {
     const spi = 0x100 + Math.floor(Math.random() * 0xfff0000);
-    const s = { src: '192.0.2.1', dst: '192.0.2.2', spi, reqid: 0, aead: ESP_AEAD, key: Buffer.alloc(ESP_KEY_BYTES, 1), icvBits: ESP_ICV_BITS };
+    const s = { src: '192.0.2.1', dst: '192.0.2.2', spi, reqid: 0, aead: c.aead, key: Buffer.alloc(c.keyBytes, 1), icvBits: ESP_ICV_BITS };
     try {
       xfrmStateAdd(nl, s);
     } catch (e) {
       const code = (e as { code?: string }).code;
       const msg = (e as Error).message;
-      if (code === 'ENOSYS' || /AEAD|algorithm/i.test(msg)) return [`AEAD ${ESP_AEAD} (CONFIG_CRYPTO_GCM, CONFIG_CRYPTO_AES, CONFIG_CRYPTO_SEQIV; modules gcm, aes): ${msg}`, 'ESP (CONFIG_INET_ESP, module esp4): not verified'];
+      if (code === 'ENOSYS' || /AEAD|algorithm/i.test(msg)) return [`AEAD ${c.aead} (${c.features}): ${msg}`, 'ESP (CONFIG_INET_ESP, module esp4): not verified'];
       if (code === 'EPROTONOSUPPORT') return [`ESP (CONFIG_INET_ESP, module esp4): ${msg}`];
-      return [`an ESP state with ${ESP_AEAD}: ${msg}`];
+      return [`an ESP state with ${c.aead}: ${msg}`];
     }
     try { xfrmStateDel(nl, s); } catch { /* gone already */ }
     return [];
@@ -108,7 +109,8 @@ export class EspDatapath {
   private readonly retiring = new Map<string, number>();
   private local?: string;
 
-  constructor(private readonly key: NodeKey, private readonly port: number, netns?: string | null, private readonly log?: Logger, private readonly graceMs = DEFAULT_RETIRE_GRACE_MS, private readonly domain: EspDomain = POD_NETWORK_ESP) {
+  constructor(private readonly key: NodeKey, private readonly port: number, netns?: string | null, private readonly log?: Logger, private readonly graceMs = DEFAULT_RETIRE_GRACE_MS,
+    private readonly cipher: EspCipherName = DEFAULT_ESP_CIPHER, private readonly domain: EspDomain = POD_NETWORK_ESP) {
     this.nl = openXfrm(netns);
   }
 
@@ -157,11 +159,11 @@ export class EspDatapath {
         const tx = Math.min(this.gen, p.generation);
         const ins = new Set<string>();
         for (const g of new Set([tx, this.gen])) {
-          const i = directionalSa(secret, g, p.underlayAddr, p.publicKey, local, this.key.publicKey, this.domain.label);
+          const i = directionalSa(secret, g, p.underlayAddr, p.publicKey, local, this.key.publicKey, this.cipher, this.domain.label);
           want.set(stateId(local, i.spi), { src: p.underlayAddr, dst: local, spi: i.spi, reqid: this.reqid(g), key: i.key, inbound: true });
           ins.add(stateId(local, i.spi));
         }
-        const o = directionalSa(secret, tx, local, this.key.publicKey, p.underlayAddr, p.publicKey, this.domain.label);
+        const o = directionalSa(secret, tx, local, this.key.publicKey, p.underlayAddr, p.publicKey, this.cipher, this.domain.label);
         want.set(stateId(p.underlayAddr, o.spi), { src: local, dst: p.underlayAddr, spi: o.spi, reqid: this.reqid(tx), key: o.key, inbound: false });
         secret.fill(0);
         wantIn.set(p.underlayAddr, ins);
@@ -175,7 +177,7 @@ export class EspDatapath {
         for (const [id, w] of want) {
           if (w.inbound !== inbound || haveIds.has(id)) continue;
           try {
-            xfrmStateAdd(this.nl, { src: w.src, dst: w.dst, spi: w.spi, reqid: w.reqid, aead: ESP_AEAD, key: w.key, icvBits: ESP_ICV_BITS, sel: { src: w.src, dst: w.dst } });
+            xfrmStateAdd(this.nl, { src: w.src, dst: w.dst, spi: w.spi, reqid: w.reqid, aead: ESP_CIPHERS[this.cipher].aead, key: w.key, icvBits: ESP_ICV_BITS, sel: { src: w.src, dst: w.dst } });
             res.added++;
           } catch (e) { if (!isExist(e)) throw e; }
           this.log?.info(`${this.tag}: ${inbound ? 'inbound' : 'outbound'} SA ${w.src} > ${w.dst} spi 0x${w.spi.toString(16)} generation ${w.reqid & 0xffff}`);

@@ -23,7 +23,7 @@ import {
 import { canonSubnet, ensureForwarding, reconcileRoutes, sameL2, underlayOf, type Underlay, type WantRoute } from './reconcile';
 import { register, removeOtherBackends } from './registry';
 import { EspDatapath, espUnavailable, probeEsp, removeEspLeftovers } from './esp';
-import { ENC_GEN, ENC_KEY, ESP_AEAD, ESP_OVERHEAD, loadNodeKey, newNodeKey, parseGeneration, type NodeKey } from './esp-keys';
+import { DEFAULT_ESP_CIPHER, ENC_GEN, ENC_KEY, ESP_CIPHERS, ESP_OVERHEAD, isEspCipher, loadNodeKey, newNodeKey, parseGeneration, type EspCipherName, type NodeKey } from './esp-keys';
 
 export interface VxlanConfig extends BackendConfig {
   type: 'vxlan';
@@ -35,6 +35,8 @@ export interface VxlanConfig extends BackendConfig {
   directRouting?: boolean;
   /** ESP between the nodes (docs/encryption.md). */
   encrypted?: boolean;
+  /** The AEAD when encrypted; default aes-gcm (every node of the network uses the same). */
+  cipher?: EspCipherName;
 }
 
 export const DEFAULT_VXLAN_PORT = 4789;
@@ -85,7 +87,7 @@ const int = (v: unknown, lo: number, hi: number): boolean => typeof v === 'numbe
 
 /** The network config's backend object for vxlan, with defaults (vni 1, port 4789). */
 export function parseVxlanConfig(b: Record<string, unknown>): VxlanConfig {
-  for (const k of Object.keys(b)) if (!['type', 'vni', 'port', 'mtu', 'directRouting', 'encrypted'].includes(k)) throw configError(`backend.${k}`, b[k], 'unknown key for vxlan (vni, port, mtu, directRouting, encrypted)');
+  for (const k of Object.keys(b)) if (!['type', 'vni', 'port', 'mtu', 'directRouting', 'encrypted', 'cipher'].includes(k)) throw configError(`backend.${k}`, b[k], 'unknown key for vxlan (vni, port, mtu, directRouting, encrypted, cipher)');
   const vni = b.vni ?? 1;
   if (!int(vni, 0, 0xffffff)) throw configError('backend.vni', vni, 'an integer from 0 to 16777215 (default 1)');
   if (b.encrypted !== undefined && typeof b.encrypted !== 'boolean') throw configError('backend.encrypted', b.encrypted, 'true or false');
@@ -94,7 +96,9 @@ export function parseVxlanConfig(b: Record<string, unknown>): VxlanConfig {
   if (!int(port, 1, 65535)) throw configError('backend.port', port, `a UDP port 1-65535 (default ${DEFAULT_VXLAN_PORT}, encrypted ${ENCRYPTED_VXLAN_PORT})`);
   if (encrypted && port === DEFAULT_VXLAN_PORT) throw configError('backend.port', port, `another port than ${DEFAULT_VXLAN_PORT} when encrypted (default ${ENCRYPTED_VXLAN_PORT}): the plain VXLAN of named overlay networks uses ${DEFAULT_VXLAN_PORT}, and ESP policies select by port`);
   if (encrypted && b.directRouting === true) throw configError('backend.directRouting', true, 'false when encrypted: direct routes would carry pod traffic in plain text');
-  const cfg: VxlanConfig = { type: 'vxlan', vni: vni as number, port: port as number, ...(encrypted ? { encrypted } : {}) };
+  if (b.cipher !== undefined && !isEspCipher(b.cipher)) throw configError('backend.cipher', b.cipher, `one of ${Object.keys(ESP_CIPHERS).join(', ')} (default ${DEFAULT_ESP_CIPHER})`);
+  if (b.cipher !== undefined && !encrypted) throw configError('backend.cipher', b.cipher, 'only with "encrypted": true');
+  const cfg: VxlanConfig = { type: 'vxlan', vni: vni as number, port: port as number, ...(encrypted ? { encrypted } : {}), ...(isEspCipher(b.cipher) && b.cipher !== DEFAULT_ESP_CIPHER ? { cipher: b.cipher } : {}) };
   if (b.mtu !== undefined) {
     if (!int(b.mtu, 68, 65535)) throw configError('backend.mtu', b.mtu, 'an integer from 68 to 65535 (default: underlay MTU − 50)');
     cfg.mtu = b.mtu as number;
@@ -138,7 +142,7 @@ export class VxlanBackend implements Backend {
 
   preflight(): void {
     if (!this.cfg.encrypted) return;
-    const missing = probeEsp(this.opts.netns);
+    const missing = probeEsp(this.opts.netns, this.cipher);
     if (missing.length) throw espUnavailable(missing, `encrypted VXLAN (${this.device})`);
   }
 
@@ -155,6 +159,11 @@ export class VxlanBackend implements Backend {
     return this.cfg.encrypted === true;
   }
 
+  private get cipher(): EspCipherName { return this.cfg.cipher ?? DEFAULT_ESP_CIPHER; }
+
+  /** What status shows: `esp rfc4106(gcm(aes)) 128`. */
+  private get cipherLabel(): string { const c = ESP_CIPHERS[this.cipher]; return `esp ${c.aead} ${c.keyBits}`; }
+
   get port(): number {
     return this.cfg.port ?? (this.cfg.encrypted ? ENCRYPTED_VXLAN_PORT : DEFAULT_VXLAN_PORT);
   }
@@ -168,11 +177,11 @@ export class VxlanBackend implements Backend {
       // Refuse before anything exists, and block clear VXLAN before the device does.
       if (!this.esp) {
         this.preflight();
-        this.esp = new EspDatapath(this.key(), this.port, this.opts.netns, this.log, this.opts.retireGraceMs);
+        this.esp = new EspDatapath(this.key(), this.port, this.opts.netns, this.log, this.opts.retireGraceMs, this.cipher);
         this.esp.setGeneration(this.keyGen);
       }
       this.esp.ensureBase(local.underlayAddr);
-      this.encStatus ??= { cipher: `esp ${ESP_AEAD} 128`, generation: this.keyGen, peers: [], blocked: [], retiring: 0 };
+      this.encStatus ??= { cipher: this.cipherLabel, generation: this.keyGen, peers: [], blocked: [], retiring: 0 };
     } else {
       removeXfrmLeftovers(this.opts.netns, this.log);
     }
@@ -235,7 +244,7 @@ export class VxlanBackend implements Backend {
       for (const b of r.blocked) blocked.set(b.nodeName, b.reason);
       rep.added += r.added;
       rep.removed += r.removed;
-      this.encStatus = { cipher: `esp ${ESP_AEAD} 128`, generation: this.keyGen, peers: r.keyed, blocked: r.blocked, retiring: this.esp.pendingRetirement };
+      this.encStatus = { cipher: this.cipherLabel, generation: this.keyGen, peers: r.keyed, blocked: r.blocked, retiring: this.esp.pendingRetirement };
     }
     const mine = canonSubnet(local.subnet);
     const routes = new Map<string, WantRoute>();
