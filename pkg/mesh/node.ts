@@ -11,9 +11,9 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
-import { checkHello, frameTag, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
+import { checkHello, frameTag, NAME_RE, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
 import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
-import { fnv1a32 } from '../hash';
+import { bfs, buildGraph, chosen, DEFAULT_FANOUT, forwards, nextHop, type Graph } from './topology';
 import type { Endpoint } from '../network/store';
 import { checkClaim, claimText, conflicts as conflictsOf, Grants, type Claim, type Vote } from './grants';
 import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeRecord, type StateChange, type WireRecord } from './state';
@@ -36,7 +36,12 @@ export interface MeshOptions {
   log?: Logger;
   /** Tests: whether a peer may be talked to (a simulated partition); default every peer. */
   reachable?: (name: string) => boolean;
+  /** Members each node chooses to connect to above a full mesh of fanout+1 (topology.ts); default 8. */
+  fanout?: number;
 }
+
+/** Hops a routed message may take (the mesh's diameter is a few at hundreds of members). */
+const MAX_HOPS = 16;
 
 export interface ConnStatus {
   dir: 'in' | 'out';
@@ -65,6 +70,25 @@ export class NoQuorumError extends Error {}
 function conflictsWithNetwork(c: Claim & { kind: 'net' }, r: NetRecord): string | null {
   const n = r.net!;
   return conflictsOf(c, { kind: 'net', net: { id: n.id, name: n.name, subnets: n.subnets.map((s) => s.subnet), ...(n.options.vni !== undefined ? { vni: n.options.vni } : {}) } });
+}
+
+/** Whether a node's connections (by name) differ between two of its versions. */
+function connsChanged(a: NodeRecord | null, b: NodeRecord): boolean {
+  if (!a || a.conns.length !== b.conns.length) return true;
+  const was = new Set(a.conns.map((c) => c.name));
+  return b.conns.some((c) => !was.has(c.name));
+}
+
+const isName = (x: unknown): x is string => typeof x === 'string' && NAME_RE.test(x);
+
+/** A routed message (`fwd`): for `to`, through `path` (its origin first), along `via` when source-routed (an answer going back). */
+interface Fwd { to: string; path: string[]; via?: string[]; m: Record<string, unknown> & { t: 'req' | 'res' } }
+
+function checkFwd(m: Record<string, unknown>): Fwd {
+  const names = (x: unknown): x is string[] => Array.isArray(x) && x.length <= MAX_HOPS && x.every(isName);
+  const inner = m.m as Record<string, unknown> | undefined;
+  if (!isName(m.to) || !names(m.path) || !m.path.length || (m.via !== undefined && !names(m.via)) || !inner || typeof inner !== 'object' || (inner.t !== 'req' && inner.t !== 'res')) throw new FrameError('bad routed message');
+  return m as unknown as Fwd;
 }
 
 /** host:port, brackets for IPv6, IPv4-mapped IPv6 as IPv4. */
@@ -96,6 +120,8 @@ class Conn {
   /** Dialable address of the other end, once known. */
   addr: string;
   timer: NodeJS.Timeout;
+  /** The dial target this connection was made for (outbound). */
+  target?: Target;
 
   constructor(readonly sock: net.Socket, readonly role: Role, mine: Hello, addr: string, onTimeout: () => void) {
     this.mine = mine;
@@ -119,7 +145,7 @@ class Conn {
   }
 }
 
-interface Target { addr: string; attempts: number; timer: NodeJS.Timeout | null; conn: Conn | null; error?: string; since: Date; self?: boolean }
+interface Target { addr: string; attempts: number; timer: NodeJS.Timeout | null; conn: Conn | null; error?: string; since: Date; self?: boolean; /** Named in --peers: always kept. */ pinned?: boolean; /** The member expected there. */ name?: string }
 
 export class MeshNode {
   readonly inc = newIncarnation();
@@ -132,7 +158,8 @@ export class MeshNode {
   /** Authenticated connections by peer name. */
   private readonly byName = new Map<string, Conn>();
   private readonly targets = new Map<string, Target>();
-  private readonly pending = new Map<number, ((m: Record<string, unknown> | null) => void) & { conn: Conn }>();
+  /** Requests awaiting an answer: the connection they left on and the member they are for. */
+  private readonly pending = new Map<number, ((m: Record<string, unknown> | null) => void) & { conn: Conn; to: string }>();
   private reqId = 0;
   private clock = 0;
   private lease: MeshLease | null = null;
@@ -219,7 +246,7 @@ export class MeshNode {
     });
     this.listenPort = (this.server.address() as net.AddressInfo).port;
     this.publishSelf();
-    for (const p of this.o.peers) this.addTarget(p);
+    for (const p of this.o.peers) this.addTarget(p).pinned = true;
     this.dialKnown();
     this.heartbeat = setInterval(() => { this.publishSelf(); this.closeSilent(); this.dialKnown(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
     this.heartbeat.unref?.();
@@ -275,6 +302,7 @@ export class MeshNode {
       this.close(c);
     });
     this.conns.add(c);
+    if (target) c.target = target;
     s.setNoDelay(true);
     s.setKeepAlive(true, 5000);
     s.on('data', (d: Buffer) => this.onData(c, d));
@@ -354,7 +382,9 @@ export class MeshNode {
     }
     c.state = 'up';
     c.since = new Date();
+    if (c.target) c.target.name = t.name;
     this.byName.set(t.name, c);
+    this.topoEpoch++;
     this.log.info(`mesh: connected to ${t.name} (${c.role === 'dial' ? '->' : '<-'} ${c.remote})`);
     this.schedulePublish();
     // Anti-entropy: each side says what it has, the other answers with what it lacks. Before its
@@ -407,6 +437,7 @@ export class MeshNode {
     if (c === this.syncConn) { this.syncConn = null; if (!this.synced) this.flushDigests(); }
     if (c.name && this.byName.get(c.name) === c) {
       this.byName.delete(c.name);
+      this.topoEpoch++;
       this.log.info(`mesh: connection to ${c.name} (${c.remote}) closed`);
       this.schedulePublish();
     }
@@ -415,7 +446,8 @@ export class MeshNode {
     if (target && target.conn === c) {
       target.conn = null;
       if (was === 'up') target.attempts = 0;
-      this.scheduleDial(target);
+      // A target dropped from the topology (dialKnown) is not dialed again.
+      if (this.targets.get(target.addr) === target) this.scheduleDial(target);
     }
   }
 
@@ -436,27 +468,68 @@ export class MeshNode {
     return t;
   }
 
-  /** Dials every member this node is not connected to, at the addresses its peers publish. */
+  /** Members each node chooses above a full mesh (topology.ts). */
+  get fanout(): number { return this.o.fanout ?? DEFAULT_FANOUT; }
+
+  /** The live members (this node included): what the topology is chosen among. */
+  private liveMembers(now = Date.now()): string[] {
+    const m = this.state.members().filter((x) => x === this.o.name || this.state.live(x, now));
+    if (!m.includes(this.o.name)) m.push(this.o.name);
+    return m;
+  }
+
+  /**
+   * Dials the members the topology gives this node (every member up to fanout+1 of them: a full
+   * mesh; above, its ring neighbours and its lightest pairs, topology.ts) at the addresses their
+   * peers publish, and closes a connection it dialed that neither end chose any more (not one to
+   * --peers, and not in its first seconds: views settle while a mesh forms).
+   */
   private dialKnown(): void {
     if (this.stopped) return;
     if (this.dialTimer) { clearTimeout(this.dialTimer); this.dialTimer = null; }
-    // Every member connected (the usual case): nothing to look up in members' connection lists,
-    // a walk of members x connections (40,000 entries at 200 nodes) on every burst of records.
-    let missing = false;
-    for (const n of this.state.nodes.keys()) if (n !== this.o.name && !this.byName.has(n)) { missing = true; break; }
-    for (const n of missing ? this.state.nodes.values() : []) {
-      for (const ci of n.conns) {
-        if (ci.name === this.o.name || this.byName.has(ci.name) || this.state.removedAt(ci.name) >= 0 && !this.state.nodes.has(ci.name)) continue;
-        const fresh = !this.targets.has(ci.addr);
-        const t = this.addTarget(ci.addr);
-        // Both ends learn of each other at once: the smaller name dials, the other only if no
-        // connection came within 2 s (so a one-way firewall still connects them). A node short of
-        // a quorum's connections (a joiner) dials at once.
-        if (fresh && ci.name < this.o.name && this.byName.size + 1 >= this.quorum().need) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
+    const now = Date.now();
+    const live = this.liveMembers(now);
+    const want = chosen(this.o.name, live, this.fanout);
+    const missing = new Set([...want].filter((n) => !this.byName.has(n)));
+    // Every chosen member connected (the usual case): nothing to look up in members' connection lists.
+    if (missing.size) {
+      for (const n of this.state.nodes.values()) {
+        for (const ci of n.conns) {
+          if (!missing.has(ci.name)) continue;
+          missing.delete(ci.name);
+          const fresh = !this.targets.has(ci.addr);
+          const t = this.addTarget(ci.addr);
+          t.name ??= ci.name;
+          // Both ends chose each other and learn of it at once: the smaller name dials, the other
+          // only if no connection came within 2 s (so a one-way firewall still connects them).
+          if (fresh && ci.name < this.o.name && chosen(ci.name, live, this.fanout).has(this.o.name)) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
+        }
       }
+    }
+    if (this.synced && live.length > this.fanout + 1) {
+      for (const c of [...this.byName.values()]) {
+        if (c.role !== 'dial' || want.has(c.name!) || c.target?.pinned || now - c.since.getTime() < 5000) continue;
+        if (chosen(c.name!, live, this.fanout).has(this.o.name)) continue;
+        this.log.info(`mesh: closing the connection to ${c.name}: neither end chose it (${live.length} live members, fanout ${this.fanout})`);
+        if (c.target) this.forget(c.target);
+        this.close(c);
+      }
+      for (const t of [...this.targets.values()]) if (!t.pinned && !t.conn && t.name && !want.has(t.name)) this.forget(t);
     }
     const connected = new Set([...this.byName.values()].map((c) => c.addr));
     for (const t of this.targets.values()) if (!t.conn && !t.timer && !t.self && !connected.has(t.addr)) this.dial(t);
+  }
+
+  /** Drops a dial target: not dialed again. */
+  private forget(t: Target): void {
+    if (t.timer) { clearTimeout(t.timer); t.timer = null; }
+    if (this.targets.get(t.addr) === t) this.targets.delete(t.addr);
+  }
+
+  /** Whether this node is connected to every member the topology gives it (benchmarks, tests). */
+  formed(): boolean {
+    for (const n of chosen(this.o.name, this.liveMembers(), this.fanout)) if (!this.byName.has(n)) return false;
+    return true;
   }
 
   private dialTimer: NodeJS.Timeout | null = null;
@@ -525,23 +598,17 @@ export class MeshNode {
         return;
       }
       case 'req': {
-        const id = m.id;
-        // A claim of any kind (grants.ts), or a subnet as before D21.
-        const claim: Claim | null = m.claim !== undefined ? checkClaim(m.claim) : typeof m.subnet === 'string' && m.subnet.length <= 64 ? { kind: 'subnet', subnet: m.subnet } : null;
-        if (typeof id !== 'number' || !claim || typeof m.v !== 'number') throw new FrameError('bad request');
-        const holder = c.name!; // the authenticated name: a node can only claim for itself
-        if (m.op === 'grant') {
-          const vote = this.grantVote(claim, holder, m.v);
-          c.send({ t: 'res', id, ...vote, members: this.state.members() });
-        } else if (m.op === 'ungrant') {
-          this.grants.release(claim, holder, m.v);
-          c.send({ t: 'res', id, ok: true, members: this.state.members() });
-        } else throw new FrameError('bad request op');
+        // A claim from the peer itself: the authenticated name is the holder (a node claims for itself).
+        const r = this.answer(m, c.name!);
+        c.send(r);
         return;
       }
       case 'res': {
-        const p = this.pending.get(m.id as number);
-        if (p) { this.pending.delete(m.id as number); p(m); }
+        this.settle(m, c.name!);
+        return;
+      }
+      case 'fwd': {
+        this.onRouted(c, checkFwd(m));
         return;
       }
       default:
@@ -589,6 +656,7 @@ export class MeshNode {
 
   private afterChange(ch: StateChange, rec: MeshRecord, from: Conn | null, delta?: NodeDelta): void {
     if (ch.kind === 'node') this.grants.holderMoved(ch.name, ch.after.v, ch.after.lease?.subnet ?? null);
+    if ((ch.kind === 'node' && connsChanged(ch.before, ch.after)) || ch.kind === 'rm') this.topoEpoch++;
     // A network removed: its grant and its blocks' go (a network made again under the name starts clean).
     // (Also a voter that never saw the network's record, only its tombstone.)
     if (ch.kind === 'net') {
@@ -605,13 +673,16 @@ export class MeshNode {
       }
     }
     const w = this.state.wire(rec, Date.now());
-    // A node's record went from its owner to each peer its record lists: forward it only to the
-    // others (none, in a full mesh; the rest of a chain). Removals and the config go to everyone.
+    // A node's record travels along its owner's tree (topology.ts): the owner sends it to each of
+    // its peers, and a receiver forwards it to the peers it is the parent of in that tree (none in
+    // a full mesh), so each member gets each version about once. Removals and the config (rare)
+    // are flooded: every peer but the sender, each node forwarding a version once.
     // A change made of connections only (and a heartbeat) travels as a delta.
     let targets = [...this.byName.values()].filter((c) => c !== from);
     if (rec.k === 'node' && rec.name !== this.o.name && targets.length) {
-      const direct = new Set([rec.name, ...rec.conns.map((x) => x.name)]);
-      targets = targets.filter((c) => !direct.has(c.name!) && this.relays(rec, c.name!));
+      const { g } = this.topo();
+      const dist = this.distFrom(rec.name);
+      targets = targets.filter((c) => forwards(g, dist, rec.name, this.o.name, c.name!));
     }
     if (targets.length) {
       const msg = Buffer.from(JSON.stringify(delta ? { t: 'dlt', d: delta, age: w.age } : { t: 'upd', records: [w] }));
@@ -621,34 +692,31 @@ export class MeshNode {
     for (const l of this.listeners) l(ch);
   }
 
+  /** Bumped when a connection (this node's or one a record publishes) comes or goes. */
+  private topoEpoch = 0;
+  private topoCache: { epoch: number; at: number; g: Graph; dist: Map<string, Map<string, number>> } | null = null;
+
   /**
-   * Whether this node is the one to forward `rec` to peer `x` (not connected to its owner): every
-   * receiver orders the owner's peers the same way (a hash of name, owner and version, so the
-   * work spreads) and the first one known to be connected to `x` forwards. Otherwise each of the
-   * owner's n peers would send x a copy: n^2 messages per change while a mesh of hundreds forms
-   * (the profile at 100 nodes: half the CPU). Views that differ make two relays at worst; one
-   * that misses is repaired by the next version (a delta without its base asks for the record).
+   * The graph of the mesh as this node sees it, and distances from its members. Rebuilt on a
+   * change at most every 100 ms: while a mesh forms every record changes it, and a graph a moment
+   * old only costs a duplicate or a longer route.
    */
-  private relays(rec: NodeRecord, x: string): boolean {
-    let order = this.relayOrder.get(rec);
-    if (!order) {
-      const salt = `\0${rec.name}\0${rec.v}`;
-      order = rec.conns.map((c) => c.name).map((n) => [n, fnv1a32(n + salt)] as const).sort((a, b) => a[1] - b[1]).map((e) => e[0]);
-      this.relayOrder.set(rec, order);
+  private topo(): { g: Graph; dist: Map<string, Map<string, number>> } {
+    const now = Date.now();
+    let c = this.topoCache;
+    if (!c || (c.epoch !== this.topoEpoch && now - c.at >= 100)) {
+      c = { epoch: this.topoEpoch, at: now, g: buildGraph(this.o.name, this.byName.keys(), this.state.nodes.values()), dist: new Map() };
+      this.topoCache = c;
     }
-    const xr = this.state.nodes.get(x);
-    let reach = xr && this.connNames.get(xr);
-    if (xr && !reach) { reach = new Set(xr.conns.map((c) => c.name)); this.connNames.set(xr, reach); }
-    for (const n of order) {
-      if (n === x) continue;
-      if (n === this.o.name) return true;
-      if (reach?.has(n)) return false;
-    }
-    return true;
+    return c;
   }
 
-  private readonly relayOrder = new WeakMap<NodeRecord, string[]>();
-  private readonly connNames = new WeakMap<NodeRecord, Set<string>>();
+  private distFrom(name: string): Map<string, number> {
+    const c = this.topo();
+    let d = c.dist.get(name);
+    if (!d) { d = bfs(c.g, name); c.dist.set(name, d); }
+    return d;
+  }
 
   // ---- this node's record ----
 
@@ -687,14 +755,78 @@ export class MeshNode {
     return { members: [...m].sort(), need: Math.floor(m.size / 2) + 1 };
   }
 
-  private request(c: Conn, body: object): Promise<Record<string, unknown> | null> {
+  /**
+   * A request to member `to`: on the connection to it, or routed (`fwd`) through the neighbour on
+   * a shortest path to it (topology.ts) when not connected. Null when it cannot be reached or does
+   * not answer in time.
+   */
+  private request(to: string, body: object): Promise<Record<string, unknown> | null> {
     const id = ++this.reqId;
+    const direct = this.byName.get(to);
+    const hop = direct ? to : nextHop(this.distFrom(to), this.byName.keys(), to, new Set([this.o.name]));
+    const via = hop ? this.byName.get(hop) : undefined;
+    if (!via) return Promise.resolve(null);
     return new Promise((resolve) => {
       const t = setTimeout(() => { this.pending.delete(id); resolve(null); }, REQUEST_MS);
-      const done = Object.assign((m: Record<string, unknown> | null) => { clearTimeout(t); resolve(m); }, { conn: c });
+      const done = Object.assign((m: Record<string, unknown> | null) => { clearTimeout(t); resolve(m); }, { conn: via, to });
       this.pending.set(id, done);
-      c.send({ t: 'req', id, ...body });
+      const m = { t: 'req', id, ...body };
+      via.send(direct ? m : { t: 'fwd', to, path: [this.o.name], m });
     });
+  }
+
+  /** An answer from `from` (direct or routed; a relay's "unreachable" names its destination): settles the request it answers, if it was for that member. */
+  private settle(m: Record<string, unknown>, from: string): void {
+    const p = this.pending.get(m.id as number);
+    if (!p || p.to !== (m.unreachable === true ? String(m.dest) : from)) return;
+    this.pending.delete(m.id as number);
+    p(m.unreachable === true ? null : m);
+  }
+
+  /** This node's answer to a vote request from `holder` (the claimer). */
+  private answer(m: Record<string, unknown>, holder: string): Record<string, unknown> {
+    const id = m.id;
+    // A claim of any kind (grants.ts), or a subnet as before D21.
+    const claim: Claim | null = m.claim !== undefined ? checkClaim(m.claim) : typeof m.subnet === 'string' && m.subnet.length <= 64 ? { kind: 'subnet', subnet: m.subnet } : null;
+    if (typeof id !== 'number' || !claim || typeof m.v !== 'number') throw new FrameError('bad request');
+    if (m.op === 'grant') return { t: 'res', id, ...this.grantVote(claim, holder, m.v), members: this.state.members() };
+    if (m.op === 'ungrant') {
+      this.grants.release(claim, holder, m.v);
+      return { t: 'res', id, ok: true, members: this.state.members() };
+    }
+    throw new FrameError('bad request op');
+  }
+
+  /**
+   * A routed message: answered when it is for this node (a request's answer goes back along the
+   * path it came), else passed on. A request is passed to the neighbour on a shortest path to its
+   * member, never back through a node it came through; an answer along its recorded path. A
+   * request that cannot be passed on is answered "unreachable", so its claimer counts it at once.
+   * The holder of a routed claim is the path's origin: every member holds the mesh's secret, as a
+   * direct peer's hello name is trusted, so routing changes who carries a vote, not who may ask.
+   */
+  private onRouted(c: Conn, f: Fwd): void {
+    if (f.path[f.path.length - 1] !== c.name) throw new FrameError('routed message whose path does not end at its sender');
+    const origin = f.path[0]!;
+    const back = (m: object): void => {
+      const via = f.path.slice(1, -1).reverse();
+      c.send(c.name === origin ? m : { t: 'fwd', to: origin, path: [this.o.name], via, m });
+    };
+    if (f.to === this.o.name) {
+      if (f.m.t === 'req') back(this.answer(f.m, origin));
+      else this.settle(f.m, origin);
+      return;
+    }
+    let next: Conn | undefined;
+    if (f.path.length < MAX_HOPS && !f.path.includes(this.o.name)) {
+      if (f.via) next = this.byName.get(f.via[0] ?? f.to);
+      else {
+        const hop = this.byName.has(f.to) ? f.to : nextHop(this.distFrom(f.to), this.byName.keys(), f.to, new Set(f.path));
+        next = hop ? this.byName.get(hop) : undefined;
+      }
+    }
+    if (next) next.send({ t: 'fwd', to: f.to, path: [...f.path, this.o.name], ...(f.via ? { via: f.via.slice(1) } : {}), m: f.m });
+    else if (f.m.t === 'req') back({ t: 'res', id: f.m.id, unreachable: true, dest: f.to });
   }
 
   /** This node's vote on a claim: conflicts with its grants, or (networks) with a network it knows of. */
@@ -713,6 +845,11 @@ export class MeshNode {
     return null;
   }
 
+  /** Who a claim asks: the live members and the connected peers, this node left out. */
+  private voters(): string[] {
+    return [...new Set([...this.liveMembers(), ...this.byName.keys()])].filter((x) => x !== this.o.name);
+  }
+
   /**
    * One claim put to the vote: granted by a majority of the known members (this node's own vote
    * included). Refused (ok false, the holder and the conflict) when the votes cannot add up
@@ -720,21 +857,22 @@ export class MeshNode {
    * that loses gives back the votes it won, so a lost race strands nothing.
    */
   async vote(claim: Claim, v: number, waitMs = 0): Promise<{ ok: true; votes: string[] } | { ok: false; holder: string; conflict?: string }> {
-    // A joiner connects to the members it learned of within moments: give it that long.
+    // A joiner connects to (or learns a path to) the members it learned of within moments: give it that long.
     const until = Date.now() + waitMs;
-    while (this.byName.size + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 10));
+    while (this.voters().filter((x) => this.byName.has(x) || this.distFrom(this.o.name).has(x)).length + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 10));
     const votes: string[] = [];
     const refusals: Array<{ node: string; holder: string; conflict?: string }> = [];
     const own = this.grantVote(claim, this.o.name, v);
     if (own.ok) votes.push(this.o.name); else refusals.push({ node: this.o.name, holder: own.holder, ...(own.conflict ? { conflict: own.conflict } : {}) });
     const seen = new Set<string>();
-    const peers = [...this.byName.values()];
     const body = claim.kind === 'subnet' ? { subnet: claim.subnet } : { claim };
-    const answers = await Promise.all(peers.map(async (c) => ({ c, r: await this.request(c, { op: 'grant', ...body, v }) })));
-    for (const { c, r } of answers) {
+    // Every live member votes, connected to this node or not (a request to one it is not
+    // connected to is routed): the votes are the same per voter as in a full mesh (design D2x).
+    const answers = await Promise.all(this.voters().map(async (name) => ({ name, r: await this.request(name, { op: 'grant', ...body, v }) })));
+    for (const { name, r } of answers) {
       if (!r) continue;
       if (Array.isArray(r.members)) for (const x of r.members) if (typeof x === 'string') seen.add(x);
-      if (r.ok === true) votes.push(c.name!); else refusals.push({ node: c.name!, holder: String(r.holder), ...(typeof r.conflict === 'string' ? { conflict: r.conflict } : {}) });
+      if (r.ok === true) votes.push(name); else refusals.push({ node: name, holder: String(r.holder), ...(typeof r.conflict === 'string' ? { conflict: r.conflict } : {}) });
     }
     const q = this.quorum(seen);
     const granted = votes.filter((x) => q.members.includes(x)).length;
@@ -743,13 +881,13 @@ export class MeshNode {
       return { ok: true, votes };
     }
     if (own.ok) this.grants.release(claim, this.o.name, v);
-    await Promise.all(answers.filter((a) => a.r?.ok === true).map((a) => this.request(a.c, { op: 'ungrant', ...body, v })));
+    await Promise.all(answers.filter((a) => a.r?.ok === true).map((a) => this.request(a.name, { op: 'ungrant', ...body, v })));
     if (refusals.length && refusals.length > q.members.length - q.need) {
       const r = refusals.find((x) => x.holder !== this.o.name) ?? refusals[0]!;
       return { ok: false, holder: r.holder, ...(r.conflict ? { conflict: r.conflict } : {}) };
     }
     throw new NoQuorumError(`mesh: no quorum to claim ${claimText(claim)}: ${granted} of ${q.members.length} known member(s) granted it, ${q.need} needed` +
-      ` (reached: ${[this.o.name, ...answers.filter((a) => a.r).map((a) => a.c.name)].join(', ')}; members: ${q.members.join(', ')})` +
+      ` (reached: ${[this.o.name, ...answers.filter((a) => a.r).map((a) => a.name)].join(', ')}; members: ${q.members.join(', ')})` +
       `${refusals.length ? `; refused by ${refusals.map((r) => `${r.node} (${r.conflict && claim.kind !== 'subnet' ? r.conflict : `held by ${r.holder}`})`).join(', ')}` : ''}`);
   }
 
