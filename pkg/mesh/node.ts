@@ -13,7 +13,7 @@ import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
 import { checkHello, frameTag, NAME_RE, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
 import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
-import { bfs, buildGraph, chosen, DEFAULT_FANOUT, forwards, nextHop, type Graph } from './topology';
+import { bfs, buildGraph, chosen, DEFAULT_FANOUT, forwards, nextHop, type Dist, type Graph } from './topology';
 import type { Endpoint } from '../network/store';
 import { checkClaim, claimText, conflicts as conflictsOf, Grants, type Claim, type Vote } from './grants';
 import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeRecord, type StateChange, type WireRecord } from './state';
@@ -141,8 +141,12 @@ class Conn {
     if (this.state !== 'up') return;
     const payload = Buffer.isBuffer(m) ? m : Buffer.from(JSON.stringify(m));
     const tag = frameTag(this.key!, this.role, this.seqOut++, payload);
+    // The frames of one turn of the event loop in one write (a relay forwards bursts).
+    if (!this.corked) { this.corked = true; this.sock.cork(); process.nextTick(() => { this.corked = false; this.sock.uncork(); }); }
     this.sock.write(encodeFrame(Buffer.concat([tag, payload])));
   }
+
+  private corked = false;
 }
 
 interface Target { addr: string; attempts: number; timer: NodeJS.Timeout | null; conn: Conn | null; error?: string; since: Date; self?: boolean; /** Named in --peers: always kept. */ pinned?: boolean; /** The member expected there. */ name?: string }
@@ -694,24 +698,25 @@ export class MeshNode {
 
   /** Bumped when a connection (this node's or one a record publishes) comes or goes. */
   private topoEpoch = 0;
-  private topoCache: { epoch: number; at: number; g: Graph; dist: Map<string, Map<string, number>> } | null = null;
+  private topoCache: { epoch: number; at: number; g: Graph; dist: Map<string, Dist> } | null = null;
 
   /**
    * The graph of the mesh as this node sees it, and distances from its members. Rebuilt on a
-   * change at most every 100 ms: while a mesh forms every record changes it, and a graph a moment
-   * old only costs a duplicate or a longer route.
+   * change at most every 100 ms (400 ms at 200 members): while a mesh forms every record changes
+   * it, and a graph a moment old only costs a duplicate, a longer route, or a version that waits
+   * for the next one.
    */
-  private topo(): { g: Graph; dist: Map<string, Map<string, number>> } {
+  private topo(): { g: Graph; dist: Map<string, Dist> } {
     const now = Date.now();
     let c = this.topoCache;
-    if (!c || (c.epoch !== this.topoEpoch && now - c.at >= 100)) {
+    if (!c || (c.epoch !== this.topoEpoch && now - c.at >= Math.max(100, 2 * this.state.nodes.size))) {
       c = { epoch: this.topoEpoch, at: now, g: buildGraph(this.o.name, this.byName.keys(), this.state.nodes.values()), dist: new Map() };
       this.topoCache = c;
     }
     return c;
   }
 
-  private distFrom(name: string): Map<string, number> {
+  private distFrom(name: string): Dist {
     const c = this.topo();
     let d = c.dist.get(name);
     if (!d) { d = bfs(c.g, name); c.dist.set(name, d); }

@@ -23,8 +23,11 @@ function mix32(h: number): number {
 
 export const nameHash = (s: string): number => mix32(fnv1a32(s));
 
+/** Two names' hashes' pair weight, the same from both ends. */
+const pairOf = (x: number, y: number): number => (x < y ? mix32(x ^ mix32(y + 0x9e3779b9)) : mix32(y ^ mix32(x + 0x9e3779b9)));
+
 /** A pair's weight, the same from both ends. */
-export const pairWeight = (a: string, b: string): number => nameHash(a < b ? `${a}\0${b}` : `${b}\0${a}`);
+export const pairWeight = (a: string, b: string): number => pairOf(nameHash(a), nameHash(b));
 
 /**
  * The members `self` dials: every other one up to fanout+1 members; above, its ring neighbours
@@ -34,10 +37,21 @@ export const pairWeight = (a: string, b: string): number => nameHash(a < b ? `${
 export function chosen(self: string, members: readonly string[], fanout: number): Set<string> {
   const others = members.filter((m) => m !== self);
   if (others.length <= fanout) return new Set(others);
-  const ring = [...others, self].map((m) => [m, nameHash(m)] as const).sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1));
-  const i = ring.findIndex((e) => e[0] === self);
-  const out = new Set([ring[(i + 1) % ring.length]![0], ring[(i + ring.length - 1) % ring.length]![0]]);
-  const byWeight = others.map((m) => [m, pairWeight(self, m)] as const).sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1));
+  const hs = nameHash(self);
+  const ring = others.map((m) => [m, nameHash(m)] as const);
+  // Ring neighbours: the next hash above this node's, and the next below (wrapping around).
+  let up: readonly [string, number] | null = null; let down: readonly [string, number] | null = null;
+  let lo = ring[0]!; let hi = ring[0]!;
+  const before = (a: readonly [string, number], b: readonly [string, number]): boolean => a[1] < b[1] || (a[1] === b[1] && a[0] < b[0]);
+  const me = [self, hs] as const;
+  for (const e of ring) {
+    if (before(e, lo)) lo = e;
+    if (before(hi, e)) hi = e;
+    if (before(me, e) && (!up || before(e, up))) up = e;
+    if (before(e, me) && (!down || before(down, e))) down = e;
+  }
+  const out = new Set([(up ?? lo)[0], (down ?? hi)[0]]);
+  const byWeight = ring.map(([m, h]) => [m, pairOf(hs, h)] as const).sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1));
   for (const [m] of byWeight.slice(0, fanout)) out.add(m);
   return out;
 }
@@ -47,8 +61,43 @@ export function wanted(a: string, b: string, members: readonly string[], fanout:
   return chosen(a, members, fanout).has(b) || chosen(b, members, fanout).has(a);
 }
 
-/** Adjacency by name. */
-export type Graph = Map<string, Set<string>>;
+/** Undirected adjacency, nodes numbered (a mesh of hundreds is rebuilt and searched often while it forms). */
+export class Graph {
+  readonly names: string[] = [];
+  readonly index = new Map<string, number>();
+  readonly adj: number[][] = [];
+  readonly hash: number[] = [];
+
+  id(name: string): number {
+    let i = this.index.get(name);
+    if (i === undefined) {
+      i = this.names.length;
+      this.names.push(name); this.index.set(name, i); this.adj.push([]); this.hash.push(nameHash(name));
+    }
+    return i;
+  }
+
+  link(a: number, b: number): void {
+    if (a === b) return;
+    this.adj[a]!.push(b); this.adj[b]!.push(a);
+  }
+
+  neighbours(name: string): string[] {
+    const i = this.index.get(name);
+    return i === undefined ? [] : this.adj[i]!.map((j) => this.names[j]!);
+  }
+}
+
+/** Hops from one node to every other in a graph (undefined: not reached). */
+export class Dist {
+  constructor(readonly g: Graph, readonly d: Int32Array) {}
+  get(name: string): number | undefined { const i = this.g.index.get(name); return i === undefined || this.d[i]! < 0 ? undefined : this.d[i]!; }
+  has(name: string): boolean { return this.get(name) !== undefined; }
+  /** How many nodes are reached (the source included). */
+  get reached(): number { let n = 0; for (const x of this.d) if (x >= 0) n++; return n; }
+  /** The farthest reached node's hops. */
+  get max(): number { let m = 0; for (const x of this.d) if (x > m) m = x; return m; }
+}
 
 /**
  * The graph `self` sees: its own connections as they are, and between two others an edge only
@@ -56,30 +105,34 @@ export type Graph = Map<string, Set<string>>;
  * one is missing for a moment, and then records are sent more often, never less).
  */
 export function buildGraph(self: string, mine: Iterable<string>, records: Iterable<{ name: string; conns: ReadonlyArray<{ name: string }> }>): Graph {
-  const lists = new Map<string, Set<string>>();
-  for (const r of records) if (r.name !== self) lists.set(r.name, new Set(r.conns.map((c) => c.name)));
-  const g: Graph = new Map();
-  const add = (a: string, b: string): void => {
-    if (a === b) return;
-    let s = g.get(a); if (!s) g.set(a, s = new Set()); s.add(b);
-    let t = g.get(b); if (!t) g.set(b, t = new Set()); t.add(a);
-  };
-  g.set(self, new Set());
-  for (const m of mine) add(self, m);
-  for (const [a, l] of lists) for (const b of l) if (b !== self && a < b && lists.get(b)?.has(a)) add(a, b);
+  const g = new Graph();
+  const me = g.id(self);
+  for (const m of mine) g.link(me, g.id(m));
+  const listed = new Set<number>(); // a * 2^20 + b: a publishes a connection to b
+  const recs: Array<[number, number[]]> = [];
+  for (const r of records) {
+    if (r.name === self) continue;
+    const a = g.id(r.name);
+    const l = r.conns.map((c) => g.id(c.name));
+    for (const b of l) listed.add(a * 1048576 + b);
+    recs.push([a, l]);
+  }
+  for (const [a, l] of recs) for (const b of l) if (a < b && b !== me && listed.has(b * 1048576 + a)) g.link(a, b);
   return g;
 }
 
 /** Hops from `from` to every node it reaches. */
-export function bfs(g: Graph, from: string): Map<string, number> {
-  const dist = new Map([[from, 0]]);
-  let frontier = [from];
-  for (let d = 1; frontier.length; d++) {
-    const next: string[] = [];
-    for (const a of frontier) for (const b of g.get(a) ?? []) if (!dist.has(b)) { dist.set(b, d); next.push(b); }
-    frontier = next;
+export function bfs(g: Graph, from: string): Dist {
+  const d = new Int32Array(g.names.length).fill(-1);
+  const s = g.index.get(from);
+  if (s === undefined) return new Dist(g, d);
+  d[s] = 0;
+  const queue = [s];
+  for (let qi = 0; qi < queue.length; qi++) {
+    const a = queue[qi]!;
+    for (const b of g.adj[a]!) if (d[b]! < 0) { d[b] = d[a]! + 1; queue.push(b); }
   }
-  return dist;
+  return new Dist(g, d);
 }
 
 /**
@@ -90,18 +143,21 @@ export function bfs(g: Graph, from: string): Map<string, number> {
  * each node once; where this node cannot place x or itself in the tree it sends (a duplicate is
  * dropped by its version; a miss would wait for the next version).
  */
-export function forwards(g: Graph, dist: ReadonlyMap<string, number>, owner: string, self: string, x: string): boolean {
+export function forwards(g: Graph, dist: Dist, owner: string, self: string, x: string): boolean {
   if (x === owner) return false;
-  const dx = dist.get(x); const ds = dist.get(self);
-  if (dx === undefined || ds === undefined) return true;
+  const xi = g.index.get(x); const si = g.index.get(self); const oi = g.index.get(owner);
+  if (xi === undefined || si === undefined || oi === undefined) return true;
+  const dx = dist.d[xi]!; const ds = dist.d[si]!;
+  if (dx < 0 || ds < 0) return true;
   if (dx !== ds + 1) return false;
-  let best: string | null = null; let bw = 0;
-  for (const y of g.get(x) ?? []) {
-    if (dist.get(y) !== ds) continue;
-    const w = pairWeight(y, owner);
-    if (best === null || w < bw || (w === bw && y < best)) { best = y; bw = w; }
+  const ho = g.hash[oi]!;
+  let best = -1; let bw = 0;
+  for (const y of g.adj[xi]!) {
+    if (dist.d[y] !== ds) continue;
+    const w = pairOf(g.hash[y]!, ho);
+    if (best < 0 || w < bw || (w === bw && g.names[y]! < g.names[best]!)) { best = y; bw = w; }
   }
-  return best === null || best === self;
+  return best < 0 || best === si;
 }
 
 /**
@@ -109,7 +165,7 @@ export function forwards(g: Graph, dist: ReadonlyMap<string, number>, owner: str
  * (distances from `to` in `dist`), not one of `avoid` (the nodes a routed message came through);
  * ties by weight. Null when none leads there.
  */
-export function nextHop(dist: ReadonlyMap<string, number>, neighbours: Iterable<string>, to: string, avoid: ReadonlySet<string>): string | null {
+export function nextHop(dist: Dist, neighbours: Iterable<string>, to: string, avoid: ReadonlySet<string>): string | null {
   let best: string | null = null; let bd = Infinity; let bw = 0;
   for (const n of neighbours) {
     if (avoid.has(n)) continue;
