@@ -577,7 +577,10 @@ export class MeshNode {
       case 'upd': {
         if (!Array.isArray(m.records) || m.records.length > 100_000) throw new FrameError(`${m.t} without records`);
         const recs = (m.records as unknown[]).map(checkRecord);
-        for (const w of recs) this.applyRemote(w, c);
+        // A joiner's first sync is old news to its peers: not forwarded (later syncs, a healed
+        // partition's, are: this node may be the only one to have crossed it).
+        const first = m.t === 'sync' && !this.synced;
+        for (const w of recs) this.applyRemote(w, c, !first);
         if (m.t === 'sync' && !this.synced) {
           this.synced = true;
           this.flushDigests();
@@ -620,7 +623,7 @@ export class MeshNode {
     }
   }
 
-  private applyRemote(w: WireRecord, from: Conn | null): void {
+  private applyRemote(w: WireRecord, from: Conn | null, forward = true): void {
     if (w.rec.k === 'node' && w.rec.name === this.o.name) {
       // Our own record from before a restart: continue above its version.
       if (w.rec.v >= this.clock) { this.clock = w.rec.v; this.schedulePublish(); }
@@ -629,7 +632,7 @@ export class MeshNode {
     const ch = this.state.apply(w, Date.now());
     if (!ch) return;
     if (w.rec.k === 'node') this.wanted.delete(w.rec.name); // answered: the next gap may ask again
-    this.afterChange(ch, w.rec, from);
+    this.afterChange(ch, w.rec, from, undefined, forward);
   }
 
   /** A delta from a peer: applied on the version it was made from, else the whole record is asked for. */
@@ -658,7 +661,7 @@ export class MeshNode {
   /** Names asked for with 'want' in the last second. */
   private readonly wanted = new Set<string>();
 
-  private afterChange(ch: StateChange, rec: MeshRecord, from: Conn | null, delta?: NodeDelta): void {
+  private afterChange(ch: StateChange, rec: MeshRecord, from: Conn | null, delta?: NodeDelta, forward = true): void {
     if (ch.kind === 'node') this.grants.holderMoved(ch.name, ch.after.v, ch.after.lease?.subnet ?? null);
     if ((ch.kind === 'node' && connsChanged(ch.before, ch.after)) || ch.kind === 'rm') this.topoEpoch++;
     // A network removed: its grant and its blocks' go (a network made again under the name starts clean).
@@ -682,7 +685,7 @@ export class MeshNode {
     // a full mesh), so each member gets each version about once. Removals and the config (rare)
     // are flooded: every peer but the sender, each node forwarding a version once.
     // A change made of connections only (and a heartbeat) travels as a delta.
-    let targets = [...this.byName.values()].filter((c) => c !== from);
+    let targets = forward ? [...this.byName.values()].filter((c) => c !== from) : [];
     if (rec.k === 'node' && rec.name !== this.o.name && targets.length) {
       const { g } = this.topo();
       const dist = this.distFrom(rec.name);
@@ -710,7 +713,7 @@ export class MeshNode {
     const now = Date.now();
     let c = this.topoCache;
     if (!c || (c.epoch !== this.topoEpoch && now - c.at >= Math.max(100, 2 * this.state.nodes.size))) {
-      c = { epoch: this.topoEpoch, at: now, g: buildGraph(this.o.name, this.byName.keys(), this.state.nodes.values()), dist: new Map() };
+      c = { epoch: this.topoEpoch, at: now, g: buildGraph(this.o.name, this.byName.keys(), this.state.nodes.values(), this.state.heard), dist: new Map() };
       this.topoCache = c;
     }
     return c;
@@ -727,10 +730,10 @@ export class MeshNode {
 
   private schedulePublish(): void {
     if (this.publishTimer || this.stopped) return;
-    // Connection changes come in bursts (a node joining dials every member): one record for a burst.
-    // Each one goes to every peer, so n nodes changing together cost n^2 messages: the burst
-    // window grows with the mesh (1 s up to 50 members, 4 s at 200, at most 5 s).
-    const ms = Math.min(5000, Math.max(1000, 20 * this.state.nodes.size));
+    // Connection changes come in bursts (a node joining dials its peers): one record for a burst.
+    // Each one reaches every member, so n nodes changing together cost n^2 messages: the burst
+    // window grows with the mesh (1 s up to 20 members, 5 s at 100, at most 10 s from 200).
+    const ms = Math.min(10_000, Math.max(1000, 50 * this.state.nodes.size));
     this.publishTimer = setTimeout(() => { this.publishTimer = null; this.publishSelf(); }, ms);
   }
 

@@ -100,24 +100,33 @@ export class Dist {
 }
 
 /**
- * The graph `self` sees: its own connections as they are, and between two others an edge only
- * when both publish it (an edge one end dropped, a dead node's last record, is not a path; a new
- * one is missing for a moment, and then records are sent more often, never less).
+ * The graph `self` sees: its own connections as they are, and between two others an edge when
+ * both publish it, or when one does in a version heard after the other's last (the other has not
+ * published since it connected). An edge one end dropped is gone once that end publishes again,
+ * so a dead node's last record stops being a path as soon as its peers re-publish, not after its
+ * lease time (a tree through a dead node would starve the nodes below it).
  */
-export function buildGraph(self: string, mine: Iterable<string>, records: Iterable<{ name: string; conns: ReadonlyArray<{ name: string }> }>): Graph {
+export function buildGraph(self: string, mine: Iterable<string>, records: Iterable<{ name: string; conns: ReadonlyArray<{ name: string }> }>, heard?: ReadonlyMap<string, number>): Graph {
   const g = new Graph();
   const me = g.id(self);
   for (const m of mine) g.link(me, g.id(m));
   const listed = new Set<number>(); // a * 2^20 + b: a publishes a connection to b
   const recs: Array<[number, number[]]> = [];
+  const at: number[] = []; // when each record's version was heard (-1: no record)
   for (const r of records) {
     if (r.name === self) continue;
     const a = g.id(r.name);
     const l = r.conns.map((c) => g.id(c.name));
     for (const b of l) listed.add(a * 1048576 + b);
     recs.push([a, l]);
+    at[a] = heard?.get(r.name) ?? 0;
   }
-  for (const [a, l] of recs) for (const b of l) if (a < b && b !== me && listed.has(b * 1048576 + a)) g.link(a, b);
+  for (const [a, l] of recs) {
+    for (const b of l) {
+      if (b === me) continue;
+      if (listed.has(b * 1048576 + a)) { if (a < b) g.link(a, b); } else if (heard && (at[b] ?? -1) < at[a]!) g.link(a, b);
+    }
+  }
   return g;
 }
 
