@@ -91,7 +91,7 @@ export class Graph {
 /** Hops from one node to every other in a graph (undefined: not reached). */
 export class Dist {
   constructor(readonly g: Graph, readonly d: Int32Array) {}
-  get(name: string): number | undefined { const i = this.g.index.get(name); return i === undefined || this.d[i]! < 0 ? undefined : this.d[i]!; }
+  get(name: string): number | undefined { const i = this.g.index.get(name); const x = i === undefined ? undefined : this.d[i]; return x === undefined || x < 0 ? undefined : x; }
   has(name: string): boolean { return this.get(name) !== undefined; }
   /** How many nodes are reached (the source included). */
   get reached(): number { let n = 0; for (const x of this.d) if (x >= 0) n++; return n; }
@@ -139,7 +139,7 @@ export function bfs(g: Graph, from: string): Dist {
   const queue = [s];
   for (let qi = 0; qi < queue.length; qi++) {
     const a = queue[qi]!;
-    for (const b of g.adj[a]!) if (d[b]! < 0) { d[b] = d[a]! + 1; queue.push(b); }
+    for (const b of g.adj[a]!) if (b < d.length && d[b]! < 0) { d[b] = d[a]! + 1; queue.push(b); }
   }
   return new Dist(g, d);
 }
@@ -156,7 +156,8 @@ export function forwards(g: Graph, dist: Dist, owner: string, self: string, x: s
   if (x === owner) return false;
   const xi = g.index.get(x); const si = g.index.get(self); const oi = g.index.get(owner);
   if (xi === undefined || si === undefined || oi === undefined) return true;
-  const dx = dist.d[xi]!; const ds = dist.d[si]!;
+  // Unreached, or numbered after this BFS ran (a node added to the graph since): unplaced.
+  const dx = dist.d[xi] ?? -1; const ds = dist.d[si] ?? -1;
   if (dx < 0 || ds < 0) return true;
   if (dx !== ds + 1) return false;
   const ho = g.hash[oi]!;
