@@ -319,9 +319,10 @@ export class MeshNode {
     if (c.state === 'closed') return;
     c.lastRx = Date.now();
     try {
-      for (const f of c.reader.push(d)) {
-        if ((c.state as string) === 'closed') return;
+      c.reader.add(d);
+      for (let f = c.reader.next(); f; f = c.reader.next()) {
         this.onFrame(c, f);
+        if ((c.state as string) === 'closed') return;
       }
     } catch (e) {
       if (e instanceof FrameError || e instanceof RecordError) {
@@ -682,13 +683,17 @@ export class MeshNode {
       }
     }
     const w = this.state.wire(rec, Date.now());
-    // A node's record travels along its owner's tree (topology.ts): the owner sends it to each of
-    // its peers, and a receiver forwards it to the peers it is the parent of in that tree (none in
-    // a full mesh), so each member gets each version about once. Removals and the config (rare)
-    // are flooded: every peer but the sender, each node forwarding a version once.
-    // A change made of connections only (and a heartbeat) travels as a delta.
+    // A change of a node's connections (and a heartbeat: the frequent ones) travels as a delta
+    // along its owner's tree (topology.ts): the owner sends it to each of its peers, and a
+    // receiver forwards it to the peers it is the parent of in that tree (none in a full mesh), so
+    // each member gets each version about once; one missed while views differ is fetched with the
+    // next. Any other change (a lease, endpoints: rare, and waited for; a node's first record),
+    // removals and the config are flooded: every peer but the sender, each node forwarding a
+    // version once (measured at 50 members: a new node's lease reached all in 4.4 s p50 along
+    // trees still moving with its join, in 40 ms flooded).
     let targets = forward ? [...this.byName.values()].filter((c) => c !== from) : [];
-    if (rec.k === 'node' && rec.name !== this.o.name && targets.length) {
+    const connsOnly = rec.k === 'node' && ch.kind === 'node' && (!!delta || (!!ch.before && deltaOf(ch.before, rec) !== null));
+    if (rec.k === 'node' && rec.name !== this.o.name && targets.length && connsOnly) {
       const { g } = this.topo();
       const dist = this.distFrom(rec.name);
       targets = targets.filter((c) => forwards(g, dist, rec.name, this.o.name, c.name!));
