@@ -13,7 +13,7 @@ import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
 import { checkHello, frameTag, NAME_RE, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
 import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
-import { bfs, buildGraph, chosen, DEFAULT_FANOUT, forwards, nextHop, type Dist, type Graph } from './topology';
+import { bfs, buildGraph, chosen, DEFAULT_FANOUT, DEFAULT_FULL_MESH, forwards, nextHop, type Dist, type Graph } from './topology';
 import type { Endpoint } from '../network/store';
 import { checkClaim, claimText, conflicts as conflictsOf, Grants, type Claim, type Vote } from './grants';
 import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeRecord, type StateChange, type WireRecord } from './state';
@@ -36,8 +36,10 @@ export interface MeshOptions {
   log?: Logger;
   /** Tests: whether a peer may be talked to (a simulated partition); default every peer. */
   reachable?: (name: string) => boolean;
-  /** Members each node chooses to connect to above a full mesh of fanout+1 (topology.ts); default 8. */
+  /** Members each node chooses to connect to above a full mesh (topology.ts); default 8. */
   fanout?: number;
+  /** Live members up to which every pair is connected (topology.ts); default 50. */
+  fullMesh?: number;
 }
 
 /** Hops a routed message may take (the mesh's diameter is a few at hundreds of members). */
@@ -476,6 +478,9 @@ export class MeshNode {
   /** Members each node chooses above a full mesh (topology.ts). */
   get fanout(): number { return this.o.fanout ?? DEFAULT_FANOUT; }
 
+  /** Live members up to which the mesh is full. */
+  get fullMesh(): number { return this.o.fullMesh ?? DEFAULT_FULL_MESH; }
+
   /** The live members (this node included): what the topology is chosen among. */
   private liveMembers(now = Date.now()): string[] {
     const m = this.state.members().filter((x) => x === this.o.name || this.state.live(x, now));
@@ -484,7 +489,7 @@ export class MeshNode {
   }
 
   /**
-   * Dials the members the topology gives this node (every member up to fanout+1 of them: a full
+   * Dials the members the topology gives this node (every member up to fullMesh of them: a full
    * mesh; above, its ring neighbours and its lightest pairs, topology.ts) at the addresses their
    * peers publish, and closes a connection it dialed that neither end chose any more (not one to
    * --peers, and not in its first seconds: views settle while a mesh forms).
@@ -494,7 +499,7 @@ export class MeshNode {
     if (this.dialTimer) { clearTimeout(this.dialTimer); this.dialTimer = null; }
     const now = Date.now();
     const live = this.liveMembers(now);
-    const want = chosen(this.o.name, live, this.fanout);
+    const want = chosen(this.o.name, live, this.fanout, this.fullMesh);
     const missing = new Set([...want].filter((n) => !this.byName.has(n)));
     // Every chosen member connected (the usual case): nothing to look up in members' connection lists.
     if (missing.size) {
@@ -508,14 +513,14 @@ export class MeshNode {
           // Both ends chose each other and learn of it at once: the smaller name dials, the other
           // only if no connection came within 2 s (so a one-way firewall still connects them). A
           // node lacking most of its connections (a joiner) dials at once.
-          if (fresh && ci.name < this.o.name && this.byName.size * 2 >= want.size && chosen(ci.name, live, this.fanout).has(this.o.name)) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
+          if (fresh && ci.name < this.o.name && this.byName.size * 2 >= want.size && chosen(ci.name, live, this.fanout, this.fullMesh).has(this.o.name)) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
         }
       }
     }
-    if (this.synced && live.length > this.fanout + 1) {
+    if (this.synced && live.length > Math.max(this.fanout + 1, this.fullMesh)) {
       for (const c of [...this.byName.values()]) {
         if (c.role !== 'dial' || want.has(c.name!) || c.target?.pinned || now - c.since.getTime() < 5000) continue;
-        if (chosen(c.name!, live, this.fanout).has(this.o.name)) continue;
+        if (chosen(c.name!, live, this.fanout, this.fullMesh).has(this.o.name)) continue;
         this.log.info(`mesh: closing the connection to ${c.name}: neither end chose it (${live.length} live members, fanout ${this.fanout})`);
         if (c.target) this.forget(c.target);
         this.close(c);
@@ -534,7 +539,7 @@ export class MeshNode {
 
   /** Whether this node is connected to every member the topology gives it (benchmarks, tests). */
   formed(): boolean {
-    for (const n of chosen(this.o.name, this.liveMembers(), this.fanout)) if (!this.byName.has(n)) return false;
+    for (const n of chosen(this.o.name, this.liveMembers(), this.fanout, this.fullMesh)) if (!this.byName.has(n)) return false;
     return true;
   }
 

@@ -45,7 +45,7 @@ const arm = (key: string, p: Promise<number>): true => { p.catch(() => undefined
 async function handle(m: Req): Promise<unknown> {
   switch (m.op) {
     case 'start': {
-      const n = new MeshNode({ name: m.name as string, secret: SECRET, listen: { host: '127.0.0.1', port: (m.port as number | undefined) ?? 0 }, peers: m.peers as string[], stateDir: null, ttlSec: m.ttl as number, ...(m.fanout ? { fanout: m.fanout as number } : {}) });
+      const n = new MeshNode({ name: m.name as string, secret: SECRET, listen: { host: '127.0.0.1', port: (m.port as number | undefined) ?? 0 }, peers: m.peers as string[], stateDir: null, ttlSec: m.ttl as number, ...(m.fanout ? { fanout: m.fanout as number } : {}), ...(m.fullMesh ? { fullMesh: m.fullMesh as number } : {}) });
       await n.start();
       nodes.set(n.state.self, n);
       return n.listenPort;

@@ -2,7 +2,7 @@
 //
 // Mesh: N knitd mesh members (pkg/mesh, the real code, TCP on 127.0.0.1), every one holding a
 // subnet, spread over ceil(N / --per) worker processes (scripts/bench/mesh-worker.ts). Each is told
-// one earlier member (--peers); above --fanout+1 members the mesh is sparse (pkg/mesh/topology.ts).
+// one earlier member (--peers); above --full-mesh members the mesh is sparse (pkg/mesh/topology.ts).
 // Per sample, a new node is started in this process with --peers naming one member, and measured
 // from its start:
 //   - sync: having the mesh's state (first full sync);
@@ -22,7 +22,7 @@
 // subnet (claim), until every node's watch saw it (seen); and a node puts an endpoint record on
 // its lease until every node's endpoint watch saw it. At rest: bytes both ways per node.
 //
-//   node --import tsx scripts/bench/mesh.ts [--sizes 5,50,100,200] [--mesh-sizes 5,50,100,200] [--samples 20] [--ttl 30] [--idle 20] [--per 50] [--fanout 8] [--etcd on|off] [--out bench/results]
+//   node --import tsx scripts/bench/mesh.ts [--sizes 5,50,100,200] [--mesh-sizes 5,50,100,200] [--samples 20] [--ttl 30] [--idle 20] [--per 50] [--fanout 8] [--full-mesh 50] [--etcd on|off] [--out bench/results]
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -76,7 +76,7 @@ const pq = (xs: number[]): Times => ({ p50: q(xs, 0.5), p99: q(xs, 0.99) });
 
 interface MeshRow { peers: number; procs: number; samples: number; formS: number; degree: { min: number; mean: number; max: number }; sync: Times; claim: Times; seen: Times; full: Times; change: Times; restBytesPerNodeSec: number }
 
-async function measureMesh(size: number, samples: number, ttl: number, idleSec: number, per: number, fanout: number): Promise<MeshRow> {
+async function measureMesh(size: number, samples: number, ttl: number, idleSec: number, per: number, fanout: number, fullMesh: number): Promise<MeshRow> {
   const procs = Math.ceil(size / per);
   const workers = Array.from({ length: procs }, () => new Worker());
   const home = (i: number): Worker => workers[i % procs]!;
@@ -94,7 +94,7 @@ async function measureMesh(size: number, samples: number, ttl: number, idleSec: 
     };
     for (let started = 0; started < size;) {
       const wave = Math.min(size, started + 25);
-      await Promise.all(ports.slice(started, wave).map((port, j) => { const i = started + j; return home(i).call<number>('start', { name: `m${i}`, port, peers: i ? [`127.0.0.1:${ports[(Math.imul(i, 0x9e3779b1) >>> 0) % i]}`] : [], ttl, fanout }); }));
+      await Promise.all(ports.slice(started, wave).map((port, j) => { const i = started + j; return home(i).call<number>('start', { name: `m${i}`, port, peers: i ? [`127.0.0.1:${ports[(Math.imul(i, 0x9e3779b1) >>> 0) % i]}`] : [], ttl, fanout, fullMesh }); }));
       started = wave;
       for (const end = Date.now() + 300_000; ;) {
         const f = await formed(started);
@@ -122,7 +122,7 @@ async function measureMesh(size: number, samples: number, ttl: number, idleSec: 
       const subnet = subnetOf(1000 + s);
       await Promise.all(workers.map((w) => w.call('armLease', { key: name, name, subnet })));
       const t = abs();
-      const n = new MeshNode({ name, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: [`127.0.0.1:${ports[s % size]}`], stateDir: null, ttlSec: ttl, fanout });
+      const n = new MeshNode({ name, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: [`127.0.0.1:${ports[s % size]}`], stateDir: null, ttlSec: ttl, fanout, fullMesh });
       await n.start();
       await n.ready(30_000);
       sync.push(abs() - t);
@@ -267,6 +267,7 @@ async function main(): Promise<void> {
   const idle = Number(arg('idle', '20'));
   const per = Number(arg('per', '50'));
   const fanout = Number(arg('fanout', '8'));
+  const fullMesh = Number(arg('full-mesh', '50'));
   const meshSizes = arg('mesh-sizes', arg('sizes', '5,50,100,200')).split(',').map(Number);
   const withEtcd = arg('etcd', 'on') !== 'off';
   const out = path.resolve(ROOT, arg('out', 'bench/results'));
@@ -278,7 +279,7 @@ async function main(): Promise<void> {
   try {
     for (const size of sizes) {
       if (meshSizes.includes(size)) {
-        const m = await measureMesh(size, samples, ttl, idle, per, fanout);
+        const m = await measureMesh(size, samples, ttl, idle, per, fanout, fullMesh);
         mesh.push(m);
         console.log(JSON.stringify({ mesh: m }));
       }
@@ -298,7 +299,7 @@ async function main(): Promise<void> {
   const md = [
     '# Mesh: a new node joining N peers, beside etcd',
     '',
-    `\`node --import tsx scripts/bench/mesh.ts --sizes ${sizes.join(',')} --mesh-sizes ${meshSizes.join(',')} --samples ${samples} --ttl ${ttl} --idle ${idle} --per ${per} --fanout ${fanout}\` (${new Date().toISOString().slice(0, 10)}, ${wall} s in all, 2 shared cores).`,
+    `\`node --import tsx scripts/bench/mesh.ts --sizes ${sizes.join(',')} --mesh-sizes ${meshSizes.join(',')} --samples ${samples} --ttl ${ttl} --idle ${idle} --per ${per} --fanout ${fanout} --full-mesh ${fullMesh}\` (${new Date().toISOString().slice(0, 10)}, ${wall} s in all, 2 shared cores).`,
     '',
     '## Mesh',
     '',
@@ -311,7 +312,7 @@ async function main(): Promise<void> {
     '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
     ...mesh.map((r) => `| ${r.peers} | ${r.procs} | ${r.formS.toFixed(0)} s | ${r.degree.min} / ${r.degree.mean} / ${r.degree.max} | ${t(r.sync)} | ${t(r.claim)} | ${t(r.seen)} | ${t(r.full)} | ${t(r.change)} | ${r.restBytesPerNodeSec.toLocaleString('en-US')} |`),
     '',
-    `"formed in": every member started, seeing every other live and connected to the peers the topology gives it (every member up to ${fanout + 1}, fanout ${fanout}), and every member's subnet claimed.`,
+    `"formed in": every member started, seeing every other live and connected to the peers the topology gives it (every member up to ${fullMesh}, fanout ${fanout} above), and every member's subnet claimed.`,
     `At rest each node sends a heartbeat (a delta of its record: no connection changed) every ttl/3 s (ttl ${ttl} s here, 300 s by default) to its peers, and forwards the others' along their trees.`,
     '',
     ...(etcd.length ? [

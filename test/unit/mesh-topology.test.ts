@@ -89,7 +89,7 @@ describe('mesh topology', () => {
       const rnd = prng(1530);
       for (let i = 0; i < 30; i++) {
         const peer = i ? nodes[Math.floor(rnd() * i)]! : null; // one earlier member, seeded
-        const n = new MeshNode({ name: `t${String(i).padStart(2, '0')}`, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: peer ? [`127.0.0.1:${peer.listenPort}`] : [], stateDir: null, ttlSec: 30, fanout: 4 });
+        const n = new MeshNode({ name: `t${String(i).padStart(2, '0')}`, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: peer ? [`127.0.0.1:${peer.listenPort}`] : [], stateDir: null, ttlSec: 30, fanout: 4, fullMesh: 5 });
         await n.start();
         nodes.push(n);
       }
