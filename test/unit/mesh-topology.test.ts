@@ -97,7 +97,9 @@ describe('mesh topology', () => {
       await eventually(() => nodes.every((n) => n.state.members().length === 30 && names.every((m) => n.state.live(m, Date.now())) && n.formed()), 60_000,
         () => nodes.filter((n) => n.state.members().length < 30 || !n.formed()).map((n) => `${n.state.self}: ${n.state.members().length} members, connected to ${n.connected().join('+')}`).join('; '));
       const degrees = nodes.map((n) => n.connected().length);
-      assert.ok(Math.max(...degrees) < 20, `sparse: degrees ${degrees.join(',')}`);
+      // Sparse: nobody connected to all 29 others, half of that on average (connections neither end
+      // chose any more are closed only after their first 5 s).
+      assert.ok(Math.max(...degrees) < 29 && degrees.reduce((a, b) => a + b, 0) / degrees.length < 15, `sparse: degrees ${degrees.join(',')}`);
       // A claimer connected to fewer members than a majority (16 of 30): most of its votes are routed.
       const claimer = nodes.reduce((a, b) => (a.connected().length <= b.connected().length ? a : b));
       assert.ok(claimer.connected().length < 15, `${claimer.state.self} has ${claimer.connected().length} neighbours`);
