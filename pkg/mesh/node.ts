@@ -254,7 +254,7 @@ export class MeshNode {
     this.publishSelf();
     for (const p of this.o.peers) this.addTarget(p).pinned = true;
     this.dialKnown();
-    this.heartbeat = setInterval(() => { this.publishSelf(); this.closeSilent(); this.dialKnown(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
+    this.heartbeat = setInterval(() => { this.publishSelf(); this.closeSilent(); this.pullStale(); this.dialKnown(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
     this.heartbeat.unref?.();
     this.log.info(`mesh: node ${this.o.name} (incarnation ${this.inc}) listening on ${joinHostPort(this.o.listen.host, this.listenPort)}; ${this.state.members().length} known member(s)`);
   }
@@ -429,6 +429,26 @@ export class MeshNode {
       }
     }
   }
+
+  /**
+   * Asks one peer (each time the next) for the records of members not heard from for half their
+   * lease time: a heartbeat travels along a tree, and a node every view leaves out of it (views
+   * that disagree for long) would otherwise hear nothing, and expire the owner, until the views
+   * agree. A peer answers with the versions it has (newer ones are applied and forwarded).
+   */
+  private pullStale(): void {
+    const peers = [...this.byName.values()];
+    if (!peers.length) return;
+    const now = Date.now();
+    const stale = this.state.members().filter((m) => {
+      const h = this.state.heard.get(m);
+      const n = this.state.nodes.get(m)!;
+      return m !== this.o.name && h !== undefined && now - h > (n.ttl * 1000) / 2 && now - h < n.ttl * 2000;
+    });
+    if (stale.length) peers[this.pullTurn++ % peers.length]!.send({ t: 'want', names: stale.slice(0, 4096) });
+  }
+
+  private pullTurn = 0;
 
   private onClose(c: Conn, target?: Target): void {
     const was = c.state;

@@ -80,6 +80,25 @@ describe('mesh topology', () => {
     assert.throws(() => r2.push(encodeFrame(Buffer.alloc(6000, 0x20))), /frame length 6000/);
   });
 
+  it('a member that missed an owner\'s versions for half its lease time asks a peer for them', async () => {
+    const cut = (x: string, y: string): boolean => [x, y].sort().join() === 'pa,pc';
+    const mk = async (name: string, peer: MeshNode | null): Promise<MeshNode> => {
+      const n = new MeshNode({ name, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: peer ? [`127.0.0.1:${peer.listenPort}`] : [], stateDir: null, ttlSec: 30, reachable: (p) => !cut(name, p) });
+      await n.start();
+      return n;
+    };
+    const a = await mk('pa', null); const b = await mk('pb', a); const c = await mk('pc', b);
+    try {
+      await eventually(() => c.state.nodes.has('pa') && b.connected().length === 2, 10_000, () => 'pa-pb-pc');
+      const rec = c.state.nodes.get('pa')!;
+      // As if pc had missed pa's last versions, and heard nothing for 20 s (lease time 30 s).
+      c.state.nodes.set('pa', { ...rec, v: rec.v - 1 });
+      c.state.heard.set('pa', Date.now() - 20_000);
+      (c as unknown as { pullStale(): void }).pullStale();
+      await eventually(() => c.state.nodes.get('pa')!.v === rec.v && Date.now() - c.state.heard.get('pa')! < 15_000, 5000, () => 'pc pulled pa\'s record from pb');
+    } finally { for (const n of [a, b, c]) n.stop(); }
+  });
+
   describe('30 members, fanout 4, each told one peer', function () {
     this.timeout(120_000);
     const nodes: MeshNode[] = [];
