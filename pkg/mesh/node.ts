@@ -722,6 +722,10 @@ export class MeshNode {
       const { g } = this.topo();
       const dist = this.distFrom(rec.name);
       targets = targets.filter((c) => forwards(g, dist, rec.name, this.o.name, c.name!));
+    } else if (rec.k === 'node' && rec.name !== this.o.name && targets.length) {
+      // Flooded, but not to the owner's own peers (it sent them the version): in a full mesh, nobody forwards.
+      const direct = new Set([rec.name, ...rec.conns.map((x) => x.name)]);
+      targets = targets.filter((c) => !direct.has(c.name!));
     }
     if (targets.length) {
       const msg = Buffer.from(JSON.stringify(delta ? { t: 'dlt', d: delta, age: w.age } : { t: 'upd', records: [w] }));
