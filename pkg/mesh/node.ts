@@ -38,7 +38,7 @@ export interface MeshOptions {
   reachable?: (name: string) => boolean;
   /** Members each node chooses to connect to above a full mesh (topology.ts); default 8. */
   fanout?: number;
-  /** Live members up to which every pair is connected (topology.ts); default 50. */
+  /** Live members up to which every pair is connected (topology.ts); default 64. */
   fullMesh?: number;
 }
 

@@ -2,7 +2,7 @@
 // which members a node dials, the graph every node sees in the members' published connections,
 // and from it the tree a record is forwarded along and the next hop of a routed vote. No I/O.
 //
-// Up to `full` live members (50) the mesh is full (every pair connected, as before). Above, a node
+// Up to `full` live members (64) the mesh is full (every pair connected, as before). Above, a node
 // dials its two ring neighbours (members ordered by a hash of their names: the graph is connected
 // whenever the views agree) and the `fanout` members whose pair weight (a hash of both names,
 // the same from either end) is smallest: a random graph of degree about fanout..2*fanout, with a
@@ -16,9 +16,11 @@ export const DEFAULT_FANOUT = 8;
 /**
  * Live members up to which every pair is connected. Measured (bench:mesh, 50 members, one
  * process): full, 729 bytes/s per node at rest and a new node's lease everywhere in 53 ms p50;
- * sparse (fanout 8), 1,963 bytes/s and 250 ms: below about 50 the full mesh is cheaper.
+ * sparse (fanout 8), 1,963 bytes/s and 250 ms: at 50 the full mesh is cheaper. 64, not 50: a
+ * mesh at the bound flips between full and sparse with each member that comes and goes (each
+ * flip closes or dials connections on every member; measured at 50+1: claims 3 s p50).
  */
-export const DEFAULT_FULL_MESH = 50;
+export const DEFAULT_FULL_MESH = 64;
 
 /** murmur3's finalizer over FNV-1a: FNV alone spreads names that differ in one last character poorly. */
 function mix32(h: number): number {

@@ -22,7 +22,7 @@
 // subnet (claim), until every node's watch saw it (seen); and a node puts an endpoint record on
 // its lease until every node's endpoint watch saw it. At rest: bytes both ways per node.
 //
-//   node --import tsx scripts/bench/mesh.ts [--sizes 5,50,100,200] [--mesh-sizes 5,50,100,200] [--samples 20] [--ttl 30] [--idle 20] [--per 50] [--fanout 8] [--full-mesh 50] [--etcd on|off] [--out bench/results]
+//   node --import tsx scripts/bench/mesh.ts [--sizes 5,50,100,200] [--mesh-sizes 5,50,100,200] [--samples 20] [--ttl 30] [--idle 20] [--per 50] [--fanout 8] [--full-mesh 64] [--etcd on|off] [--out bench/results]
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -267,7 +267,7 @@ async function main(): Promise<void> {
   const idle = Number(arg('idle', '20'));
   const per = Number(arg('per', '50'));
   const fanout = Number(arg('fanout', '8'));
-  const fullMesh = Number(arg('full-mesh', '50'));
+  const fullMesh = Number(arg('full-mesh', '64'));
   const meshSizes = arg('mesh-sizes', arg('sizes', '5,50,100,200')).split(',').map(Number);
   const withEtcd = arg('etcd', 'on') !== 'off';
   const out = path.resolve(ROOT, arg('out', 'bench/results'));
