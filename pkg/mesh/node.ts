@@ -11,9 +11,9 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
-import { checkHello, frameTag, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
+import { checkHello, frameTag, NAME_RE, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
 import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
-import { fnv1a32 } from '../hash';
+import { bfs, buildGraph, chosen, DEFAULT_FANOUT, DEFAULT_FULL_MESH, forwards, nextHop, type Dist, type Graph } from './topology';
 import type { Endpoint } from '../network/store';
 import { checkClaim, claimKey, claimText, conflicts as conflictsOf, Grants, type Claim, type Grant, type Pursuit, type Vote } from './grants';
 import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, svcKey, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeIpamView, type SvcRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
@@ -42,7 +42,14 @@ export interface MeshOptions {
   reachable?: (name: string) => boolean;
   /** A grant older than this whose claim shows no result is checked with its claimer (D23); default 60 s. */
   strandedMs?: number;
+  /** Members each node chooses to connect to above a full mesh (topology.ts); default 8. */
+  fanout?: number;
+  /** Live members up to which every pair is connected (topology.ts); default 64. */
+  fullMesh?: number;
 }
+
+/** Hops a routed message may take (the mesh's diameter is a few at hundreds of members). */
+const MAX_HOPS = 16;
 
 export interface ConnStatus {
   dir: 'in' | 'out';
@@ -71,6 +78,25 @@ export class NoQuorumError extends Error {}
 function conflictsWithNetwork(c: Claim & { kind: 'net' }, r: NetRecord): string | null {
   const n = r.net!;
   return conflictsOf(c, { kind: 'net', net: { id: n.id, name: n.name, subnets: n.subnets.map((s) => s.subnet), ...(n.options.vni !== undefined ? { vni: n.options.vni } : {}) } });
+}
+
+/** Whether a node's connections (by name) differ between two of its versions. */
+function connsChanged(a: NodeRecord | null, b: NodeRecord): boolean {
+  if (!a || a.conns.length !== b.conns.length) return true;
+  const was = new Set(a.conns.map((c) => c.name));
+  return b.conns.some((c) => !was.has(c.name));
+}
+
+const isName = (x: unknown): x is string => typeof x === 'string' && NAME_RE.test(x);
+
+/** A routed message (`fwd`): for `to`, through `path` (its origin first), along `via` when source-routed (an answer going back). */
+interface Fwd { to: string; path: string[]; via?: string[]; m: Record<string, unknown> & { t: 'req' | 'res' } }
+
+function checkFwd(m: Record<string, unknown>): Fwd {
+  const names = (x: unknown): x is string[] => Array.isArray(x) && x.length <= MAX_HOPS && x.every(isName);
+  const inner = m.m as Record<string, unknown> | undefined;
+  if (!isName(m.to) || !names(m.path) || !m.path.length || (m.via !== undefined && !names(m.via)) || !inner || typeof inner !== 'object' || (inner.t !== 'req' && inner.t !== 'res')) throw new FrameError('bad routed message');
+  return m as unknown as Fwd;
 }
 
 /** host:port, brackets for IPv6, IPv4-mapped IPv6 as IPv4. */
@@ -102,6 +128,8 @@ class Conn {
   /** Dialable address of the other end, once known. */
   addr: string;
   timer: NodeJS.Timeout;
+  /** The dial target this connection was made for (outbound). */
+  target?: Target;
 
   constructor(readonly sock: net.Socket, readonly role: Role, mine: Hello, addr: string, onTimeout: () => void) {
     this.mine = mine;
@@ -121,11 +149,15 @@ class Conn {
     if (this.state !== 'up') return;
     const payload = Buffer.isBuffer(m) ? m : Buffer.from(JSON.stringify(m));
     const tag = frameTag(this.key!, this.role, this.seqOut++, payload);
+    // The frames of one turn of the event loop in one write (a relay forwards bursts).
+    if (!this.corked) { this.corked = true; this.sock.cork(); process.nextTick(() => { this.corked = false; this.sock.uncork(); }); }
     this.sock.write(encodeFrame(Buffer.concat([tag, payload])));
   }
+
+  private corked = false;
 }
 
-interface Target { addr: string; attempts: number; timer: NodeJS.Timeout | null; conn: Conn | null; error?: string; since: Date; self?: boolean }
+interface Target { addr: string; attempts: number; timer: NodeJS.Timeout | null; conn: Conn | null; error?: string; since: Date; self?: boolean; /** Named in --peers: always kept. */ pinned?: boolean; /** The member expected there. */ name?: string }
 
 export class MeshNode {
   readonly inc = newIncarnation();
@@ -138,7 +170,8 @@ export class MeshNode {
   /** Authenticated connections by peer name. */
   private readonly byName = new Map<string, Conn>();
   private readonly targets = new Map<string, Target>();
-  private readonly pending = new Map<number, ((m: Record<string, unknown> | null) => void) & { conn: Conn }>();
+  /** Requests awaiting an answer: the connection they left on and the member they are for. */
+  private readonly pending = new Map<number, ((m: Record<string, unknown> | null) => void) & { conn: Conn; to: string }>();
   private reqId = 0;
   private clock = 0;
   private lease: MeshLease | null = null;
@@ -229,9 +262,9 @@ export class MeshNode {
     });
     this.listenPort = (this.server.address() as net.AddressInfo).port;
     this.publishSelf();
-    for (const p of this.o.peers) this.addTarget(p);
+    for (const p of this.o.peers) this.addTarget(p).pinned = true;
     this.dialKnown();
-    this.heartbeat = setInterval(() => { this.publishSelf(); this.closeSilent(); this.dialKnown(); this.checkStranded(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
+    this.heartbeat = setInterval(() => { this.publishSelf(); this.closeSilent(); this.pullStale(); this.dialKnown(); this.checkStranded(); }, Math.max(1, Math.floor(this.ttl / 3)) * 1000);
     this.heartbeat.unref?.();
     this.log.info(`mesh: node ${this.o.name} (incarnation ${this.inc}) listening on ${joinHostPort(this.o.listen.host, this.listenPort)}; ${this.state.members().length} known member(s)`);
   }
@@ -285,6 +318,7 @@ export class MeshNode {
       this.close(c);
     });
     this.conns.add(c);
+    if (target) c.target = target;
     s.setNoDelay(true);
     s.setKeepAlive(true, 5000);
     s.on('data', (d: Buffer) => this.onData(c, d));
@@ -297,9 +331,10 @@ export class MeshNode {
     if (c.state === 'closed') return;
     c.lastRx = Date.now();
     try {
-      for (const f of c.reader.push(d)) {
-        if ((c.state as string) === 'closed') return;
+      c.reader.add(d);
+      for (let f = c.reader.next(); f; f = c.reader.next()) {
         this.onFrame(c, f);
+        if ((c.state as string) === 'closed') return;
       }
     } catch (e) {
       if (e instanceof FrameError || e instanceof RecordError) {
@@ -364,7 +399,9 @@ export class MeshNode {
     }
     c.state = 'up';
     c.since = new Date();
+    if (c.target) c.target.name = t.name;
     this.byName.set(t.name, c);
+    this.topoEpoch++;
     this.log.info(`mesh: connected to ${t.name} (${c.role === 'dial' ? '->' : '<-'} ${c.remote})`);
     this.schedulePublish();
     // Anti-entropy: each side says what it has, the other answers with what it lacks. Before its
@@ -403,6 +440,26 @@ export class MeshNode {
     }
   }
 
+  /**
+   * Asks one peer (each time the next) for the records of members not heard from for half their
+   * lease time: a heartbeat travels along a tree, and a node every view leaves out of it (views
+   * that disagree for long) would otherwise hear nothing, and expire the owner, until the views
+   * agree. A peer answers with the versions it has (newer ones are applied and forwarded).
+   */
+  private pullStale(): void {
+    const peers = [...this.byName.values()];
+    if (!peers.length) return;
+    const now = Date.now();
+    const stale = this.state.members().filter((m) => {
+      const h = this.state.heard.get(m);
+      const n = this.state.nodes.get(m)!;
+      return m !== this.o.name && h !== undefined && now - h > (n.ttl * 1000) / 2 && now - h < n.ttl * 2000;
+    });
+    if (stale.length) peers[this.pullTurn++ % peers.length]!.send({ t: 'want', names: stale.slice(0, 4096) });
+  }
+
+  private pullTurn = 0;
+
   private onClose(c: Conn, target?: Target): void {
     const was = c.state;
     this.bytesClosed += c.sock.bytesWritten;
@@ -417,6 +474,7 @@ export class MeshNode {
     if (c === this.syncConn) { this.syncConn = null; if (!this.synced) this.flushDigests(); }
     if (c.name && this.byName.get(c.name) === c) {
       this.byName.delete(c.name);
+      this.topoEpoch++;
       this.log.info(`mesh: connection to ${c.name} (${c.remote}) closed`);
       this.schedulePublish();
     }
@@ -425,7 +483,8 @@ export class MeshNode {
     if (target && target.conn === c) {
       target.conn = null;
       if (was === 'up') target.attempts = 0;
-      this.scheduleDial(target);
+      // A target dropped from the topology (dialKnown) is not dialed again.
+      if (this.targets.get(target.addr) === target) this.scheduleDial(target);
     }
   }
 
@@ -446,27 +505,72 @@ export class MeshNode {
     return t;
   }
 
-  /** Dials every member this node is not connected to, at the addresses its peers publish. */
+  /** Members each node chooses above a full mesh (topology.ts). */
+  get fanout(): number { return this.o.fanout ?? DEFAULT_FANOUT; }
+
+  /** Live members up to which the mesh is full. */
+  get fullMesh(): number { return this.o.fullMesh ?? DEFAULT_FULL_MESH; }
+
+  /** The live members (this node included): what the topology is chosen among. */
+  private liveMembers(now = Date.now()): string[] {
+    const m = this.state.members().filter((x) => x === this.o.name || this.state.live(x, now));
+    if (!m.includes(this.o.name)) m.push(this.o.name);
+    return m;
+  }
+
+  /**
+   * Dials the members the topology gives this node (every member up to fullMesh of them: a full
+   * mesh; above, its ring neighbours and its lightest pairs, topology.ts) at the addresses their
+   * peers publish, and closes a connection it dialed that neither end chose any more (not one to
+   * --peers, and not in its first seconds: views settle while a mesh forms).
+   */
   private dialKnown(): void {
     if (this.stopped) return;
     if (this.dialTimer) { clearTimeout(this.dialTimer); this.dialTimer = null; }
-    // Every member connected (the usual case): nothing to look up in members' connection lists,
-    // a walk of members x connections (40,000 entries at 200 nodes) on every burst of records.
-    let missing = false;
-    for (const n of this.state.nodes.keys()) if (n !== this.o.name && !this.byName.has(n)) { missing = true; break; }
-    for (const n of missing ? this.state.nodes.values() : []) {
-      for (const ci of n.conns) {
-        if (ci.name === this.o.name || this.byName.has(ci.name) || this.state.removedAt(ci.name) >= 0 && !this.state.nodes.has(ci.name)) continue;
-        const fresh = !this.targets.has(ci.addr);
-        const t = this.addTarget(ci.addr);
-        // Both ends learn of each other at once: the smaller name dials, the other only if no
-        // connection came within 2 s (so a one-way firewall still connects them). A node short of
-        // a quorum's connections (a joiner) dials at once.
-        if (fresh && ci.name < this.o.name && this.byName.size + 1 >= this.quorum().need) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
+    const now = Date.now();
+    const live = this.liveMembers(now);
+    const want = chosen(this.o.name, live, this.fanout, this.fullMesh);
+    const missing = new Set([...want].filter((n) => !this.byName.has(n)));
+    // Every chosen member connected (the usual case): nothing to look up in members' connection lists.
+    if (missing.size) {
+      for (const n of this.state.nodes.values()) {
+        for (const ci of n.conns) {
+          if (!missing.has(ci.name)) continue;
+          missing.delete(ci.name);
+          const fresh = !this.targets.has(ci.addr);
+          const t = this.addTarget(ci.addr);
+          t.name ??= ci.name;
+          // Both ends chose each other and learn of it at once: the smaller name dials, the other
+          // only if no connection came within 2 s (so a one-way firewall still connects them). A
+          // node lacking most of its connections (a joiner) dials at once.
+          if (fresh && ci.name < this.o.name && this.byName.size * 2 >= want.size && chosen(ci.name, live, this.fanout, this.fullMesh).has(this.o.name)) { t.timer = setTimeout(() => { t.timer = null; this.dial(t); }, 2000); t.timer.unref?.(); }
+        }
       }
+    }
+    if (this.synced && live.length > Math.max(this.fanout + 1, this.fullMesh)) {
+      for (const c of [...this.byName.values()]) {
+        if (c.role !== 'dial' || want.has(c.name!) || c.target?.pinned || now - c.since.getTime() < 5000) continue;
+        if (chosen(c.name!, live, this.fanout, this.fullMesh).has(this.o.name)) continue;
+        this.log.info(`mesh: closing the connection to ${c.name}: neither end chose it (${live.length} live members, fanout ${this.fanout})`);
+        if (c.target) this.forget(c.target);
+        this.close(c);
+      }
+      for (const t of [...this.targets.values()]) if (!t.pinned && !t.conn && t.name && !want.has(t.name)) this.forget(t);
     }
     const connected = new Set([...this.byName.values()].map((c) => c.addr));
     for (const t of this.targets.values()) if (!t.conn && !t.timer && !t.self && !connected.has(t.addr)) this.dial(t);
+  }
+
+  /** Drops a dial target: not dialed again. */
+  private forget(t: Target): void {
+    if (t.timer) { clearTimeout(t.timer); t.timer = null; }
+    if (this.targets.get(t.addr) === t) this.targets.delete(t.addr);
+  }
+
+  /** Whether this node is connected to every member the topology gives it (benchmarks, tests). */
+  formed(): boolean {
+    for (const n of chosen(this.o.name, this.liveMembers(), this.fanout, this.fullMesh)) if (!this.byName.has(n)) return false;
+    return true;
   }
 
   private dialTimer: NodeJS.Timeout | null = null;
@@ -512,7 +616,10 @@ export class MeshNode {
       case 'upd': {
         if (!Array.isArray(m.records) || m.records.length > 100_000) throw new FrameError(`${m.t} without records`);
         const recs = (m.records as unknown[]).map(checkRecord);
-        for (const w of recs) this.applyRemote(w, c);
+        // A joiner's first sync is old news to its peers: not forwarded (later syncs, a healed
+        // partition's, are: this node may be the only one to have crossed it).
+        const first = m.t === 'sync' && !this.synced;
+        for (const w of recs) this.applyRemote(w, c, !first);
         if (m.t === 'sync' && !this.synced) {
           this.synced = true;
           this.flushDigests();
@@ -537,25 +644,17 @@ export class MeshNode {
         return;
       }
       case 'req': {
-        const id = m.id;
-        // A claim of any kind (grants.ts), or a subnet as before D21.
-        const claim: Claim | null = m.claim !== undefined ? checkClaim(m.claim) : typeof m.subnet === 'string' && m.subnet.length <= 64 ? { kind: 'subnet', subnet: m.subnet } : null;
-        if (typeof id !== 'number' || !claim || typeof m.v !== 'number') throw new FrameError('bad request');
-        const holder = c.name!; // the authenticated name: a node can only claim for itself
-        if (m.op === 'grant') {
-          const vote = this.grantVote(claim, holder, m.v, c.theirs!.inc);
-          c.send({ t: 'res', id, ...vote, members: this.state.members() });
-        } else if (m.op === 'pursue') {
-          c.send({ t: 'res', id, ok: true, pursue: this.pursuit(claim) });
-        } else if (m.op === 'ungrant') {
-          this.grants.release(claim, holder, m.v);
-          c.send({ t: 'res', id, ok: true, members: this.state.members() });
-        } else throw new FrameError('bad request op');
+        // A claim from the peer itself: the authenticated name is the holder (a node claims for itself).
+        const r = this.answer(m, c.name!, c.theirs!.inc);
+        c.send(r);
         return;
       }
       case 'res': {
-        const p = this.pending.get(m.id as number);
-        if (p) { this.pending.delete(m.id as number); p(m); }
+        this.settle(m, c.name!);
+        return;
+      }
+      case 'fwd': {
+        this.onRouted(c, checkFwd(m));
         return;
       }
       default:
@@ -563,7 +662,7 @@ export class MeshNode {
     }
   }
 
-  private applyRemote(w: WireRecord, from: Conn | null): void {
+  private applyRemote(w: WireRecord, from: Conn | null, forward = true): void {
     if (w.rec.k === 'node' && w.rec.name === this.o.name) {
       // Our own record from before a restart: continue above its version.
       if (w.rec.v >= this.clock) { this.clock = w.rec.v; this.schedulePublish(); }
@@ -572,7 +671,7 @@ export class MeshNode {
     const ch = this.state.apply(w, Date.now());
     if (!ch) return;
     if (w.rec.k === 'node') this.wanted.delete(w.rec.name); // answered: the next gap may ask again
-    this.afterChange(ch, w.rec, from);
+    this.afterChange(ch, w.rec, from, undefined, forward);
   }
 
   /** A delta from a peer: applied on the version it was made from, else the whole record is asked for. */
@@ -601,8 +700,10 @@ export class MeshNode {
   /** Names asked for with 'want' in the last second. */
   private readonly wanted = new Set<string>();
 
-  private afterChange(ch: StateChange, rec: MeshRecord, from: Conn | null, delta?: NodeDelta): void {
+  private afterChange(ch: StateChange, rec: MeshRecord, from: Conn | null, delta?: NodeDelta, forward = true): void {
     if (ch.kind === 'node') this.grants.holderMoved(ch.name, ch.after.v, ch.after.lease?.subnet ?? null);
+    if ((ch.kind === 'node' && connsChanged(ch.before, ch.after)) || ch.kind === 'rm') this.topoEpoch++;
+    if (ch.kind === 'node' && ch.name !== this.o.name && connsChanged(ch.before, ch.after)) this.patchTopo(ch.after);
     // A network removed: its grant and its blocks' go (a network made again under the name starts clean).
     // (Also a voter that never saw the network's record, only its tombstone.)
     if (ch.kind === 'net') {
@@ -623,13 +724,24 @@ export class MeshNode {
       }
     }
     const w = this.state.wire(rec, Date.now());
-    // A node's record went from its owner to each peer its record lists: forward it only to the
-    // others (none, in a full mesh; the rest of a chain). Removals and the config go to everyone.
-    // A change made of connections only (and a heartbeat) travels as a delta.
-    let targets = [...this.byName.values()].filter((c) => c !== from);
-    if (rec.k === 'node' && rec.name !== this.o.name && targets.length) {
+    // A change of a node's connections (and a heartbeat: the frequent ones) travels as a delta
+    // along its owner's tree (topology.ts): the owner sends it to each of its peers, and a
+    // receiver forwards it to the peers it is the parent of in that tree (none in a full mesh), so
+    // each member gets each version about once; one missed while views differ is fetched with the
+    // next. Any other change (a lease, endpoints: rare, and waited for; a node's first record),
+    // removals and the config are flooded: every peer but the sender, each node forwarding a
+    // version once (measured at 50 members: a new node's lease reached all in 4.4 s p50 along
+    // trees still moving with its join, in 40 ms flooded).
+    let targets = forward ? [...this.byName.values()].filter((c) => c !== from) : [];
+    const connsOnly = rec.k === 'node' && ch.kind === 'node' && (!!delta || (!!ch.before && deltaOf(ch.before, rec) !== null));
+    if (rec.k === 'node' && rec.name !== this.o.name && targets.length && connsOnly) {
+      const { g } = this.topo();
+      const dist = this.distFrom(rec.name);
+      targets = targets.filter((c) => forwards(g, dist, rec.name, this.o.name, c.name!));
+    } else if (rec.k === 'node' && rec.name !== this.o.name && targets.length) {
+      // Flooded, but not to the owner's own peers (it sent them the version): in a full mesh, nobody forwards.
       const direct = new Set([rec.name, ...rec.conns.map((x) => x.name)]);
-      targets = targets.filter((c) => !direct.has(c.name!) && this.relays(rec, c.name!));
+      targets = targets.filter((c) => !direct.has(c.name!));
     }
     if (targets.length) {
       const msg = Buffer.from(JSON.stringify(delta ? { t: 'dlt', d: delta, age: w.age } : { t: 'upd', records: [w] }));
@@ -639,43 +751,60 @@ export class MeshNode {
     for (const l of this.listeners) l(ch);
   }
 
+  /** Bumped when a connection (this node's or one a record publishes) comes or goes. */
+  private topoEpoch = 0;
+  private topoCache: { epoch: number; at: number; g: Graph; dist: Map<string, Dist> } | null = null;
+
   /**
-   * Whether this node is the one to forward `rec` to peer `x` (not connected to its owner): every
-   * receiver orders the owner's peers the same way (a hash of name, owner and version, so the
-   * work spreads) and the first one known to be connected to `x` forwards. Otherwise each of the
-   * owner's n peers would send x a copy: n^2 messages per change while a mesh of hundreds forms
-   * (the profile at 100 nodes: half the CPU). Views that differ make two relays at worst; one
-   * that misses is repaired by the next version (a delta without its base asks for the record).
+   * The graph of the mesh as this node sees it, and distances from its members. Rebuilt on a
+   * change at most every 10 ms per member (2 s at 200): while a mesh forms every record changes
+   * it, and each rebuild costs a breadth-first search per owner heard from (at 200 members,
+   * rebuilding every 400 ms made that most of the CPU); a graph a moment old only costs a
+   * duplicate, a longer route, or a version that waits for the next one. A record's own new
+   * edges are added at once (patchTopo).
    */
-  private relays(rec: NodeRecord, x: string): boolean {
-    let order = this.relayOrder.get(rec);
-    if (!order) {
-      const salt = `\0${rec.name}\0${rec.v}`;
-      order = rec.conns.map((c) => c.name).map((n) => [n, fnv1a32(n + salt)] as const).sort((a, b) => a[1] - b[1]).map((e) => e[0]);
-      this.relayOrder.set(rec, order);
+  private topo(): { g: Graph; dist: Map<string, Dist> } {
+    const now = Date.now();
+    let c = this.topoCache;
+    if (!c || (c.epoch !== this.topoEpoch && now - c.at >= Math.max(100, 10 * this.state.nodes.size))) {
+      c = { epoch: this.topoEpoch, at: now, g: buildGraph(this.o.name, this.byName.keys(), this.state.nodes.values(), this.state.heard), dist: new Map() };
+      this.topoCache = c;
     }
-    const xr = this.state.nodes.get(x);
-    let reach = xr && this.connNames.get(xr);
-    if (xr && !reach) { reach = new Set(xr.conns.map((c) => c.name)); this.connNames.set(xr, reach); }
-    for (const n of order) {
-      if (n === x) continue;
-      if (n === this.o.name) return true;
-      if (reach?.has(n)) return false;
-    }
-    return true;
+    return c;
   }
 
-  private readonly relayOrder = new WeakMap<NodeRecord, string[]>();
-  private readonly connNames = new WeakMap<NodeRecord, Set<string>>();
+  /**
+   * A record with new connections, added to the graph at once (the graph is rebuilt at most every
+   * few hundred ms): the record itself must travel along a tree that has its owner's new edges,
+   * or its owner's new peers' subtrees would wait for the next version.
+   */
+  private patchTopo(rec: NodeRecord): void {
+    const c = this.topoCache;
+    if (!c) return;
+    const a = c.g.id(rec.name);
+    for (const x of rec.conns) {
+      if (x.name === this.o.name) continue;
+      const b = c.g.id(x.name);
+      if (!c.g.adj[a]!.includes(b)) c.g.link(a, b);
+    }
+    c.dist.delete(rec.name);
+  }
+
+  private distFrom(name: string): Dist {
+    const c = this.topo();
+    let d = c.dist.get(name);
+    if (!d) { d = bfs(c.g, name); c.dist.set(name, d); }
+    return d;
+  }
 
   // ---- this node's record ----
 
   private schedulePublish(): void {
     if (this.publishTimer || this.stopped) return;
-    // Connection changes come in bursts (a node joining dials every member): one record for a burst.
-    // Each one goes to every peer, so n nodes changing together cost n^2 messages: the burst
-    // window grows with the mesh (1 s up to 50 members, 4 s at 200, at most 5 s).
-    const ms = Math.min(5000, Math.max(1000, 20 * this.state.nodes.size));
+    // Connection changes come in bursts (a node joining dials its peers): one record for a burst.
+    // Each one reaches every member, so n nodes changing together cost n^2 messages: the burst
+    // window grows with the mesh (1 s up to 20 members, 5 s at 100, at most 10 s from 200).
+    const ms = Math.min(10_000, Math.max(1000, 50 * this.state.nodes.size));
     this.publishTimer = setTimeout(() => { this.publishTimer = null; this.publishSelf(); }, ms);
   }
 
@@ -705,14 +834,82 @@ export class MeshNode {
     return { members: [...m].sort(), need: Math.floor(m.size / 2) + 1 };
   }
 
-  private request(c: Conn, body: object): Promise<Record<string, unknown> | null> {
+  /**
+   * A request to member `to`: on the connection to it, or routed (`fwd`) through the neighbour on
+   * a shortest path to it (topology.ts) when not connected. Null when it cannot be reached or does
+   * not answer in time.
+   */
+  private request(to: string, body: object): Promise<Record<string, unknown> | null> {
     const id = ++this.reqId;
+    const direct = this.byName.get(to);
+    const hop = direct ? to : nextHop(this.distFrom(to), this.byName.keys(), to, new Set([this.o.name]));
+    const via = hop ? this.byName.get(hop) : undefined;
+    if (!via) return Promise.resolve(null);
     return new Promise((resolve) => {
       const t = setTimeout(() => { this.pending.delete(id); resolve(null); }, REQUEST_MS);
-      const done = Object.assign((m: Record<string, unknown> | null) => { clearTimeout(t); resolve(m); }, { conn: c });
+      const done = Object.assign((m: Record<string, unknown> | null) => { clearTimeout(t); resolve(m); }, { conn: via, to });
       this.pending.set(id, done);
-      c.send({ t: 'req', id, ...body });
+      const m = { t: 'req', id, inc: this.inc, ...body };
+      via.send(direct ? m : { t: 'fwd', to, path: [this.o.name], m });
     });
+  }
+
+  /** An answer from `from` (direct or routed; a relay's "unreachable" names its destination): settles the request it answers, if it was for that member. */
+  private settle(m: Record<string, unknown>, from: string): void {
+    const p = this.pending.get(m.id as number);
+    if (!p || p.to !== (m.unreachable === true ? String(m.dest) : from)) return;
+    this.pending.delete(m.id as number);
+    p(m.unreachable === true ? null : m);
+  }
+
+  /** This node's answer to a vote request from `holder` (the claimer). */
+  private answer(m: Record<string, unknown>, holder: string, inc?: string): Record<string, unknown> {
+    const id = m.id;
+    // A claim of any kind (grants.ts), or a subnet as before D21.
+    const claim: Claim | null = m.claim !== undefined ? checkClaim(m.claim) : typeof m.subnet === 'string' && m.subnet.length <= 64 ? { kind: 'subnet', subnet: m.subnet } : null;
+    if (typeof id !== 'number' || !claim || typeof m.v !== 'number') throw new FrameError('bad request');
+    // The claimer's incarnation (stranded grants, D23): a direct peer's from its hello; a routed
+    // claim's as its claimer wrote it (trusted as its name is).
+    const claimerInc = inc ?? (typeof m.inc === 'string' && m.inc.length <= 64 ? m.inc : '');
+    if (m.op === 'grant') return { t: 'res', id, ...this.grantVote(claim, holder, m.v, claimerInc), members: this.state.members() };
+    if (m.op === 'pursue') return { t: 'res', id, ok: true, pursue: this.pursuit(claim) };
+    if (m.op === 'ungrant') {
+      this.grants.release(claim, holder, m.v);
+      return { t: 'res', id, ok: true, members: this.state.members() };
+    }
+    throw new FrameError('bad request op');
+  }
+
+  /**
+   * A routed message: answered when it is for this node (a request's answer goes back along the
+   * path it came), else passed on. A request is passed to the neighbour on a shortest path to its
+   * member, never back through a node it came through; an answer along its recorded path. A
+   * request that cannot be passed on is answered "unreachable", so its claimer counts it at once.
+   * The holder of a routed claim is the path's origin: every member holds the mesh's secret, as a
+   * direct peer's hello name is trusted, so routing changes who carries a vote, not who may ask.
+   */
+  private onRouted(c: Conn, f: Fwd): void {
+    if (f.path[f.path.length - 1] !== c.name) throw new FrameError('routed message whose path does not end at its sender');
+    const origin = f.path[0]!;
+    const back = (m: object): void => {
+      const via = f.path.slice(1, -1).reverse();
+      c.send(c.name === origin ? m : { t: 'fwd', to: origin, path: [this.o.name], via, m });
+    };
+    if (f.to === this.o.name) {
+      if (f.m.t === 'req') back(this.answer(f.m, origin));
+      else this.settle(f.m, origin);
+      return;
+    }
+    let next: Conn | undefined;
+    if (f.path.length < MAX_HOPS && !f.path.includes(this.o.name)) {
+      if (f.via) next = this.byName.get(f.via[0] ?? f.to);
+      else {
+        const hop = this.byName.has(f.to) ? f.to : nextHop(this.distFrom(f.to), this.byName.keys(), f.to, new Set(f.path));
+        next = hop ? this.byName.get(hop) : undefined;
+      }
+    }
+    if (next) next.send({ t: 'fwd', to: f.to, path: [...f.path, this.o.name], ...(f.via ? { via: f.via.slice(1) } : {}), m: f.m });
+    else if (f.m.t === 'req') back({ t: 'res', id: f.m.id, unreachable: true, dest: f.to });
   }
 
   /** This node's vote on a claim: conflicts with its grants, or (networks) with a network it knows of. */
@@ -745,6 +942,11 @@ export class MeshNode {
     return null;
   }
 
+  /** Who a claim asks: the live members and the connected peers, this node left out. */
+  private voters(): string[] {
+    return [...new Set([...this.liveMembers(), ...this.byName.keys()])].filter((x) => x !== this.o.name);
+  }
+
   /**
    * One claim put to the vote: granted by a majority of the known members (this node's own vote
    * included). Refused (ok false, the holder and the conflict) when the votes cannot add up
@@ -752,9 +954,9 @@ export class MeshNode {
    * that loses gives back the votes it won, so a lost race strands nothing.
    */
   async vote(claim: Claim, v: number, waitMs = 0): Promise<{ ok: true; votes: string[] } | { ok: false; holder: string; conflict?: string }> {
-    // A joiner connects to the members it learned of within moments: give it that long.
+    // A joiner connects to (or learns a path to) the members it learned of within moments: give it that long.
     const until = Date.now() + waitMs;
-    while (this.byName.size + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 10));
+    while (this.voters().filter((x) => this.byName.has(x) || this.distFrom(this.o.name).has(x)).length + 1 < this.quorum().need && Date.now() < until && !this.stopped) await new Promise((r) => setTimeout(r, 10));
     // Being voted on: a voter asking about its grant is told 'yes' (D23). Cleared after the
     // caller's continuation has written the claim's result (no await between the two).
     const key = claimKey(claim);
@@ -772,13 +974,14 @@ export class MeshNode {
     const own = this.grantVote(claim, this.o.name, v, this.inc);
     if (own.ok) votes.push(this.o.name); else refusals.push({ node: this.o.name, holder: own.holder, ...(own.conflict ? { conflict: own.conflict } : {}) });
     const seen = new Set<string>();
-    const peers = [...this.byName.values()];
     const body = claim.kind === 'subnet' ? { subnet: claim.subnet } : { claim };
-    const answers = await Promise.all(peers.map(async (c) => ({ c, r: await this.request(c, { op: 'grant', ...body, v }) })));
-    for (const { c, r } of answers) {
+    // Every live member votes, connected to this node or not (a request to one it is not
+    // connected to is routed): the votes are the same per voter as in a full mesh (design D26).
+    const answers = await Promise.all(this.voters().map(async (name) => ({ name, r: await this.request(name, { op: 'grant', ...body, v }) })));
+    for (const { name, r } of answers) {
       if (!r) continue;
       if (Array.isArray(r.members)) for (const x of r.members) if (typeof x === 'string') seen.add(x);
-      if (r.ok === true) votes.push(c.name!); else refusals.push({ node: c.name!, holder: String(r.holder), ...(typeof r.conflict === 'string' ? { conflict: r.conflict } : {}) });
+      if (r.ok === true) votes.push(name); else refusals.push({ node: name, holder: String(r.holder), ...(typeof r.conflict === 'string' ? { conflict: r.conflict } : {}) });
     }
     const q = this.quorum(seen);
     const granted = votes.filter((x) => q.members.includes(x)).length;
@@ -787,13 +990,13 @@ export class MeshNode {
       return { ok: true, votes };
     }
     if (own.ok) this.grants.release(claim, this.o.name, v);
-    await Promise.all(answers.filter((a) => a.r?.ok === true).map((a) => this.request(a.c, { op: 'ungrant', ...body, v })));
+    await Promise.all(answers.filter((a) => a.r?.ok === true).map((a) => this.request(a.name, { op: 'ungrant', ...body, v })));
     if (refusals.length && refusals.length > q.members.length - q.need) {
       const r = refusals.find((x) => x.holder !== this.o.name) ?? refusals[0]!;
       return { ok: false, holder: r.holder, ...(r.conflict ? { conflict: r.conflict } : {}) };
     }
     throw new NoQuorumError(`mesh: no quorum to claim ${claimText(claim)}: ${granted} of ${q.members.length} known member(s) granted it, ${q.need} needed` +
-      ` (reached: ${[this.o.name, ...answers.filter((a) => a.r).map((a) => a.c.name)].join(', ')}; members: ${q.members.join(', ')})` +
+      ` (reached: ${[this.o.name, ...answers.filter((a) => a.r).map((a) => a.name)].join(', ')}; members: ${q.members.join(', ')})` +
       `${refusals.length ? `; refused by ${refusals.map((r) => `${r.node} (${r.conflict && claim.kind !== 'subnet' ? r.conflict : `held by ${r.holder}`})`).join(', ')}` : ''}`);
   }
 
@@ -931,14 +1134,16 @@ export class MeshNode {
    */
   checkStranded(): void {
     if (this.stopped) return;
-    const incOf = (h: string): string | undefined => (h === this.o.name ? this.inc : this.byName.get(h)?.theirs?.inc);
+    // A claimer not connected here (the sparse topology) is asked through the mesh, by its record's incarnation.
+    const live = new Set(this.liveMembers());
+    const incOf = (h: string): string | undefined => (h === this.o.name ? this.inc : this.byName.get(h)?.theirs?.inc ?? (live.has(h) ? this.state.nodes.get(h)?.inc : undefined));
     const suspects = this.grants.suspects(Date.now(), this.o.strandedMs ?? STRANDED_MS, STRANDED_MIN_MS, incOf, (c, h) => this.claimDone(c, h));
     for (const { key, grant: g } of suspects) {
       const inc = incOf(g.holder)!;
       if (this.asking.has(key) || this.confirmed.get(key) === `${g.holder}/${inc}/${g.v}`) continue;
       if (g.holder === this.o.name) { this.settleStranded(key, g, this.pursuit(g.claim), inc); continue; }
       this.asking.add(key);
-      void this.request(this.byName.get(g.holder)!, { op: 'pursue', claim: g.claim, v: g.v }).then((r) => {
+      void this.request(g.holder, { op: 'pursue', claim: g.claim, v: g.v }).then((r) => {
         this.asking.delete(key);
         const p = r?.pursue;
         if (p === 'yes' || p === 'done' || p === 'no') this.settleStranded(key, g, p, inc);

@@ -1,7 +1,7 @@
 // A share of the benchmark's mesh members (scripts/bench/mesh.ts): real pkg/mesh nodes over TCP on
 // 127.0.0.1 in this process, driven by the parent over IPC. Several of these host a 200-node mesh
-// (a full mesh of 200 needs 39,800 sockets, twice a process's 20,000 file descriptors here), so no
-// member is simulated: every one runs the real protocol. Times are absolute
+// (the processes share the machine's cores), so no member is simulated: every one runs the real
+// protocol. Times are absolute
 // (performance.timeOrigin + now, ms), comparable between the processes of one machine.
 import { MeshNode } from '../../pkg/mesh/node';
 
@@ -45,12 +45,19 @@ const arm = (key: string, p: Promise<number>): true => { p.catch(() => undefined
 async function handle(m: Req): Promise<unknown> {
   switch (m.op) {
     case 'start': {
-      const n = new MeshNode({ name: m.name as string, secret: SECRET, listen: { host: '127.0.0.1', port: (m.port as number | undefined) ?? 0 }, peers: m.peers as string[], stateDir: null, ttlSec: m.ttl as number });
+      const n = new MeshNode({ name: m.name as string, secret: SECRET, listen: { host: '127.0.0.1', port: (m.port as number | undefined) ?? 0 }, peers: m.peers as string[], stateDir: null, ttlSec: m.ttl as number, ...(m.fanout ? { fanout: m.fanout as number } : {}), ...(m.fullMesh ? { fullMesh: m.fullMesh as number } : {}) });
       await n.start();
       nodes.set(n.state.self, n);
       return n.listenPort;
     }
     case 'minConnected': return Math.min(...[...nodes.values()].map((n) => n.connected().length));
+    // How far the mesh here has formed: the fewest live members a node sees, and the nodes not yet connected to every peer the topology gives them.
+    case 'formed': {
+      const now = Date.now();
+      const ns = [...nodes.values()];
+      return { minLive: Math.min(...ns.map((n) => n.state.members().filter((x) => n.state.live(x, now)).length)), notFormed: ns.filter((n) => !n.formed()).length };
+    }
+    case 'degrees': return [...nodes.values()].map((n) => n.connected().length);
     case 'claim': {
       const n = nodes.get(m.name as string)!;
       for (;;) {

@@ -1,13 +1,14 @@
 // The mesh at scale (docs/mesh.md) beside the etcd datastore on the same work (issue 15).
 //
 // Mesh: N knitd mesh members (pkg/mesh, the real code, TCP on 127.0.0.1), every one holding a
-// subnet, spread over ceil(N / --per) worker processes (scripts/bench/mesh-worker.ts: a full mesh
-// of 200 needs 39,800 sockets, more than one process may open here). Per sample, a new node is
-// started in this process with --peers naming one member, and measured from its start:
+// subnet, spread over ceil(N / --per) worker processes (scripts/bench/mesh-worker.ts). Each is told
+// one earlier member (--peers); above --full-mesh members the mesh is sparse (pkg/mesh/topology.ts).
+// Per sample, a new node is started in this process with --peers naming one member, and measured
+// from its start:
 //   - sync: having the mesh's state (first full sync);
 //   - claim: its subnet granted by a majority;
 //   - seen: its lease known by every member (what their datapath reconciles on);
-//   - full: connected to every member.
+//   - full: connected to every member the topology gives it (every member, in a full mesh).
 // It is then stopped and removed (node rm), so each sample joins a mesh of N. Then "a record
 // change": a member changes its lease's backend data, until every member has it (the mesh's
 // nearest equivalent of a new endpoint: named networks' endpoints are not on the mesh yet).
@@ -21,7 +22,7 @@
 // subnet (claim), until every node's watch saw it (seen); and a node puts an endpoint record on
 // its lease until every node's endpoint watch saw it. At rest: bytes both ways per node.
 //
-//   node --import tsx scripts/bench/mesh.ts [--sizes 5,50,100,200] [--mesh-sizes 5,50,100] [--samples 20] [--ttl 30] [--idle 20] [--per 50] [--etcd on|off] [--out bench/results]
+//   node --import tsx scripts/bench/mesh.ts [--sizes 5,50,100,200] [--mesh-sizes 5,50,100,200] [--samples 20] [--ttl 30] [--idle 20] [--per 50] [--fanout 8] [--full-mesh 64] [--etcd on|off] [--out bench/results]
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -73,40 +74,39 @@ class Worker {
 interface Times { p50: number; p99: number }
 const pq = (xs: number[]): Times => ({ p50: q(xs, 0.5), p99: q(xs, 0.99) });
 
-interface MeshRow { peers: number; procs: number; samples: number; formS: number; sync: Times; claim: Times; seen: Times; full: Times; change: Times; restBytesPerNodeSec: number }
+interface MeshRow { peers: number; procs: number; samples: number; formS: number; degree: { min: number; mean: number; max: number }; sync: Times; claim: Times; seen: Times; full: Times; change: Times; restBytesPerNodeSec: number }
 
-async function measureMesh(size: number, samples: number, ttl: number, idleSec: number, per: number): Promise<MeshRow> {
+async function measureMesh(size: number, samples: number, ttl: number, idleSec: number, per: number, fanout: number, fullMesh: number): Promise<MeshRow> {
   const procs = Math.ceil(size / per);
   const workers = Array.from({ length: procs }, () => new Worker());
   const home = (i: number): Worker => workers[i % procs]!;
   const ports: number[] = [];
   const t0 = Date.now();
   try {
-    // Setup, not measured: members start in waves of 25, each told every earlier one (a static
-    // --peers list, ports picked beforehand), so the mesh forms by dialing, not by gossip (all 200
-    // at once: 19,900 handshakes at once, most past their 5 s); the measured joiners name one member.
+    // Setup, not measured: members start in waves of 25, each told one earlier member (spread, not
+    // a chain), so the mesh forms by gossip and the topology's own dialing; the measured joiners
+    // name one member too.
     ports.push(...await freePorts(size));
     let lastLog = Date.now();
+    const formed = async (n: number): Promise<{ minLive: number; notFormed: number }> => {
+      const fs = await Promise.all(workers.filter((_, w) => w < n).map((w) => w.call<{ minLive: number; notFormed: number }>('formed')));
+      return { minLive: Math.min(...fs.map((f) => f.minLive)), notFormed: fs.reduce((a, f) => a + f.notFormed, 0) };
+    };
     for (let started = 0; started < size;) {
       const wave = Math.min(size, started + 25);
-      await Promise.all(ports.slice(started, wave).map((port, j) => { const i = started + j; return home(i).call<number>('start', { name: `m${i}`, port, peers: ports.slice(0, i).map((p) => `127.0.0.1:${p}`), ttl }); }));
+      await Promise.all(ports.slice(started, wave).map((port, j) => { const i = started + j; return home(i).call<number>('start', { name: `m${i}`, port, peers: i ? [`127.0.0.1:${ports[(Math.imul(i, 0x9e3779b1) >>> 0) % i]}`] : [], ttl, fanout, fullMesh }); }));
       started = wave;
       for (const end = Date.now() + 300_000; ;) {
-        const min = Math.min(...await Promise.all(workers.filter((_, w) => w < started).map((w) => w.call<number>('minConnected'))));
-        if (min === started - 1) break;
-        if (Date.now() > end) throw new Error(`timed out: full mesh of ${started} (a member has ${min} connection(s))`);
-        if (Date.now() - lastLog > 10_000) { lastLog = Date.now(); console.error(`mesh ${size}: forming, ${((Date.now() - t0) / 1000).toFixed(0)} s: ${started} started, the least connected has ${min}; ${JSON.stringify(await Promise.all(workers.map((w) => w.call('counters'))))}`); }
+        const f = await formed(started);
+        if (f.minLive === started && f.notFormed === 0) break;
+        if (Date.now() > end) throw new Error(`timed out: mesh of ${started} (a member sees ${f.minLive} live; ${f.notFormed} not connected to their peers)`);
+        if (Date.now() - lastLog > 10_000) { lastLog = Date.now(); console.error(`mesh ${size}: forming, ${((Date.now() - t0) / 1000).toFixed(0)} s: ${started} started, the least informed sees ${f.minLive} live, ${f.notFormed} not connected to their peers; ${JSON.stringify(await Promise.all(workers.map((w) => w.call('counters'))))}`); }
         await sleep(200);
       }
     }
-    for (const end = Date.now() + 300_000; ;) {
-      const min = Math.min(...await Promise.all(workers.map((w) => w.call<number>('minConnected'))));
-      if (min === size - 1) break;
-      if (Date.now() > end) throw new Error(`timed out: full mesh of ${size} (a member has ${min} connection(s))`);
-      if (Date.now() - lastLog > 10_000) { lastLog = Date.now(); console.error(`mesh ${size}: forming, ${((Date.now() - t0) / 1000).toFixed(0)} s: the least connected member has ${min} of ${size - 1}; ${JSON.stringify(await Promise.all(workers.map((w) => w.call('counters'))))}`); }
-      await sleep(200);
-    }
-    console.error(`mesh ${size}: full mesh in ${((Date.now() - t0) / 1000).toFixed(1)} s; claiming`);
+    const degrees = (await Promise.all(workers.map((w) => w.call<number[]>('degrees')))).flat();
+    const degree = { min: Math.min(...degrees), mean: Math.round(10 * degrees.reduce((a, b) => a + b, 0) / degrees.length) / 10, max: Math.max(...degrees) };
+    console.error(`mesh ${size}: formed in ${((Date.now() - t0) / 1000).toFixed(1)} s (connections per member ${degree.min} / ${degree.mean} / ${degree.max}); claiming`);
     await Promise.all(Array.from({ length: size }, (_, i) => home(i).call('claim', { name: `m${i}`, subnet: subnetOf(i), underlay: `192.0.2.${i & 0xff}` })));
     const formS = (Date.now() - t0) / 1000;
     console.error(`mesh ${size}: formed and claimed in ${formS.toFixed(1)} s (${procs} process(es))`);
@@ -122,7 +122,7 @@ async function measureMesh(size: number, samples: number, ttl: number, idleSec: 
       const subnet = subnetOf(1000 + s);
       await Promise.all(workers.map((w) => w.call('armLease', { key: name, name, subnet })));
       const t = abs();
-      const n = new MeshNode({ name, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: [`127.0.0.1:${ports[s % size]}`], stateDir: null, ttlSec: ttl });
+      const n = new MeshNode({ name, secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: [`127.0.0.1:${ports[s % size]}`], stateDir: null, ttlSec: ttl, fanout, fullMesh });
       await n.start();
       await n.ready(30_000);
       sync.push(abs() - t);
@@ -133,7 +133,7 @@ async function measureMesh(size: number, samples: number, ttl: number, idleSec: 
       claim.push(abs() - t);
       const seenAt = Math.max(...await Promise.all(workers.map((w) => w.call<number>('collect', { key: name }))));
       seen.push(seenAt - t);
-      await until(() => n.connected().length === size, 30_000, `${name} connected to all`);
+      await until(() => n.formed(), 30_000, `${name} connected to its peers`);
       full.push(abs() - t);
       n.stop();
       await Promise.all(workers.map((w) => w.call('waitGone', { name })));
@@ -147,7 +147,7 @@ async function measureMesh(size: number, samples: number, ttl: number, idleSec: 
       const doneAt = Math.max(...await Promise.all(workers.map((w) => w.call<number>('collect', { key: data }))));
       change.push(doneAt - tc);
     }
-    return { peers: size, procs, samples, formS, sync: pq(sync), claim: pq(claim), seen: pq(seen), full: pq(full), change: pq(change), restBytesPerNodeSec: Math.round(rest) };
+    return { peers: size, procs, samples, formS, degree, sync: pq(sync), claim: pq(claim), seen: pq(seen), full: pq(full), change: pq(change), restBytesPerNodeSec: Math.round(rest) };
   } finally {
     await Promise.all(workers.map((w) => w.call('stop').catch(() => undefined)));
     for (const w of workers) w.kill();
@@ -266,9 +266,9 @@ async function main(): Promise<void> {
   const ttl = Number(arg('ttl', '30'));
   const idle = Number(arg('idle', '20'));
   const per = Number(arg('per', '50'));
-  // The mesh's sizes (default all of --sizes): on 2 shared cores a 200-member mesh does not form
-  // in the bench's few minutes (docs/mesh.md), so the default runs etcd alone at 200.
-  const meshSizes = arg('mesh-sizes', '5,50,100').split(',').map(Number);
+  const fanout = Number(arg('fanout', '8'));
+  const fullMesh = Number(arg('full-mesh', '64'));
+  const meshSizes = arg('mesh-sizes', arg('sizes', '5,50,100,200')).split(',').map(Number);
   const withEtcd = arg('etcd', 'on') !== 'off';
   const out = path.resolve(ROOT, arg('out', 'bench/results'));
   if (withEtcd && !haveEtcd()) throw new Error('--etcd on needs /usr/bin/etcd (scripts/bootstrap installs it); --etcd off to run the mesh alone');
@@ -279,7 +279,7 @@ async function main(): Promise<void> {
   try {
     for (const size of sizes) {
       if (meshSizes.includes(size)) {
-        const m = await measureMesh(size, samples, ttl, idle, per);
+        const m = await measureMesh(size, samples, ttl, idle, per, fanout, fullMesh);
         mesh.push(m);
         console.log(JSON.stringify({ mesh: m }));
       }
@@ -299,7 +299,7 @@ async function main(): Promise<void> {
   const md = [
     '# Mesh: a new node joining N peers, beside etcd',
     '',
-    `\`node --import tsx scripts/bench/mesh.ts --sizes ${sizes.join(',')} --mesh-sizes ${meshSizes.join(',')} --samples ${samples} --ttl ${ttl} --idle ${idle} --per ${per}\` (${new Date().toISOString().slice(0, 10)}, ${wall} s in all, 2 shared cores).`,
+    `\`node --import tsx scripts/bench/mesh.ts --sizes ${sizes.join(',')} --mesh-sizes ${meshSizes.join(',')} --samples ${samples} --ttl ${ttl} --idle ${idle} --per ${per} --fanout ${fanout} --full-mesh ${fullMesh}\` (${new Date().toISOString().slice(0, 10)}, ${wall} s in all, 2 shared cores).`,
     '',
     '## Mesh',
     '',
@@ -308,11 +308,12 @@ async function main(): Promise<void> {
     'Times from the new node\'s start, ms. "record change": a member\'s lease gets new backend data, until every member has it',
     '(the nearest equivalent of a new endpoint: named networks\' endpoints are not on the mesh in this tree).',
     '',
-    '| peers | processes | formed in | sync p50 / p99 | subnet granted p50 / p99 | lease seen by all p50 / p99 | connected to all p50 / p99 | record change seen by all p50 / p99 | bytes/s sent per node at rest |',
-    '|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
-    ...mesh.map((r) => `| ${r.peers} | ${r.procs} | ${r.formS.toFixed(0)} s | ${t(r.sync)} | ${t(r.claim)} | ${t(r.seen)} | ${t(r.full)} | ${t(r.change)} | ${r.restBytesPerNodeSec.toLocaleString('en-US')} |`),
+    '| peers | processes | formed in | connections per member min / mean / max | sync p50 / p99 | subnet granted p50 / p99 | lease seen by all p50 / p99 | connected to its peers p50 / p99 | record change seen by all p50 / p99 | bytes/s sent per node at rest |',
+    '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+    ...mesh.map((r) => `| ${r.peers} | ${r.procs} | ${r.formS.toFixed(0)} s | ${r.degree.min} / ${r.degree.mean} / ${r.degree.max} | ${t(r.sync)} | ${t(r.claim)} | ${t(r.seen)} | ${t(r.full)} | ${t(r.change)} | ${r.restBytesPerNodeSec.toLocaleString('en-US')} |`),
     '',
-    `At rest each node sends a heartbeat (a delta of its record: no connection changed) every ttl/3 s (ttl ${ttl} s here, 300 s by default) to every peer.`,
+    `"formed in": every member started, seeing every other live and connected to the peers the topology gives it (every member up to ${fullMesh}, fanout ${fanout} above), and every member's subnet claimed.`,
+    `At rest each node sends a heartbeat (a delta of its record: no connection changed) every ttl/3 s (ttl ${ttl} s here, 300 s by default) to its peers, and forwards the others' along their trees.`,
     '',
     ...(etcd.length ? [
       '## etcd, on the same work',
