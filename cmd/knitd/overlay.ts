@@ -65,7 +65,7 @@ export interface OverlayFlags {
   metricsAddr?: string;
   /** The resolver of named networks (docs/dns.md): on unless --dns off; upstreams from resolvConf. */
   dns: { on: boolean; resolvConf: string };
-  /** Encrypted pod network: move the key generation every this many seconds (0: only `knitctl key rotate`). */
+  /** Encrypted pod network and named networks: move the key generation every this many seconds (0: only `knitctl key rotate`). */
   keyRotationSec?: number;
 }
 
@@ -178,7 +178,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
     () => new OverlayAgent({ store, nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, ...(f.keyRotationSec ? { keyRotationSec: f.keyRotationSec } : {}), log }),
     (a) => `overlay agent up: node ${f.nodeName}, subnet ${a.status.subnet}, ${a.status.backend}`, 'overlay agent', log);
   // Named networks on etcd or on the mesh (docs/mesh.md); not on the Kubernetes API.
-  const networks = f.kubernetes ? undefined : startNetworks(f, parent, mesh);
+  const networks = f.kubernetes ? undefined : startNetworks(f, parent, store, mesh);
   const resolver = networks?.resolver;
   let metrics: import('node:http').Server | undefined;
   if (f.metricsAddr) {
@@ -206,7 +206,7 @@ export function startOverlay(f: OverlayFlags, parent: Logger): { stop(): void } 
  * The named-network agent (pkg/agent/networks.ts) on etcd or on the mesh (`mesh`), retried
  * until it starts; independent of the pod network. Service VIPs on either (docs/services.md).
  */
-function startNetworks(f: OverlayFlags, parent: Logger, mesh?: import('./mesh').MeshHandles): { services?: import('../../pkg/agent/services').ServicesAgent; resolver?: import('../../pkg/dns/agent').Resolver; stop(): void } {
+function startNetworks(f: OverlayFlags, parent: Logger, store: import('../../pkg/datastore/datastore').Datastore, mesh?: import('./mesh').MeshHandles): { services?: import('../../pkg/agent/services').ServicesAgent; resolver?: import('../../pkg/dns/agent').Resolver; stop(): void } {
   const { NetworksAgent } = require('../../pkg/agent/networks') as typeof import('../../pkg/agent/networks');
   const log = parent.child({ component: 'networks' });
   const conn = {
@@ -236,7 +236,10 @@ function startNetworks(f: OverlayFlags, parent: Logger, mesh?: import('./mesh').
   const agent = startRetrying(
     () => {
       const source = meshNode ? new (require('../../pkg/agent/networks-mesh') as typeof import('../../pkg/agent/networks-mesh')).MeshNetworksSource(meshNode, { nodeName: f.nodeName, runDir: f.runDir, log }) : undefined;
-      const a = new NetworksAgent({ ...(source ? { source } : { conn }), nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec, log });
+      const a = new NetworksAgent({
+        ...(source ? { source } : { conn }), nodeName: f.nodeName, ...(f.iface ? { iface: f.iface } : {}), runDir: f.runDir, stateDir: f.stateDir, confDir: f.confDir, ttlSec: f.ttlSec, resyncSec: f.resyncSec,
+        keyGeneration: store, ...(f.keyRotationSec ? { keyRotationSec: f.keyRotationSec } : {}), log,
+      });
       services?.attach(a);
       if (resolver) a.subscribe(resolver.listener);
       return a;

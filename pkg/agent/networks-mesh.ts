@@ -2,13 +2,14 @@
 // the replicated network records (tombstones left out), endpoints those in the records of live
 // nodes. Changes are found by comparing with what was last reported, on every state change and
 // every second (a silent node's endpoints go when its lease time passes, with no message).
+// Peers' records for encrypted networks are the `enc` of live nodes' records (public key, key
+// generation); this node's goes in its own record.
 import type { Logger } from '../cni/log';
 import type { MeshNode } from '../mesh/node';
 import type { NodeContext } from '../network/conflist';
 import { writeNodeFile } from '../network/node-file';
-import type { Network } from '../network/spec';
 import type { Endpoint } from '../network/store';
-import type { NetworksSource, SourceEvents } from './networks-source';
+import type { Listed, NetworksSource, OwnEncryption, PeerRecord, SourceEvents } from './networks-source';
 
 const epKey = (e: Endpoint): string => `${e.node}/${e.network}/${e.containerId}/${e.ifName}`;
 
@@ -16,6 +17,7 @@ export class MeshNetworksSource implements NetworksSource {
   private on: SourceEvents | null = null;
   private nets = new Map<string, string>();
   private eps = new Map<string, string>();
+  private peers = new Map<string, string>();
   private off: (() => void) | null = null;
   private timer: NodeJS.Timeout | null = null;
 
@@ -31,18 +33,31 @@ export class MeshNetworksSource implements NetworksSource {
   /** The node republishes its record (endpoints included) on its own heartbeat. */
   async keepAlive(): Promise<void> {}
 
-  private snapshot(): { networks: Map<string, Network>; endpoints: Map<string, Endpoint> } {
+  /** This node's key and generation go in its own record (the node publishes it at once when changed). */
+  async publishNode(enc: OwnEncryption | null): Promise<void> {
+    this.node.setEnc(enc ? { key: enc.key, gen: enc.gen } : undefined);
+  }
+
+  private snapshot(): Listed {
+    const t = Date.now();
+    const nodes = new Map<string, PeerRecord>();
+    for (const n of this.node.state.nodes.values()) {
+      if (!n.enc || n.name === this.o.nodeName || !this.node.state.live(n.name, t)) continue;
+      nodes.set(n.name, { node: n.name, encKey: n.enc.key, encGen: n.enc.gen });
+    }
     return {
       networks: new Map(this.node.state.networks().map((n) => [n.name, n])),
-      endpoints: new Map(this.node.state.endpoints(Date.now()).map((e) => [epKey(e), e])),
+      endpoints: new Map(this.node.state.endpoints(t).map((e) => [epKey(e), e])),
+      nodes,
     };
   }
 
-  async list(on: SourceEvents): Promise<{ networks: Map<string, Network>; endpoints: Map<string, Endpoint> }> {
+  async list(on: SourceEvents): Promise<Listed> {
     const now = this.snapshot();
     this.on = on;
     this.nets = new Map([...now.networks].map(([k, v]) => [k, JSON.stringify(v)]));
     this.eps = new Map([...now.endpoints].map(([k, v]) => [k, JSON.stringify(v)]));
+    this.peers = new Map([...now.nodes].map(([k, v]) => [k, JSON.stringify(v)]));
     if (!this.off) {
       this.off = this.node.onChange((c) => { if (c.kind !== 'config') this.diff(); });
       this.timer = setInterval(() => this.diff(), 1000);
@@ -66,6 +81,7 @@ export class MeshNetworksSource implements NetworksSource {
     };
     walk(this.nets, now.networks, (k, v) => on.network(k, v));
     walk(this.eps, now.endpoints, (k, v) => on.endpoint(k, v));
+    walk(this.peers, now.nodes, (k, v) => on.node(k, v));
     if (changed) on.flush();
   }
 

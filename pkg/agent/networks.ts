@@ -10,20 +10,32 @@
 // own record); either way a node that dies takes its endpoints with it. Every change, source
 // event or timer tick leads to one reconcile of the whole desired state, debounced: the same code
 // converges after a restart, a missed event or a network removed while the node was down.
+//
+// Encrypted networks (-o encrypted, docs/encryption.md): their VXLAN devices use their own port
+// (ENCRYPTED_VXLAN_PORT) and between this node and every remote node with endpoints on one of
+// them the traffic is ESP (pkg/agent/backend/esp.ts, the named-networks domain): the catch-all
+// block policy is in before any such device exists, per-pair SAs are derived from the node key
+// pair the pod network uses, and the public key and key generation go out in this node's record
+// through the source. The generation is the pod network's (the Datastore's getKeyGeneration /
+// bumpKeyGeneration): one rotation re-keys both. A kernel without ESP: no device for encrypted
+// networks, the refusal logged, and knit-l2overlay answers ADD with code 101.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
 import { removeMasq } from '../nat/masq';
-import { Netlink, linkGet } from '../netlink';
+import { Netlink, linkGet, openXfrm } from '../netlink';
+import type { Datastore } from '../datastore/datastore';
+import { EspDatapath, NAMED_NETWORKS_ESP, espUnavailable, probeEsp, removeEspLeftovers, type EspPeer } from './backend/esp';
+import { DEFAULT_ESP_CIPHER, ESP_AEAD, ESP_OVERHEAD, loadNodeKey, type NodeKey } from './backend/esp-keys';
 import { CONFLIST_PREFIX, conflistFile, renderConflist } from '../network/conflist';
-import { addRemote, ensureOverlay, overlayVnis, removeOverlay, removeRemote, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
+import { ENCRYPTED_VXLAN_PORT, addRemote, ensureOverlay, overlayVnis, removeOverlay, removeRemote, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
 import { writeAtomic } from '../network/node-file';
 import type { Network } from '../network/spec';
 import type { Endpoint } from '../network/store';
 import { findUnderlay } from './agent';
 import { EtcdNetworksSource } from './networks-etcd';
-import type { NetworksSource } from './networks-source';
+import type { NetworksSource, PeerRecord } from './networks-source';
 
 export interface NetworksAgentOptions {
   /** etcd (the source is made from it), or `source` (the mesh). */
@@ -37,6 +49,24 @@ export interface NetworksAgentOptions {
   ttlSec: number;
   resyncSec: number;
   log: Logger;
+  /** Where the key generation lives (knitd: the pod network's Datastore); without it, generation 0 and no rotation. */
+  keyGeneration?: Pick<Datastore, 'getKeyGeneration' | 'bumpKeyGeneration'>;
+  /** Encrypted networks: move the key generation when it is this old (seconds; 0 or absent: only `knitctl key rotate`). */
+  keyRotationSec?: number;
+  /** Encrypted networks: how often the key generation record is read (seconds, default 5). */
+  keyPollSec?: number;
+  /** Encrypted networks: how long an inbound SA no longer wanted is kept at most (ms). */
+  retireGraceMs?: number;
+}
+
+/** The ESP of encrypted networks on this node (no secrets). */
+export interface NetworksEncryption {
+  cipher: string;
+  port: number;
+  generation: number;
+  keyed: Array<{ nodeName: string; txGeneration: number }>;
+  blocked: Array<{ nodeName: string; reason: string }>;
+  retiring: number;
 }
 
 export interface NetworksStatus {
@@ -48,9 +78,15 @@ export interface NetworksStatus {
   lastReconcileMs: number;
   lease?: string;
   nodeIp?: string;
+  encryption?: NetworksEncryption;
+  /** Why encrypted networks are refused on this node (a kernel without ESP): code 101's message. */
+  refused?: string;
 }
 
 const DEBOUNCE_MS = 10;
+
+/** An encrypted overlay network (-o encrypted): ESP between nodes, or no devices at all. */
+const isEncrypted = (n: Network): boolean => n.driver === 'overlay' && !!n.options.encrypted;
 const RELIST_EVERY = 10;
 
 /**
@@ -83,6 +119,15 @@ export class NetworksAgent {
   private readonly listeners: NetworksListener[] = [];
   /** Networks created, changed or removed since the last pass (by name): only theirs are re-synced. */
   private dirtyNets = new Set<string>();
+  /** Peers' records for encrypted networks (public keys, generations), by node name. */
+  private readonly peers = new Map<string, PeerRecord>();
+  private esp?: EspDatapath;
+  private nodeKey?: NodeKey;
+  private keyGen = 0;
+  /** A peer record or an encrypted network's endpoint changed: the next pass syncs the SAs. */
+  private espDirty = false;
+  private leftoversChecked = false;
+  private keyGenBusy = false;
 
   constructor(private readonly o: NetworksAgentOptions) {
     if (!o.source && !o.conn) throw new Error('NetworksAgent: give conn (etcd) or source');
@@ -94,8 +139,15 @@ export class NetworksAgent {
     await this.source.open(this.underlay.addr);
     this.status.nodeIp = this.underlay.addr;
     if (this.source.lease) this.status.lease = this.source.lease;
+    this.keyGen = (await this.o.keyGeneration?.getKeyGeneration?.())?.generation ?? 0;
     await this.relist();
     await this.reconcile();
+    await this.publishNode();
+    if (this.o.keyGeneration?.getKeyGeneration) {
+      this.timers.push(setInterval(() => void this.followKeyGeneration().catch((e) => this.fail('key generation', e)), (this.o.keyPollSec ?? 5) * 1000));
+    } else if (this.o.keyRotationSec) {
+      this.o.log.warn(`--key-rotation-interval: this datastore keeps no key generation: encrypted named networks stay on generation ${this.keyGen}`);
+    }
     this.timers.push(setInterval(() => {
       if (this.stopped) return;
       this.source.keepAlive().then(() => { if (this.source.lease) this.status.lease = this.source.lease; }, (e) => this.fail('lease keepalive', e));
@@ -117,6 +169,7 @@ export class NetworksAgent {
     if (this.pending) clearTimeout(this.pending);
     this.source.close();
     this.nl.close();
+    this.esp?.close();
   }
 
   /** Adds a listener; it gets `resync` with the current state right away when the agent has one. */
@@ -143,6 +196,125 @@ export class NetworksAgent {
     await this.reconcile();
   }
 
+  /** This node's record through the source: its key and generation once it encrypts (its SAs of that generation are in). */
+  private publishNode(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return this.source.publishNode(this.esp && this.nodeKey ? { key: this.nodeKey.publicKey, gen: this.esp.generation } : null);
+  }
+
+  /**
+   * Follows the key generation (the pod network's record: one rotation re-keys both), moving it
+   * when older than keyRotationSec; a new one: its SAs installed, then published, so peers switch
+   * their outbound SAs to it (make before break). Also retires SAs that wait for it.
+   */
+  private async followKeyGeneration(): Promise<void> {
+    const store = this.o.keyGeneration;
+    if (!this.esp || !store?.getKeyGeneration || this.stopped || this.keyGenBusy) return;
+    this.keyGenBusy = true;
+    try {
+      let rec = await store.getKeyGeneration();
+      const every = this.o.keyRotationSec ?? 0;
+      if (every > 0 && store.bumpKeyGeneration && (!rec || Date.now() - Date.parse(rec.at) >= every * 1000)) {
+        rec = await store.bumpKeyGeneration(rec?.generation ?? null);
+        this.o.log.info(`key rotation interval (${every} s): key generation is now ${rec.generation}`);
+      }
+      const g = rec?.generation ?? 0;
+      if (!this.esp) return;
+      if (g > this.keyGen) {
+        this.keyGen = g;
+        this.esp.setGeneration(g);
+        this.o.log.info(`named networks: key generation ${g}: installing its SAs, then publishing it`);
+        this.syncEsp();
+        await this.publishNode();
+      } else if (this.esp.pendingRetirement) this.syncEsp();
+    } finally {
+      this.keyGenBusy = false;
+    }
+  }
+
+  /**
+   * Before ESP starts (an encrypted network and no datapath yet), the current generation: the
+   * record may have moved since knitd started, and the poll only runs while ESP does.
+   */
+  private async refreshKeyGen(): Promise<void> {
+    const store = this.o.keyGeneration;
+    if (this.esp || this.status.refused || !store?.getKeyGeneration) return;
+    if (![...this.networks.values()].some(isEncrypted)) return;
+    try {
+      this.keyGen = Math.max(this.keyGen, (await store.getKeyGeneration())?.generation ?? 0);
+    } catch (e) {
+      this.fail('key generation (ESP starts on the last one read)', e);
+    }
+  }
+
+  /** ESP for the encrypted networks: ready (base policies in), or false with the refusal logged. */
+  private ensureEsp(names: string[]): boolean {
+    if (this.esp) return true;
+    const missing = probeEsp(null);
+    if (missing.length) {
+      const msg = espUnavailable(missing, `encrypted network${names.length === 1 ? '' : 's'} ${names.join(', ')}`).message;
+      if (msg !== this.status.refused) this.o.log.error(`refusing on this node (code 101): ${msg}`);
+      this.status.refused = msg;
+      return false;
+    }
+    delete this.status.refused;
+    this.nodeKey ??= loadNodeKey(this.o.stateDir);
+    const esp = new EspDatapath(this.nodeKey, ENCRYPTED_VXLAN_PORT, null, this.o.log, this.o.retireGraceMs, DEFAULT_ESP_CIPHER, NAMED_NETWORKS_ESP);
+    try {
+      esp.setGeneration(this.keyGen);
+      esp.ensureBase(this.underlay!.addr);
+    } catch (e) {
+      esp.close();
+      throw e;
+    }
+    this.esp = esp;
+    this.espDirty = true;
+    this.o.log.info(`named networks: ESP ${ESP_AEAD} on UDP ${ENCRYPTED_VXLAN_PORT}, key generation ${this.keyGen}; nothing leaves in clear to unkeyed peers`);
+    return true;
+  }
+
+  /** No encrypted network (left): this domain's policies and SAs go (also those of a run before a restart). */
+  private dropEsp(): void {
+    delete this.status.refused;
+    delete this.status.encryption;
+    if (this.esp) {
+      this.esp.removeAll();
+      this.esp.close();
+      this.esp = undefined;
+      this.leftoversChecked = true;
+      void this.publishNode().catch((e) => this.fail('publishing the node record', e));
+      return;
+    }
+    if (this.leftoversChecked) return;
+    this.leftoversChecked = true;
+    try {
+      const nl = openXfrm(null);
+      try { removeEspLeftovers(nl, this.o.log, NAMED_NETWORKS_ESP); } finally { nl.close(); }
+    } catch { /* no xfrm in this kernel: nothing to remove */ }
+  }
+
+  /** The SAs and policies toward every remote node with endpoints on an encrypted network; publishes this node's record once they are in. */
+  private syncEsp(): void {
+    const esp = this.esp;
+    if (!esp) return;
+    this.espDirty = false;
+    const enc = new Set([...this.networks.values()].filter(isEncrypted).map((n) => n.name));
+    const addrOf = new Map<string, string>();
+    for (const e of this.endpoints.values()) if (enc.has(e.network) && e.node !== this.o.nodeName) addrOf.set(e.node, e.nodeIp);
+    const peers: EspPeer[] = [...addrOf].map(([node, ip]) => {
+      const rec = this.peers.get(node);
+      return { nodeName: node, underlayAddr: rec?.nodeIp || ip, ...(rec?.encKey ? { publicKey: rec.encKey } : {}), generation: rec?.encGen ?? 0 };
+    });
+    const r = esp.sync(peers);
+    this.status.encryption = { cipher: `esp ${ESP_AEAD} 128`, port: ENCRYPTED_VXLAN_PORT, generation: esp.generation, keyed: r.keyed, blocked: r.blocked, retiring: esp.pendingRetirement };
+    void this.publishNode().catch((e) => this.fail('publishing the node record', e));
+  }
+
+  private isEncrypted(network: string): boolean {
+    for (const n of this.networks.values()) if (n.name === network) return isEncrypted(n);
+    return false;
+  }
+
   private findUnderlay(): Underlay {
     const u = findUnderlay(this.o.iface);
     const l = linkGet(this.nl, u.iface);
@@ -151,9 +323,10 @@ export class NetworksAgent {
 
   /** Reads everything and follows the source's changes from there. */
   private async relist(): Promise<void> {
-    const { networks, endpoints } = await this.source.list({
+    const { networks, endpoints, nodes } = await this.source.list({
       network: (key, v) => this.onNetworkEvent(key, v),
       endpoint: (key, v) => this.onEndpointEvent(key, v),
+      node: (name, v) => { if (v) this.peers.set(name, v); else this.peers.delete(name); this.espDirty = true; },
       flush: () => this.schedule(),
       error: (err) => {
         if (this.stopped) return;
@@ -165,6 +338,9 @@ export class NetworksAgent {
     for (const [k, n] of networks) this.networks.set(k, n);
     this.endpoints.clear();
     for (const [k, e] of endpoints) this.endpoints.set(k, e);
+    this.peers.clear();
+    for (const [k, p] of nodes) this.peers.set(k, p);
+    this.espDirty = true;
     this.changes = null;
     this.listed = true;
     if (this.stopped) return;
@@ -183,6 +359,7 @@ export class NetworksAgent {
     const before = this.endpoints.get(key);
     if (after) this.endpoints.set(key, after); else this.endpoints.delete(key);
     this.emit((l) => l.endpoint?.(before, after));
+    if (this.esp && [before, after].some((e) => e && this.isEncrypted(e.network))) this.espDirty = true;
     if (!this.changes) return; // a full pass is due anyway
     const prev = this.changes.get(key);
     this.changes.set(key, { ...(prev ? (prev.before ? { before: prev.before } : {}) : before ? { before } : {}), ...(after ? { after } : {}) });
@@ -203,6 +380,7 @@ export class NetworksAgent {
       do {
         this.again = false;
         const t0 = performance.now();
+        await this.refreshKeyGen();
         const changes = this.changes;
         const nets = this.dirtyNets;
         this.changes = new Map();
@@ -213,6 +391,7 @@ export class NetworksAgent {
             // Networks first: a new network's devices exist before its endpoints' entries go in.
             if (nets.size) this.applyNetworks(nets);
             this.applyEndpointChanges(changes);
+            if (this.espDirty) this.syncEsp();
           }
         } catch (e) {
           this.changes = null; // whatever failed, the next pass looks at everything
@@ -252,15 +431,25 @@ export class NetworksAgent {
       list.push({ mac: e.mac, ips: e.ips, nodeIp: e.nodeIp });
       byNet.set(e.network, list);
     }
+    // Encrypted networks: the ESP base policies before their devices, or no devices at all.
+    const encrypted = [...overlays.values()].filter((n) => n.options.encrypted).map((n) => n.name).sort();
+    let espReady = false;
+    try {
+      if (encrypted.length) espReady = this.ensureEsp(encrypted); else this.dropEsp();
+    } catch (e) {
+      this.fail('ESP of the encrypted networks (no devices for them this pass)', e); // plain networks go on
+    }
     let remote = 0;
     for (const [vni, n] of overlays) {
       if (names && !names.has(n.name)) continue;
-      ensureOverlay(this.nl, vni, this.underlay!, n.options.mtu);
+      if (n.options.encrypted && !espReady) { removeOverlay(this.nl, vni); continue; } // never in clear
+      ensureOverlay(this.nl, vni, this.underlay!, n.options.mtu, n.options.encrypted ? ESP_OVERHEAD : 0);
       const remotes = byNet.get(n.name) ?? [];
       remote += remotes.length;
       syncRemotes(this.nl, vni, remotes);
     }
     if (!names) this.status.remoteEndpoints = remote;
+    if (espReady && (!names || this.espDirty || encrypted.some((e) => names.has(e)))) this.syncEsp();
   }
 
   /**
@@ -270,7 +459,10 @@ export class NetworksAgent {
    */
   private applyEndpointChanges(changes: Map<string, { before?: Endpoint; after?: Endpoint }>): void {
     const vniOf = new Map<string, number>();
-    for (const n of this.networks.values()) if (n.driver === 'overlay' && n.options.vni !== undefined) vniOf.set(n.name, n.options.vni);
+    for (const n of this.networks.values()) {
+      // An encrypted network without ESP here has no devices (applyNetworks): nothing to add to.
+      if (n.driver === 'overlay' && n.options.vni !== undefined && (!n.options.encrypted || this.esp)) vniOf.set(n.name, n.options.vni);
+    }
     const remote = (e?: Endpoint): RemoteEndpoint & { vni: number } | undefined => {
       const vni = e && e.node !== this.o.nodeName ? vniOf.get(e.network) : undefined;
       return e && vni !== undefined ? { vni, mac: e.mac, ips: e.ips, nodeIp: e.nodeIp } : undefined;

@@ -17,6 +17,7 @@ import { bfs, buildGraph, chosen, DEFAULT_FANOUT, DEFAULT_FULL_MESH, forwards, n
 import type { Endpoint } from '../network/store';
 import { checkClaim, claimKey, claimText, conflicts as conflictsOf, Grants, type Claim, type Grant, type Pursuit, type Vote } from './grants';
 import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, svcKey, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeIpamView, type SvcRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
+import type { NodeEnc } from './state';
 
 export const DEFAULT_MESH_PORT = 6788;
 const HANDSHAKE_MS = 5000;
@@ -176,6 +177,8 @@ export class MeshNode {
   private lease: MeshLease | null = null;
   /** This node's endpoints on named networks, published in its record. */
   private eps: Endpoint[] = [];
+  /** Encrypted named networks: set by the agent once its SAs are in (not restored on restart: the agent sets it again). */
+  private enc: NodeEnc | undefined;
   /** Attachments holding addresses from this node's blocks, by network (published for `network rm`). */
   private held: Record<string, string[]> = {};
   /** This node's blocks and addresses per network, published for `knitctl ipam ls`. */
@@ -813,7 +816,7 @@ export class MeshNode {
     // while it was down must reach it first, or its old lease would come back with a newer version.
     if (!this.synced && !this.alone()) return;
     const conns: ConnInfo[] = [...this.byName.values()].map((c) => ({ name: c.name!, addr: c.addr, dir: c.role === 'dial' ? 'out' : 'in' }));
-    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}), ...(Object.keys(this.ipamView).length ? { ipam: this.ipamView } : {}) };
+    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}), ...(Object.keys(this.ipamView).length ? { ipam: this.ipamView } : {}), ...(this.enc ? { enc: this.enc } : {}) };
     const prev = this.state.nodes.get(this.o.name);
     const ch = this.state.apply({ rec, age: 0 }, Date.now());
     // Peers hold our previous version (it went to each of them, and a new connection's sync
@@ -1034,6 +1037,13 @@ export class MeshNode {
   }
 
   get ownEndpoints(): readonly Endpoint[] { return this.eps; }
+
+  /** Encrypted named networks: this node's public key and key generation (undefined: none), published at once when changed. */
+  setEnc(enc: NodeEnc | undefined): void {
+    if (enc?.key === this.enc?.key && enc?.gen === this.enc?.gen) return;
+    this.enc = enc;
+    this.publishSelf();
+  }
 
   get ownHeld(): Readonly<Record<string, string[]>> { return this.held; }
 

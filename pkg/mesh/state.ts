@@ -18,6 +18,7 @@
 //                 (svc null) with a higher version. Merged as networks are.
 // A node's record also carries its endpoints on named networks (eps): one writer, versioned with
 // the record, gone from every view with the node's liveness, as its lease's datapath entries are.
+// And, while it encrypts named networks, its public key and key generation (enc, docs/encryption.md).
 // "Heard" times are local: records travel with their age (ms since the sender heard the owner),
 // never a timestamp, so nodes need no synchronised clocks.
 import { NAME_RE } from './auth';
@@ -55,7 +56,11 @@ export interface NodeRecord {
   held?: Record<string, string[]>;
   /** Its address blocks and the addresses each attachment holds, by network name (`knitctl ipam ls`). */
   ipam?: Record<string, NodeIpamView>;
+  /** Encrypted named networks: its X25519 public key and the key generation it accepts (absent: it does not decrypt). */
+  enc?: NodeEnc;
 }
+
+export interface NodeEnc { key: string; gen: number }
 
 /** One node's addresses on one network, as it publishes them: its blocks, and "containerId:ifName" -> addresses. */
 export interface NodeIpamView { blocks: string[]; ips: Record<string, string[]> }
@@ -133,10 +138,12 @@ export function checkRecord(w: unknown): WireRecord {
       if (!m || typeof m !== 'object' || Array.isArray(m) || Object.keys(m).length > 4096) bad('ipam');
       for (const [k, v] of Object.entries(m)) if (k.length > 64 || !checkIpamView(v)) bad('ipam entry');
     }
+    const enc = r.enc as NodeEnc | undefined;
+    if (enc !== undefined && (!enc || typeof enc !== 'object' || !isStr(enc.key, 64) || !isVer(enc.gen))) bad('enc');
     const eps = r.eps as Endpoint[] | undefined;
     const held = r.held as Record<string, string[]> | undefined;
     const ipam = r.ipam as Record<string, NodeIpamView> | undefined;
-    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}), ...(ipam && Object.keys(ipam).length ? { ipam } : {}) }, age: (age as number | undefined) ?? 0 };
+    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}), ...(ipam && Object.keys(ipam).length ? { ipam } : {}), ...(enc ? { enc: { key: enc.key, gen: enc.gen } } : {}) }, age: (age as number | undefined) ?? 0 };
   }
   if (r.k === 'rm') {
     if (!isVer(r.upTo) || !isStr(r.by) || !NAME_RE.test(r.by)) bad('rm fields');
@@ -233,7 +240,7 @@ export function checkDelta(x: unknown, age: unknown): { d: NodeDelta; age: numbe
 /** The delta from `prev` to `next` (one owner, one incarnation), or null when more than connections changed. */
 export function deltaOf(prev: NodeRecord, next: NodeRecord): NodeDelta | null {
   // Only connections travel as deltas: any other field changed (lease, endpoints, held addresses) sends the whole record.
-  const rest = (r: NodeRecord): string => JSON.stringify([r.lease, r.eps ?? [], r.held ?? {}, r.ipam ?? {}]);
+  const rest = (r: NodeRecord): string => JSON.stringify([r.lease, r.eps ?? [], r.held ?? {}, r.ipam ?? {}, r.enc ?? null]);
   if (prev.name !== next.name || prev.inc !== next.inc || next.v <= prev.v || rest(prev) !== rest(next)) return null;
   const was = new Map(prev.conns.map((c) => [c.name, c]));
   const now = new Set(next.conns.map((c) => c.name));

@@ -63,7 +63,10 @@ export function mainPluginOf(net: Network, node: NodeContext): Record<string, un
   const common = { ...(net.options.mtu ? { mtu: net.options.mtu } : {}), ipam };
   switch (net.driver) {
     case 'overlay':
-      return { type: OVERLAY_PLUGIN, vni: net.options.vni, runDir: node.runDir, ...(node.etcd ? {} : { datastore: 'mesh' }), internal: net.internal, isolation: net.options.isolation, ...common };
+      return {
+        type: OVERLAY_PLUGIN, vni: net.options.vni, runDir: node.runDir, ...(node.etcd ? {} : { datastore: 'mesh' }), internal: net.internal,
+        isolation: net.options.isolation, ...(net.options.encrypted ? { encrypted: true } : {}), ...common,
+      };
     case 'bridge':
       return {
         type: 'knit-bridge', bridge: bridgeDriverName(net.id), isGateway: true, isDefaultGateway: !net.internal,

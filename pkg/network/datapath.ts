@@ -12,6 +12,11 @@ import {
 import { overlayBridgeName, vxlanName } from './conflist';
 
 export const VXLAN_PORT = 4789;
+/**
+ * Encrypted named networks' VXLAN port: the ESP policies select it, so plain named networks (4789)
+ * and the encrypted pod network (4799) coexist on a node (docs/encryption.md).
+ */
+export const ENCRYPTED_VXLAN_PORT = 4798;
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
 export const VXLAN_OVERHEAD = 50;
 const OURS = /^kn[bv](\d+)$/;
@@ -20,19 +25,23 @@ export interface Underlay { index: number; name: string; mtu: number; addr: stri
 
 export interface RemoteEndpoint { mac: string; ips: string[]; nodeIp: string }
 
-/** The bridge and VXLAN device of network vni, created or corrected; returns the bridge. */
-export function ensureOverlay(nl: Netlink, vni: number, underlay: Underlay, mtuOption = 0): Link {
-  const mtu = mtuOption || underlay.mtu - VXLAN_OVERHEAD;
+/**
+ * The bridge and VXLAN device of network vni, created or corrected; returns the bridge. Encrypted
+ * (`espOverhead` > 0): the device uses ENCRYPTED_VXLAN_PORT and the MTU shrinks by the overhead.
+ */
+export function ensureOverlay(nl: Netlink, vni: number, underlay: Underlay, mtuOption = 0, espOverhead = 0): Link {
+  const mtu = mtuOption || underlay.mtu - VXLAN_OVERHEAD - espOverhead;
+  const port = espOverhead ? ENCRYPTED_VXLAN_PORT : VXLAN_PORT;
   const brName = overlayBridgeName(vni);
   const vxName = vxlanName(vni);
   let vx = linkFind(nl, vxName);
-  if (vx && (vx.kind !== 'vxlan' || vx.vxlan?.vni !== vni || vx.vxlan?.local !== underlay.addr || vx.vxlan?.dev !== underlay.index || !vx.vxlan?.proxy)) {
-    linkDelIfPresent(nl, vx.index); // another underlay (renumbered) or someone else's device: rebuild
+  if (vx && (vx.kind !== 'vxlan' || vx.vxlan?.vni !== vni || vx.vxlan?.local !== underlay.addr || vx.vxlan?.dev !== underlay.index || !vx.vxlan?.proxy || (vx.vxlan?.port ?? VXLAN_PORT) !== port)) {
+    linkDelIfPresent(nl, vx.index); // another underlay (renumbered), port (encrypted or not) or someone else's device: rebuild
     vx = null;
   }
   if (!vx) {
     try {
-      linkAdd(nl, { kind: 'vxlan', name: vxName, vni, port: VXLAN_PORT, local: underlay.addr, dev: underlay.index, learning: false, proxy: true, mtu });
+      linkAdd(nl, { kind: 'vxlan', name: vxName, vni, port, local: underlay.addr, dev: underlay.index, learning: false, proxy: true, mtu });
     } catch (e) { if (!isExist(e)) throw e; }
     vx = linkGet(nl, vxName);
   }

@@ -29,6 +29,7 @@ export function optionsOf(n: Network): Record<string, string> {
   if (n.options.macvlanMode) o.macvlan_mode = n.options.macvlanMode;
   if (!n.options.isolation) o.isolation = 'false';
   if (n.options.dns !== undefined) o.dns = String(n.options.dns);
+  if (n.options.encrypted) o.encrypted = 'true';
   return o;
 }
 

@@ -31,6 +31,8 @@ export interface NetworkOptions {
   isolation: boolean;
   /** knitd's resolver for the network's names (docs/dns.md); absent: on for overlay networks. */
   dns?: boolean;
+  /** Docker's `--opt encrypted` (overlay only): the VXLAN traffic between nodes is ESP (docs/encryption.md). */
+  encrypted?: boolean;
 }
 
 export interface Network {
@@ -91,6 +93,7 @@ const OPTION_KEYS: Record<string, string> = {
   macvlan_mode: 'macvlan_mode',
   isolation: 'isolation',
   dns: 'dns',
+  encrypted: 'encrypted',
 };
 
 /**
@@ -189,6 +192,7 @@ export function buildNetwork(req: CreateRequest, existing: readonly Network[], n
   }
   if (driver === 'macvlan' && !options.parent) throw bad('-o parent', undefined, 'required for --driver macvlan: the parent link, e.g. -o parent=eth0 or -o parent=eth0.100 (VLAN 100 on eth0)');
   if (options.dns && driver !== 'overlay') throw bad('-o dns', 'true', `only for --driver overlay (knitd answers on the network's gateway, which ${driver} networks do not have on every node with their containers' records); leave it out or set false`);
+  if (options.encrypted && driver !== 'overlay') throw bad('-o encrypted', 'true', `only for --driver overlay (knit encrypts the VXLAN traffic between nodes; a ${driver} network's traffic does not cross an overlay); leave it out`);
   if (driver !== 'macvlan' && (options.parent || options.macvlanMode)) throw bad(options.parent ? '-o parent' : '-o macvlan_mode', options.parent ?? options.macvlanMode, 'only for --driver macvlan');
 
   return { name: req.name, id, driver, subnets: specs, options, internal: !!req.internal, ipv6, labels, created: now.toISOString() };
@@ -227,14 +231,12 @@ function parseKeyValues(flag: string, items: string[], form: string): Record<str
 }
 
 function parseOptions(items: string[]): NetworkOptions {
-  const raw = parseKeyValues('-o', items, 'KEY=VALUE');
+  // Docker's `--opt encrypted` has no value: it means encrypted=true.
+  const raw = parseKeyValues('-o', items.map((it) => (it === 'encrypted' ? 'encrypted=true' : it)), 'KEY=VALUE');
   const out: NetworkOptions = { mtu: 0, isolation: true };
   for (const [k, v] of Object.entries(raw)) {
     const key = OPTION_KEYS[k];
-    if (!key) {
-      if (k === 'encrypted') throw bad('-o', `${k}=${v}`, 'encryption is not available yet for named networks (the routed pod network encrypts: backend vxlan with encrypted: true, docs/encryption.md); the known options are mtu, vni, parent, macvlan_mode, isolation');
-      throw bad('-o', `${k}=${v}`, 'one of mtu, vni, parent, macvlan_mode, isolation, dns (Docker spellings com.docker.network.driver.mtu and ...overlay.vxlanid_list too)');
-    }
+    if (!key) throw bad('-o', `${k}=${v}`, 'one of mtu, vni, parent, macvlan_mode, isolation, dns, encrypted (Docker spellings com.docker.network.driver.mtu and ...overlay.vxlanid_list too)');
     switch (key) {
       case 'mtu': {
         const n = Number(v);
@@ -263,6 +265,10 @@ function parseOptions(items: string[]): NetworkOptions {
       case 'dns':
         if (v !== 'true' && v !== 'false') throw bad('-o dns', v, 'true or false (knitd\'s resolver for the network\'s names; on by default for overlay networks)');
         out.dns = v === 'true';
+        break;
+      case 'encrypted':
+        if (v !== 'true' && v !== 'false') throw bad('-o encrypted', v, 'true or false, or -o encrypted alone (Docker\'s --opt encrypted): ESP between the nodes, docs/encryption.md');
+        if (v === 'true') out.encrypted = true;
         break;
     }
   }

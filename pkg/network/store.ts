@@ -2,6 +2,9 @@
 //
 //   <prefix>/networks/<name>                               Network (JSON)
 //   <prefix>/endpoints/<network>/<node>/<containerId>/<if>  Endpoint (JSON), bound to the node's lease
+//   <prefix>/netnodes/<node>                                NetworkNode (JSON), bound to the node's lease:
+//                                                           its underlay address, and for encrypted
+//                                                           networks its public key and key generation
 //
 // Creating a network validates it against every network read at revision R and commits only if
 // no network key changed since R (one compare over the whole range), so two admins racing to
@@ -31,6 +34,20 @@ export interface Endpoint {
   created: string;
 }
 
+/**
+ * A node of the named networks as knitd publishes it: what peers of encrypted networks need
+ * (docs/encryption.md). encKey/encGen only once the node can encrypt (ESP probed, SAs of encGen in).
+ */
+export interface NetworkNode {
+  node: string;
+  nodeIp: string;
+  /** X25519 public key, base64url: the same key as the node's pod-network lease (one key file per node). */
+  encKey?: string;
+  /** The highest key generation this node accepts (its inbound SAs of it are installed). */
+  encGen?: number;
+  updated: string;
+}
+
 const CREATE_RETRIES = 5;
 
 /** What knitctl's network verbs need, on etcd (NetworkStore) or on the mesh (the local knitd: pkg/mesh/network-client.ts). */
@@ -52,6 +69,15 @@ export class NetworkStore implements NetworkCatalog {
   endpointsPrefix(network?: string): string { return `${this.prefix}/endpoints/${network ? `${network}/` : ''}`; }
   endpointKey(e: Pick<Endpoint, 'network' | 'node' | 'containerId' | 'ifName'>): string {
     return `${this.endpointsPrefix(e.network)}${e.node}/${e.containerId}/${e.ifName}`;
+  }
+
+  nodesPrefix(): string { return `${this.prefix}/netnodes/`; }
+
+  /** Publishes this node's record on its lease (replacing the previous one). */
+  async putNode(n: NetworkNode, lease: string): Promise<void> {
+    const key = this.nodesPrefix() + n.node;
+    const r = await raw(this.client)('/v3/kv/put', { key: b64(key), value: b64(JSON.stringify(n)), lease });
+    if (r.error) throw new Error(`etcd put ${key}: ${r.error}`);
   }
 
   async list(): Promise<{ networks: Network[]; revision: number }> {
@@ -153,6 +179,15 @@ export function decodeNetwork(kv: KeyValue): Network | null {
   try {
     const n = JSON.parse(kv.value.toString('utf8')) as Network;
     return n && typeof n.name === 'string' && Array.isArray(n.subnets) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+export function decodeNode(kv: KeyValue): NetworkNode | null {
+  try {
+    const n = JSON.parse(kv.value.toString('utf8')) as NetworkNode;
+    return n && typeof n.node === 'string' && typeof n.nodeIp === 'string' ? n : null;
   } catch {
     return null;
   }

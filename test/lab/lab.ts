@@ -52,6 +52,8 @@ export interface PluginCall {
   path?: string[];
   conf: object | string;
   env?: Record<string, string | undefined>;
+  /** Kill it after this long (default exec's 30 s; the kernel lane under load needs more). */
+  timeoutMs?: number;
 }
 
 export interface PluginOutput extends ExecResult {
@@ -186,7 +188,7 @@ export class Lab {
       ...call.env,
     };
     const input = typeof call.conf === 'string' ? call.conf : JSON.stringify(call.conf);
-    const res = await this.exec(host, plugin, [], { env, input, allowFail: true });
+    const res = await this.exec(host, plugin, [], { env, input, allowFail: true, ...(call.timeoutMs ? { timeoutMs: call.timeoutMs } : {}) });
     let json: any;
     try { json = res.stdout.trim() ? JSON.parse(res.stdout) : undefined; } catch { json = undefined; }
     return { ...res, json };

@@ -11,6 +11,7 @@ import {
   ESP_CIPHERS, ESP_KEY_BYTES, NODE_KEY_FILE, directionalSa, isKnitReqid, isPublicKey, loadNodeKey, newNodeKey, pairSecret, parseGeneration, reqidFor,
 } from '../../pkg/agent/backend/esp-keys';
 import { decodePolicy, decodeState, XFRM_MSG_NEWPOLICY, XFRM_MSG_NEWSA, XFRM_POLICY_OUT } from '../../pkg/netlink/xfrm';
+import { NAMED_NETWORKS_ESP, POD_NETWORK_ESP } from '../../pkg/agent/backend/esp';
 
 describe('encrypted overlay keys', () => {
   const a = newNodeKey();
@@ -38,6 +39,22 @@ describe('encrypted overlay keys', () => {
       assert.notDeepEqual(o.key, ab.key);
     }
     assert.ok(ab.spi >= 0x100 && ab.spi <= 0xffffffff);
+  });
+
+  it('the named networks\' domain derives other SPIs and keys from the same pair, owned by other reqids', () => {
+    const sa = pairSecret(a, b.publicKey);
+    const pod = directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey);
+    const named = directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'aes-gcm', NAMED_NETWORKS_ESP.label);
+    const namedAtB = directionalSa(pairSecret(b, a.publicKey), 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'aes-gcm', NAMED_NETWORKS_ESP.label);
+    assert.equal(named.spi, namedAtB.spi);
+    assert.deepEqual(named.key, namedAtB.key);
+    assert.notEqual(named.spi, pod.spi);
+    assert.notDeepEqual(named.key, pod.key);
+    assert.deepEqual(directionalSa(sa, 1, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'aes-gcm', POD_NETWORK_ESP.label), pod, 'the pod network\'s SAs are those of before domains');
+    const r = reqidFor(3, NAMED_NETWORKS_ESP.reqidBase);
+    assert.ok(isKnitReqid(r, NAMED_NETWORKS_ESP.reqidBase) && !isKnitReqid(r));
+    assert.ok(!isKnitReqid(reqidFor(3), NAMED_NETWORKS_ESP.reqidBase));
+    assert.notEqual(NAMED_NETWORKS_ESP.priority, POD_NETWORK_ESP.priority + 1, 'block priorities differ too');
   });
 
   it('cipher chacha20-poly1305: a 36-byte key (256-bit key + salt), another SPI and key than AES-GCM; AES-GCM\'s SA is the one of before ciphers were a choice', () => {

@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { encodeFrame, FrameError, FrameReader, MAX_HANDSHAKE_FRAME } from '../../pkg/mesh/frame';
 import { MeshNode, NoQuorumError, parseHostPort } from '../../pkg/mesh/node';
 import { MeshDatastore } from '../../pkg/datastore/mesh';
-import { applyDelta, checkDelta, deltaOf, RecordError, type NodeRecord } from '../../pkg/mesh/state';
+import { applyDelta, checkDelta, checkRecord, deltaOf, RecordError, type NodeRecord } from '../../pkg/mesh/state';
 import type { LeaseEvent } from '../../pkg/datastore/datastore';
 import { overlayFlags } from '../../cmd/knitd/overlay';
 import { prng } from '../lab/prng';
@@ -138,6 +138,22 @@ describe('mesh', function () {
       a.publishSelf();
       await eventually(() => c.state.nodes.get('da')!.v > v, 5000, 'the heartbeat reaches dc');
       assert.ok(a.bytesOut() - before < 400, `a heartbeat is a small delta (${a.bytesOut() - before} bytes)`);
+    });
+
+    it('a node\'s key for encrypted named networks (enc) is checked, never a delta, and reaches its peers; cleared, it goes', async () => {
+      const key = 'A'.repeat(43);
+      const base = rec(1, []);
+      assert.equal(deltaOf(base, { ...rec(2, []), enc: { key, gen: 1 } }), null, 'enc changed: the whole record');
+      const wire = (enc: unknown): unknown => ({ rec: { ...rec(2, []), enc }, age: 0 });
+      assert.deepEqual((checkRecord(wire({ key, gen: 3 })).rec as NodeRecord).enc, { key, gen: 3 });
+      for (const bad of [null, 'x', { key }, { key, gen: -1 }, { key: 'k'.repeat(65), gen: 1 }]) assert.throws(() => checkRecord(wire(bad)), RecordError, JSON.stringify(bad));
+      const a = await node('ea');
+      const b = await node('eb', [a]);
+      await eventually(() => a.state.nodes.has('eb') && b.state.nodes.has('ea'), 10_000, 'ea-eb');
+      a.setEnc({ key, gen: 2 });
+      await eventually(() => b.state.nodes.get('ea')?.enc?.gen === 2, 5000, 'eb learns ea\'s key and generation');
+      a.setEnc(undefined);
+      await eventually(() => b.state.nodes.get('ea')?.enc === undefined, 5000, 'eb sees ea stop encrypting');
     });
   });
 

@@ -89,12 +89,12 @@ export function parseGeneration(s: unknown): number | null {
   return Number(s);
 }
 
-export function reqidFor(gen: number): number {
-  return (KNIT_REQID_BASE + (gen & 0xffff)) >>> 0;
+export function reqidFor(gen: number, base = KNIT_REQID_BASE): number {
+  return (base + (gen & 0xffff)) >>> 0;
 }
 
-export function isKnitReqid(reqid: number): boolean {
-  return (reqid & 0xffff0000) >>> 0 === KNIT_REQID_BASE;
+export function isKnitReqid(reqid: number, base = KNIT_REQID_BASE): boolean {
+  return (reqid & 0xffff0000) >>> 0 === base;
 }
 
 export interface DirectionalSa {
@@ -113,10 +113,14 @@ export function pairSecret(me: NodeKey, peerPublic: string): Buffer {
  * The SA for traffic from `src` (public key srcPub) to `dst` (dstPub) in generation `gen`:
  * both ends compute the same one (the sender for its outbound SA, the receiver for its inbound).
  * A change of either public key or the generation changes the SPI, so a stale SA never matches.
+ * `domain` separates datapaths of the same pair ('' the pod network, 'named' the named overlay
+ * networks): each gets its own SPIs and keys from the one pair secret, so each owns its SAs.
  */
-export function directionalSa(secret: Buffer, gen: number, src: string, srcPub: string, dst: string, dstPub: string, cipher: EspCipherName = DEFAULT_ESP_CIPHER): DirectionalSa {
+export function directionalSa(
+  secret: Buffer, gen: number, src: string, srcPub: string, dst: string, dstPub: string, cipher: EspCipherName = DEFAULT_ESP_CIPHER, domain = '',
+): DirectionalSa {
   // Another cipher, another SPI and key (AES-GCM's info is the one of before ciphers were a choice).
-  const info = `knit-esp v1 gen ${gen} ${src} ${srcPub} > ${dst} ${dstPub}${cipher === DEFAULT_ESP_CIPHER ? '' : ` ${cipher}`}`;
+  const info = `knit-esp v1 ${domain ? `${domain} ` : ''}gen ${gen} ${src} ${srcPub} > ${dst} ${dstPub}${cipher === DEFAULT_ESP_CIPHER ? '' : ` ${cipher}`}`;
   const key = Buffer.from(crypto.hkdfSync('sha256', secret, 'knit-esp-v1', info, ESP_CIPHERS[cipher].keyBytes));
   const h = crypto.createHash('sha256').update(`knit-esp-spi ${info}`).digest();
   // SPIs 0-255 are reserved (RFC 4303).

@@ -17,11 +17,26 @@ import {
   xfrmPolicyList, xfrmPolicyUpdate, xfrmStateAdd, xfrmStateDel, xfrmStateList, isExist, type XfrmPolicySpec, type XfrmState,
 } from '../../netlink';
 import {
-  DEFAULT_ESP_CIPHER, ESP_CIPHERS, ESP_ICV_BITS, directionalSa, isKnitReqid, isPublicKey, pairSecret, reqidFor, type EspCipherName, type NodeKey,
+  DEFAULT_ESP_CIPHER, ESP_CIPHERS, ESP_ICV_BITS, KNIT_REQID_BASE, directionalSa, isKnitReqid, isPublicKey, pairSecret, reqidFor, type EspCipherName, type NodeKey,
 } from './esp-keys';
 
 export const KNIT_XFRM_PRIORITY = 0x6b6e;
 export const KNIT_XFRM_BLOCK_PRIORITY = 0x6b6f;
+
+/**
+ * Which of knit's ESP datapaths an EspDatapath is: each owns its policies (by priority; the block
+ * policy is priority + 1) and its SAs (by reqid base), and derives its own SPIs and keys from
+ * the pair secret, so the pod network's and the named networks' can share a node, a peer and a
+ * generation without touching each other's objects.
+ */
+export interface EspDomain {
+  /** In logs and in the key derivation ('' for the pod network: its SAs predate domains). */
+  label: string;
+  priority: number;
+  reqidBase: number;
+}
+export const POD_NETWORK_ESP: EspDomain = { label: '', priority: KNIT_XFRM_PRIORITY, reqidBase: KNIT_REQID_BASE };
+export const NAMED_NETWORKS_ESP: EspDomain = { label: 'named', priority: 0x6b70, reqidBase: 0x6b700000 };
 /** How long an inbound SA no longer wanted is kept when nothing shows the peer has moved on. */
 export const DEFAULT_RETIRE_GRACE_MS = 60_000;
 
@@ -95,9 +110,15 @@ export class EspDatapath {
   private local?: string;
 
   constructor(private readonly key: NodeKey, private readonly port: number, netns?: string | null, private readonly log?: Logger, private readonly graceMs = DEFAULT_RETIRE_GRACE_MS,
-    private readonly cipher: EspCipherName = DEFAULT_ESP_CIPHER) {
+    private readonly cipher: EspCipherName = DEFAULT_ESP_CIPHER, private readonly domain: EspDomain = POD_NETWORK_ESP) {
     this.nl = openXfrm(netns);
   }
+
+  private get prio(): number { return this.domain.priority; }
+  private get blockPrio(): number { return this.domain.priority + 1; }
+  private reqid(g: number): number { return reqidFor(g, this.domain.reqidBase); }
+  private owned(reqid: number): boolean { return isKnitReqid(reqid, this.domain.reqidBase); }
+  private get tag(): string { return this.domain.label ? `esp ${this.domain.label}` : 'esp'; }
 
   get generation(): number { return this.gen; }
 
@@ -108,8 +129,8 @@ export class EspDatapath {
 
   private basePolicies(local: string): XfrmPolicySpec[] {
     return [
-      { sel: { src: local, proto: IPPROTO_UDP, dport: this.port }, dir: XFRM_POLICY_OUT, priority: KNIT_XFRM_BLOCK_PRIORITY, action: XFRM_POLICY_BLOCK },
-      { sel: { dst: local, proto: IPPROTO_UDP, dport: this.port }, dir: XFRM_POLICY_IN, priority: KNIT_XFRM_PRIORITY, action: XFRM_POLICY_ALLOW, tmpl: { reqid: 0 } },
+      { sel: { src: local, proto: IPPROTO_UDP, dport: this.port }, dir: XFRM_POLICY_OUT, priority: this.blockPrio, action: XFRM_POLICY_BLOCK },
+      { sel: { dst: local, proto: IPPROTO_UDP, dport: this.port }, dir: XFRM_POLICY_IN, priority: this.prio, action: XFRM_POLICY_ALLOW, tmpl: { reqid: 0 } },
     ];
   }
 
@@ -138,18 +159,18 @@ export class EspDatapath {
         const tx = Math.min(this.gen, p.generation);
         const ins = new Set<string>();
         for (const g of new Set([tx, this.gen])) {
-          const i = directionalSa(secret, g, p.underlayAddr, p.publicKey, local, this.key.publicKey, this.cipher);
-          want.set(stateId(local, i.spi), { src: p.underlayAddr, dst: local, spi: i.spi, reqid: reqidFor(g), key: i.key, inbound: true });
+          const i = directionalSa(secret, g, p.underlayAddr, p.publicKey, local, this.key.publicKey, this.cipher, this.domain.label);
+          want.set(stateId(local, i.spi), { src: p.underlayAddr, dst: local, spi: i.spi, reqid: this.reqid(g), key: i.key, inbound: true });
           ins.add(stateId(local, i.spi));
         }
-        const o = directionalSa(secret, tx, local, this.key.publicKey, p.underlayAddr, p.publicKey, this.cipher);
-        want.set(stateId(p.underlayAddr, o.spi), { src: local, dst: p.underlayAddr, spi: o.spi, reqid: reqidFor(tx), key: o.key, inbound: false });
+        const o = directionalSa(secret, tx, local, this.key.publicKey, p.underlayAddr, p.publicKey, this.cipher, this.domain.label);
+        want.set(stateId(p.underlayAddr, o.spi), { src: local, dst: p.underlayAddr, spi: o.spi, reqid: this.reqid(tx), key: o.key, inbound: false });
         secret.fill(0);
         wantIn.set(p.underlayAddr, ins);
-        policies.push({ sel: { src: local, dst: p.underlayAddr, proto: IPPROTO_UDP, dport: this.port }, dir: XFRM_POLICY_OUT, priority: KNIT_XFRM_PRIORITY, action: XFRM_POLICY_ALLOW, tmpl: { reqid: reqidFor(tx) } });
+        policies.push({ sel: { src: local, dst: p.underlayAddr, proto: IPPROTO_UDP, dport: this.port }, dir: XFRM_POLICY_OUT, priority: this.prio, action: XFRM_POLICY_ALLOW, tmpl: { reqid: this.reqid(tx) } });
         res.keyed.push({ nodeName: p.nodeName, txGeneration: tx });
       }
-      const have = xfrmStateList(this.nl).filter((s) => isKnitReqid(s.reqid));
+      const have = xfrmStateList(this.nl).filter((s) => this.owned(s.reqid));
       const haveIds = new Map(have.map((s) => [stateId(s.dst, s.spi), s]));
       // 1. SAs first (inbound, then outbound): a policy never points at a missing SA.
       for (const inbound of [true, false]) {
@@ -159,11 +180,11 @@ export class EspDatapath {
             xfrmStateAdd(this.nl, { src: w.src, dst: w.dst, spi: w.spi, reqid: w.reqid, aead: ESP_CIPHERS[this.cipher].aead, key: w.key, icvBits: ESP_ICV_BITS, sel: { src: w.src, dst: w.dst } });
             res.added++;
           } catch (e) { if (!isExist(e)) throw e; }
-          this.log?.info(`esp: ${inbound ? 'inbound' : 'outbound'} SA ${w.src} > ${w.dst} spi 0x${w.spi.toString(16)} generation ${w.reqid & 0xffff}`);
+          this.log?.info(`${this.tag}: ${inbound ? 'inbound' : 'outbound'} SA ${w.src} > ${w.dst} spi 0x${w.spi.toString(16)} generation ${w.reqid & 0xffff}`);
         }
       }
       // 2. Policies: the per-peer outbound ones switch to their pair's generation here.
-      const havePol = xfrmPolicyList(this.nl).filter((p) => p.priority === KNIT_XFRM_PRIORITY || p.priority === KNIT_XFRM_BLOCK_PRIORITY);
+      const havePol = xfrmPolicyList(this.nl).filter((p) => p.priority === this.prio || p.priority === this.blockPrio);
       for (const p of policies) {
         const h = havePol.find((x) => x.dir === p.dir && sameSel(x.sel, p.sel));
         if (h && h.priority === p.priority && h.action === p.action && (h.tmpl?.reqid ?? -1) === (p.tmpl?.reqid ?? -1)) continue;
@@ -197,7 +218,7 @@ export class EspDatapath {
 
   private delState(s: XfrmState): void {
     try { xfrmStateDel(this.nl, s); } catch (e) { if (!isNotFound(e)) throw e; }
-    this.log?.info(`esp: retired SA ${s.src} > ${s.dst} spi 0x${s.spi.toString(16)} generation ${s.reqid & 0xffff}`);
+    this.log?.info(`${this.tag}: retired SA ${s.src} > ${s.dst} spi 0x${s.spi.toString(16)} generation ${s.reqid & 0xffff}`);
   }
 
   /** Whether inbound SAs are waiting to be retired (the caller syncs again later). */
@@ -205,7 +226,8 @@ export class EspDatapath {
 
   /** Removes knit's policies and SAs (the backend stops encrypting, or its address changed). */
   removeAll(): number {
-    return removeEspLeftovers(this.nl, this.log);
+    this.local = undefined;
+    return removeEspLeftovers(this.nl, this.log, this.domain);
   }
 
   close(): void {
@@ -213,17 +235,17 @@ export class EspDatapath {
   }
 }
 
-/** Removes every knit-owned xfrm policy and SA in the namespace; how many. */
-export function removeEspLeftovers(nl: Netlink, log?: Logger): number {
+/** Removes every xfrm policy and SA of one knit datapath (domain) in the namespace; how many. */
+export function removeEspLeftovers(nl: Netlink, log?: Logger, domain: EspDomain = POD_NETWORK_ESP): number {
   let n = 0;
   for (const p of xfrmPolicyList(nl)) {
-    if (p.priority !== KNIT_XFRM_PRIORITY && p.priority !== KNIT_XFRM_BLOCK_PRIORITY) continue;
+    if (p.priority !== domain.priority && p.priority !== domain.priority + 1) continue;
     try { xfrmPolicyDel(nl, p); n++; } catch (e) { if (!isNotFound(e)) throw e; }
   }
   for (const s of xfrmStateList(nl)) {
-    if (!isKnitReqid(s.reqid)) continue;
+    if (!isKnitReqid(s.reqid, domain.reqidBase)) continue;
     try { xfrmStateDel(nl, s); n++; } catch (e) { if (!isNotFound(e)) throw e; }
   }
-  if (n) log?.info(`esp: removed ${n} xfrm object(s)`);
+  if (n) log?.info(`esp${domain.label ? ` ${domain.label}` : ''}: removed ${n} xfrm object(s)`);
   return n;
 }

@@ -7,6 +7,7 @@ import { CniError, Code, invalidConfig, show } from '../../../pkg/cni/errors';
 import type { Context } from '../../../pkg/cni/skel';
 import type { NetConf } from '../../../pkg/cni/types';
 import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
+import { espUnavailable, probeEsp } from '../../../pkg/agent/backend/esp';
 import { parseEtcdConn, type EtcdConnConfig } from '../../../pkg/ipam/etcd-config';
 import { overlayBridgeName } from '../../../pkg/network/conflist';
 import { nodeFilePath, readNodeFile, type NetworkNodeFile } from '../../../pkg/network/node-file';
@@ -21,6 +22,8 @@ export interface L2Conf {
   internal: boolean;
   isolation: boolean;
   mtu?: number;
+  /** The network is encrypted (-o encrypted): ESP between nodes, or no ADD at all (code 101). */
+  encrypted: boolean;
   /** The IPAM's etcd and node name: where this node's endpoints are recorded; etcd absent on the mesh (`"datastore": "mesh"`: through knitd). */
   etcd?: EtcdConnConfig;
   nodeName: string;
@@ -47,9 +50,19 @@ export function parseL2Conf(conf: NetConf): L2Conf {
   if (typeof nodeName !== 'string' || !nodeName) throw invalidConfig('ipam.nodeName', nodeName, 'the node\'s name, as knitd renders it');
   return {
     network: conf.name, vni, bridge: overlayBridgeName(vni), runDir, internal: bool('internal', conf.internal),
-    isolation: bool('isolation', conf.isolation, true), ...(typeof mtu === 'number' ? { mtu } : {}),
+    isolation: bool('isolation', conf.isolation, true), encrypted: bool('encrypted', conf.encrypted), ...(typeof mtu === 'number' ? { mtu } : {}),
     ...(mesh ? {} : { etcd: parseEtcdConn(ipam.etcd) }), nodeName,
   };
+}
+
+/**
+ * An encrypted network on a kernel without ESP/AES-GCM: code 101 naming the missing features,
+ * before anything is made (knitd made no devices for it either: never plain text).
+ */
+export function requireEsp(cfg: L2Conf): void {
+  if (!cfg.encrypted) return;
+  const missing = probeEsp(null);
+  if (missing.length) throw espUnavailable(missing, `encrypted network ${cfg.network} (VNI ${cfg.vni})`);
 }
 
 /** What knitd published for this node; code 11 while it has not (knitd starting or absent). */

@@ -15,7 +15,7 @@ import { MeshNetworkClient } from '../../../pkg/mesh/network-client';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
 import { resident } from '../../../pkg/ipam/resident';
 import { bridge } from '../bridge/plugin';
-import { aliasesOf, bridgeContext, parseL2Conf, requireNode, type L2Conf } from './config';
+import { aliasesOf, bridgeContext, parseL2Conf, requireEsp, requireNode, type L2Conf } from './config';
 
 /** The network's bridge on this node, or code `code` saying knitd has not made it yet. */
 function networkBridgeMtu(cfg: L2Conf, code: number): number {
@@ -72,6 +72,7 @@ export const l2overlay: Plugin = {
   async add(ctx) {
     const cfg = parseL2Conf(ctx.conf);
     const aliases = aliasesOf(ctx.conf, cfg.network);
+    requireEsp(cfg);
     const node = requireNode(cfg);
     const bridgeMtu = networkBridgeMtu(cfg, Code.TryAgainLater);
     const mtu = cfg.mtu ?? bridgeMtu;
@@ -130,6 +131,7 @@ export const l2overlay: Plugin = {
 
   async status(ctx) {
     const cfg = parseL2Conf(ctx.conf);
+    requireEsp(cfg);
     try {
       requireNode(cfg);
       networkBridgeMtu(cfg, Code.PluginNotAvailable);
