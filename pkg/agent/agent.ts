@@ -20,7 +20,7 @@ import { nullLogger } from '../cni/log';
 import { addrList, linkGet, routeList, subscribe, withNetlink, KNIT_RTPROT, type NetlinkEvent } from '../netlink';
 import { parseCIDR } from '../ip/ip';
 import { ensureMasq } from '../nat/masq';
-import type { Datastore, LeaseEvent, SubnetLease, Watch } from '../datastore/datastore';
+import { currentKeyGeneration, type Datastore, type LeaseEvent, type SubnetLease, type Watch } from '../datastore/datastore';
 import { newBackend, type Backend, type BackendData, type LocalState, type SyncReport } from './backend';
 import { acquireSubnet, savePersisted } from './lease';
 import { DEFAULT_OVERLAY_BRIDGE, clearRefusal, removeLeaseFile, writeLeaseFile, writeRefusal, type Refusal } from './lease-file';
@@ -164,12 +164,7 @@ export class OverlayAgent {
     if (!b?.encrypted || !b.setKeyGeneration || !store.getKeyGeneration || this.stopped || this.keyGenBusy) return;
     this.keyGenBusy = true;
     try {
-      let rec = await store.getKeyGeneration();
-      const every = this.o.keyRotationSec ?? 0;
-      if (every > 0 && store.bumpKeyGeneration && (!rec || Date.now() - Date.parse(rec.at) >= every * 1000)) {
-        rec = await store.bumpKeyGeneration(rec?.generation ?? null);
-        this.log.info(`key rotation interval (${every} s): key generation is now ${rec.generation}`);
-      }
+      const rec = await currentKeyGeneration(store, this.o.keyRotationSec ?? 0, this.log);
       const g = rec?.generation ?? 0;
       if (g <= (b.encryption?.()?.generation ?? -1)) return;
       this.log.info(`key generation ${g}: installing its SAs, then publishing it`);

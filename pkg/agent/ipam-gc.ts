@@ -89,20 +89,17 @@ export interface IpamGcStats {
   pending: number;
 }
 
-export class IpamGc {
-  readonly stats: IpamGcStats = { passes: 0, released: 0, errors: 0, pending: 0 };
-  /** One tracker per network: what each pass saw stale. */
-  private readonly trackers = new Map<string, StaleTracker>();
+/** A pass after one interval (the node's pods are running by then), then one interval after each pass ends. */
+class Passes {
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
 
-  constructor(private readonly o: IpamGcOptions) {}
+  constructor(private readonly run: () => Promise<unknown>, private readonly intervalSec: () => number) {}
 
-  /** The first pass after one interval (the node's pods are running by then), then every interval. */
   start(): void {
     const next = (): void => {
       if (this.stopped) return;
-      this.timer = setTimeout(() => void this.runOnce().finally(next), this.o.intervalSec * 1000);
+      this.timer = setTimeout(() => void this.run().finally(next), this.intervalSec() * 1000);
       this.timer.unref();
     };
     next();
@@ -112,6 +109,19 @@ export class IpamGc {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
   }
+}
+
+export class IpamGc {
+  readonly stats: IpamGcStats = { passes: 0, released: 0, errors: 0, pending: 0 };
+  /** One tracker per network: what each pass saw stale. */
+  private readonly trackers = new Map<string, StaleTracker>();
+  private readonly loop = new Passes(() => this.runOnce(), () => this.o.intervalSec);
+
+  constructor(private readonly o: IpamGcOptions) {}
+
+  start(): void { this.loop.start(); }
+
+  stop(): void { this.loop.stop(); }
 
   /** One pass over every knit-etcd-ipam network of the config directory. */
   async runOnce(now = Date.now()): Promise<void> {
@@ -227,26 +237,15 @@ export async function meshGcPass(t: MeshGcTarget, tracker: MeshStaleTracker, o: 
 export class MeshIpamGc {
   readonly stats: IpamGcStats = { passes: 0, released: 0, errors: 0, pending: 0 };
   private readonly tracker: MeshStaleTracker;
-  private timer: NodeJS.Timeout | null = null;
-  private stopped = false;
+  private readonly loop = new Passes(() => this.runOnce(), () => this.o.intervalSec);
 
   constructor(private readonly o: { target: MeshGcTarget; intervalSec: number; graceSec: number; log: Logger; links?: () => AttachmentId[] }) {
     this.tracker = new MeshStaleTracker(o.graceSec * 1000);
   }
 
-  start(): void {
-    const next = (): void => {
-      if (this.stopped) return;
-      this.timer = setTimeout(() => void this.runOnce().finally(next), this.o.intervalSec * 1000);
-      this.timer.unref();
-    };
-    next();
-  }
+  start(): void { this.loop.start(); }
 
-  stop(): void {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-  }
+  stop(): void { this.loop.stop(); }
 
   async runOnce(now = Date.now()): Promise<MeshJudgement[]> {
     try {

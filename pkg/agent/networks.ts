@@ -25,7 +25,7 @@ import type { Logger } from '../cni/log';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
 import { removeMasq } from '../nat/masq';
 import { Netlink, linkGet, openXfrm } from '../netlink';
-import type { Datastore } from '../datastore/datastore';
+import { currentKeyGeneration, type Datastore } from '../datastore/datastore';
 import { EspDatapath, NAMED_NETWORKS_ESP, espUnavailable, probeEsp, removeEspLeftovers, type EspPeer } from './backend/esp';
 import { DEFAULT_ESP_CIPHER, ESP_AEAD, ESP_OVERHEAD, loadNodeKey, type NodeKey } from './backend/esp-keys';
 import { CONFLIST_PREFIX, conflistFile, renderConflist } from '../network/conflist';
@@ -212,12 +212,7 @@ export class NetworksAgent {
     if (!this.esp || !store?.getKeyGeneration || this.stopped || this.keyGenBusy) return;
     this.keyGenBusy = true;
     try {
-      let rec = await store.getKeyGeneration();
-      const every = this.o.keyRotationSec ?? 0;
-      if (every > 0 && store.bumpKeyGeneration && (!rec || Date.now() - Date.parse(rec.at) >= every * 1000)) {
-        rec = await store.bumpKeyGeneration(rec?.generation ?? null);
-        this.o.log.info(`key rotation interval (${every} s): key generation is now ${rec.generation}`);
-      }
+      const rec = await currentKeyGeneration(store, this.o.keyRotationSec ?? 0, this.o.log);
       const g = rec?.generation ?? 0;
       if (!this.esp) return;
       if (g > this.keyGen) {

@@ -54,6 +54,20 @@ export function parseKeyGeneration(text: string): KeyGeneration {
   return { generation: 0, at: new Date(0).toISOString() };
 }
 
+/**
+ * The generation to use now: the record, first moved to the next one when `everySec` > 0 and it is
+ * older than that (or absent). A bump is a compare-and-swap, so the agents of every node (and both
+ * of one node's datapaths) move it once per interval between them.
+ */
+export async function currentKeyGeneration(store: Pick<Datastore, 'getKeyGeneration' | 'bumpKeyGeneration'>, everySec: number, log: { info(msg: string): void }, what = ''): Promise<KeyGeneration | null> {
+  let rec = (await store.getKeyGeneration?.()) ?? null;
+  if (everySec > 0 && store.bumpKeyGeneration && (!rec || Date.now() - Date.parse(rec.at) >= everySec * 1000)) {
+    rec = await store.bumpKeyGeneration(rec?.generation ?? null);
+    log.info(`${what}key rotation interval (${everySec} s): key generation is now ${rec.generation}`);
+  }
+  return rec;
+}
+
 export interface Datastore {
   /** The raw network config (JSON text), or null when none is set. */
   getNetworkConfig(): Promise<string | null>;

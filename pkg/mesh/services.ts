@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { CniError } from '../cni/errors';
 import { formatIP } from '../ip/ip';
 import { SpecError } from '../network/spec';
-import { checkServiceName, checkServiceNetwork, checkVip, parsePorts, type Service, type ServiceRequest } from '../service/spec';
+import { checkServiceName, checkServiceNetwork, checkVip, parsePorts, servicesNamed, type Service, type ServiceRequest } from '../service/spec';
 import { holderText, vipOwner } from '../service/owners';
 import type { MeshIpam } from './ipam';
 import { NoQuorumError, type MeshNode } from './node';
@@ -39,9 +39,7 @@ export class MeshServices {
 
   /** Services named `name` (on any network, or on `network`); SpecError when there is none. */
   async find(name: string, network?: string): Promise<Service[]> {
-    const found = (await this.list(network)).filter((s) => s.name === name);
-    if (!found.length) throw new SpecError(`no service named ${name}${network ? ` on network ${network}` : ''} (knitctl service ls lists them)`);
-    return found;
+    return servicesNamed(await this.list(network), name, network);
   }
 
   /** Validates (spec.ts: the messages are etcd's), reserves the VIP, wins the claim's votes, then stores. */

@@ -112,4 +112,11 @@ export function checkVip(vip: string, net: Network, services: readonly Service[]
 }
 
 /** The services' identifier in nft and etcd listings: readable, unique per network and name. */
+/** The services named `name` among `list` (those of one network, or all); SpecError when there is none. */
+export function servicesNamed(list: readonly Service[], name: string, network?: string): Service[] {
+  const found = list.filter((s) => s.name === name);
+  if (!found.length) throw new SpecError(`no service named ${name}${network ? ` on network ${network}` : ''} (knitctl service ls lists them)`);
+  return found;
+}
+
 export const serviceLabel = (s: Pick<Service, 'network' | 'name'>): string => `${s.network}/${s.name}`;

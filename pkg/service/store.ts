@@ -22,7 +22,7 @@ import { SpecError, type Network } from '../network/spec';
 import { NetworkStore, decodeEndpoint, decodeNetwork } from '../network/store';
 import type { Owner } from '../ipam/store';
 import {
-  checkServiceName, checkServiceNetwork, checkVip, decodeService, parsePorts, serviceKey, servicesPrefix, type Service, type ServiceRequest,
+  checkServiceName, checkServiceNetwork, checkVip, decodeService, parsePorts, serviceKey, servicesNamed, servicesPrefix, type Service, type ServiceRequest,
 } from './spec';
 
 import { SERVICES_NODE, vipOwner, LB_IFNAME, isLbEndpoint } from './owners';
@@ -64,9 +64,7 @@ export class ServiceStore {
 
   /** Services named `name` (on any network, or on `network`); SpecError when there is none. */
   async find(name: string, network?: string): Promise<Service[]> {
-    const found = (await this.list(network)).filter((s) => s.name === name);
-    if (!found.length) throw new SpecError(`no service named ${name}${network ? ` on network ${network}` : ''} (knitctl service ls lists them)`);
-    return found;
+    return servicesNamed(await this.list(network), name, network);
   }
 
   /** Validates, reserves the VIP and stores the service; SpecError names the bad flag. */
