@@ -104,6 +104,12 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     return r.code === 0 ? (JSON.parse(r.stdout) as any[]).filter((f) => f.dst).map((f) => `${f.mac} ${f.dst}`).sort() : [];
   };
 
+  /** Waits until node n's VXLAN device of the network has an FDB entry for the pod's interface. */
+  async function learns(n: Node, vni: number, pod: Netns, ifName: string): Promise<void> {
+    const mac = (await lab.ipJson(pod, ['link', 'show', ifName]))[0].address as string;
+    await eventually(async () => (await fdbOf(n, `knv${vni}`)).some((f) => f.startsWith(mac)), 5000, `${n.name} learns ${mac}`);
+  }
+
   before(async function () {
     requireRoot(this);
     requireEtcd(this);
@@ -171,6 +177,7 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     const vni = created.find((n) => n.name === 'app')!.options.vni!;
     // h1 learns a2 (on h2) from etcd: an FDB entry towards h2 and a neighbour entry for proxy ARP.
     await eventually(async () => (await fdbOf(nodes[0]!, `knv${vni}`)).length === 1, 5000, 'h1 fdb entry for a2');
+    await eventually(async () => (await fdbOf(nodes[1]!, `knv${vni}`)).length === 2, 5000, 'h2 fdb entries for a1 and a3');
     assert.ok(await lab.ping(pods.a1!.ns, pods.a2!.ip, 2), 'a1 (h1) -> a2 (h2)');
     assert.ok(await lab.ping(pods.a2!.ns, pods.a3!.ip, 2), 'a2 (h2) -> a3 (h1)');
     assert.ok(await lab.ping(pods.a1!.ns, pods.a3!.ip, 1), 'a1 -> a3 on the same host');
@@ -187,6 +194,7 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     assert.equal(lcAdd.code, 0, `libcni add: ${lcAdd.stdout} ${lcAdd.stderr}`);
     const lcIp = String(JSON.parse(lcAdd.stdout).ips[0].address).split('/')[0]!;
     assert.match(lcIp, /^10\.231\.1\./);
+    await learns(nodes[0]!, vni, lc, 'eth0');
     assert.ok(await lab.ping(lc, pods.a1!.ip, 2), 'the libcni container (h2) reaches a1 (h1)');
     assert.equal((await tool('check')).code, 0, 'libcni check');
     assert.equal((await tool('del')).code, 0, 'libcni del');
@@ -211,10 +219,13 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     const cB = await add(nodes[1]!, 'db', 'c', c, 'eth1');
     assert.match(cA, /^10\.231\.1\./);
     assert.match(cB, /^10\.233\.0\./);
+    // a1's reply needs h1 to have learnt c from etcd (its FDB and proxy-ARP entries): wait for that
+    // rather than racing the watch on a loaded machine.
+    const vniA = created.find((n) => n.name === 'app')!.options.vni!;
+    await learns(nodes[0]!, vniA, c, 'eth0');
     assert.ok(await lab.ping(c, pods.a1!.ip, 2), 'c reaches a1 (app, other host)');
     assert.ok(await lab.ping(c, pods.b1!.ip, 2), 'c reaches b1 (db)');
     // The VXLAN segments are separate: b1's frames never reach app's bridge on the other host.
-    const vniA = created.find((n) => n.name === 'app')!.options.vni!;
     const fdbA = await fdbOf(nodes[0]!, `knv${vniA}`);
     const macB1 = (await lab.ipJson(b1, ['link', 'show', 'eth0']))[0].address;
     assert.ok(!fdbA.some((f) => f.startsWith(macB1)), 'app knows nothing of db\'s container');
@@ -223,6 +234,7 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     const ipB2 = await add(nodes[0]!, 'db', 'b2', b2);
     assert.ok(!(await lab.ping(b2, pods.a1!.ip, 1)), 'b2 (db) must not reach a1 (app) through h1');
     assert.ok(!(await lab.ping(pods.a1!.ns, ipB2, 1)), 'a1 (app) must not reach b2 (db) through h1');
+    await learns(nodes[1]!, b.options.vni!, b2, 'eth0');
     assert.ok(await lab.ping(b2, pods.b1!.ip, 2), 'b2 reaches b1 (db, other host)');
     assert.equal((await plugin(nodes[0]!, 'db', 'DEL', 'b2', b2)).code, 0);
     // DEL of one network's interface leaves the other intact.
