@@ -112,9 +112,10 @@ describe('knitd with an encrypted pod network (kernel lane)', function () {
   it('knitctl key rotate during a TCP stream: both nodes switch to generation 1 while it runs, it keeps going', async function () {
     this.timeout(480_000); // the stream is up to 200 s on a loaded host
     const [a, b] = nodes as [Node, Node];
-    // knitctl and knitd's 5 s poll are slow under UML, slower still on a loaded host (a knitctl run
-    // took 42-53 s at load 5, key rotate about 2.5 times a key show): the stream is sized from how long one knitctl run takes here now, so
-    // it contains the whole switch, which must complete before it ends. At least 50 s.
+    // knitctl and knitd's 5 s poll are slow under UML, slower still on a loaded host (key rotate
+    // took 42-53 s at load 5, about 2.5 times a key show): the stream is sized from how long one
+    // knitctl run takes here now, so it contains the whole switch, which must complete before it
+    // ends. At least 50 s.
     const probe0 = Date.now();
     await ctl(['key', 'show']);
     const ctlSeconds = (Date.now() - probe0) / 1000;
