@@ -29,7 +29,8 @@ import { currentKeyGeneration, type Datastore } from '../datastore/datastore';
 import { EspDatapath, NAMED_NETWORKS_ESP, espUnavailable, probeEsp, removeEspLeftovers, type EspPeer } from './backend/esp';
 import { DEFAULT_ESP_CIPHER, ESP_AEAD, ESP_OVERHEAD, loadNodeKey, type NodeKey } from './backend/esp-keys';
 import { CONFLIST_PREFIX, conflistFile, renderConflist } from '../network/conflist';
-import { ENCRYPTED_VXLAN_PORT, addRemote, ensureOverlay, overlayVnis, removeOverlay, removeRemote, syncRemotes, type RemoteEndpoint, type Underlay } from '../network/datapath';
+import { ENCRYPTED_VXLAN_PORT, ensureOverlay, overlayVnis, removeOverlay, setFdb, setNeigh, syncRemotes, vxlanOf, type RemoteEndpoint, type Underlay } from '../network/datapath';
+import { EntryOwners, addrs } from '../network/owners';
 import { writeAtomic } from '../network/node-file';
 import type { Network } from '../network/spec';
 import type { Endpoint } from '../network/store';
@@ -106,6 +107,8 @@ export class NetworksAgent {
   private readonly nl = Netlink.open(null);
   private readonly networks = new Map<string, Network>();
   private readonly endpoints = new Map<string, Endpoint>();
+  /** The endpoints by MAC and address: which record owns each FDB and neighbour entry (several may claim one). */
+  private readonly owners: EntryOwners;
   /** Whether the first list is done (subscribers then get a resync at once). */
   private listed = false;
   private timers: NodeJS.Timeout[] = [];
@@ -131,6 +134,7 @@ export class NetworksAgent {
 
   constructor(private readonly o: NetworksAgentOptions) {
     if (!o.source && !o.conn) throw new Error('NetworksAgent: give conn (etcd) or source');
+    this.owners = new EntryOwners(o.nodeName);
     this.source = o.source ?? new EtcdNetworksSource({ conn: o.conn!, nodeName: o.nodeName, runDir: o.runDir, stateDir: o.stateDir, ttlSec: o.ttlSec, log: o.log });
   }
 
@@ -332,7 +336,8 @@ export class NetworksAgent {
     this.networks.clear();
     for (const [k, n] of networks) this.networks.set(k, n);
     this.endpoints.clear();
-    for (const [k, e] of endpoints) this.endpoints.set(k, e);
+    this.owners.clear();
+    for (const [k, e] of endpoints) { this.endpoints.set(k, e); this.owners.set(k, undefined, e); }
     this.peers.clear();
     for (const [k, p] of nodes) this.peers.set(k, p);
     this.espDirty = true;
@@ -353,6 +358,7 @@ export class NetworksAgent {
   private onEndpointEvent(key: string, after: Endpoint | undefined): void {
     const before = this.endpoints.get(key);
     if (after) this.endpoints.set(key, after); else this.endpoints.delete(key);
+    this.owners.set(key, before, after);
     this.emit((l) => l.endpoint?.(before, after));
     if (this.esp && [before, after].some((e) => e && this.isEncrypted(e.network))) this.espDirty = true;
     if (!this.changes) return; // a full pass is due anyway
@@ -421,9 +427,11 @@ export class NetworksAgent {
     }
     const byNet = new Map<string, RemoteEndpoint[]>();
     for (const e of this.endpoints.values()) {
-      if (e.node === this.o.nodeName || (names && !names.has(e.network))) continue;
+      if (e.node === this.o.nodeName || !e.mac || (names && !names.has(e.network))) continue;
       const list = byNet.get(e.network) ?? [];
-      list.push({ mac: e.mac, ips: e.ips, nodeIp: e.nodeIp });
+      // Each entry goes to its owner only (a MAC or address on several records: pkg/network/owners.ts).
+      const mac = e.mac.toLowerCase();
+      list.push({ mac, nodeIp: e.nodeIp, fdb: this.owners.fdb(e.network, mac) === e.nodeIp, ips: addrs(e).filter((ip) => this.owners.neigh(e.network, ip) === mac) });
       byNet.set(e.network, list);
     }
     // Encrypted networks: the ESP base policies before their devices, or no devices at all.
@@ -448,9 +456,12 @@ export class NetworksAgent {
   }
 
   /**
-   * Only endpoints changed: their remote entries are added, replaced or removed one by one (a
-   * put or delete each), so a new container costs the same with 10 or 10,000 others. The timer's
-   * full pass still catches anything this misses.
+   * Only endpoints changed: the FDB entries of their MACs and the neighbour entries of their
+   * addresses are set from their owners now (a put or delete each), so a new container costs the
+   * same with 10 or 10,000 others. Never "remove what the old record had": another record (a
+   * container that took the address, and with it the derived MAC, on another node) may own it
+   * now (pkg/network/owners.ts). Local endpoints count too: one appearing takes its MAC and
+   * addresses from remote entries. The timer's full pass still catches anything this misses.
    */
   private applyEndpointChanges(changes: Map<string, { before?: Endpoint; after?: Endpoint }>): void {
     const vniOf = new Map<string, number>();
@@ -458,15 +469,27 @@ export class NetworksAgent {
       // An encrypted network without ESP here has no devices (applyNetworks): nothing to add to.
       if (n.driver === 'overlay' && n.options.vni !== undefined && (!n.options.encrypted || this.esp)) vniOf.set(n.name, n.options.vni);
     }
-    const remote = (e?: Endpoint): RemoteEndpoint & { vni: number } | undefined => {
-      const vni = e && e.node !== this.o.nodeName ? vniOf.get(e.network) : undefined;
-      return e && vni !== undefined ? { vni, mac: e.mac, ips: e.ips, nodeIp: e.nodeIp } : undefined;
-    };
+    const devices = new Map<number, ReturnType<typeof vxlanOf>>();
+    const done = new Set<string>();
     for (const { before, after } of changes.values()) {
-      const old = remote(before);
-      const now = remote(after);
-      if (old) removeRemote(this.nl, old.vni, old, now && now.vni === old.vni ? now : undefined);
-      if (now) addRemote(this.nl, now.vni, now);
+      for (const e of [after, before]) {
+        const vni = e ? vniOf.get(e.network) : undefined;
+        if (!e || vni === undefined) continue;
+        if (!devices.has(vni)) devices.set(vni, vxlanOf(this.nl, vni));
+        const vx = devices.get(vni);
+        if (!vx) continue;
+        // FDB before neighbour entries: an address is answered only once its MAC leads somewhere.
+        const mac = e.mac.toLowerCase();
+        if (mac && !done.has(`m\0${e.network}\0${mac}`)) {
+          done.add(`m\0${e.network}\0${mac}`);
+          setFdb(this.nl, vx, mac, this.owners.fdb(e.network, mac));
+        }
+        for (const ip of addrs(e)) {
+          if (done.has(`i\0${e.network}\0${ip}`)) continue;
+          done.add(`i\0${e.network}\0${ip}`);
+          setNeigh(this.nl, vx, ip, this.owners.neigh(e.network, ip));
+        }
+      }
     }
     this.status.endpoints = this.endpoints.size;
   }

@@ -3,7 +3,8 @@
 // node. Every driver takes its addresses from knit-etcd-ipam (cluster-wide, no duplicates):
 // IPv4 subnets are alternatives of one range set (a container gets one IPv4 address, from the
 // first subnet with room, as Docker does), IPv6 subnets another; --ip-range bounds the dynamic
-// range, --aux-address entries are excluded. portmap is chained for `-p`.
+// range, --aux-address entries are excluded. portmap is chained for `-p`. Containers on overlay and
+// bridge networks get a MAC derived from their IPv4 address (`macFromAddress`, design.md D-mac).
 import { addToIP, formatIP, lastOf, networkOf, parseCIDR, parseIP, compareIP, type IPAddr } from '../ip/ip';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
 import { networkDomain, resolverOn, splitParent, type Network, type SubnetSpec } from './spec';
@@ -65,12 +66,12 @@ export function mainPluginOf(net: Network, node: NodeContext): Record<string, un
     case 'overlay':
       return {
         type: OVERLAY_PLUGIN, vni: net.options.vni, runDir: node.runDir, ...(node.etcd ? {} : { datastore: 'mesh' }), internal: net.internal,
-        isolation: net.options.isolation, ...(net.options.encrypted ? { encrypted: true } : {}), ...common,
+        isolation: net.options.isolation, ...(net.options.encrypted ? { encrypted: true } : {}), macFromAddress: true, ...common,
       };
     case 'bridge':
       return {
         type: 'knit-bridge', bridge: bridgeDriverName(net.id), isGateway: true, isDefaultGateway: !net.internal,
-        ipMasq: !net.internal, isolation: net.options.isolation, ...common,
+        ipMasq: !net.internal, isolation: net.options.isolation, macFromAddress: true, ...common,
       };
     case 'macvlan': {
       const p = splitParent(net.options.parent!);

@@ -23,7 +23,12 @@ const OURS = /^kn[bv](\d+)$/;
 
 export interface Underlay { index: number; name: string; mtu: number; addr: string }
 
-export interface RemoteEndpoint { mac: string; ips: string[]; nodeIp: string }
+/**
+ * A remote endpoint's entries: the FDB entry of its MAC unless `fdb` is false, a neighbour entry
+ * (ip -> mac) for each of `ips`. When records share a MAC or address (pkg/network/owners.ts), the
+ * caller gives each entry to its owner only.
+ */
+export interface RemoteEndpoint { mac: string; ips: string[]; nodeIp: string; fdb?: boolean }
 
 /**
  * The bridge and VXLAN device of network vni, created or corrected; returns the bridge. Encrypted
@@ -86,7 +91,7 @@ export function syncRemotes(nl: Netlink, vni: number, remotes: RemoteEndpoint[])
   const report: SyncReport = { fdbAdded: 0, fdbRemoved: 0, neighAdded: 0, neighRemoved: 0 };
   const vx = linkFind(nl, vxlanName(vni));
   if (!vx) return report;
-  const wantFdb = new Map(remotes.map((r) => [r.mac.toLowerCase(), r.nodeIp]));
+  const wantFdb = new Map(remotes.filter((r) => r.fdb !== false).map((r) => [r.mac.toLowerCase(), r.nodeIp]));
   const wantNeigh = new Map<string, string>();
   for (const r of remotes) for (const cidr of r.ips) wantNeigh.set(cidr.split('/')[0]!, r.mac.toLowerCase());
 
@@ -121,26 +126,19 @@ export function syncRemotes(nl: Netlink, vni: number, remotes: RemoteEndpoint[])
   return report;
 }
 
-/** One remote endpoint's FDB and neighbour entries on knv<vni>, added or replaced. */
-export function addRemote(nl: Netlink, vni: number, r: RemoteEndpoint): void {
-  const vx = linkFind(nl, vxlanName(vni));
-  if (!vx) return;
-  fdbReplace(nl, { link: vx.index, mac: r.mac.toLowerCase(), dst: r.nodeIp });
-  for (const cidr of r.ips) neighReplace(nl, { link: vx.index, ip: cidr.split('/')[0]!, mac: r.mac.toLowerCase(), state: NUD_PERMANENT });
+/** The VXLAN device of network vni (null: none on this node, nothing to program). */
+export function vxlanOf(nl: Netlink, vni: number): Link | null {
+  return linkFind(nl, vxlanName(vni));
 }
 
-/** Removes what `r` had on knv<vni>, except what `keep` (its successor on the same network) still needs. */
-export function removeRemote(nl: Netlink, vni: number, r: RemoteEndpoint, keep?: RemoteEndpoint): void {
-  const vx = linkFind(nl, vxlanName(vni));
-  if (!vx) return;
-  const mac = r.mac.toLowerCase();
-  if (!keep || keep.mac.toLowerCase() !== mac || keep.nodeIp !== r.nodeIp) {
-    try { fdbDel(nl, { link: vx.index, mac, dst: r.nodeIp }); } catch (e) { if (!isNotFound(e)) throw e; }
-  }
-  const kept = new Set((keep?.ips ?? []).map((c) => c.split('/')[0]!));
-  for (const cidr of r.ips) {
-    const ip = cidr.split('/')[0]!;
-    if (kept.has(ip)) continue;
-    try { neighDel(nl, { link: vx.index, ip }); } catch (e) { if (!isNotFound(e)) throw e; }
-  }
+/** The FDB entry of `mac` on the VXLAN device: towards `dst`, or (dst undefined) none. */
+export function setFdb(nl: Netlink, vx: Link, mac: string, dst: string | undefined): void {
+  if (dst !== undefined) { fdbReplace(nl, { link: vx.index, mac, dst }); return; }
+  try { fdbDel(nl, { link: vx.index, mac }); } catch (e) { if (!isNotFound(e)) throw e; }
+}
+
+/** The neighbour entry of `ip` on the VXLAN device (what proxy ARP/ND answers): `mac`, or (undefined) none. */
+export function setNeigh(nl: Netlink, vx: Link, ip: string, mac: string | undefined): void {
+  if (mac !== undefined) { neighReplace(nl, { link: vx.index, ip, mac, state: NUD_PERMANENT }); return; }
+  try { neighDel(nl, { link: vx.index, ip }); } catch (e) { if (!isNotFound(e)) throw e; }
 }

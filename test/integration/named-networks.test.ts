@@ -15,6 +15,7 @@ import { buildCnitool } from '../e2e/libcni';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import type { CreateRequest, Network } from '../../pkg/network/spec';
 import { conflistFile } from '../../pkg/network/conflist';
+import { macFromAddress } from '../../pkg/ip/mac';
 
 interface Node { name: string; host: Host; runDir: string; stateDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
 
@@ -258,6 +259,7 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     const ipL1 = await add(nodes[0]!, 'local', 'l1', l1);
     const ipL2 = await add(nodes[0]!, 'local', 'l2', l2);
     assert.ok(await lab.ping(l1, ipL2, 1), 'bridge network: l1 -> l2');
+    assert.equal((await lab.ipJson(l1, ['link', 'show', 'eth0']))[0].address, macFromAddress([ipL1]), 'bridge network: the MAC derived from the address (D-mac)');
     const m1 = await lab.pod('m1');
     const ipM1 = await add(nodes[1]!, 'pub', 'm1', m1);
     assert.match(ipM1, /^192\.168\.70\.(1[2-8]\d|19[01])$/, `${ipM1} in 192.168.70.128/26`);

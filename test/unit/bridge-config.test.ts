@@ -24,7 +24,7 @@ describe('knit-bridge config', () => {
   it('fills the defaults', () => {
     assert.deepEqual(parseBridgeConf(conf(), noArgs), {
       network: 'net1', bridge: DEFAULT_BRIDGE, isGateway: false, isDefaultGateway: false, forceAddress: false,
-      ipMasq: false, isolation: true, hairpinMode: false, promiscMode: false, hasIpam: true, resolver: false, runDir: '/run/knit',
+      ipMasq: false, isolation: true, hairpinMode: false, promiscMode: false, hasIpam: true, resolver: false, macFromAddress: false, runDir: '/run/knit',
     });
     assert.equal(DEFAULT_BRIDGE, 'knit0');
     // null is absent, as for the reference plugin's Go decoder.
@@ -37,12 +37,12 @@ describe('knit-bridge config', () => {
   it('accepts every key', () => {
     const c = parseBridgeConf(conf({
       bridge: 'br-123456789abc', isGateway: true, isDefaultGateway: false, forceAddress: true, ipMasq: true, isolation: false,
-      hairpinMode: true, promiscMode: false, mtu: 9000, mac: '0A-58-0A-01-00-05', resolver: true, runDir: '/tmp/knit-run',
+      hairpinMode: true, promiscMode: false, mtu: 9000, mac: '0A-58-0A-01-00-05', resolver: true, runDir: '/tmp/knit-run', macFromAddress: true,
     }), noArgs);
     assert.deepEqual(c, {
       network: 'net1', bridge: 'br-123456789abc', isGateway: true, isDefaultGateway: false, forceAddress: true,
       ipMasq: true, isolation: false, hairpinMode: true, promiscMode: false, mtu: 9000, mac: '0a:58:0a:01:00:05', hasIpam: true,
-      resolver: true, runDir: '/tmp/knit-run',
+      resolver: true, runDir: '/tmp/knit-run', macFromAddress: true,
     });
     assert.throws(() => parseBridgeConf(conf({ resolver: true }), noArgs), /invalid resolver true: only with isGateway and an ipam/);
     assert.throws(() => parseBridgeConf(conf({ runDir: 'run' }), noArgs), /invalid runDir "run": an absolute directory path/);
@@ -87,7 +87,12 @@ describe('knit-bridge config', () => {
     rejects({ bridge: '..' }, 'invalid bridge ".."', valid);
   });
 
-  for (const key of ['isGateway', 'isDefaultGateway', 'forceAddress', 'ipMasq', 'hairpinMode', 'promiscMode']) {
+  it('macFromAddress: only with an ipam (the MAC comes from its address)', () => {
+    rejects({ ipam: {}, macFromAddress: true }, 'invalid macFromAddress true', 'false when there is no ipam');
+    assert.equal(parseBridgeConf(conf({ ipam: {}, macFromAddress: false }), noArgs).macFromAddress, false);
+  });
+
+  for (const key of ['isGateway', 'isDefaultGateway', 'forceAddress', 'ipMasq', 'hairpinMode', 'promiscMode', 'macFromAddress']) {
     it(`${key}: true or false`, () => {
       rejects({ [key]: 'true' }, `invalid ${key} "true"`, 'true or false');
       rejects({ [key]: 1 }, `invalid ${key} 1`, 'true or false');

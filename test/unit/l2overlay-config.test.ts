@@ -22,14 +22,15 @@ function rejects(extra: Record<string, unknown>, ...fragments: string[]): void {
 describe('knit-l2overlay config', () => {
   it('fills the defaults', () => {
     assert.deepEqual(parseL2Conf(conf()), {
-      network: 'web', vni: 4096, bridge: 'knb4096', runDir: '/run/knit', internal: false, isolation: true, encrypted: false,
+      network: 'web', vni: 4096, bridge: 'knb4096', runDir: '/run/knit', internal: false, isolation: true, encrypted: false, macFromAddress: false,
       etcd: { endpoints: ['http://10.0.0.1:2379'], prefix: '/knit', timeoutMs: 5000 }, nodeName: 'n1',
     });
   });
 
   it('accepts what knitd renders', () => {
-    const c = parseL2Conf(conf({ vni: 16777215, runDir: '/run/knit-test', internal: true, isolation: false, mtu: 1400, encrypted: true }));
+    const c = parseL2Conf(conf({ vni: 16777215, runDir: '/run/knit-test', internal: true, isolation: false, mtu: 1400, encrypted: true, macFromAddress: true }));
     assert.equal(c.encrypted, true);
+    assert.equal(c.macFromAddress, true);
     rejects({ encrypted: 'yes' }, 'invalid encrypted "yes"', 'true or false');
     assert.equal(c.vni, 16777215);
     assert.equal(c.bridge, 'knb16777215');
@@ -60,7 +61,7 @@ describe('knit-l2overlay config', () => {
     rejects({ mtu: '1400' }, 'invalid mtu "1400"', valid);
   });
 
-  for (const key of ['internal', 'isolation']) {
+  for (const key of ['internal', 'isolation', 'macFromAddress']) {
     it(`${key}: true or false`, () => {
       rejects({ [key]: 'true' }, `invalid ${key} "true"`, 'true or false');
       rejects({ [key]: 0 }, `invalid ${key} 0`, 'true or false');

@@ -21,6 +21,11 @@ export interface BridgeConf {
   mtu?: number;
   /** The container interface's MAC, from mac / runtimeConfig.mac / args.cni.mac / CNI_ARGS MAC=. */
   mac?: string;
+  /**
+   * No explicit MAC: the container interface's MAC is derived from its first IPv4 address
+   * (pkg/ip/mac.ts), as knitd's rendered conflists ask; an explicit `mac` always wins.
+   */
+  macFromAddress: boolean;
   /** False when ipam is absent or {} (a layer-2 only attachment, as in the reference). */
   hasIpam: boolean;
   /** Names answered by knitd on this host (docs/dns.md, "without a datastore"): a record per attachment under runDir. */
@@ -46,6 +51,7 @@ export function parseBridgeConf(conf: NetConf, args: CniArgs): BridgeConf {
     promiscMode: bool('promiscMode', conf.promiscMode),
     hasIpam: !!conf.ipam && Object.keys(conf.ipam).length > 0,
     resolver: bool('resolver', conf.resolver),
+    macFromAddress: bool('macFromAddress', conf.macFromAddress),
     runDir: typeof conf.runDir === 'string' ? conf.runDir : DEFAULT_RUN_DIR,
   };
   if (conf.runDir !== undefined && (typeof conf.runDir !== 'string' || !conf.runDir.startsWith('/'))) throw invalidConfig('runDir', conf.runDir, `an absolute directory path (default ${DEFAULT_RUN_DIR}), knitd's --run-dir`);
@@ -57,6 +63,7 @@ export function parseBridgeConf(conf: NetConf, args: CniArgs): BridgeConf {
   if (m !== undefined) out.mtu = m;
   const mac = requestedMac(conf, args);
   if (mac) out.mac = mac;
+  if (out.macFromAddress && !out.hasIpam) throw invalidConfig('macFromAddress', true, 'false when there is no ipam (the MAC is derived from the address the IPAM gives)');
   if (out.ipMasq && !out.hasIpam) throw invalidConfig('ipMasq', true, 'false when there is no ipam (nothing to masquerade)');
   return out;
 }

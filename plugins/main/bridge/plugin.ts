@@ -15,6 +15,7 @@ import {
 import { addToIP, formatCIDR, formatIP, networkOf, overlaps, parseCIDR, parseIP, type Family, type IPNet } from '../../../pkg/ip/ip';
 import { attachmentAlias, hostLinkName, parseAttachmentAlias, sameAttachment, type AttachmentId } from '../../../pkg/iface/attachment';
 import { interfaceDrift } from '../../../pkg/iface/check';
+import { macFromAddress } from '../../../pkg/ip/mac';
 import { configureInterface, gatewaysByFamily } from '../../../pkg/iface/configure';
 import { Rollback, failpoint } from '../../../pkg/iface/rollback';
 import { openPodNetns, openPodNetnsIfPresent } from '../../../pkg/iface/netns';
@@ -64,7 +65,9 @@ export const bridge: Plugin & { addWith(ctx: Context, hooks: BridgeAddHooks): Pr
       failpoint(ctx.env, 'bridge');
       const build = async (ipam?: Result): Promise<Result> => {
         const nft: string[] = [];
-        const { hostVeth, podLink } = createVeth(host, pod, ctx, cfg, br, id, undo);
+        // An explicit MAC wins; else, when asked, the one derived from the first IPv4 address.
+        const mac = cfg.mac ?? (cfg.macFromAddress && ipam ? macFromAddress((ipam.ips ?? []).map((i) => i.address)) : undefined);
+        const { hostVeth, podLink } = createVeth(host, pod, ctx, cfg, br, id, undo, mac);
         const result: Result = {
           cniVersion: ctx.conf.cniVersion,
           interfaces: [
@@ -277,13 +280,13 @@ function removeStale(host: Netlink, id: AttachmentId): void {
   linkDelIfPresent(host, stale.index);
 }
 
-function createVeth(host: Netlink, pod: Netlink, ctx: Context, cfg: BridgeConf, br: Link, id: AttachmentId, undo: Rollback): { hostVeth: Link; podLink: Link } {
+function createVeth(host: Netlink, pod: Netlink, ctx: Context, cfg: BridgeConf, br: Link, id: AttachmentId, undo: Rollback, mac: string | undefined): { hostVeth: Link; podLink: Link } {
   const name = hostLinkName(id);
   removeStale(host, id);
   failpoint(ctx.env, 'veth');
   linkAdd(host, {
     kind: 'veth', name, master: br.index, up: true, ...(cfg.mtu ? { mtu: cfg.mtu } : {}),
-    peer: { name: ctx.ifName, netns: ctx.netns, ...(cfg.mac ? { mac: cfg.mac } : {}), ...(cfg.mtu ? { mtu: cfg.mtu } : {}) },
+    peer: { name: ctx.ifName, netns: ctx.netns, ...(mac ? { mac } : {}), ...(cfg.mtu ? { mtu: cfg.mtu } : {}) },
   });
   undo.add(`create veth ${name}`, () => { const l = linkFind(host, name); if (l) linkDelIfPresent(host, l.index); });
   linkSet(host, name, { alias: attachmentAlias(id) });

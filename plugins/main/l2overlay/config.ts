@@ -1,7 +1,7 @@
 // knit-l2overlay's config, as knitd renders it for an overlay network (pkg/network/conflist.ts):
 // `{"type":"knit-l2overlay","vni":4096,"runDir":"/run/knit","internal":false,"isolation":true,
-// "ipam":{"type":"knit-etcd-ipam",...}}`. The attachment itself is knit-bridge's, run with a
-// synthesized config on the network's bridge knb<vni>, which knitd creates on every node.
+// "macFromAddress":true,"ipam":{"type":"knit-etcd-ipam",...}}`. The attachment itself is
+// knit-bridge's, run with a synthesized config on the network's bridge knb<vni>, which knitd creates on every node.
 import { bool } from '../../../pkg/cni/confkeys';
 import { CniError, Code, invalidConfig, show } from '../../../pkg/cni/errors';
 import type { Context } from '../../../pkg/cni/skel';
@@ -24,6 +24,8 @@ export interface L2Conf {
   mtu?: number;
   /** The network is encrypted (-o encrypted): ESP between nodes, or no ADD at all (code 101). */
   encrypted: boolean;
+  /** The container's MAC derived from its first IPv4 address (knitd renders true; D-mac): passed on to knit-bridge. */
+  macFromAddress: boolean;
   /** The IPAM's etcd and node name: where this node's endpoints are recorded; etcd absent on the mesh (`"datastore": "mesh"`: through knitd). */
   etcd?: EtcdConnConfig;
   nodeName: string;
@@ -50,7 +52,8 @@ export function parseL2Conf(conf: NetConf): L2Conf {
   if (typeof nodeName !== 'string' || !nodeName) throw invalidConfig('ipam.nodeName', nodeName, 'the node\'s name, as knitd renders it');
   return {
     network: conf.name, vni, bridge: overlayBridgeName(vni), runDir, internal: bool('internal', conf.internal),
-    isolation: bool('isolation', conf.isolation, true), encrypted: bool('encrypted', conf.encrypted), ...(typeof mtu === 'number' ? { mtu } : {}),
+    isolation: bool('isolation', conf.isolation, true), encrypted: bool('encrypted', conf.encrypted),
+    macFromAddress: bool('macFromAddress', conf.macFromAddress), ...(typeof mtu === 'number' ? { mtu } : {}),
     ...(mesh ? {} : { etcd: parseEtcdConn(ipam.etcd) }), nodeName,
   };
 }
@@ -78,7 +81,7 @@ export function requireNode(cfg: L2Conf): NetworkNodeFile {
 export function bridgeContext(ctx: Context, cfg: L2Conf, mtu: number | undefined): Context {
   const over: Record<string, unknown> = {
     type: 'knit-bridge', bridge: cfg.bridge, isGateway: true, isDefaultGateway: !cfg.internal, ipMasq: !cfg.internal,
-    isolation: cfg.isolation, ...(mtu ? { mtu } : {}),
+    isolation: cfg.isolation, macFromAddress: cfg.macFromAddress, ...(mtu ? { mtu } : {}),
   };
   const conf = { ...ctx.conf, ...over } as NetConf;
   if (!mtu) delete conf.mtu;

@@ -10,7 +10,8 @@ import { CniError, Code } from '../../../pkg/cni/errors';
 import type { Result } from '../../../pkg/cni/types';
 import { EtcdClient, EtcdError } from '../../../pkg/etcd/client';
 import { etcdCniError } from '../../../pkg/ipam/etcd/keys';
-import { linkFind, withNetlink } from '../../../pkg/netlink';
+import { fdbDel, isNotFound, linkFind, withNetlink } from '../../../pkg/netlink';
+import { vxlanName } from '../../../pkg/network/conflist';
 import { MeshNetworkClient } from '../../../pkg/mesh/network-client';
 import { NetworkStore, type Endpoint } from '../../../pkg/network/store';
 import { resident } from '../../../pkg/ipam/resident';
@@ -62,6 +63,21 @@ async function withStore<T>(cfg: L2Conf, fn: (s: EndpointStore) => Promise<T>): 
   }
 }
 
+/**
+ * The bridge may have learnt the container's MAC on the VXLAN port while it belonged to a container
+ * on another node (a MAC derived from a reused address, D-mac): until that entry aged out (300 s)
+ * the bridge would send the new container's frames away. Removed, the bridge floods until it
+ * learns the new port. Not fatal: the entry ages out anyway.
+ */
+function forgetLearned(cfg: L2Conf, mac: string, ctx: Context): void {
+  if (!mac) return;
+  try {
+    withNetlink(null, (nl) => fdbDel(nl, { link: vxlanName(cfg.vni), mac, master: true }));
+  } catch (e) {
+    if (!isNotFound(e)) ctx.log.warn(`removing the bridge's learnt entry of ${mac} on ${vxlanName(cfg.vni)}: ${(e as Error).message}`);
+  }
+}
+
 const endpointId = (ctx: Context, cfg: L2Conf): Pick<Endpoint, 'network' | 'node' | 'containerId' | 'ifName'> =>
   ({ network: cfg.network, node: cfg.nodeName, containerId: ctx.containerId, ifName: ctx.ifName });
 
@@ -88,7 +104,13 @@ export const l2overlay: Plugin = {
     let put: Promise<void> | undefined;
     let result: Result;
     try {
-      result = await bridge.addWith(bctx, { addressed: (r) => { put = record(r); put.catch(() => undefined); } });
+      result = await bridge.addWith(bctx, {
+        addressed: (r) => {
+          forgetLearned(cfg, endpointOf(r).mac, ctx);
+          put = record(r);
+          put.catch(() => undefined);
+        },
+      });
     } catch (e) {
       // Nothing half-done: a record written for an ADD that failed after all is taken back.
       if (put) await put.then(() => withStore(cfg, (s) => s.deleteEndpoint(endpointId(ctx, cfg))), () => undefined)
