@@ -1,5 +1,6 @@
 // What `knitctl status peers|connections` shows (weave status peers/connections): this node's
 // connections and dial targets, and every member's record as the member publishes it.
+import { rangeText } from './auth';
 import type { MeshNode } from './node';
 
 export interface MeshStatus {
@@ -9,19 +10,28 @@ export interface MeshStatus {
   members: string[];
   need: number;
   connections: ReturnType<MeshNode['connections']>;
-  peers: Array<{ name: string; inc: string; live: boolean; heardAgoMs: number | null; subnet: string | null; underlay: string | null; conns: Array<{ name: string; addr: string; dir: string }> }>;
+  peers: Array<{ name: string; inc: string; live: boolean; heardAgoMs: number | null; subnet: string | null; underlay: string | null; conns: Array<{ name: string; addr: string; dir: string }>; /** Protocol versions it speaks ("1..2"; "1": before ranges; null: not known here). */ proto: string | null }>;
   counters: MeshNode['counters'];
+}
+
+/** A member's protocol versions: from its hello when connected here, else from its record. */
+function protoOf(node: MeshNode, conns: MeshStatus['connections'], name: string, pv: [number, number] | undefined): string | null {
+  if (name === node.state.self) return rangeText({ proto: node.range[0], max: node.range[1] });
+  const c = conns.find((x) => x.name === name && x.speaks);
+  if (c) return c.speaks!;
+  return pv ? rangeText({ proto: pv[0], max: pv[1] }) : null;
 }
 
 export function meshStatus(node: MeshNode): MeshStatus {
   const now = Date.now();
   const q = node.quorum();
+  const connections = node.connections();
   return {
-    node: node.state.self, inc: node.inc, port: node.listenPort, members: q.members, need: q.need, connections: node.connections(),
+    node: node.state.self, inc: node.inc, port: node.listenPort, members: q.members, need: q.need, connections,
     peers: [...node.state.nodes.values()].sort((a, b) => a.name.localeCompare(b.name)).map((n) => ({
       name: n.name, inc: n.inc, live: node.state.live(n.name, now),
       heardAgoMs: n.name === node.state.self ? 0 : node.state.heard.has(n.name) ? now - node.state.heard.get(n.name)! : null,
-      subnet: n.lease?.subnet ?? null, underlay: n.lease?.underlayAddr ?? null, conns: n.conns,
+      subnet: n.lease?.subnet ?? null, underlay: n.lease?.underlayAddr ?? null, conns: n.conns, proto: protoOf(node, connections, n.name, n.pv),
     })),
     counters: node.counters,
   };
