@@ -11,7 +11,8 @@ export interface MeshStatus {
   need: number;
   connections: ReturnType<MeshNode['connections']>;
   peers: Array<{ name: string; inc: string; live: boolean; heardAgoMs: number | null; subnet: string | null; underlay: string | null; conns: Array<{ name: string; addr: string; dir: string }>; /** Protocol versions it speaks ("1..2"; "1": before ranges; null: not known here). */ proto: string | null }>;
-  counters: MeshNode['counters'];
+  /** The node's counters, and the records of kinds this knitd does not know (a later one's): kept, and dropped over a bound. */
+  counters: MeshNode['counters'] & { unknownRecordsKept: number; unknownRecordsDropped: number };
 }
 
 /** A member's protocol versions: from its hello when connected here, else from its record. */
@@ -33,6 +34,6 @@ export function meshStatus(node: MeshNode): MeshStatus {
       heardAgoMs: n.name === node.state.self ? 0 : node.state.heard.has(n.name) ? now - node.state.heard.get(n.name)! : null,
       subnet: n.lease?.subnet ?? null, underlay: n.lease?.underlayAddr ?? null, conns: n.conns, proto: protoOf(node, connections, n.name, n.pv),
     })),
-    counters: node.counters,
+    counters: { ...node.counters, unknownRecordsKept: node.state.opaque.size, unknownRecordsDropped: node.state.opaqueDropped },
   };
 }

@@ -7,6 +7,7 @@
 // kept, relayed and saved, never sent to a version-1 peer; unknown messages are ignored; unknown
 // ops are answered `unsupported`, which a claimer and the stranded-grant check treat as "cannot tell".
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -21,6 +22,9 @@ import { meshStatus } from '../../pkg/mesh/status';
 import type { Logger } from '../../pkg/cni/log';
 
 const SECRET = Buffer.from('s3cret-compat');
+/** The last commit before protocol ranges: its pkg/mesh is the real version-1 knitd's mesh. */
+const PREVIOUS_RELEASE = '73dc0e1f124a0f7ce2390e5bf17e1975e0f6b9d9';
+const REPO = path.join(__dirname, '..', '..');
 
 async function eventually(fn: () => boolean, ms: number, what: string): Promise<void> {
   const t0 = Date.now();
@@ -49,7 +53,7 @@ type Msg = Record<string, unknown> & { t: string };
 
 /**
  * A peer speaking the wire by hand: the real handshake (auth.ts) as the dialer, then tagged
- * frames. Answers every request `unsupported` (a knitd that does not know the claim's kind).
+ * frames. Answers a digest with an empty sync, every request `unsupported` (a knitd that does not know the claim's kind).
  */
 class RawPeer {
   readonly got: Msg[] = [];
@@ -83,10 +87,12 @@ class RawPeer {
   private frame(f: Buffer): void {
     if (this.key) {
       const payload = f.subarray(TAG_LEN);
-      assert.ok(frameTag(this.key, 'accept', this.seqIn++, payload).equals(f.subarray(0, TAG_LEN)), 'the node\'s frames verify');
+      if (!frameTag(this.key, 'accept', this.seqIn++, payload).equals(f.subarray(0, TAG_LEN))) throw new Error('a frame from the node does not verify');
       const m = JSON.parse(payload.toString()) as Msg;
       this.got.push(m);
       if (m.t === 'req') this.send({ t: 'res', id: m.id, ok: false, unsupported: `op ${String(m.op)}` });
+      // A node waits for its first sync on the first connection up: answer as an empty peer.
+      if (m.t === 'digest') this.send({ t: 'sync', records: [] });
       return;
     }
     const m = JSON.parse(f.toString()) as Msg;
@@ -233,6 +239,8 @@ describe('mesh: mixed versions (rolling upgrades)', function () {
     assert.ok(a.connected().includes('z') && !z.closed, 'z still connected');
     assert.equal(a.counters.badFrames, 0);
     assert.equal(a.counters.ignoredMessages, 2);
+    assert.equal(a.counters.unsupportedOps, 2);
+    assert.deepEqual([meshStatus(a).counters.unknownRecordsKept, meshStatus(a).counters.unknownRecordsDropped], [1, 0]);
     assert.equal(log.lines.filter(([l, m]) => l === 'debug' && /z: ignored a message of type "gossip3"/.test(m)).length, 1, 'logged once per type');
     await eventually(() => b.counters.ignoredMessages === 1, 5000, 'b ignores the routed message of a later type');
 
@@ -272,6 +280,39 @@ describe('mesh: mixed versions (rolling upgrades)', function () {
     await eventually(() => z2.got.some((m) => m.t === 'upd' && JSON.stringify(m).includes('"quota"')), 5000, 'z2 gets the change');
     assert.ok(!v1.got.some((m) => JSON.stringify(m).includes('"quota"')), 'v1 never does');
     assert.ok(a.connected().includes('v1'));
+  });
+
+  it('the previous release\'s own MeshNode (version 1, from git) and a current node: one mesh, claims both ways, never sent a later kind', async function () {
+    // Its pkg/mesh and the files it imports, as they were (self-contained: node: modules only).
+    const dir = path.join(tmp, 'v1');
+    fs.mkdirSync(dir, { recursive: true });
+    try {
+      const tar = execFileSync('git', ['-C', REPO, 'archive', PREVIOUS_RELEASE, 'pkg/mesh', 'pkg/cni/log.ts', 'pkg/ip/ip.ts', 'pkg/hash.ts'], { stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 << 20 });
+      execFileSync('tar', ['-x', '-C', dir], { input: tar });
+    } catch {
+      // A checkout without history (a shallow clone) has no previous release to run.
+      console.log(`      skipped: commit ${PREVIOUS_RELEASE.slice(0, 7)} (the version-1 mesh) is not in this checkout's history`);
+      this.skip();
+    }
+    const V1 = require(path.join(dir, 'pkg', 'mesh', 'node.ts')) as { MeshNode: typeof MeshNode };
+    const old = new V1.MeshNode({ name: 'old', secret: SECRET, listen: { host: '127.0.0.1', port: 0 }, peers: [], stateDir: null, ttlSec: 30 });
+    await old.start();
+    nodes.push(old);
+    const a = await node('a', [old]);
+    const z = raw(a, { name: 'z', proto: 2, max: 2 });
+    await eventually(() => a.connected().includes('old') && old.connected().includes('a') && z.up, 10_000, 'a connected to the version-1 node and to z');
+    assert.deepEqual([conn(a, 'old')!.proto, conn(a, 'old')!.speaks], [1, '1']);
+    z.send({ t: 'upd', records: [{ rec: { k: 'quota', name: 'q', v: 1, by: 'z' } }] });
+    await eventually(() => a.state.opaque.has('quota/q'), 5000, 'a keeps z\'s record');
+    const lease = (s: string) => ({ subnet: s, underlayAddr: '192.0.2.1' });
+    assert.deepEqual(await a.claim(lease('10.74.1.0/24')), { ok: true });
+    assert.deepEqual(await old.claim(lease('10.74.1.0/24')), { ok: false, holder: 'a' });
+    assert.deepEqual(await old.claim(lease('10.74.2.0/24')), { ok: true });
+    a.bumpKeyGeneration(null);
+    await eventually(() => old.state.keygen?.generation === 1 && a.state.nodes.get('old')?.lease?.subnet === '10.74.2.0/24' && old.state.nodes.get('a')?.lease?.subnet === '10.74.1.0/24', 5000, `leases and the key generation both ways: ${JSON.stringify([old.state.keygen, a.state.nodes.get('old')?.lease, old.state.nodes.get('a')?.lease, old.counters, a.counters, old.connected()])}`);
+    assert.ok(a.connected().includes('old') && old.connected().includes('a'), 'still connected');
+    assert.equal(old.counters.badFrames, 0, 'the version-1 node found nothing to refuse');
+    assert.equal(meshStatus(a).peers.find((p) => p.name === 'old')!.proto, '1');
   });
 
   it('ranges that do not overlap: refused, one line naming both ranges and who to upgrade (then at debug), not connected', async () => {
