@@ -414,8 +414,9 @@ export class MeshNode {
     this.counters.versionRefused++;
     const key = `${h.name}/${rangeText(h)}`;
     const line = `mesh: refused ${c.remote}: ${rangeMismatch(this.range, h)}`;
-    if (this.refusedLogged.has(key)) this.log.debug(line);
-    else { if (this.refusedLogged.size < 1024) this.refusedLogged.add(key); this.log.warn(line); }
+    // Before authentication anyone can send a hello: past 1024 distinct ones, debug only.
+    if (this.refusedLogged.has(key) || this.refusedLogged.size >= 1024) this.log.debug(line);
+    else { this.refusedLogged.add(key); this.log.warn(line); }
     this.close(c);
   }
 

@@ -7,6 +7,8 @@ export interface MeshStatus {
   node: string;
   inc: string;
   port: number;
+  /** The protocol versions this knitd speaks ("1..2"). */
+  speaks: string;
   members: string[];
   need: number;
   connections: ReturnType<MeshNode['connections']>;
@@ -28,7 +30,7 @@ export function meshStatus(node: MeshNode): MeshStatus {
   const q = node.quorum();
   const connections = node.connections();
   return {
-    node: node.state.self, inc: node.inc, port: node.listenPort, members: q.members, need: q.need, connections,
+    node: node.state.self, inc: node.inc, port: node.listenPort, speaks: rangeText({ proto: node.range[0], max: node.range[1] }), members: q.members, need: q.need, connections,
     peers: [...node.state.nodes.values()].sort((a, b) => a.name.localeCompare(b.name)).map((n) => ({
       name: n.name, inc: n.inc, live: node.state.live(n.name, now),
       heardAgoMs: n.name === node.state.self ? 0 : node.state.heard.has(n.name) ? now - node.state.heard.get(n.name)! : null,
@@ -36,4 +38,21 @@ export function meshStatus(node: MeshNode): MeshStatus {
     })),
     counters: { ...node.counters, unknownRecordsKept: node.state.opaque.size, unknownRecordsDropped: node.state.opaqueDropped },
   };
+}
+
+/**
+ * `status connections`' protocol line: the versions in use, peers grouped by version and range,
+ * older ones told to upgrade. A line below the table (the table's rows stay as scripts read them).
+ */
+export function protocolLine(s: Pick<MeshStatus, 'speaks' | 'connections'>): string {
+  const ourMax = Number(s.speaks.split('..').pop());
+  const groups = new Map<string, string[]>();
+  for (const c of s.connections) {
+    if (c.state !== 'established' || !c.name || c.proto === undefined) continue;
+    const theirMax = Number(c.speaks!.split('..').pop());
+    const key = `at ${c.proto} (speaking ${c.speaks}${theirMax < ourMax ? ': upgrade' : ''})`;
+    groups.set(key, [...(groups.get(key) ?? []), c.name]);
+  }
+  const parts = [...groups].sort(([a], [b]) => b.localeCompare(a)).map(([k, names]) => `${names.sort().join(', ')} ${k}`);
+  return `mesh protocol: this knitd speaks ${s.speaks}${parts.length ? `; ${parts.join('; ')}` : ''}`;
 }

@@ -18,7 +18,7 @@ import type { Claim } from '../../pkg/mesh/grants';
 import { MeshNetworks } from '../../pkg/mesh/networks';
 import { MeshNode, NoQuorumError } from '../../pkg/mesh/node';
 import { checkRecord, MeshState, OPAQUE_LIMITS, RecordError } from '../../pkg/mesh/state';
-import { meshStatus } from '../../pkg/mesh/status';
+import { meshStatus, protocolLine } from '../../pkg/mesh/status';
 import type { Logger } from '../../pkg/cni/log';
 
 const SECRET = Buffer.from('s3cret-compat');
@@ -313,6 +313,7 @@ describe('mesh: mixed versions (rolling upgrades)', function () {
     assert.ok(a.connected().includes('old') && old.connected().includes('a'), 'still connected');
     assert.equal(old.counters.badFrames, 0, 'the version-1 node found nothing to refuse');
     assert.equal(meshStatus(a).peers.find((p) => p.name === 'old')!.proto, '1');
+    assert.equal(protocolLine(meshStatus(a)), 'mesh protocol: this knitd speaks 1..2; z at 2 (speaking 2); old at 1 (speaking 1: upgrade)');
   });
 
   it('ranges that do not overlap: refused, one line naming both ranges and who to upgrade (then at debug), not connected', async () => {

@@ -2,12 +2,12 @@
 // <run-dir>/mesh.sock. Used by `status peers`, `status connections`, and by `peers`,
 // `pod-network set/get` and `node rm` when the run dir holds a mesh-mode knitd's socket and no
 // etcd endpoint is given.
-//   knitctl status connections   this node's connections: direction, address, state, peer, protocol version (weave status connections)
+//   knitctl status connections   this node's connections: direction, address, state, peer; the protocol version of each (weave status connections)
 //   knitctl status peers         every member (its protocol versions) and its connections as it publishes them (weave status peers)
 import type { CommandModule, Options } from 'yargs';
 import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
 import { controlCall, hasControl } from '../../../pkg/mesh/control';
-import type { MeshStatus } from '../../../pkg/mesh/status';
+import { protocolLine, type MeshStatus } from '../../../pkg/mesh/status';
 import { leaf, str, table, value, type Ctx, type Flags } from '../common';
 
 const runDirOpt: Options = value(`knitd's --run-dir (default ${DEFAULT_RUN_DIR})`);
@@ -38,10 +38,10 @@ export function commands(ctx: Ctx): CommandModule[] {
         const s = await controlCall<MeshStatus>(str(a, 'run-dir') ?? DEFAULT_RUN_DIR, { op: 'status' });
         if (a.json) return JSON.stringify({ node: s.node, inc: s.inc, port: s.port, connections: s.connections, counters: s.counters }, null, 2);
         const rows = s.connections.sort((x, y) => x.addr.localeCompare(y.addr)).map((c) => [
-          arrow(c.dir), c.addr, c.state, c.name ? `${c.name} (${c.inc})` : '-', c.proto ? `${c.proto} (speaks ${c.speaks})` : '-', c.error ?? '',
+          arrow(c.dir), c.addr, c.state, c.name ? `${c.name} (${c.inc})` : '-', c.error ?? '',
         ]);
         return [`node ${s.node} (${s.inc}), mesh port ${s.port}: ${s.connections.filter((c) => c.state === 'established').length} established`,
-          table(['DIR', 'ADDRESS', 'STATE', 'PEER', 'PROTOCOL', 'INFO'], rows)].join('\n');
+          table(['DIR', 'ADDRESS', 'STATE', 'PEER', 'INFO'], rows), protocolLine(s)].join('\n');
       },
     }),
     leaf(ctx, ['status', 'peers'], {
