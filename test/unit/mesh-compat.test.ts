@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import fc from 'fast-check';
 import { checkHello, frameTag, negotiate, newIncarnation, newNonce, proof, rangeMismatch, sessionKey, TAG_LEN, type Hello } from '../../pkg/mesh/auth';
 import { encodeFrame, FrameReader, MAX_FRAME } from '../../pkg/mesh/frame';
 import type { Claim } from '../../pkg/mesh/grants';
@@ -183,6 +184,22 @@ describe('mesh: mixed versions (rolling upgrades)', function () {
       assert.equal(s.newerThan({ n: {}, r: {}, c: null, x: { 'quota/a': 3 } }, 0).filter((x) => x.rec.name === 'a').length, 0);
       assert.deepEqual(s.newerThan({ n: {}, r: {}, c: null, x: { 'quota/a': 2 } }, 0).find((x) => x.rec.name === 'a')!.rec, { k: 'quota', name: 'a', v: 3, by: 'z', pad: '' });
     });
+  });
+
+  it('any record of any kind: a RecordError or a record; what is kept of unknown kinds stays within its bounds', () => {
+    const kinds = fc.oneof(fc.constantFrom('node', 'rm', 'config', 'net', 'svc', 'keygen', 'quota', 'opaque', ''), fc.string({ maxLength: 40 }));
+    const anyRec = fc.record({ k: kinds, name: fc.oneof(fc.constant('n1'), fc.string({ maxLength: 20 })), v: fc.oneof(fc.nat(), fc.integer(), fc.constant('1')), by: fc.oneof(fc.constant('w'), fc.string({ maxLength: 8 })), generation: fc.nat(), pad: fc.string({ maxLength: 3000 }) }, { requiredKeys: [] });
+    fc.assert(fc.property(fc.array(anyRec, { maxLength: 600 }), (recs) => {
+      const s = new MeshState('self');
+      for (const rec of recs) {
+        let w;
+        try { w = checkRecord({ rec }); } catch (e) { assert.ok(e instanceof RecordError, String(e)); continue; }
+        s.apply(w, 0);
+      }
+      assert.ok(s.opaqueBytes <= OPAQUE_LIMITS.bytes && s.opaque.size <= OPAQUE_LIMITS.count);
+      assert.equal(s.opaqueBytes, [...s.opaque.values()].reduce((n, r) => n + r.size, 0));
+      for (const r of s.opaque.values()) assert.ok(!['node', 'rm', 'config', 'net', 'svc', 'keygen', 'opaque'].includes(r.kind), r.kind);
+    }), { numRuns: 60 });
   });
 
   it('an older node (protocol 2 only, no keygen, no pursue) between two current ones: leases, networks and claims work, keygen crosses it untouched', async () => {
