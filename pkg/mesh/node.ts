@@ -11,12 +11,12 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
-import { checkHello, frameTag, NAME_RE, newIncarnation, newNonce, proof, PROTO, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
+import { checkHello, FEATURES, frameTag, NAME_RE, negotiate, newIncarnation, newNonce, proof, PROTO_MAX, PROTO_MIN, PROTO_TOLERANT, rangeMismatch, rangeText, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
 import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
 import { bfs, buildGraph, chosen, DEFAULT_FANOUT, DEFAULT_FULL_MESH, forwards, nextHop, type Dist, type Graph } from './topology';
 import type { Endpoint } from '../network/store';
 import { checkClaim, claimKey, claimText, conflicts as conflictsOf, Grants, type Claim, type Grant, type Pursuit, type Vote } from './grants';
-import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, svcKey, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeIpamView, type SvcRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
+import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, sendable, svcKey, V1_KINDS, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeIpamView, type SvcRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
 import type { NodeEnc } from './state';
 
 export const DEFAULT_MESH_PORT = 6788;
@@ -46,6 +46,10 @@ export interface MeshOptions {
   fanout?: number;
   /** Live members up to which every pair is connected (topology.ts); default 64. */
   fullMesh?: number;
+  /** Tests: the protocol versions this node speaks (default PROTO_MIN..PROTO_MAX), to act as an older or newer knitd. */
+  protoRange?: [number, number];
+  /** Tests: the features (auth.ts FEATURES) this node has; one left out acts as a knitd from before it (its records kept opaque, its op unsupported). */
+  features?: string[];
 }
 
 /** Hops a routed message may take (the mesh's diameter is a few at hundreds of members). */
@@ -58,6 +62,10 @@ export interface ConnStatus {
   state: 'handshake' | 'established' | 'connecting' | 'retrying';
   name?: string;
   inc?: string;
+  /** The protocol version the connection uses, and the range and features the peer said it has. */
+  proto?: number;
+  speaks?: string;
+  feat?: string[];
   since: string;
   error?: string;
 }
@@ -70,6 +78,12 @@ export interface MeshCounters {
   refusedBusy: number;
   /** Connections that closed in the middle of a frame. */
   truncated: number;
+  /** Peers refused because their protocol versions and this node's do not overlap. */
+  versionRefused: number;
+  /** Messages of a type this node does not know (a later knitd's), ignored. */
+  ignoredMessages: number;
+  /** Requests with an op or claim kind this node does not know, answered `unsupported`. */
+  unsupportedOps: number;
 }
 
 export class NoQuorumError extends Error {}
@@ -88,14 +102,17 @@ function connsChanged(a: NodeRecord | null, b: NodeRecord): boolean {
 }
 
 const isName = (x: unknown): x is string => typeof x === 'string' && NAME_RE.test(x);
+/** The claim kinds this code votes on (grants.ts checkClaim); another is answered `unsupported`. */
+const CLAIM_KINDS: ReadonlySet<string> = new Set(['subnet', 'block', 'vip', 'net']);
 
 /** A routed message (`fwd`): for `to`, through `path` (its origin first), along `via` when source-routed (an answer going back). */
-interface Fwd { to: string; path: string[]; via?: string[]; m: Record<string, unknown> & { t: 'req' | 'res' } }
+interface Fwd { to: string; path: string[]; via?: string[]; m: Record<string, unknown> & { t: string } }
 
 function checkFwd(m: Record<string, unknown>): Fwd {
   const names = (x: unknown): x is string[] => Array.isArray(x) && x.length <= MAX_HOPS && x.every(isName);
   const inner = m.m as Record<string, unknown> | undefined;
-  if (!isName(m.to) || !names(m.path) || !m.path.length || (m.via !== undefined && !names(m.via)) || !inner || typeof inner !== 'object' || (inner.t !== 'req' && inner.t !== 'res')) throw new FrameError('bad routed message');
+  // Any inner type: a later knitd's is relayed to the peers that keep what they do not know.
+  if (!isName(m.to) || !names(m.path) || !m.path.length || (m.via !== undefined && !names(m.via)) || !inner || typeof inner !== 'object' || typeof inner.t !== 'string') throw new FrameError('bad routed message');
   return m as unknown as Fwd;
 }
 
@@ -130,6 +147,10 @@ class Conn {
   timer: NodeJS.Timeout;
   /** The dial target this connection was made for (outbound). */
   target?: Target;
+  /** The protocol version in use (once authenticated): the highest both ends speak. */
+  ver = 0;
+  /** Message types of a later knitd ignored on this connection (logged once each). */
+  ignored?: Set<string>;
 
   constructor(readonly sock: net.Socket, readonly role: Role, mine: Hello, addr: string, onTimeout: () => void) {
     this.mine = mine;
@@ -163,7 +184,12 @@ export class MeshNode {
   readonly inc = newIncarnation();
   readonly state: MeshState;
   readonly grants: Grants;
-  readonly counters: MeshCounters = { authFailed: 0, badFrames: 0, handshakeTimeouts: 0, duplicates: 0, refusedBusy: 0, truncated: 0 };
+  readonly counters: MeshCounters = { authFailed: 0, badFrames: 0, handshakeTimeouts: 0, duplicates: 0, refusedBusy: 0, truncated: 0, versionRefused: 0, ignoredMessages: 0, unsupportedOps: 0 };
+  /** The protocol versions this node speaks, and what it knows beyond version 1 (auth.ts). */
+  readonly range: [number, number];
+  readonly features: ReadonlySet<string>;
+  /** The record kinds this node interprets (others are kept opaque). */
+  private readonly kinds: ReadonlySet<string>;
   private readonly log: Logger;
   private server?: net.Server;
   private readonly conns = new Set<Conn>();
@@ -198,6 +224,9 @@ export class MeshNode {
 
   constructor(private readonly o: MeshOptions) {
     this.log = o.log ?? nullLogger;
+    this.range = o.protoRange ?? [PROTO_MIN, PROTO_MAX];
+    this.features = new Set(o.features ?? FEATURES);
+    this.kinds = new Set([...V1_KINDS].filter((k) => k !== 'keygen' || this.features.has('keygen')));
     this.ttl = o.ttlSec;
     this.state = new MeshState(o.name);
     this.grants = new Grants(o.stateDir ? path.join(o.stateDir, 'grants.json') : null);
@@ -215,7 +244,7 @@ export class MeshNode {
     const elapsed = Math.max(0, Date.now() - (raw.savedAt ?? Date.now()));
     for (const w of raw.records ?? []) {
       try {
-        const r = checkRecord(w);
+        const r = checkRecord(w, this.kinds);
         if (r.age !== undefined) r.age += elapsed;
         this.state.apply(r, Date.now());
       } catch { /* skip a damaged entry */ }
@@ -299,7 +328,8 @@ export class MeshNode {
   // ---- connections ----
 
   private hello(): Hello {
-    return { t: 'hello', proto: PROTO, name: this.o.name, inc: this.inc, nonce: newNonce(), port: this.listenPort };
+    // proto is the lowest version: a knitd from before ranges (it accepts its own version only) reads it as its own.
+    return { t: 'hello', proto: this.range[0], max: this.range[1], feat: [...this.features].sort(), name: this.o.name, inc: this.inc, nonce: newNonce(), port: this.listenPort };
   }
 
   private accept(s: net.Socket): void {
@@ -359,6 +389,9 @@ export class MeshNode {
     const m = parseMessage(f);
     if (!c.theirs) {
       try { c.theirs = checkHello(m); } catch (e) { throw new FrameError((e as Error).message); }
+      const ver = negotiate(this.range, c.theirs);
+      if (ver === null) { this.refuseVersion(c, c.theirs); return; }
+      c.ver = ver;
       c.sendRaw({ t: 'auth', mac: proof(this.o.secret, c.role, c.mine, c.theirs) });
       return;
     }
@@ -371,6 +404,20 @@ export class MeshNode {
       return;
     }
     this.authenticated(c);
+  }
+
+  /** Peers (name and range) whose refusal was logged at warn: a peer dials again every 2 s. */
+  private readonly refusedLogged = new Set<string>();
+
+  /** A peer whose protocol versions do not overlap this node's: one clear line (then debug), and closed. */
+  private refuseVersion(c: Conn, h: Hello): void {
+    this.counters.versionRefused++;
+    const key = `${h.name}/${rangeText(h)}`;
+    const line = `mesh: refused ${c.remote}: ${rangeMismatch(this.range, h)}`;
+    // Before authentication anyone can send a hello: past 1024 distinct ones, debug only.
+    if (this.refusedLogged.has(key) || this.refusedLogged.size >= 1024) this.log.debug(line);
+    else { this.refusedLogged.add(key); this.log.warn(line); }
+    this.close(c);
   }
 
   private authenticated(c: Conn): void {
@@ -402,7 +449,7 @@ export class MeshNode {
     if (c.target) c.target.name = t.name;
     this.byName.set(t.name, c);
     this.topoEpoch++;
-    this.log.info(`mesh: connected to ${t.name} (${c.role === 'dial' ? '->' : '<-'} ${c.remote})`);
+    this.log.info(`mesh: connected to ${t.name} (${c.role === 'dial' ? '->' : '<-'} ${c.remote}), protocol ${c.ver} (it speaks ${rangeText(t)})`);
     this.schedulePublish();
     // Anti-entropy: each side says what it has, the other answers with what it lacks. Before its
     // first sync a node asks one peer at a time: dialing all of --peers at once, an empty digest
@@ -410,6 +457,7 @@ export class MeshNode {
     // record with 199 connections from each of 199 peers: 400 MB, the mesh did not form).
     if (!this.synced && this.syncConn?.state === 'up') this.digestWait.add(c);
     else { if (!this.synced) this.syncConn = c; c.send({ t: 'digest', d: this.state.digest() }); }
+    this.refusedLogged.delete(`${t.name}/${rangeText(t)}`);
   }
 
   /** The connection this node's first sync is asked on, and those waiting for it to finish. */
@@ -609,13 +657,13 @@ export class MeshNode {
     switch (m.t) {
       case 'digest': {
         const d = checkDigest(m.d);
-        c.send({ t: 'sync', records: this.state.newerThan(d, Date.now()) });
+        c.send({ t: 'sync', records: this.state.newerThan(d, Date.now()).filter((w) => this.sendableTo(c, w.rec)) });
         return;
       }
       case 'sync':
       case 'upd': {
         if (!Array.isArray(m.records) || m.records.length > 100_000) throw new FrameError(`${m.t} without records`);
-        const recs = (m.records as unknown[]).map(checkRecord);
+        const recs = (m.records as unknown[]).map((w) => checkRecord(w, this.kinds));
         // A joiner's first sync is old news to its peers: not forwarded (later syncs, a healed
         // partition's, are: this node may be the only one to have crossed it).
         const first = m.t === 'sync' && !this.synced;
@@ -658,8 +706,22 @@ export class MeshNode {
         return;
       }
       default:
-        throw new FrameError(`unknown message ${JSON.stringify(m.t).slice(0, 40)}`);
+        this.ignore(c, m.t);
     }
+  }
+
+  /** A message of a type this node does not know (a later knitd's): ignored, logged once per type per connection. */
+  private ignore(c: Conn, t: string): void {
+    this.counters.ignoredMessages++;
+    c.ignored ??= new Set();
+    if (c.ignored.has(t) || c.ignored.size >= 64) return;
+    c.ignored.add(t);
+    this.log.debug(`mesh: ${c.name}: ignored a message of type ${JSON.stringify(t).slice(0, 40)} (a later knitd's; this one speaks protocol ${rangeText({ proto: this.range[0], max: this.range[1] })})`);
+  }
+
+  /** Whether a record may go to this peer: a kind version 1 does not know only to one that keeps what it does not know. */
+  private sendableTo(c: Conn, rec: MeshRecord): boolean {
+    return sendable(rec, c.ver, PROTO_TOLERANT);
   }
 
   private applyRemote(w: WireRecord, from: Conn | null, forward = true): void {
@@ -732,7 +794,7 @@ export class MeshNode {
     // removals and the config are flooded: every peer but the sender, each node forwarding a
     // version once (measured at 50 members: a new node's lease reached all in 4.4 s p50 along
     // trees still moving with its join, in 40 ms flooded).
-    let targets = forward ? [...this.byName.values()].filter((c) => c !== from) : [];
+    let targets = forward ? [...this.byName.values()].filter((c) => c !== from && this.sendableTo(c, rec)) : [];
     const connsOnly = rec.k === 'node' && ch.kind === 'node' && (!!delta || (!!ch.before && deltaOf(ch.before, rec) !== null));
     if (rec.k === 'node' && rec.name !== this.o.name && targets.length && connsOnly) {
       const { g } = this.topo();
@@ -816,7 +878,7 @@ export class MeshNode {
     // while it was down must reach it first, or its old lease would come back with a newer version.
     if (!this.synced && !this.alone()) return;
     const conns: ConnInfo[] = [...this.byName.values()].map((c) => ({ name: c.name!, addr: c.addr, dir: c.role === 'dial' ? 'out' : 'in' }));
-    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}), ...(Object.keys(this.ipamView).length ? { ipam: this.ipamView } : {}), ...(this.enc ? { enc: this.enc } : {}) };
+    const rec: NodeRecord = { k: 'node', name: this.o.name, inc: this.inc, v: this.nextVersion(), ttl: this.ttl, lease: this.lease, conns, ...(this.eps.length ? { eps: this.eps } : {}), ...(Object.keys(this.held).length ? { held: this.held } : {}), ...(Object.keys(this.ipamView).length ? { ipam: this.ipamView } : {}), ...(this.enc ? { enc: this.enc } : {}), pv: this.range };
     const prev = this.state.nodes.get(this.o.name);
     const ch = this.state.apply({ rec, age: 0 }, Date.now());
     // Peers hold our previous version (it went to each of them, and a new connection's sync
@@ -865,9 +927,16 @@ export class MeshNode {
   /** This node's answer to a vote request from `holder` (the claimer). */
   private answer(m: Record<string, unknown>, holder: string, inc?: string): Record<string, unknown> {
     const id = m.id;
+    if (typeof id !== 'number') throw new FrameError('bad request');
+    // An op or a claim kind of a later knitd: "cannot tell", which its sender must never count as a "no".
+    const op = m.op;
+    if (typeof op !== 'string' || !(op === 'grant' || op === 'ungrant' || (op === 'pursue' && this.features.has('pursue')))) return this.unsupported(id, `op ${JSON.stringify(op)?.slice(0, 40)}`);
+    if (m.claim !== undefined && (!m.claim || typeof m.claim !== 'object')) throw new FrameError('bad request');
+    const kind = (m.claim as { kind?: unknown } | undefined)?.kind;
+    if (m.claim !== undefined && !(typeof kind === 'string' && CLAIM_KINDS.has(kind))) return this.unsupported(id, `claim kind ${JSON.stringify(kind)?.slice(0, 40)}`);
     // A claim of any kind (grants.ts), or a subnet as before D21.
     const claim: Claim | null = m.claim !== undefined ? checkClaim(m.claim) : typeof m.subnet === 'string' && m.subnet.length <= 64 ? { kind: 'subnet', subnet: m.subnet } : null;
-    if (typeof id !== 'number' || !claim || typeof m.v !== 'number') throw new FrameError('bad request');
+    if (!claim || typeof m.v !== 'number') throw new FrameError('bad request');
     // The claimer's incarnation (stranded grants, D23): a direct peer's from its hello; a routed
     // claim's as its claimer wrote it (trusted as its name is).
     const claimerInc = inc ?? (typeof m.inc === 'string' && m.inc.length <= 64 ? m.inc : '');
@@ -878,6 +947,11 @@ export class MeshNode {
       return { t: 'res', id, ok: true, members: this.state.members() };
     }
     throw new FrameError('bad request op');
+  }
+
+  private unsupported(id: number, what: string): Record<string, unknown> {
+    this.counters.unsupportedOps++;
+    return { t: 'res', id, ok: false, unsupported: what };
   }
 
   /**
@@ -897,7 +971,8 @@ export class MeshNode {
     };
     if (f.to === this.o.name) {
       if (f.m.t === 'req') back(this.answer(f.m, origin));
-      else this.settle(f.m, origin);
+      else if (f.m.t === 'res') this.settle(f.m, origin);
+      else this.ignore(c, `fwd/${f.m.t}`);
       return;
     }
     let next: Conn | undefined;
@@ -908,6 +983,8 @@ export class MeshNode {
         next = hop ? this.byName.get(hop) : undefined;
       }
     }
+    // A later knitd's routed message is not passed to a peer that would cut the connection over it.
+    if (next && f.m.t !== 'req' && f.m.t !== 'res' && next.ver < PROTO_TOLERANT) next = undefined;
     if (next) next.send({ t: 'fwd', to: f.to, path: [...f.path, this.o.name], ...(f.via ? { via: f.via.slice(1) } : {}), m: f.m });
     else if (f.m.t === 'req') back({ t: 'res', id: f.m.id, unreachable: true, dest: f.to });
   }
@@ -971,6 +1048,8 @@ export class MeshNode {
   private async voteInFlight(claim: Claim, v: number): Promise<{ ok: true; votes: string[] } | { ok: false; holder: string; conflict?: string }> {
     const votes: string[] = [];
     const refusals: Array<{ node: string; holder: string; conflict?: string }> = [];
+    /** Voters whose knitd does not know this claim's kind: neither a vote nor a refusal. */
+    const cannot: string[] = [];
     const own = this.grantVote(claim, this.o.name, v, this.inc);
     if (own.ok) votes.push(this.o.name); else refusals.push({ node: this.o.name, holder: own.holder, ...(own.conflict ? { conflict: own.conflict } : {}) });
     const seen = new Set<string>();
@@ -980,6 +1059,7 @@ export class MeshNode {
     const answers = await Promise.all(this.voters().map(async (name) => ({ name, r: await this.request(name, { op: 'grant', ...body, v }) })));
     for (const { name, r } of answers) {
       if (!r) continue;
+      if (r.unsupported !== undefined) { cannot.push(name); continue; }
       if (Array.isArray(r.members)) for (const x of r.members) if (typeof x === 'string') seen.add(x);
       if (r.ok === true) votes.push(name); else refusals.push({ node: name, holder: String(r.holder), ...(typeof r.conflict === 'string' ? { conflict: r.conflict } : {}) });
     }
@@ -997,6 +1077,7 @@ export class MeshNode {
     }
     throw new NoQuorumError(`mesh: no quorum to claim ${claimText(claim)}: ${granted} of ${q.members.length} known member(s) granted it, ${q.need} needed` +
       ` (reached: ${[this.o.name, ...answers.filter((a) => a.r).map((a) => a.name)].join(', ')}; members: ${q.members.join(', ')})` +
+      `${cannot.length ? `; cannot vote on it (an older knitd: upgrade it): ${cannot.join(', ')}` : ''}` +
       `${refusals.length ? `; refused by ${refusals.map((r) => `${r.node} (${r.conflict && claim.kind !== 'subnet' ? r.conflict : `held by ${r.holder}`})`).join(', ')}` : ''}`);
   }
 
@@ -1108,6 +1189,8 @@ export class MeshNode {
   /** Grants whose claimer answered 'done' (holder/incarnation/version): not asked again. */
   private readonly confirmed = new Map<string, string>();
   private readonly asking = new Set<string>();
+  /** Claimers (holder/incarnation) that answered the pursue op `unsupported`: not asked again. */
+  private readonly cannotTell = new Set<string>();
 
   /** Another part of knitd that completes claims of this node (the IPAM's blocks) says whether one is complete. */
   addClaimCheck(fn: (c: Claim) => boolean): void { this.doneChecks.push(fn); }
@@ -1133,20 +1216,26 @@ export class MeshNode {
    * earlier incarnation are settled here (it is the claimer).
    */
   checkStranded(): void {
-    if (this.stopped) return;
+    // Without the pursue op (a knitd from before D23, or a test acting as one): stranded grants stay, as they did.
+    if (this.stopped || !this.features.has('pursue')) return;
     // A claimer not connected here (the sparse topology) is asked through the mesh, by its record's incarnation.
     const live = new Set(this.liveMembers());
     const incOf = (h: string): string | undefined => (h === this.o.name ? this.inc : this.byName.get(h)?.theirs?.inc ?? (live.has(h) ? this.state.nodes.get(h)?.inc : undefined));
     const suspects = this.grants.suspects(Date.now(), this.o.strandedMs ?? STRANDED_MS, STRANDED_MIN_MS, incOf, (c, h) => this.claimDone(c, h));
     for (const { key, grant: g } of suspects) {
       const inc = incOf(g.holder)!;
-      if (this.asking.has(key) || this.confirmed.get(key) === `${g.holder}/${inc}/${g.v}`) continue;
+      if (this.asking.has(key) || this.confirmed.get(key) === `${g.holder}/${inc}/${g.v}` || this.cannotTell.has(`${g.holder}/${inc}`)) continue;
       if (g.holder === this.o.name) { this.settleStranded(key, g, this.pursuit(g.claim), inc); continue; }
       this.asking.add(key);
       void this.request(g.holder, { op: 'pursue', claim: g.claim, v: g.v }).then((r) => {
         this.asking.delete(key);
         const p = r?.pursue;
         if (p === 'yes' || p === 'done' || p === 'no') this.settleStranded(key, g, p, inc);
+        else if (r?.unsupported !== undefined && this.cannotTell.size < 4096) {
+          // An older claimer cannot say: "cannot tell" is never a "no" (D23), the grant stays until it is upgraded (a new incarnation) or removed.
+          this.cannotTell.add(`${g.holder}/${inc}`);
+          this.log.info(`mesh: ${g.holder} cannot say whether it still pursues ${claimText(g.claim)} (an older knitd, without the pursue op): its grant is kept until it is upgraded or removed`);
+        }
       });
     }
   }
@@ -1165,6 +1254,7 @@ export class MeshNode {
       out.push({
         dir: c.role === 'dial' ? 'out' : 'in', addr: c.role === 'dial' ? c.addr : c.remote,
         state: c.state === 'up' ? 'established' : 'handshake', ...(c.name ? { name: c.name, inc: c.theirs!.inc } : {}), since: c.since.toISOString(),
+        ...(c.state === 'up' ? { proto: c.ver, speaks: rangeText(c.theirs!), ...(c.theirs!.feat ? { feat: c.theirs!.feat } : {}) } : {}),
       });
     }
     for (const t of this.targets.values()) {

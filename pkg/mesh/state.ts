@@ -19,6 +19,9 @@
 // A node's record also carries its endpoints on named networks (eps): one writer, versioned with
 // the record, gone from every view with the node's liveness, as its lease's datapath entries are.
 // And, while it encrypts named networks, its public key and key generation (enc, docs/encryption.md).
+// A record of a kind this code does not know (a later knitd's, docs/mesh.md "Upgrades") is kept
+// whole and relayed, never interpreted: merged by its envelope (kind, name, version v, writer by;
+// the higher v wins, then the writer's name), bounded in size and number (OPAQUE_LIMITS).
 // "Heard" times are local: records travel with their age (ms since the sender heard the owner),
 // never a timestamp, so nodes need no synchronised clocks.
 import { NAME_RE } from './auth';
@@ -58,6 +61,8 @@ export interface NodeRecord {
   ipam?: Record<string, NodeIpamView>;
   /** Encrypted named networks: its X25519 public key and the key generation it accepts (absent: it does not decrypt). */
   enc?: NodeEnc;
+  /** The protocol versions its knitd speaks (absent: a knitd from before ranges, or relayed by one), for `knitctl status peers`. */
+  pv?: [number, number];
 }
 
 export interface NodeEnc { key: string; gen: number }
@@ -73,7 +78,24 @@ export interface NetRecord { k: 'net'; name: string; id: string; v: number; by: 
 export interface KeyGenRecord { k: 'keygen'; name: 'keygen'; generation: number; at: string; by: string }
 /** A service (svc null: removed), keyed by network and name (svcKey). */
 export interface SvcRecord { k: 'svc'; name: string; network: string; id: string; v: number; by: string; svc: Service | null }
-export type MeshRecord = NodeRecord | RmRecord | ConfigRecord | NetRecord | SvcRecord | KeyGenRecord;
+/** A record of a kind this code does not know, as it arrived (`raw` goes on the wire); keyed by kind and name. */
+export interface OpaqueRecord { k: 'opaque'; kind: string; name: string; v: number; by: string; raw: Record<string, unknown>; size: number }
+export type MeshRecord = NodeRecord | RmRecord | ConfigRecord | NetRecord | SvcRecord | KeyGenRecord | OpaqueRecord;
+
+/** The kinds version 1 of the protocol knows: any other goes only to peers that keep what they do not know (auth.ts PROTO_TOLERANT). */
+export const V1_KINDS: ReadonlySet<string> = new Set(['node', 'rm', 'config', 'net', 'svc', 'keygen']);
+/** Whether a peer at protocol version `ver` may be sent this record. */
+export const sendable = (rec: MeshRecord, ver: number, tolerant: number): boolean => ver >= tolerant || (rec.k !== 'opaque' && V1_KINDS.has(rec.k));
+
+/**
+ * Bounds on records of unknown kinds, so a peer's garbage cannot grow memory without limit: each
+ * at most 16 KiB of JSON, 4096 of them and 1 MiB in all (a full sync must fit in a frame). One
+ * past a bound is dropped (counted), not an error: a later knitd's kinds stay within them.
+ */
+export const OPAQUE_LIMITS = { record: 16 << 10, count: 4096, bytes: 1 << 20 };
+const KIND_RE = /^[a-z][a-z0-9-]{0,31}$/;
+/** The version field of a kind whose records predate the envelope rule (keygen counts generations). */
+const VERSION_FIELD: Record<string, string> = { keygen: 'generation' };
 
 export const svcKey = (network: string, name: string): string => `${network}/${name}`;
 
@@ -82,8 +104,8 @@ export interface WireRecord { rec: MeshRecord; age?: number }
 
 export class RecordError extends Error {}
 
-/** Versions by node, removals by node, the config's version and writer, networks' and services' versions, the key generation and its writer. */
-export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null; w?: Record<string, number>; s?: Record<string, number>; g?: [number, string] | null }
+/** Versions by node, removals by node, the config's version and writer, networks' and services' versions, the key generation and its writer, and records of kinds added later by "kind/name" (x). */
+export interface Digest { n: Record<string, number>; r: Record<string, number>; c: [number, string] | null; w?: Record<string, number>; s?: Record<string, number>; g?: [number, string] | null; x?: Record<string, number> }
 
 /** A digest from a peer, checked (a bad one cuts the peer off like a bad record). */
 export function checkDigest(x: unknown): Digest {
@@ -93,17 +115,22 @@ export function checkDigest(x: unknown): Digest {
   if (d.c !== null && !(Array.isArray(d.c) && d.c.length === 2 && isVer(d.c[0]) && isStr(d.c[1]))) throw new RecordError('bad digest config');
   if (d.w !== undefined && !map(d.w)) throw new RecordError('bad digest networks');
   if (d.s !== undefined && !map(d.s)) throw new RecordError('bad digest services');
+  if (d.x !== undefined && !map(d.x)) throw new RecordError('bad digest records of later kinds');
   if (d.g !== undefined && d.g !== null && !(Array.isArray(d.g) && d.g.length === 2 && isVer(d.g[0]) && isStr(d.g[1]))) throw new RecordError('bad digest key generation');
   // Lookups only by name: a prototype key must not answer for a missing one.
-  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c, w: Object.assign(Object.create(null), d.w ?? {}), s: Object.assign(Object.create(null), d.s ?? {}), g: d.g ?? null };
+  return { n: Object.assign(Object.create(null), d.n), r: Object.assign(Object.create(null), d.r), c: d.c, w: Object.assign(Object.create(null), d.w ?? {}), s: Object.assign(Object.create(null), d.s ?? {}), g: d.g ?? null, x: Object.assign(Object.create(null), d.x ?? {}) };
 }
 
 const isStr = (x: unknown, max = 256): x is string => typeof x === 'string' && x.length <= max;
 const isVer = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 const ADDR_RE = /^[0-9a-fA-F.:[\]]{2,60}:\d{1,5}$/;
 
-/** A record from a peer, checked field by field (a peer that sends anything else is cut off). */
-export function checkRecord(w: unknown): WireRecord {
+/**
+ * A record from a peer, checked field by field (a peer that sends anything else is cut off). A
+ * kind not in `known` (default: every kind this code has) is checked by its envelope only and
+ * kept whole (OpaqueRecord).
+ */
+export function checkRecord(w: unknown, known?: ReadonlySet<string>): WireRecord {
   const bad = (why: string): never => { throw new RecordError(`bad record: ${why}`); };
   if (!w || typeof w !== 'object') bad('not an object');
   const { rec, age } = w as { rec?: unknown; age?: unknown };
@@ -111,6 +138,7 @@ export function checkRecord(w: unknown): WireRecord {
   if (!rec || typeof rec !== 'object') bad('no rec');
   const r = rec as Record<string, unknown>;
   if (!isStr(r.name) || !NAME_RE.test(r.name as string)) bad('name');
+  if (typeof r.k !== 'string' || !KIND_RE.test(r.k) || (known && !known.has(r.k)) || !V1_KINDS.has(r.k)) return checkOpaque(r, bad);
   if (r.k === 'node') {
     if (!isStr(r.inc, 32) || !isVer(r.v) || !isVer(r.ttl) || (r.ttl as number) < 1) bad('node fields');
     if (!Array.isArray(r.conns) || r.conns.length > 4096) bad('conns');
@@ -143,7 +171,9 @@ export function checkRecord(w: unknown): WireRecord {
     const eps = r.eps as Endpoint[] | undefined;
     const held = r.held as Record<string, string[]> | undefined;
     const ipam = r.ipam as Record<string, NodeIpamView> | undefined;
-    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}), ...(ipam && Object.keys(ipam).length ? { ipam } : {}), ...(enc ? { enc: { key: enc.key, gen: enc.gen } } : {}) }, age: (age as number | undefined) ?? 0 };
+    const pv = r.pv as [number, number] | undefined;
+    if (pv !== undefined && !(Array.isArray(pv) && pv.length === 2 && pv.every((x) => Number.isInteger(x) && x >= 1 && x <= 65535) && pv[0] <= pv[1])) bad('pv');
+    return { rec: { k: 'node', name: r.name as string, inc: r.inc as string, v: r.v as number, ttl: r.ttl as number, lease: r.lease as MeshLease | null, conns: r.conns as ConnInfo[], ...(eps?.length ? { eps } : {}), ...(held && Object.keys(held).length ? { held } : {}), ...(ipam && Object.keys(ipam).length ? { ipam } : {}), ...(enc ? { enc: { key: enc.key, gen: enc.gen } } : {}), ...(pv ? { pv: [pv[0], pv[1]] as [number, number] } : {}) }, age: (age as number | undefined) ?? 0 };
   }
   if (r.k === 'rm') {
     if (!isVer(r.upTo) || !isStr(r.by) || !NAME_RE.test(r.by)) bad('rm fields');
@@ -168,6 +198,14 @@ export function checkRecord(w: unknown): WireRecord {
     return { rec: { k: 'svc', name: r.name as string, network: r.network as string, id: r.id as string, v: r.v as number, by: r.by as string, svc: r.svc as Service | null } };
   }
   return bad(`kind ${JSON.stringify(r.k)}`);
+}
+
+/** A record of a kind this code does not know: its envelope (kind, name, version, writer), the rest as it came. */
+function checkOpaque(r: Record<string, unknown>, bad: (why: string) => never): WireRecord {
+  if (typeof r.k !== 'string' || !KIND_RE.test(r.k) || r.k === 'opaque') bad(`kind ${JSON.stringify(r.k)?.slice(0, 40)}`);
+  const v = r[VERSION_FIELD[r.k as string] ?? 'v'];
+  if (!isVer(v) || !isStr(r.by) || !NAME_RE.test(r.by)) bad(`kind ${r.k as string} without a version and writer`);
+  return { rec: { k: 'opaque', kind: r.k as string, name: r.name as string, v: v as number, by: r.by as string, raw: r, size: JSON.stringify(r).length } };
 }
 
 /** A service as its creator stored it (spec.ts): the shape the load balancer and the resolver read. */
@@ -240,7 +278,7 @@ export function checkDelta(x: unknown, age: unknown): { d: NodeDelta; age: numbe
 /** The delta from `prev` to `next` (one owner, one incarnation), or null when more than connections changed. */
 export function deltaOf(prev: NodeRecord, next: NodeRecord): NodeDelta | null {
   // Only connections travel as deltas: any other field changed (lease, endpoints, held addresses) sends the whole record.
-  const rest = (r: NodeRecord): string => JSON.stringify([r.lease, r.eps ?? [], r.held ?? {}, r.ipam ?? {}, r.enc ?? null]);
+  const rest = (r: NodeRecord): string => JSON.stringify([r.lease, r.eps ?? [], r.held ?? {}, r.ipam ?? {}, r.enc ?? null, r.pv ?? null]);
   if (prev.name !== next.name || prev.inc !== next.inc || next.v <= prev.v || rest(prev) !== rest(next)) return null;
   const was = new Map(prev.conns.map((c) => [c.name, c]));
   const now = new Set(next.conns.map((c) => c.name));
@@ -264,7 +302,8 @@ export type StateChange =
   | { kind: 'config'; json: string }
   | { kind: 'keygen'; generation: number }
   | { kind: 'net'; name: string; before: NetRecord | null; after: NetRecord }
-  | { kind: 'svc'; name: string; before: SvcRecord | null; after: SvcRecord };
+  | { kind: 'svc'; name: string; before: SvcRecord | null; after: SvcRecord }
+  | { kind: 'opaque'; key: string };
 
 export class MeshState {
   readonly nodes = new Map<string, NodeRecord>();
@@ -277,6 +316,11 @@ export class MeshState {
   keygen: KeyGenRecord | null = null;
   /** Services by svcKey(network, name), tombstones included (svc null). */
   readonly svcs = new Map<string, SvcRecord>();
+  /** Records of kinds this code does not know, by "kind/name" (OPAQUE_LIMITS). */
+  readonly opaque = new Map<string, OpaqueRecord>();
+  opaqueBytes = 0;
+  /** Records of unknown kinds not kept: over a bound. */
+  opaqueDropped = 0;
 
   constructor(readonly self: string) {}
 
@@ -312,6 +356,16 @@ export class MeshState {
       this.keygen = r;
       return { kind: 'keygen', generation: r.generation };
     }
+    if (r.k === 'opaque') {
+      const key = `${r.kind}/${r.name}`;
+      const cur = this.opaque.get(key);
+      if (cur && (cur.v > r.v || (cur.v === r.v && cur.by >= r.by))) return null;
+      const bytes = this.opaqueBytes - (cur?.size ?? 0) + r.size;
+      if (r.size > OPAQUE_LIMITS.record || bytes > OPAQUE_LIMITS.bytes || (!cur && this.opaque.size >= OPAQUE_LIMITS.count)) { this.opaqueDropped++; return null; }
+      this.opaque.set(key, r);
+      this.opaqueBytes = bytes;
+      return { kind: 'opaque', key };
+    }
     if (r.k === 'svc') {
       const key = svcKey(r.network, r.name);
       const cur = this.svcs.get(key);
@@ -344,6 +398,7 @@ export class MeshState {
     for (const x of this.nets.values()) out.push({ rec: x });
     if (this.keygen) out.push({ rec: this.keygen });
     for (const x of this.svcs.values()) out.push({ rec: x });
+    for (const x of this.opaque.values()) out.push(this.wire(x, now));
     return out;
   }
 
@@ -363,6 +418,8 @@ export class MeshState {
   }
 
   wire(rec: MeshRecord, now: number): WireRecord {
+    // As it came (its writer's shape), for the peers that know its kind.
+    if (rec.k === 'opaque') return { rec: rec.raw as unknown as MeshRecord };
     if (rec.k !== 'node') return { rec };
     const h = rec.name === this.self ? now : this.heard.get(rec.name) ?? now;
     return { rec, age: Math.max(0, now - h) };
@@ -377,6 +434,7 @@ export class MeshState {
       w: Object.fromEntries([...this.nets.values()].map((x) => [x.name, x.v])),
       g: this.keygen ? [this.keygen.generation, this.keygen.by] : null,
       s: Object.fromEntries([...this.svcs].map(([k, x]) => [k, x.v])),
+      x: Object.fromEntries([...this.opaque].map(([k, x]) => [k, x.v])),
     };
   }
 
@@ -391,6 +449,7 @@ export class MeshState {
     const g = this.keygen;
     if (g && (!d.g || g.generation > d.g[0] || (g.generation === d.g[0] && g.by > d.g[1]))) out.push({ rec: g });
     for (const [k, x] of this.svcs) if (!(d.s?.[k]! >= x.v)) out.push({ rec: x });
+    for (const [k, x] of this.opaque) if (!(d.x?.[k]! >= x.v)) out.push(this.wire(x, now));
     return out;
   }
 

@@ -2,12 +2,12 @@
 // <run-dir>/mesh.sock. Used by `status peers`, `status connections`, and by `peers`,
 // `pod-network set/get` and `node rm` when the run dir holds a mesh-mode knitd's socket and no
 // etcd endpoint is given.
-//   knitctl status connections   this node's connections: direction, address, state, peer (weave status connections)
-//   knitctl status peers         every member and its connections as it publishes them (weave status peers)
+//   knitctl status connections   this node's connections: direction, address, state, peer; the protocol version of each (weave status connections)
+//   knitctl status peers         every member (its protocol versions) and its connections as it publishes them (weave status peers)
 import type { CommandModule, Options } from 'yargs';
 import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
 import { controlCall, hasControl } from '../../../pkg/mesh/control';
-import type { MeshStatus } from '../../../pkg/mesh/status';
+import { protocolLine, type MeshStatus } from '../../../pkg/mesh/status';
 import { leaf, str, table, value, type Ctx, type Flags } from '../common';
 
 const runDirOpt: Options = value(`knitd's --run-dir (default ${DEFAULT_RUN_DIR})`);
@@ -41,7 +41,7 @@ export function commands(ctx: Ctx): CommandModule[] {
           arrow(c.dir), c.addr, c.state, c.name ? `${c.name} (${c.inc})` : '-', c.error ?? '',
         ]);
         return [`node ${s.node} (${s.inc}), mesh port ${s.port}: ${s.connections.filter((c) => c.state === 'established').length} established`,
-          table(['DIR', 'ADDRESS', 'STATE', 'PEER', 'INFO'], rows)].join('\n');
+          table(['DIR', 'ADDRESS', 'STATE', 'PEER', 'INFO'], rows), protocolLine(s)].join('\n');
       },
     }),
     leaf(ctx, ['status', 'peers'], {
@@ -53,7 +53,7 @@ export function commands(ctx: Ctx): CommandModule[] {
         if (a.json) return JSON.stringify({ node: s.node, members: s.members, need: s.need, peers: s.peers }, null, 2);
         const lines = [`${s.members.length} member(s); a subnet claim needs ${s.need} vote(s)`];
         for (const p of s.peers) {
-          lines.push(`${p.name} (${p.inc})${p.name === s.node ? ' [this node]' : ''}  ${p.live ? 'live' : 'GONE'}, heard ${ago(p.heardAgoMs)}, subnet ${p.subnet ?? '-'}${p.underlay ? ` via ${p.underlay}` : ''}`);
+          lines.push(`${p.name} (${p.inc})${p.name === s.node ? ' [this node]' : ''}  ${p.live ? 'live' : 'GONE'}, heard ${ago(p.heardAgoMs)}, protocol ${p.proto ?? '?'}, subnet ${p.subnet ?? '-'}${p.underlay ? ` via ${p.underlay}` : ''}`);
           for (const c of [...p.conns].sort((x, y) => x.name.localeCompare(y.name))) lines.push(`   ${arrow(c.dir)} ${c.addr.padEnd(22)} ${c.name}`);
         }
         return lines.join('\n');
