@@ -1,6 +1,7 @@
 // The mesh's topology when not every pair is connected (docs/mesh.md "Topology", design D26):
 // which members a node dials, the graph every node sees in the members' published connections,
-// and from it the tree a record is forwarded along and the next hop of a routed vote. No I/O.
+// and from it the tree a record is forwarded along and the next hop of a routed vote; in a full
+// mesh, which of an owner's peers passes on its flooded record to each member. No I/O.
 //
 // Up to `full` live members (64) the mesh is full (every pair connected, as before). Above, a node
 // dials its two ring neighbours (members ordered by a hash of their names: the graph is connected
