@@ -13,7 +13,7 @@ import type { Logger } from '../cni/log';
 import { nullLogger } from '../cni/log';
 import { checkHello, FEATURES, frameTag, NAME_RE, negotiate, newIncarnation, newNonce, proof, PROTO_MAX, PROTO_MIN, PROTO_TOLERANT, rangeMismatch, rangeText, sessionKey, TAG_LEN, verifyProof, type Hello, type Role } from './auth';
 import { encodeFrame, FrameError, FrameReader, MAX_FRAME, parseMessage } from './frame';
-import { bfs, buildGraph, chosen, DEFAULT_FANOUT, DEFAULT_FULL_MESH, forwards, nextHop, type Dist, type Graph } from './topology';
+import { bfs, buildGraph, chosen, DEFAULT_FANOUT, DEFAULT_FULL_MESH, floodsTo, forwards, nextHop, type Dist, type Graph } from './topology';
 import type { Endpoint } from '../network/store';
 import { checkClaim, claimKey, claimText, conflicts as conflictsOf, Grants, type Claim, type Grant, type Pursuit, type Vote } from './grants';
 import { applyDelta, checkDelta, checkDigest, checkRecord, deltaOf, MeshState, RecordError, sendable, svcKey, V1_KINDS, type ConnInfo, type MeshLease, type MeshRecord, type NetRecord, type NodeDelta, type NodeIpamView, type SvcRecord, type NodeRecord, type StateChange, type WireRecord } from './state';
@@ -801,9 +801,14 @@ export class MeshNode {
       const dist = this.distFrom(rec.name);
       targets = targets.filter((c) => forwards(g, dist, rec.name, this.o.name, c.name!));
     } else if (rec.k === 'node' && rec.name !== this.o.name && targets.length) {
-      // Flooded, but not to the owner's own peers (it sent them the version): in a full mesh, nobody forwards.
+      // Flooded, but not to the owner's own peers (it sent them the version); in a full mesh, by
+      // one of those only (topology.floodsTo): members that are not the owner's peers pass nothing on.
       const direct = new Set([rec.name, ...rec.conns.map((x) => x.name)]);
       targets = targets.filter((c) => !direct.has(c.name!));
+      if (targets.length && this.liveMembers().length <= Math.max(this.fanout + 1, this.fullMesh)) {
+        const ownerPeers = rec.conns.map((x) => x.name);
+        targets = targets.filter((c) => floodsTo(rec.name, ownerPeers, this.o.name, c.name!, this.publishedPeers(c.name!)));
+      }
     }
     if (targets.length) {
       const msg = Buffer.from(JSON.stringify(delta ? { t: 'dlt', d: delta, age: w.age } : { t: 'upd', records: [w] }));
@@ -812,6 +817,17 @@ export class MeshNode {
     this.scheduleSave();
     for (const l of this.listeners) l(ch);
   }
+
+  /** The peers a member's record lists (undefined: no record), kept per version (a flood asks for each peer's). */
+  private publishedPeers(name: string): Set<string> | undefined {
+    const r = this.state.nodes.get(name);
+    if (!r) return undefined;
+    let s = this.connNames.get(r);
+    if (!s) { s = new Set(r.conns.map((x) => x.name)); this.connNames.set(r, s); }
+    return s;
+  }
+
+  private readonly connNames = new WeakMap<NodeRecord, Set<string>>();
 
   /** Bumped when a connection (this node's or one a record publishes) comes or goes. */
   private topoEpoch = 0;

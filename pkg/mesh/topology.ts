@@ -1,6 +1,7 @@
 // The mesh's topology when not every pair is connected (docs/mesh.md "Topology", design D26):
 // which members a node dials, the graph every node sees in the members' published connections,
-// and from it the tree a record is forwarded along and the next hop of a routed vote. No I/O.
+// and from it the tree a record is forwarded along and the next hop of a routed vote; in a full
+// mesh, which of an owner's peers passes on its flooded record to each member. No I/O.
 //
 // Up to `full` live members (64) the mesh is full (every pair connected, as before). Above, a node
 // dials its two ring neighbours (members ordered by a hash of their names: the graph is connected
@@ -67,6 +68,27 @@ export function chosen(self: string, members: readonly string[], fanout: number,
 /** Whether a connection between a and b is one the topology keeps (either end chose it). */
 export function wanted(a: string, b: string, members: readonly string[], fanout: number, full = fanout + 1): boolean {
   return chosen(a, members, fanout, full).has(b) || chosen(b, members, fanout, full).has(a);
+}
+
+/**
+ * Whether `self`, holding a flooded record of `owner` (a first record, a lease: not a delta, which
+ * follows the owner's tree), passes it on to its peer `x`, in a full mesh: the owner sent it to
+ * each of its peers (`ownerPeers`, as its record lists them), and of those each other member is
+ * the peer of, by `xPeers` (x's published connections; undefined: not known), one sends it there,
+ * the first by a weight of the pair and the owner (the work spread over owners and members). A
+ * member none of them reaches (x lists none) is sent it by everyone holding it. Without this, a
+ * joiner's first record (it lists the one peer it synced from) went from each of the 48 other
+ * members to 47 others at 50 members, and that burst held up the joiner's handshakes and votes.
+ */
+export function floodsTo(owner: string, ownerPeers: readonly string[], self: string, x: string, xPeers: ReadonlySet<string> | undefined): boolean {
+  const ho = nameHash(owner); const hx = nameHash(x);
+  let best: string | null = null; let bw = 0;
+  for (const n of ownerPeers) {
+    if (n === x || (n !== self && !xPeers?.has(n))) continue;
+    const w = mix32(pairOf(nameHash(n), hx) ^ ho);
+    if (best === null || w < bw || (w === bw && n < best)) { best = n; bw = w; }
+  }
+  return best === null || best === self;
 }
 
 /** Undirected adjacency, nodes numbered (a mesh of hundreds is rebuilt and searched often while it forms). */

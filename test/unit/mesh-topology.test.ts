@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { encodeFrame, FrameReader, MAX_FRAME } from '../../pkg/mesh/frame';
 import { MeshNode } from '../../pkg/mesh/node';
-import { bfs, buildGraph, chosen, forwards, nextHop, wanted, type Graph } from '../../pkg/mesh/topology';
+import { bfs, buildGraph, chosen, floodsTo, forwards, nextHop, wanted, type Graph } from '../../pkg/mesh/topology';
 import { prng } from '../lab/prng';
 
 const SECRET = Buffer.from('s3cret');
@@ -65,6 +65,30 @@ describe('mesh topology', () => {
     const view = buildGraph('x', ['y'], [{ name: 'y', conns: [{ name: 'x' }, { name: 'z' }] }, { name: 'z', conns: [] }, { name: 'w', conns: [{ name: 'z' }] }]);
     assert.deepEqual(view.neighbours('x'), ['y']);
     assert.deepEqual(view.neighbours('z'), [], 'y-z and w-z are published by one end only');
+  });
+
+  it('in a full mesh a flooded record is passed on to each member by one of its owner\'s peers, never by the others', () => {
+    // 50 members all connected, and a joiner whose first record lists the one peer it synced
+    // from, later three: every member gets the record once (from the owner or one relay).
+    const members = Array.from({ length: 50 }, (_, i) => `m${i}`);
+    const peersOf = (m: string): Set<string> => new Set(members.filter((x) => x !== m));
+    for (const ownerPeers of [['m7'], ['m7', 'm20', 'm33']]) {
+      const got = new Map(members.map((m) => [m, ownerPeers.includes(m) ? 1 : 0])); // the owner sends to its peers
+      for (const s of members) {
+        for (const x of members) {
+          if (x === s || ownerPeers.includes(x)) continue; // the owner's peers have it from the owner
+          if (floodsTo('new', ownerPeers, s, x, peersOf(x))) got.set(x, got.get(x)! + 1);
+        }
+      }
+      for (const [m, k] of got) assert.equal(k, 1, `owner's peers ${ownerPeers.join(',')}: ${m} gets the record ${k} time(s)`);
+      // Relaying is spread over the owner's peers, not all on one.
+      if (ownerPeers.length === 3) for (const p of ownerPeers) assert.ok(members.filter((x) => x !== p && floodsTo('new', ownerPeers, p, x, peersOf(x))).length >= 5, `${p} relays to some`);
+    }
+    // A member whose record lists none of the owner's peers (another joiner), or that has no
+    // record yet, is sent it by every member holding it: a duplicate is dropped, a miss would wait.
+    assert.ok(floodsTo('new', ['m7'], 'm3', 'new2', new Set(['m9'])));
+    assert.ok(floodsTo('new', ['m7'], 'm3', 'new2', undefined));
+    assert.ok(!floodsTo('new', ['m7'], 'm3', 'm4', new Set(['m7'])));
   });
 
   it('a frame over the handshake bound right after the proof, in the same read, is cut once the bound is raised', () => {
