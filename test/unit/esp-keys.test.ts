@@ -8,11 +8,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { get as backendFactory } from '../../pkg/agent/backend';
 import {
-  ESP_CIPHERS, ESP_KEY_BYTES, NODE_KEY_FILE, directionalSa, isKnitReqid, isPublicKey, loadNodeKey, newNodeKey, pairSecret, parseGeneration, reqidFor,
+  DEFAULT_ESP_CIPHER, ESP_CIPHERS, ESP_KEY_BYTES, NODE_KEY_FILE, directionalSa, isKnitReqid, isPublicKey, loadNodeKey, newNodeKey, pairSecret, parseGeneration, reqidFor,
 } from '../../pkg/agent/backend/esp-keys';
 import { decodePolicy, decodeState, XFRM_MSG_NEWPOLICY, XFRM_MSG_NEWSA, XFRM_POLICY_OUT } from '../../pkg/netlink/xfrm';
 import { NAMED_NETWORKS_ESP, NAMED_NETWORKS_ESP_BY_CIPHER, POD_NETWORK_ESP } from '../../pkg/agent/backend/esp';
 import { ENCRYPTED_VXLAN_PORT, VXLAN_PORT } from '../../pkg/network/datapath';
+import { CIPHERS, DEFAULT_CIPHER } from '../../pkg/network/spec';
 import { ENCRYPTED_VXLAN_PORT as POD_ENCRYPTED_PORT } from '../../pkg/agent/backend/vxlan';
 
 describe('encrypted overlay keys', () => {
@@ -63,6 +64,8 @@ describe('encrypted overlay keys', () => {
     const aes = NAMED_NETWORKS_ESP_BY_CIPHER['aes-gcm'];
     const cha = NAMED_NETWORKS_ESP_BY_CIPHER['chacha20-poly1305'];
     assert.deepEqual(Object.keys(NAMED_NETWORKS_ESP_BY_CIPHER).sort(), Object.keys(ESP_CIPHERS).sort(), 'a domain for every cipher knit knows');
+    assert.deepEqual([...CIPHERS].sort(), Object.keys(ESP_CIPHERS).sort(), '-o cipher takes exactly the ciphers the datapath has');
+    assert.equal(DEFAULT_CIPHER, DEFAULT_ESP_CIPHER);
     assert.deepEqual({ label: aes.label, priority: aes.priority, reqidBase: aes.reqidBase }, NAMED_NETWORKS_ESP);
     assert.equal(aes.port, ENCRYPTED_VXLAN_PORT);
     assert.equal(aes.port, 4798);
