@@ -72,9 +72,13 @@ export function meshFlags(v: Record<string, string | undefined>, env: NodeJS.Pro
     if (!pw) throw new Error('invalid --mesh-password "": an empty secret');
     secret = pw;
   }
+  // Absent: left out, so the node's defaults (topology.ts) apply.
   const fanout = intFlag('mesh-fanout', v['mesh-fanout'], DEFAULT_FANOUT, MESH_FANOUT_RANGE, 'the members each node connects to above --mesh-full-size');
   const fullMesh = intFlag('mesh-full-size', v['mesh-full-size'], DEFAULT_FULL_MESH, MESH_FULL_SIZE_RANGE, 'the live members up to which every pair connects');
-  return { peers, listen, secret: Buffer.from(secret, 'utf8'), fanout, fullMesh };
+  return {
+    peers, listen, secret: Buffer.from(secret, 'utf8'),
+    ...(v['mesh-fanout'] !== undefined ? { fanout } : {}), ...(v['mesh-full-size'] !== undefined ? { fullMesh } : {}),
+  };
 }
 
 /** Starts the mesh node and the control socket; the store is usable at once (its calls wait for the first sync). */

@@ -6,16 +6,20 @@ import assert from 'node:assert/strict';
 import { overlayFlags } from '../../cmd/knitd/overlay';
 import { MESH_FANOUT_RANGE, MESH_FULL_SIZE_RANGE } from '../../cmd/knitd/mesh';
 import { DEFAULT_FANOUT, DEFAULT_FULL_MESH } from '../../pkg/mesh/topology';
+import { MeshNode } from '../../pkg/mesh/node';
 
 const mesh = (extra: Record<string, string>) => overlayFlags({ datastore: 'mesh', 'node-name': 'n1', 'mesh-password': 'pw', ...extra }, {})!.mesh!;
 
 describe('knitd --mesh-fanout / --mesh-full-size', () => {
-  it('absent: the topology\'s defaults (8 and 64)', () => {
+  it('absent: left out, and the node takes the topology\'s defaults (8 and 64); given: the node takes them', () => {
     const m = mesh({});
-    assert.equal(m.fanout, DEFAULT_FANOUT);
-    assert.equal(m.fullMesh, DEFAULT_FULL_MESH);
-    assert.equal(DEFAULT_FANOUT, 8);
-    assert.equal(DEFAULT_FULL_MESH, 64);
+    assert.equal('fanout' in m || 'fullMesh' in m, false, JSON.stringify(m));
+    const node = (f: typeof m): MeshNode => new MeshNode({ name: 'n1', secret: f.secret, listen: f.listen, peers: f.peers, stateDir: null, ttlSec: 30, ...(f.fanout ? { fanout: f.fanout } : {}), ...(f.fullMesh ? { fullMesh: f.fullMesh } : {}) });
+    const d = node(m);
+    assert.deepEqual([d.fanout, d.fullMesh], [DEFAULT_FANOUT, DEFAULT_FULL_MESH]);
+    assert.deepEqual([DEFAULT_FANOUT, DEFAULT_FULL_MESH], [8, 64]);
+    const g = node(mesh({ 'mesh-fanout': '2', 'mesh-full-size': '5' }));
+    assert.deepEqual([g.fanout, g.fullMesh], [2, 5]);
   });
 
   it('takes integers in range, the bounds included', () => {
