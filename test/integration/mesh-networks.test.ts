@@ -11,10 +11,9 @@
 // address from knit-mesh-ipam holds `network rm` back (no endpoint records there).
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns, type PluginOutput } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { eventually, type KnitBuild } from '../lab/cni';
 import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
 import { controlCall } from '../../pkg/mesh/control';
 import { conflistFile } from '../../pkg/network/conflist';
@@ -44,17 +43,13 @@ describe('named networks on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-meshnet-'));
-    mesh = new MeshHosts(lab, knit, await lab.switch(), tmp, NET);
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], NET, 'knit-meshnet-');
+    ({ knit, lab, tmp } = mesh);
     nodes = await mesh.add(3);
   });
 
   after(async () => {
-    mesh?.killAll();
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   afterEach(function () {

@@ -13,10 +13,9 @@
 //   KNIT_PARTITION_ROUNDS=20 KNIT_PARTITION_SECONDS=30 npx mocha test/integration/mesh-partition.test.ts
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns, type PluginOutput, type Switch } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { eventually, type KnitBuild } from '../lab/cni';
 import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
 import { prng } from '../lab/prng';
 import { controlCall } from '../../pkg/mesh/control';
@@ -143,21 +142,16 @@ describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-overlay', 'knit-l2overlay']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-meshpart-'));
-    sw = await lab.switch();
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-overlay', 'knit-l2overlay'], NET, 'knit-meshpart-');
+    ({ knit, lab, tmp, sw } = mesh);
     await lab.ip(sw, ['link', 'add', 'br1', 'type', 'bridge']);
     await lab.ip(sw, ['link', 'set', 'br1', 'up']);
-    mesh = new MeshHosts(lab, knit, sw, tmp, NET);
     nodes = await mesh.add(5);
     console.log(`      ${ROUNDS} round(s) of ~${SECONDS} s, seed ${SEED}; the issue's criterion: KNIT_PARTITION_ROUNDS=20 KNIT_PARTITION_SECONDS=30 npx mocha test/integration/mesh-partition.test.ts`);
   });
 
   after(async () => {
-    mesh?.killAll();
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   afterEach(function () {

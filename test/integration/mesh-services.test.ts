@@ -8,10 +8,9 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { eventually, type KnitBuild } from '../lab/cni';
 import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
 import { conflistFile } from '../../pkg/network/conflist';
 import { SERVICES_TABLE } from '../../pkg/service/lb';
@@ -78,10 +77,8 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-meshsvc-'));
-    mesh = new MeshHosts(lab, knit, await lab.switch(), tmp, NET);
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], NET, 'knit-meshsvc-');
+    ({ knit, lab, tmp } = mesh);
     nodes = await mesh.add(3);
     mesh.startAll();
     await mesh.sockets();
@@ -92,9 +89,7 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
 
   after(async () => {
     for (const s of servers) s.kill('SIGKILL');
-    mesh?.killAll();
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   afterEach(function () {

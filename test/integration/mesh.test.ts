@@ -7,11 +7,10 @@
 // partition heals, one joining the majority side gets one, and no subnet is ever held twice.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { Lab, requireRoot, type Netns, type PluginOutput, type Switch } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { eventually, type KnitBuild } from '../lab/cni';
 import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
 import { wanted } from '../../pkg/mesh/topology';
 
@@ -76,18 +75,13 @@ describe('knitd on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-overlay']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-mesh-'));
-    sw = await lab.switch();
-    mesh = new MeshHosts(lab, knit, sw, tmp, NET);
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-overlay'], NET, 'knit-mesh-');
+    ({ knit, lab, tmp, sw } = mesh);
     nodes = await mesh.add(5, () => ({ pods: [] as Node['pods'] }));
   });
 
   after(async () => {
-    mesh?.killAll();
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   afterEach(function () {
@@ -253,23 +247,16 @@ describe('knitd on the mesh (no etcd)', function () {
 // full mesh (what the defaults give 5 members, first suite); every member still in `status peers`.
 describe('knitd on the mesh with --mesh-full-size 2 --mesh-fanout 1: a sparse mesh', function () {
   this.timeout(180_000);
-  let lab: Lab;
-  let tmp: string;
   let mesh: MeshHosts;
 
   before(async function () {
     requireRoot(this);
-    const knit = await buildKnit(['knitd', 'knitctl']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-mesh-sparse-'));
-    mesh = new MeshHosts(lab, knit, await lab.switch(), tmp, '192.168.67');
+    mesh = await MeshHosts.open(['knitd', 'knitctl'], '192.168.67', 'knit-mesh-sparse-');
     await mesh.add(5);
   });
 
   after(async () => {
-    mesh?.killAll();
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   afterEach(function () {

@@ -209,11 +209,8 @@ describe('encrypted named network on the mesh, kernel without ESP: refused with 
 
   before(async function () {
     requireRoot(this);
-    lab = new Lab();
-    const sw = await lab.switch();
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge']);
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-named-enc-mesh-'));
-    mesh = new MeshHosts(lab, knit, sw, tmp, '192.168.66');
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], '192.168.66', 'knit-named-enc-mesh-');
+    ({ lab, knit, tmp } = mesh);
     m1 = await mesh.make('m1', 1);
     h = m1.host;
     if (!probeEsp(h.path).length) {
@@ -226,9 +223,7 @@ describe('encrypted named network on the mesh, kernel without ESP: refused with 
   });
 
   after(async () => {
-    mesh?.killAll();
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   const ctl = (...args: string[]) => lab.exec(h, knit.bin('knitctl'), [...args, '--run-dir', runDir], { env: { NODE_EXTRA_CA_CERTS: undefined, KNIT_ETCD_ENDPOINTS: undefined }, allowFail: true });

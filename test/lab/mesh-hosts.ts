@@ -5,9 +5,10 @@
 // SIGKILL of every knitd in after(). What each test asserts stays in the test.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Host, Lab, Switch } from './lab';
-import { eventually, type KnitBuild } from './cni';
+import { Lab, type Host, type Switch } from './lab';
+import { buildKnit, eventually, type KnitBuild } from './cni';
 
 export interface MeshHost {
   name: string;
@@ -46,8 +47,19 @@ export class MeshHosts {
   /** Every knitd started and not yet exited (killAll's list: hosts not in `nodes` too). */
   private readonly procs = new Set<ChildProcess>();
 
+  /**
+   * A build of `binaries` (knitd among them), a new lab with its switch and a temporary directory
+   * `<tmpPrefix>XXXXXX`: what before() of a mesh suite needs; cleanup() undoes it all.
+   */
+  static async open(binaries: string[], net: string, tmpPrefix: string): Promise<MeshHosts> {
+    const knit = await buildKnit(binaries);
+    const lab = new Lab();
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), tmpPrefix));
+    return new MeshHosts(lab, knit, await lab.switch(), tmp, net);
+  }
+
   /** `net`: the hosts' /24 as three octets ("192.168.61"); `tmp`: the test's temporary directory. */
-  constructor(private readonly lab: Lab, private readonly knit: KnitBuild, private readonly sw: Switch, private readonly tmp: string, private readonly net: string) {
+  constructor(readonly lab: Lab, readonly knit: KnitBuild, readonly sw: Switch, readonly tmp: string, private readonly net: string) {
     this.pwFile = path.join(tmp, 'mesh-password');
     fs.writeFileSync(this.pwFile, `${MESH_PASSWORD}\n`, { mode: 0o600 });
   }
@@ -135,5 +147,12 @@ export class MeshHosts {
   /** For after(): SIGKILL every knitd started (also of hosts not in `nodes`). */
   killAll(): void {
     for (const p of this.procs) p.kill('SIGKILL');
+  }
+
+  /** For after() of a suite opened with open(): every knitd killed, the lab and the temporary directory removed. */
+  async cleanup(): Promise<void> {
+    this.killAll();
+    await this.lab.cleanup();
+    fs.rmSync(this.tmp, { recursive: true, force: true });
   }
 }
