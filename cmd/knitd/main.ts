@@ -22,7 +22,8 @@ const USAGE = `usage: knitd [--cni-socket-dir DIR] [--netns PATH] [--log-level d
              [--datastore kubernetes [--kubeconfig FILE] [--net-conf /etc/knit/net-conf.json] (and the agent flags)
               [--cni-conf-dir /etc/cni/net.d] [--ipam-gc-interval SEC (300; 0: off)] [--ipam-gc-grace SEC (300)]]
              [--datastore mesh [--peers HOST[:PORT][,HOST...]] [--mesh-listen ADDR:PORT (0.0.0.0:6788)]
-              (--mesh-password SECRET | --mesh-password-file FILE | $KNIT_MESH_PASSWORD) (and the agent flags)]
+              (--mesh-password SECRET | --mesh-password-file FILE | $KNIT_MESH_PASSWORD)
+              [--mesh-full-size N (64)] [--mesh-fanout N (8)] (the same on every member) (and the agent flags)]
   with --etcd-endpoints (or $KNIT_ETCD_ENDPOINTS) knitd also runs the overlay agent (docs/overlay.md);
   the resolver (docs/dns.md) answers named networks' names, and without etcd those of knit-bridge
   networks with "resolver": true on this host (--dns off: neither);

@@ -4,6 +4,8 @@
 //   --peers HOST[:PORT][,HOST...]   members to dial first (a node knows the rest through them)
 //   --mesh-listen ADDR:PORT         default 0.0.0.0:6788
 //   --mesh-password SECRET | --mesh-password-file FILE | $KNIT_MESH_PASSWORD   required
+//   --mesh-full-size N              live members up to which every pair connects (64)
+//   --mesh-fanout N                 above that, members each node chooses (8; topology.ts)
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Server } from 'node:net';
@@ -21,6 +23,7 @@ import type { Owner } from '../../pkg/ipam/store';
 import type { CreateRequest } from '../../pkg/network/spec';
 import type { Endpoint, EndpointId } from '../../pkg/network/store';
 import { DEFAULT_MESH_PORT, joinHostPort, MeshNode, parseHostPort } from '../../pkg/mesh/node';
+import { DEFAULT_FANOUT, DEFAULT_FULL_MESH } from '../../pkg/mesh/topology';
 import { meshStatus } from '../../pkg/mesh/status';
 
 /** What the mesh takes from knitd's common flags (overlay.ts). */
@@ -30,6 +33,25 @@ export interface MeshFlags {
   peers: string[];
   listen: { host: string; port: number };
   secret: Buffer;
+  /** --mesh-fanout: members each node chooses above the full-mesh size (topology.ts); absent: DEFAULT_FANOUT. */
+  fanout?: number;
+  /** --mesh-full-size: live members up to which every pair is connected; absent: DEFAULT_FULL_MESH. */
+  fullMesh?: number;
+}
+
+/**
+ * The topology flags' ranges. Fanout: at least 1 (a ring plus one chord per node); above 64 a
+ * node's degree nears the full mesh's anyway. Full size: from 2 (sparse as soon as fanout + 1
+ * members are exceeded) to 1,000 (a full mesh of 1,000 is half a million connections).
+ */
+export const MESH_FANOUT_RANGE = { min: 1, max: 64 } as const;
+export const MESH_FULL_SIZE_RANGE = { min: 2, max: 1000 } as const;
+
+function intFlag(flag: string, v: string | undefined, dflt: number, r: { min: number; max: number }, what: string): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isInteger(n) || n < r.min || n > r.max) throw new Error(`invalid --${flag} ${JSON.stringify(v)}: ${what}, an integer from ${r.min} to ${r.max} (default ${dflt})`);
+  return n;
 }
 
 /** The mesh flags, checked; every error names its flag. */
@@ -50,7 +72,13 @@ export function meshFlags(v: Record<string, string | undefined>, env: NodeJS.Pro
     if (!pw) throw new Error('invalid --mesh-password "": an empty secret');
     secret = pw;
   }
-  return { peers, listen, secret: Buffer.from(secret, 'utf8') };
+  // Absent: left out, so the node's defaults (topology.ts) apply.
+  const fanout = intFlag('mesh-fanout', v['mesh-fanout'], DEFAULT_FANOUT, MESH_FANOUT_RANGE, 'the members each node connects to above --mesh-full-size');
+  const fullMesh = intFlag('mesh-full-size', v['mesh-full-size'], DEFAULT_FULL_MESH, MESH_FULL_SIZE_RANGE, 'the live members up to which every pair connects');
+  return {
+    peers, listen, secret: Buffer.from(secret, 'utf8'),
+    ...(v['mesh-fanout'] !== undefined ? { fanout } : {}), ...(v['mesh-full-size'] !== undefined ? { fullMesh } : {}),
+  };
 }
 
 /** Starts the mesh node and the control socket; the store is usable at once (its calls wait for the first sync). */
@@ -59,7 +87,7 @@ export interface MeshHandles { store: MeshDatastore; node: MeshNode; networks: M
 
 export function startMesh(f: NodeFlags, m: MeshFlags, parent: Logger, gc?: { intervalSec: number; graceSec: number }): MeshHandles & { stop(): void } {
   const log = parent.child({ component: 'mesh' });
-  const node = new MeshNode({ name: f.nodeName, secret: m.secret, listen: m.listen, peers: m.peers, stateDir: path.join(f.stateDir, 'mesh'), ttlSec: f.ttlSec, log });
+  const node = new MeshNode({ name: f.nodeName, secret: m.secret, listen: m.listen, peers: m.peers, stateDir: path.join(f.stateDir, 'mesh'), ttlSec: f.ttlSec, log, ...(m.fanout ? { fanout: m.fanout } : {}), ...(m.fullMesh ? { fullMesh: m.fullMesh } : {}) });
   const store = new MeshDatastore(node);
   const networks = new MeshNetworks(node);
   const ipam = new MeshIpam(node, path.join(f.stateDir, 'mesh'));

@@ -31,6 +31,8 @@ export const OVERLAY_FLAGS = {
   'mesh-listen': { type: 'string' },
   'mesh-password': { type: 'string' },
   'mesh-password-file': { type: 'string' },
+  'mesh-fanout': { type: 'string' },
+  'mesh-full-size': { type: 'string' },
   dns: { type: 'string' },
   'dns-resolv-conf': { type: 'string' },
   'key-rotation-interval': { type: 'string' },
@@ -88,7 +90,7 @@ export function overlayFlags(v: Record<string, string | undefined>, env: NodeJS.
     const ipamGc = { intervalSec: posInt('ipam-gc-interval', v['ipam-gc-interval'], 300, 0), graceSec: posInt('ipam-gc-grace', v['ipam-gc-grace'], 300, 0) };
     return { mesh: meshFlags(v, env), meshIpamGc: ipamGc, ...common(v, env, []) };
   }
-  for (const f of ['peers', 'mesh-listen', 'mesh-password', 'mesh-password-file']) {
+  for (const f of ['peers', 'mesh-listen', 'mesh-password', 'mesh-password-file', 'mesh-fanout', 'mesh-full-size']) {
     if (v[f] !== undefined) throw new Error(`--${f} is for --datastore mesh`);
   }
   if (ds === 'kubernetes') {

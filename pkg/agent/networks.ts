@@ -11,14 +11,16 @@
 // event or timer tick leads to one reconcile of the whole desired state, debounced: the same code
 // converges after a restart, a missed event or a network removed while the node was down.
 //
-// Encrypted networks (-o encrypted, docs/encryption.md): their VXLAN devices use their own port
-// (ENCRYPTED_VXLAN_PORT) and between this node and every remote node with endpoints on one of
-// them the traffic is ESP (pkg/agent/backend/esp.ts, the named-networks domain): the catch-all
+// Encrypted networks (-o encrypted, docs/encryption.md): their VXLAN devices use their cipher's own
+// port (4798 AES-GCM, 4797 ChaCha20-Poly1305) and between this node and every remote node with
+// endpoints on one of them the traffic is ESP (pkg/agent/backend/esp.ts, one named-networks domain
+// per cipher, NAMED_NETWORKS_ESP_BY_CIPHER; each cipher's datapath is independent): the catch-all
 // block policy is in before any such device exists, per-pair SAs are derived from the node key
 // pair the pod network uses, and the public key and key generation go out in this node's record
 // through the source. The generation is the pod network's (the Datastore's getKeyGeneration /
-// bumpKeyGeneration): one rotation re-keys both. A kernel without ESP: no device for encrypted
-// networks, the refusal logged, and knit-l2overlay answers ADD with code 101.
+// bumpKeyGeneration): one rotation re-keys both. A kernel without ESP or without a network's
+// cipher: no device for the networks of that cipher, the refusal logged, and knit-l2overlay
+// answers ADD with code 101.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../cni/log';
@@ -26,13 +28,13 @@ import type { EtcdConnConfig } from '../ipam/etcd-config';
 import { removeMasq } from '../nat/masq';
 import { Netlink, linkGet, openXfrm } from '../netlink';
 import { currentKeyGeneration, type Datastore } from '../datastore/datastore';
-import { EspDatapath, NAMED_NETWORKS_ESP, espUnavailable, probeEsp, removeEspLeftovers, type EspPeer } from './backend/esp';
-import { DEFAULT_ESP_CIPHER, ESP_AEAD, ESP_OVERHEAD, loadNodeKey, type NodeKey } from './backend/esp-keys';
+import { EspDatapath, NAMED_NETWORKS_ESP_BY_CIPHER, espUnavailable, probeEsp, removeEspLeftovers, type EspPeer } from './backend/esp';
+import { DEFAULT_ESP_CIPHER, ESP_CIPHERS, ESP_OVERHEAD, loadNodeKey, type EspCipherName, type NodeKey } from './backend/esp-keys';
 import { CONFLIST_PREFIX, conflistFile, renderConflist } from '../network/conflist';
-import { ENCRYPTED_VXLAN_PORT, ensureOverlay, overlayVnis, removeOverlay, setFdb, setNeigh, syncRemotes, vxlanOf, type RemoteEndpoint, type Underlay } from '../network/datapath';
+import { ensureOverlay, overlayVnis, removeOverlay, setFdb, setNeigh, syncRemotes, vxlanOf, type RemoteEndpoint, type Underlay } from '../network/datapath';
 import { EntryOwners, addrs } from '../network/owners';
 import { writeAtomic } from '../network/node-file';
-import type { Network } from '../network/spec';
+import { cipherOf, type Network } from '../network/spec';
 import type { Endpoint } from '../network/store';
 import { findUnderlay } from './agent';
 import { EtcdNetworksSource } from './networks-etcd';
@@ -60,8 +62,10 @@ export interface NetworksAgentOptions {
   retireGraceMs?: number;
 }
 
-/** The ESP of encrypted networks on this node (no secrets). */
+/** The ESP of encrypted networks of one cipher on this node (no secrets). */
 export interface NetworksEncryption {
+  /** The network's -o cipher (aes-gcm, chacha20-poly1305). */
+  name: EspCipherName;
   cipher: string;
   port: number;
   generation: number;
@@ -79,15 +83,17 @@ export interface NetworksStatus {
   lastReconcileMs: number;
   lease?: string;
   nodeIp?: string;
-  encryption?: NetworksEncryption;
-  /** Why encrypted networks are refused on this node (a kernel without ESP): code 101's message. */
+  /** One per cipher in use. */
+  encryption?: NetworksEncryption[];
+  /** Why encrypted networks are refused on this node (a kernel without ESP or a cipher): code 101's message(s). */
   refused?: string;
 }
 
 const DEBOUNCE_MS = 10;
 
 /** An encrypted overlay network (-o encrypted): ESP between nodes, or no devices at all. */
-const isEncrypted = (n: Network): boolean => n.driver === 'overlay' && !!n.options.encrypted;
+const isEncrypted = (n: Network): boolean => cipherOf(n) !== null;
+const CIPHERS = Object.keys(ESP_CIPHERS) as EspCipherName[];
 const RELIST_EVERY = 10;
 
 /**
@@ -124,12 +130,15 @@ export class NetworksAgent {
   private dirtyNets = new Set<string>();
   /** Peers' records for encrypted networks (public keys, generations), by node name. */
   private readonly peers = new Map<string, PeerRecord>();
-  private esp?: EspDatapath;
+  /** The ESP datapath of each cipher with encrypted networks here (and a kernel that has it). */
+  private readonly esps = new Map<EspCipherName, EspDatapath>();
+  /** Why each cipher's networks are refused here. */
+  private readonly refusals = new Map<EspCipherName, string>();
   private nodeKey?: NodeKey;
   private keyGen = 0;
   /** A peer record or an encrypted network's endpoint changed: the next pass syncs the SAs. */
   private espDirty = false;
-  private leftoversChecked = false;
+  private readonly leftoversChecked = new Set<EspCipherName>();
   private keyGenBusy = false;
 
   constructor(private readonly o: NetworksAgentOptions) {
@@ -173,7 +182,7 @@ export class NetworksAgent {
     if (this.pending) clearTimeout(this.pending);
     this.source.close();
     this.nl.close();
-    this.esp?.close();
+    for (const esp of this.esps.values()) esp.close();
   }
 
   /** Adds a listener; it gets `resync` with the current state right away when the agent has one. */
@@ -200,10 +209,14 @@ export class NetworksAgent {
     await this.reconcile();
   }
 
-  /** This node's record through the source: its key and generation once it encrypts (its SAs of that generation are in). */
+  /**
+   * This node's record through the source: its key and generation once it encrypts (its SAs of
+   * that generation are in, for every cipher: all datapaths move together in syncEsp).
+   */
   private publishNode(): Promise<void> {
     if (this.stopped) return Promise.resolve();
-    return this.source.publishNode(this.esp && this.nodeKey ? { key: this.nodeKey.publicKey, gen: this.esp.generation } : null);
+    const gens = [...this.esps.values()].map((e) => e.generation);
+    return this.source.publishNode(gens.length && this.nodeKey ? { key: this.nodeKey.publicKey, gen: Math.min(...gens) } : null);
   }
 
   /**
@@ -213,19 +226,19 @@ export class NetworksAgent {
    */
   private async followKeyGeneration(): Promise<void> {
     const store = this.o.keyGeneration;
-    if (!this.esp || !store?.getKeyGeneration || this.stopped || this.keyGenBusy) return;
+    if (!this.esps.size || !store?.getKeyGeneration || this.stopped || this.keyGenBusy) return;
     this.keyGenBusy = true;
     try {
       const rec = await currentKeyGeneration(store, this.o.keyRotationSec ?? 0, this.o.log);
       const g = rec?.generation ?? 0;
-      if (!this.esp) return;
+      if (!this.esps.size) return;
       if (g > this.keyGen) {
         this.keyGen = g;
-        this.esp.setGeneration(g);
+        for (const esp of this.esps.values()) esp.setGeneration(g);
         this.o.log.info(`named networks: key generation ${g}: installing its SAs, then publishing it`);
         this.syncEsp();
         await this.publishNode();
-      } else if (this.esp.pendingRetirement) this.syncEsp();
+      } else if ([...this.esps.values()].some((e) => e.pendingRetirement)) this.syncEsp();
     } finally {
       this.keyGenBusy = false;
     }
@@ -237,8 +250,8 @@ export class NetworksAgent {
    */
   private async refreshKeyGen(): Promise<void> {
     const store = this.o.keyGeneration;
-    if (this.esp || this.status.refused || !store?.getKeyGeneration) return;
-    if (![...this.networks.values()].some(isEncrypted)) return;
+    if (this.esps.size || !store?.getKeyGeneration) return;
+    if (![...this.networks.values()].some((n) => { const c = cipherOf(n); return c && !this.refusals.has(c); })) return;
     try {
       this.keyGen = Math.max(this.keyGen, (await store.getKeyGeneration())?.generation ?? 0);
     } catch (e) {
@@ -246,19 +259,22 @@ export class NetworksAgent {
     }
   }
 
-  /** ESP for the encrypted networks: ready (base policies in), or false with the refusal logged. */
-  private ensureEsp(names: string[]): boolean {
-    if (this.esp) return true;
-    const missing = probeEsp(null);
+  /** ESP for the encrypted networks of one cipher: ready (base policies in), or false with the refusal logged. */
+  private ensureEsp(cipher: EspCipherName, names: string[]): boolean {
+    if (this.esps.has(cipher)) return true;
+    const missing = probeEsp(null, cipher);
     if (missing.length) {
-      const msg = espUnavailable(missing, `encrypted network${names.length === 1 ? '' : 's'} ${names.join(', ')}`).message;
-      if (msg !== this.status.refused) this.o.log.error(`refusing on this node (code 101): ${msg}`);
-      this.status.refused = msg;
+      const msg = espUnavailable(missing, `encrypted network${names.length === 1 ? '' : 's'} ${names.join(', ')}${cipher === DEFAULT_ESP_CIPHER ? '' : ` (${cipher})`}`).message;
+      if (msg !== this.refusals.get(cipher)) this.o.log.error(`refusing on this node (code 101): ${msg}`);
+      this.refusals.set(cipher, msg);
+      this.showRefusals();
       return false;
     }
-    delete this.status.refused;
+    this.refusals.delete(cipher);
+    this.showRefusals();
     this.nodeKey ??= loadNodeKey(this.o.stateDir);
-    const esp = new EspDatapath(this.nodeKey, ENCRYPTED_VXLAN_PORT, null, this.o.log, this.o.retireGraceMs, DEFAULT_ESP_CIPHER, NAMED_NETWORKS_ESP);
+    const d = NAMED_NETWORKS_ESP_BY_CIPHER[cipher];
+    const esp = new EspDatapath(this.nodeKey, d.port, null, this.o.log, this.o.retireGraceMs, cipher, d);
     try {
       esp.setGeneration(this.keyGen);
       esp.ensureBase(this.underlay!.addr);
@@ -266,46 +282,58 @@ export class NetworksAgent {
       esp.close();
       throw e;
     }
-    this.esp = esp;
+    this.esps.set(cipher, esp);
+    this.leftoversChecked.add(cipher);
     this.espDirty = true;
-    this.o.log.info(`named networks: ESP ${ESP_AEAD} on UDP ${ENCRYPTED_VXLAN_PORT}, key generation ${this.keyGen}; nothing leaves in clear to unkeyed peers`);
+    this.o.log.info(`named networks: ESP ${ESP_CIPHERS[cipher].aead} on UDP ${d.port}, key generation ${this.keyGen}; nothing leaves in clear to unkeyed peers`);
     return true;
   }
 
-  /** No encrypted network (left): this domain's policies and SAs go (also those of a run before a restart). */
-  private dropEsp(): void {
-    delete this.status.refused;
-    delete this.status.encryption;
-    if (this.esp) {
-      this.esp.removeAll();
-      this.esp.close();
-      this.esp = undefined;
-      this.leftoversChecked = true;
+  private showRefusals(): void {
+    if (this.refusals.size) this.status.refused = [...this.refusals.values()].join('; ');
+    else delete this.status.refused;
+  }
+
+  /** No encrypted network of this cipher (left): its domain's policies and SAs go (also those of a run before a restart). */
+  private dropEsp(cipher: EspCipherName): void {
+    this.refusals.delete(cipher);
+    this.showRefusals();
+    const esp = this.esps.get(cipher);
+    if (esp) {
+      esp.removeAll();
+      esp.close();
+      this.esps.delete(cipher);
+      this.status.encryption = this.status.encryption?.filter((e) => e.name !== cipher);
+      if (!this.status.encryption?.length) delete this.status.encryption;
       void this.publishNode().catch((e) => this.fail('publishing the node record', e));
       return;
     }
-    if (this.leftoversChecked) return;
-    this.leftoversChecked = true;
+    if (this.leftoversChecked.has(cipher)) return;
+    this.leftoversChecked.add(cipher);
     try {
       const nl = openXfrm(null);
-      try { removeEspLeftovers(nl, this.o.log, NAMED_NETWORKS_ESP); } finally { nl.close(); }
+      try { removeEspLeftovers(nl, this.o.log, NAMED_NETWORKS_ESP_BY_CIPHER[cipher]); } finally { nl.close(); }
     } catch { /* no xfrm in this kernel: nothing to remove */ }
   }
 
-  /** The SAs and policies toward every remote node with endpoints on an encrypted network; publishes this node's record once they are in. */
+  /** The SAs and policies toward every remote node with endpoints on an encrypted network, per cipher; publishes this node's record once they are in. */
   private syncEsp(): void {
-    const esp = this.esp;
-    if (!esp) return;
+    if (!this.esps.size) return;
     this.espDirty = false;
-    const enc = new Set([...this.networks.values()].filter(isEncrypted).map((n) => n.name));
-    const addrOf = new Map<string, string>();
-    for (const e of this.endpoints.values()) if (enc.has(e.network) && e.node !== this.o.nodeName) addrOf.set(e.node, e.nodeIp);
-    const peers: EspPeer[] = [...addrOf].map(([node, ip]) => {
-      const rec = this.peers.get(node);
-      return { nodeName: node, underlayAddr: rec?.nodeIp || ip, ...(rec?.encKey ? { publicKey: rec.encKey } : {}), generation: rec?.encGen ?? 0 };
-    });
-    const r = esp.sync(peers);
-    this.status.encryption = { cipher: `esp ${ESP_AEAD} 128`, port: ENCRYPTED_VXLAN_PORT, generation: esp.generation, keyed: r.keyed, blocked: r.blocked, retiring: esp.pendingRetirement };
+    const encryption: NetworksEncryption[] = [];
+    for (const [cipher, esp] of this.esps) {
+      const nets = new Set([...this.networks.values()].filter((n) => cipherOf(n) === cipher).map((n) => n.name));
+      const addrOf = new Map<string, string>();
+      for (const e of this.endpoints.values()) if (nets.has(e.network) && e.node !== this.o.nodeName) addrOf.set(e.node, e.nodeIp);
+      const peers: EspPeer[] = [...addrOf].map(([node, ip]) => {
+        const rec = this.peers.get(node);
+        return { nodeName: node, underlayAddr: rec?.nodeIp || ip, ...(rec?.encKey ? { publicKey: rec.encKey } : {}), generation: rec?.encGen ?? 0 };
+      });
+      const r = esp.sync(peers);
+      const d = NAMED_NETWORKS_ESP_BY_CIPHER[cipher];
+      encryption.push({ name: cipher, cipher: `esp ${ESP_CIPHERS[cipher].aead} 128`, port: d.port, generation: esp.generation, keyed: r.keyed, blocked: r.blocked, retiring: esp.pendingRetirement });
+    }
+    this.status.encryption = encryption;
     void this.publishNode().catch((e) => this.fail('publishing the node record', e));
   }
 
@@ -360,7 +388,7 @@ export class NetworksAgent {
     if (after) this.endpoints.set(key, after); else this.endpoints.delete(key);
     this.owners.set(key, before, after);
     this.emit((l) => l.endpoint?.(before, after));
-    if (this.esp && [before, after].some((e) => e && this.isEncrypted(e.network))) this.espDirty = true;
+    if (this.esps.size && [before, after].some((e) => e && this.isEncrypted(e.network))) this.espDirty = true;
     if (!this.changes) return; // a full pass is due anyway
     const prev = this.changes.get(key);
     this.changes.set(key, { ...(prev ? (prev.before ? { before: prev.before } : {}) : before ? { before } : {}), ...(after ? { after } : {}) });
@@ -434,25 +462,30 @@ export class NetworksAgent {
       list.push({ mac, nodeIp: e.nodeIp, fdb: this.owners.fdb(e.network, mac) === e.nodeIp, ips: addrs(e).filter((ip) => this.owners.neigh(e.network, ip) === mac) });
       byNet.set(e.network, list);
     }
-    // Encrypted networks: the ESP base policies before their devices, or no devices at all.
-    const encrypted = [...overlays.values()].filter((n) => n.options.encrypted).map((n) => n.name).sort();
-    let espReady = false;
-    try {
-      if (encrypted.length) espReady = this.ensureEsp(encrypted); else this.dropEsp();
-    } catch (e) {
-      this.fail('ESP of the encrypted networks (no devices for them this pass)', e); // plain networks go on
+    // Encrypted networks: each cipher's ESP base policies before its networks' devices, or no devices at all.
+    const encrypted = [...overlays.values()].filter(isEncrypted).map((n) => n.name).sort();
+    const ready = new Set<EspCipherName>();
+    for (const c of CIPHERS) {
+      const of = [...overlays.values()].filter((n) => cipherOf(n) === c).map((n) => n.name).sort();
+      try {
+        if (!of.length) this.dropEsp(c);
+        else if (this.ensureEsp(c, of)) ready.add(c);
+      } catch (e) {
+        this.fail(`ESP ${c} of the encrypted networks ${of.join(', ')} (no devices for them this pass)`, e); // the others go on
+      }
     }
     let remote = 0;
     for (const [vni, n] of overlays) {
       if (names && !names.has(n.name)) continue;
-      if (n.options.encrypted && !espReady) { removeOverlay(this.nl, vni); continue; } // never in clear
-      ensureOverlay(this.nl, vni, this.underlay!, n.options.mtu, n.options.encrypted ? ESP_OVERHEAD : 0);
+      const cipher = cipherOf(n);
+      if (cipher && !ready.has(cipher)) { removeOverlay(this.nl, vni); continue; } // never in clear
+      ensureOverlay(this.nl, vni, this.underlay!, n.options.mtu, cipher ? ESP_OVERHEAD : 0, cipher ? NAMED_NETWORKS_ESP_BY_CIPHER[cipher].port : undefined);
       const remotes = byNet.get(n.name) ?? [];
       remote += remotes.length;
       syncRemotes(this.nl, vni, remotes);
     }
     if (!names) this.status.remoteEndpoints = remote;
-    if (espReady && (!names || this.espDirty || encrypted.some((e) => names.has(e)))) this.syncEsp();
+    if (ready.size && (!names || this.espDirty || encrypted.some((e) => names.has(e)))) this.syncEsp();
   }
 
   /**
@@ -467,7 +500,8 @@ export class NetworksAgent {
     const vniOf = new Map<string, number>();
     for (const n of this.networks.values()) {
       // An encrypted network without ESP here has no devices (applyNetworks): nothing to add to.
-      if (n.driver === 'overlay' && n.options.vni !== undefined && (!n.options.encrypted || this.esp)) vniOf.set(n.name, n.options.vni);
+      const cipher = cipherOf(n);
+      if (n.driver === 'overlay' && n.options.vni !== undefined && (!cipher || this.esps.has(cipher))) vniOf.set(n.name, n.options.vni);
     }
     const devices = new Map<number, ReturnType<typeof vxlanOf>>();
     const done = new Set<string>();

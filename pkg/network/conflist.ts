@@ -66,7 +66,7 @@ export function mainPluginOf(net: Network, node: NodeContext): Record<string, un
     case 'overlay':
       return {
         type: OVERLAY_PLUGIN, vni: net.options.vni, runDir: node.runDir, ...(node.etcd ? {} : { datastore: 'mesh' }), internal: net.internal,
-        isolation: net.options.isolation, ...(net.options.encrypted ? { encrypted: true } : {}), macFromAddress: true, ...common,
+        isolation: net.options.isolation, ...(net.options.encrypted ? { encrypted: true, ...(net.options.cipher ? { cipher: net.options.cipher } : {}) } : {}), macFromAddress: true, ...common,
       };
     case 'bridge':
       return {

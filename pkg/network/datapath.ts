@@ -17,6 +17,8 @@ export const VXLAN_PORT = 4789;
  * and the encrypted pod network (4799) coexist on a node (docs/encryption.md).
  */
 export const ENCRYPTED_VXLAN_PORT = 4798;
+/** The same for those created with -o cipher=chacha20-poly1305: their own xfrm domain selects this port. */
+export const CHACHA_VXLAN_PORT = 4797;
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
 export const VXLAN_OVERHEAD = 50;
 const OURS = /^kn[bv](\d+)$/;
@@ -32,11 +34,12 @@ export interface RemoteEndpoint { mac: string; ips: string[]; nodeIp: string; fd
 
 /**
  * The bridge and VXLAN device of network vni, created or corrected; returns the bridge. Encrypted
- * (`espOverhead` > 0): the device uses ENCRYPTED_VXLAN_PORT and the MTU shrinks by the overhead.
+ * (`espOverhead` > 0): the device uses `espPort` (its cipher's, ENCRYPTED_VXLAN_PORT for AES-GCM) and
+ * the MTU shrinks by the overhead.
  */
-export function ensureOverlay(nl: Netlink, vni: number, underlay: Underlay, mtuOption = 0, espOverhead = 0): Link {
+export function ensureOverlay(nl: Netlink, vni: number, underlay: Underlay, mtuOption = 0, espOverhead = 0, espPort = ENCRYPTED_VXLAN_PORT): Link {
   const mtu = mtuOption || underlay.mtu - VXLAN_OVERHEAD - espOverhead;
-  const port = espOverhead ? ENCRYPTED_VXLAN_PORT : VXLAN_PORT;
+  const port = espOverhead ? espPort : VXLAN_PORT;
   const brName = overlayBridgeName(vni);
   const vxName = vxlanName(vni);
   let vx = linkFind(nl, vxName);

@@ -30,6 +30,7 @@ export function optionsOf(n: Network): Record<string, string> {
   if (!n.options.isolation) o.isolation = 'false';
   if (n.options.dns !== undefined) o.dns = String(n.options.dns);
   if (n.options.encrypted) o.encrypted = 'true';
+  if (n.options.cipher) o.cipher = n.options.cipher;
   return o;
 }
 

@@ -6,6 +6,13 @@
 import { contains, formatCIDR, formatIP, lastOf, networkOf, overlaps, parseCIDR, parseIP, addToIP, type IPNet } from '../ip/ip';
 
 export type Driver = 'overlay' | 'bridge' | 'macvlan';
+/**
+ * `-o cipher` of an encrypted overlay network: the names of pkg/agent/backend/esp-keys.ts's
+ * ESP_CIPHERS (a unit test keeps them equal; listed here because `network` sits below `agent`).
+ */
+export const CIPHERS = ['aes-gcm', 'chacha20-poly1305'] as const;
+export type Cipher = (typeof CIPHERS)[number];
+export const DEFAULT_CIPHER: Cipher = 'aes-gcm';
 export const DRIVERS: readonly Driver[] = ['overlay', 'bridge', 'macvlan'];
 
 export interface SubnetSpec {
@@ -33,6 +40,11 @@ export interface NetworkOptions {
   dns?: boolean;
   /** Docker's `--opt encrypted` (overlay only): the VXLAN traffic between nodes is ESP (docs/encryption.md). */
   encrypted?: boolean;
+  /**
+   * `-o cipher` (with -o encrypted): the ESP AEAD between the nodes; absent: aes-gcm. Part of the
+   * network, so every node picks the same (each cipher has its own port and xfrm domain).
+   */
+  cipher?: Cipher;
 }
 
 export interface Network {
@@ -94,7 +106,9 @@ const OPTION_KEYS: Record<string, string> = {
   isolation: 'isolation',
   dns: 'dns',
   encrypted: 'encrypted',
+  cipher: 'cipher',
 };
+
 
 /**
  * Validates a create request against the networks that exist (overlaps, VNIs in use) and
@@ -193,6 +207,8 @@ export function buildNetwork(req: CreateRequest, existing: readonly Network[], n
   if (driver === 'macvlan' && !options.parent) throw bad('-o parent', undefined, 'required for --driver macvlan: the parent link, e.g. -o parent=eth0 or -o parent=eth0.100 (VLAN 100 on eth0)');
   if (options.dns && driver !== 'overlay') throw bad('-o dns', 'true', `only for --driver overlay (knitd answers on the network's gateway, which ${driver} networks do not have on every node with their containers' records); leave it out or set false`);
   if (options.encrypted && driver !== 'overlay') throw bad('-o encrypted', 'true', `only for --driver overlay (knit encrypts the VXLAN traffic between nodes; a ${driver} network's traffic does not cross an overlay); leave it out`);
+  if (options.cipher && driver !== 'overlay') throw bad('-o cipher', options.cipher, `only for --driver overlay with -o encrypted (the cipher of the ESP between nodes); leave it out`);
+  if (options.cipher && !options.encrypted) throw bad('-o cipher', options.cipher, 'only with -o encrypted (the cipher of the ESP between nodes): add -o encrypted, or leave -o cipher out');
   if (driver !== 'macvlan' && (options.parent || options.macvlanMode)) throw bad(options.parent ? '-o parent' : '-o macvlan_mode', options.parent ?? options.macvlanMode, 'only for --driver macvlan');
 
   return { name: req.name, id, driver, subnets: specs, options, internal: !!req.internal, ipv6, labels, created: now.toISOString() };
@@ -236,7 +252,7 @@ function parseOptions(items: string[]): NetworkOptions {
   const out: NetworkOptions = { mtu: 0, isolation: true };
   for (const [k, v] of Object.entries(raw)) {
     const key = OPTION_KEYS[k];
-    if (!key) throw bad('-o', `${k}=${v}`, 'one of mtu, vni, parent, macvlan_mode, isolation, dns, encrypted (Docker spellings com.docker.network.driver.mtu and ...overlay.vxlanid_list too)');
+    if (!key) throw bad('-o', `${k}=${v}`, 'one of mtu, vni, parent, macvlan_mode, isolation, dns, encrypted, cipher (Docker spellings com.docker.network.driver.mtu and ...overlay.vxlanid_list too)');
     switch (key) {
       case 'mtu': {
         const n = Number(v);
@@ -270,9 +286,19 @@ function parseOptions(items: string[]): NetworkOptions {
         if (v !== 'true' && v !== 'false') throw bad('-o encrypted', v, 'true or false, or -o encrypted alone (Docker\'s --opt encrypted): ESP between the nodes, docs/encryption.md');
         if (v === 'true') out.encrypted = true;
         break;
+      case 'cipher':
+        if (!(CIPHERS as readonly string[]).includes(v)) throw bad('-o cipher', v, `one of ${CIPHERS.join(', ')} (with -o encrypted; default aes-gcm, chacha20-poly1305 for nodes without AES instructions)`);
+        out.cipher = v as Cipher;
+        break;
     }
   }
   return out;
+}
+
+/** The ESP cipher of an encrypted overlay network (aes-gcm unless created with -o cipher); null: not encrypted. */
+export function cipherOf(n: Pick<Network, 'driver' | 'options'>): Cipher | null {
+  if (n.driver !== 'overlay' || !n.options.encrypted) return null;
+  return n.options.cipher ?? DEFAULT_CIPHER;
 }
 
 /** The DNS zone under which every network has its own domain (docs/dns.md). */

@@ -10,12 +10,11 @@
 // one ADD served in-process by knitd, rm refused until DEL. A bridge-driver network: knit-bridge's
 // address from knit-mesh-ipam holds `network rm` back (no endpoint records there).
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { Lab, requireRoot, type Netns, type PluginOutput } from '../lab/lab';
+import { eventually, type KnitBuild } from '../lab/cni';
+import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
 import { controlCall } from '../../pkg/mesh/control';
 import { conflistFile } from '../../pkg/network/conflist';
 import type { Endpoint } from '../../pkg/network/store';
@@ -24,29 +23,17 @@ const NET = '192.168.63';
 const CLIENT = path.join(__dirname, '..', 'lab', 'dns-client.cjs');
 const DIST = path.join(__dirname, '..', '..', 'dist', 'bin');
 
-interface Node { name: string; addr: string; host: Host; runDir: string; stateDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
+type Node = MeshHost;
 
 describe('named networks on the mesh (no etcd)', function () {
   this.timeout(120_000);
   let knit: KnitBuild;
   let lab: Lab;
-  let sw: Switch;
   let tmp: string;
-  let pwFile: string;
-  const nodes: Node[] = [];
+  let mesh: MeshHosts;
+  let nodes: Node[] = [];
 
-  function startKnitd(n: Node, peers: Node[]): void {
-    n.log = [];
-    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', path.join(n.runDir, 'cni'), '--datastore', 'mesh',
-      ...(peers.length ? ['--peers', peers.map((p) => p.addr).join(',')] : []), '--mesh-password-file', pwFile,
-      '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir, '--cni-conf-dir', n.confDir,
-      '--lease-ttl', '8', '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
-    n.knitd = proc;
-  }
-
-  const ctl = (n: Node, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> =>
-    lab.exec(n.host, knit.bin('knitctl'), [...args, '--run-dir', n.runDir], { env: { NODE_EXTRA_CA_CERTS: undefined, KNIT_ETCD_ENDPOINTS: undefined }, allowFail: true });
+  const ctl = (n: Node, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> => mesh.ctl(n, args);
   const conflist = (n: Node, name: string): string => path.join(n.confDir, conflistFile(name));
   const fdbOf = async (n: Node, dev: string): Promise<string[]> => {
     const r = await lab.exec(n.host, 'bridge', ['-j', 'fdb', 'show', 'dev', dev], { allowFail: true });
@@ -56,34 +43,22 @@ describe('named networks on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-meshnet-'));
-    pwFile = path.join(tmp, 'mesh-password');
-    fs.writeFileSync(pwFile, 'correct horse battery staple\n', { mode: 0o600 });
-    sw = await lab.switch();
-    for (let i = 1; i <= 3; i++) {
-      const name = `h${i}`;
-      const addr = `${NET}.${i}`;
-      const host = await lab.host(name, sw, { address: `${addr}/24` });
-      const d = fs.mkdtempSync(path.join(tmp, `${name}-`));
-      nodes.push({ name, addr, host, runDir: path.join(d, 'run'), stateDir: path.join(d, 'state'), confDir: path.join(d, 'net.d'), log: [] });
-    }
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], NET, 'knit-meshnet-');
+    ({ knit, lab, tmp } = mesh);
+    nodes = await mesh.add(3);
   });
 
   after(async () => {
-    for (const n of nodes) n.knitd?.kill('SIGKILL');
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') for (const n of nodes) console.log(`--- knitd ${n.name} log\n${n.log.join('').split('\n').slice(-25).join('\n')}`);
+    mesh.printLogsIfFailed(this.currentTest?.state);
   });
 
   it('create on h1 reaches every host (conflist, bridge, VXLAN); ls and inspect anywhere; a conflicting create is refused with etcd\'s message', async () => {
-    for (const [i, n] of nodes.entries()) startKnitd(n, i ? [nodes[0]!] : []);
-    await eventually(() => nodes.every((n) => fs.existsSync(path.join(n.runDir, 'mesh.sock'))), 20_000, 'control sockets');
+    mesh.startAll();
+    await mesh.sockets();
     await eventually(async () => {
       const s = JSON.parse((await ctl(nodes[0]!, ['status', 'peers', '--json'])).stdout);
       return s.members.length === 3;
@@ -143,7 +118,7 @@ describe('named networks on the mesh (no etcd)', function () {
     const conf = { cniVersion: cl.cniVersion, name: cl.name, ...cl.plugins[0] };
     return lab.runPlugin(n.host, viaKnitd ? path.join(DIST, conf.type) : knit.bin(conf.type), {
       command, containerId: id, netns: pod.path, ifName: 'eth0', path: [knit.binDir], conf, args: `IgnoreUnknown=1;K8S_POD_NAME=${id}`,
-      env: viaKnitd ? { KNIT_CNI_SOCKET_DIR: path.join(n.runDir, 'cni'), KNIT_NODE: '/bin/false' } : { KNIT_CNI_SOCKET_DIR: path.join(tmp, 'no-agent') },
+      env: viaKnitd ? { KNIT_CNI_SOCKET_DIR: n.sockDir, KNIT_NODE: '/bin/false' } : { KNIT_CNI_SOCKET_DIR: path.join(tmp, 'no-agent') },
     });
   }
 

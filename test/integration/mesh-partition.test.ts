@@ -12,12 +12,11 @@
 // The full criterion (20 rounds of 30 s, ~20 min):
 //   KNIT_PARTITION_ROUNDS=20 KNIT_PARTITION_SECONDS=30 npx mocha test/integration/mesh-partition.test.ts
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { Lab, requireRoot, type Netns, type PluginOutput, type Switch } from '../lab/lab';
+import { eventually, type KnitBuild } from '../lab/cni';
+import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
 import { prng } from '../lab/prng';
 import { controlCall } from '../../pkg/mesh/control';
 import { conflistFile } from '../../pkg/network/conflist';
@@ -32,7 +31,7 @@ const HEAL_MS = 5000;
 const NAMED = 'part';
 
 type Kind = 'pod' | 'named';
-interface Node { name: string; addr: string; host: Host; runDir: string; stateDir: string; confDir: string; dataDir: string; knitd?: ChildProcess; log: string[] }
+type Node = MeshHost;
 interface Pod { id: string; node: Node; kind: Kind; ns: Netns; ip: string; round: number }
 
 describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5 lab hosts, no etcd)', function () {
@@ -41,28 +40,15 @@ describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5
   let lab: Lab;
   let sw: Switch;
   let tmp: string;
-  let pwFile: string;
-  const nodes: Node[] = [];
+  let mesh: MeshHosts;
+  let nodes: Node[] = [];
   let podSeq = 0;
 
-  function startKnitd(n: Node, peers: Node[]): void {
-    n.log = [];
-    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', path.join(n.runDir, 'cni'), '--datastore', 'mesh',
-      ...(peers.length ? ['--peers', peers.map((p) => p.addr).join(',')] : []), '--mesh-password-file', pwFile,
-      '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir, '--cni-conf-dir', n.confDir,
-      '--lease-ttl', String(TTL), '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    // KNIT_MESH_LOG_DIR: every knitd's whole log there (h1.log ...), with the test's own timeline.
-    const file = process.env.KNIT_MESH_LOG_DIR ? path.join(process.env.KNIT_MESH_LOG_DIR, `${n.name}.log`) : null;
-    proc.stderr!.on('data', (d: Buffer) => {
-      n.log.push(d.toString());
-      if (n.log.length > 400) n.log.splice(0, 200);
-      if (file) fs.appendFileSync(file, d.toString().replace(/^(?=.)/gm, `${new Date().toISOString()} `));
-    });
-    n.knitd = proc;
-  }
-
-  const ctl = (n: Node, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> =>
-    lab.exec(n.host, knit.bin('knitctl'), [...args, '--run-dir', n.runDir], { env: { NODE_EXTRA_CA_CERTS: undefined, KNIT_ETCD_ENDPOINTS: undefined }, allowFail: true });
+  // KNIT_MESH_LOG_DIR: every knitd's whole log there (h1.log ...), with the test's own timeline.
+  const startKnitd = (n: Node, peers: Node[]): void => mesh.start(n, peers, {
+    ttlSec: TTL, logCap: 400, logFile: process.env.KNIT_MESH_LOG_DIR ? path.join(process.env.KNIT_MESH_LOG_DIR, `${n.name}.log`) : null,
+  });
+  const ctl = (n: Node, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> => mesh.ctl(n, args);
   const lease = (n: Node): { subnet: string } | null => { try { return JSON.parse(fs.readFileSync(path.join(n.runDir, 'lease.json'), 'utf8')); } catch { return null; } };
 
   function plugin(n: Node, kind: Kind, command: 'ADD' | 'DEL', id: string, pod: Netns): Promise<PluginOutput> {
@@ -156,37 +142,25 @@ describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-overlay', 'knit-l2overlay']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-meshpart-'));
-    pwFile = path.join(tmp, 'mesh-password');
-    fs.writeFileSync(pwFile, 'correct horse battery staple\n', { mode: 0o600 });
-    sw = await lab.switch();
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-overlay', 'knit-l2overlay'], NET, 'knit-meshpart-');
+    ({ knit, lab, tmp, sw } = mesh);
     await lab.ip(sw, ['link', 'add', 'br1', 'type', 'bridge']);
     await lab.ip(sw, ['link', 'set', 'br1', 'up']);
-    for (let i = 1; i <= 5; i++) {
-      const name = `h${i}`;
-      const addr = `${NET}.${i}`;
-      const host = await lab.host(name, sw, { address: `${addr}/24` });
-      const d = fs.mkdtempSync(path.join(tmp, `${name}-`));
-      nodes.push({ name, addr, host, runDir: path.join(d, 'run'), stateDir: path.join(d, 'state'), confDir: path.join(d, 'net.d'), dataDir: path.join(d, 'ipam'), log: [] });
-    }
+    nodes = await mesh.add(5);
     console.log(`      ${ROUNDS} round(s) of ~${SECONDS} s, seed ${SEED}; the issue's criterion: KNIT_PARTITION_ROUNDS=20 KNIT_PARTITION_SECONDS=30 npx mocha test/integration/mesh-partition.test.ts`);
   });
 
   after(async () => {
-    for (const n of nodes) n.knitd?.kill('SIGKILL');
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') for (const n of nodes) console.log(`--- knitd ${n.name} log\n${n.log.join('').split('\n').slice(-30).join('\n')}`);
+    mesh.printLogsIfFailed(this.currentTest?.state, 30);
   });
 
   it(`${ROUNDS} seeded rounds (seed ${SEED}): 0 duplicate subnets, blocks or addresses; every pod pings every other within ${HEAL_MS / 1000} s of healing`, async () => {
     for (const [i, n] of nodes.entries()) startKnitd(n, i ? [nodes[0]!] : []);
-    await eventually(() => nodes.every((n) => fs.existsSync(path.join(n.runDir, 'mesh.sock'))), 20_000, 'control sockets');
+    await mesh.sockets();
     const cfg = path.join(tmp, 'network.json');
     fs.writeFileSync(cfg, JSON.stringify({ network: '10.219.0.0/16', subnetLen: 24, backend: { type: 'vxlan', vni: 1 } }));
     assert.equal((await ctl(nodes[0]!, ['pod-network', 'set', cfg])).code, 0);

@@ -8,41 +8,29 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, requireRoot, type Host, type Netns, type Switch } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { Lab, requireRoot, type Netns } from '../lab/lab';
+import { eventually, type KnitBuild } from '../lab/cni';
+import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
 import { conflistFile } from '../../pkg/network/conflist';
 import { SERVICES_TABLE } from '../../pkg/service/lb';
 
 const NET = '192.168.64';
 const CLIENT = path.join(__dirname, '..', 'lab', 'dns-client.cjs');
 
-interface Node { name: string; addr: string; host: Host; runDir: string; stateDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
+type Node = MeshHost;
 
 describe('services and ipam ls|gc on the mesh (no etcd)', function () {
   this.timeout(180_000);
   let knit: KnitBuild;
   let lab: Lab;
-  let sw: Switch;
   let tmp: string;
-  let pwFile: string;
-  const nodes: Node[] = [];
+  let mesh: MeshHosts;
+  let nodes: Node[] = [];
   const servers: ChildProcess[] = [];
   const pods: Record<string, { ns: Netns; ip: string; node: Node; id: string }> = {};
 
-  function startKnitd(n: Node, peers: Node[], extra: string[] = []): void {
-    n.log = [];
-    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', path.join(n.runDir, 'cni'), '--datastore', 'mesh',
-      ...(peers.length ? ['--peers', peers.map((p) => p.addr).join(',')] : []), '--mesh-password-file', pwFile,
-      '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir, '--cni-conf-dir', n.confDir,
-      '--lease-ttl', '8', '--resync-interval', '5', '--log-level', 'debug', ...extra], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
-    n.knitd = proc;
-  }
-
-  const ctl = (n: Node, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> =>
-    lab.exec(n.host, knit.bin('knitctl'), [...args, '--run-dir', n.runDir], { env: { NODE_EXTRA_CA_CERTS: undefined, KNIT_ETCD_ENDPOINTS: undefined }, allowFail: true, timeoutMs: 60_000 });
+  const ctl = (n: Node, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> => mesh.ctl(n, args, 60_000);
   const ok = async (n: Node, args: string[]): Promise<string> => {
     const r = await ctl(n, args);
     assert.equal(r.code, 0, `knitctl ${args.join(' ')} on ${n.name}: ${r.stderr}`);
@@ -89,21 +77,11 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-meshsvc-'));
-    pwFile = path.join(tmp, 'mesh-password');
-    fs.writeFileSync(pwFile, 'correct horse battery staple\n', { mode: 0o600 });
-    sw = await lab.switch();
-    for (let i = 1; i <= 3; i++) {
-      const name = `h${i}`;
-      const addr = `${NET}.${i}`;
-      const host = await lab.host(name, sw, { address: `${addr}/24` });
-      const d = fs.mkdtempSync(path.join(tmp, `${name}-`));
-      nodes.push({ name, addr, host, runDir: path.join(d, 'run'), stateDir: path.join(d, 'state'), confDir: path.join(d, 'net.d'), log: [] });
-    }
-    for (const [i, n] of nodes.entries()) startKnitd(n, i ? [nodes[0]!] : []);
-    await eventually(() => nodes.every((n) => fs.existsSync(path.join(n.runDir, 'mesh.sock'))), 20_000, 'control sockets');
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], NET, 'knit-meshsvc-');
+    ({ knit, lab, tmp } = mesh);
+    nodes = await mesh.add(3);
+    mesh.startAll();
+    await mesh.sockets();
     await eventually(async () => JSON.parse((await ctl(nodes[0]!, ['status', 'peers', '--json'])).stdout).members.length === 3, 20_000, 'h1 knows 3 members');
     await ok(nodes[0]!, ['network', 'create', '-d', 'overlay', '--subnet', '10.88.0.0/24', '--ip-range', '10.88.0.0/25', 'app']);
     await eventually(() => nodes.every((n) => fs.existsSync(path.join(n.confDir, conflistFile('app')))), 10_000, 'conflist on every host');
@@ -111,13 +89,11 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
 
   after(async () => {
     for (const s of servers) s.kill('SIGKILL');
-    for (const n of nodes) n.knitd?.kill('SIGKILL');
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') for (const n of nodes) console.log(`--- knitd ${n.name} log\n${n.log.join('').split('\n').slice(-30).join('\n')}`);
+    mesh.printLogsIfFailed(this.currentTest?.state, 30);
   });
 
   it('service create on h1: the VIP balances to backends on h1 and h2 from both hosts; ls and inspect from h3; ipam ls lists blocks and attachments', async () => {
@@ -200,11 +176,8 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
 
   it('knitd\'s pod GC (--ipam-gc-interval, --ipam-gc-grace) reclaims a container gone without DEL and keeps a live one', async () => {
     const h3 = nodes[2]!;
-    const p = h3.knitd!;
-    const done = new Promise((r) => p.once('exit', r));
-    p.kill('SIGKILL');
-    await done;
-    startKnitd(h3, [nodes[0]!], ['--ipam-gc-interval', '1', '--ipam-gc-grace', '1']);
+    await mesh.stop(h3, 'SIGKILL');
+    mesh.start(h3, [nodes[0]!], { extra: ['--ipam-gc-interval', '1', '--ipam-gc-grace', '1'] });
     await eventually(async () => (await ctl(h3, ['network', 'ls'])).code === 0, 20_000, 'h3 back');
     const live = await lab.pod('y');
     const gone = await lab.pod('z');

@@ -6,30 +6,19 @@
 // and connectivity; a 3/2 partition: a node joining the minority side gets no subnet until the
 // partition heals, one joining the majority side gets one, and no subnet is ever held twice.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
-import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { Lab, requireRoot, type Netns, type PluginOutput, type Switch } from '../lab/lab';
+import { eventually, type KnitBuild } from '../lab/cni';
+import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
+import { wanted } from '../../pkg/mesh/topology';
 
 const TTL = 8;
 const NET = '192.168.61';
 const SEED = Number(process.env.KNIT_MESH_SEED ?? 1515);
 
-interface Node {
-  name: string;
-  addr: string;
-  host: Host;
-  runDir: string;
-  stateDir: string;
-  sockDir: string;
-  dataDir: string;
-  knitd?: ChildProcess;
-  log: string[];
-  pods: Array<{ ns: Netns; ip: string; id: string }>;
-}
+type Node = MeshHost & { pods: Array<{ ns: Netns; ip: string; id: string }> };
 
 describe('knitd on the mesh (no etcd)', function () {
   this.timeout(300_000);
@@ -37,30 +26,14 @@ describe('knitd on the mesh (no etcd)', function () {
   let lab: Lab;
   let sw: Switch;
   let tmp: string;
-  let pwFile: string;
-  const nodes: Node[] = [];
+  let mesh: MeshHosts;
+  let nodes: Node[] = [];
 
   const lease = (n: Node): any => JSON.parse(fs.readFileSync(path.join(n.runDir, 'lease.json'), 'utf8'));
   const hasLease = (n: Node): boolean => fs.existsSync(path.join(n.runDir, 'lease.json'));
 
-  function startKnitd(n: Node, peers: Node[], password = pwFile): void {
-    n.log = [];
-    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', n.sockDir, '--datastore', 'mesh',
-      ...(peers.length ? ['--peers', peers.map((p) => p.addr).join(',')] : []), '--mesh-password-file', password,
-      '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir, '--cni-conf-dir', path.join(n.stateDir, '..', 'net.d'),
-      '--lease-ttl', String(TTL), '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
-    n.knitd = proc;
-  }
-
-  async function stopKnitd(n: Node, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const p = n.knitd;
-    if (!p || p.exitCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
-    p.kill(signal);
-    await exited;
-    n.knitd = undefined;
-  }
+  const startKnitd = (n: Node, peers: Node[], passwordFile?: string): void => mesh.start(n, peers, { ttlSec: TTL, ...(passwordFile ? { passwordFile } : {}) });
+  const stopKnitd = (n: Node, signal?: NodeJS.Signals): Promise<void> => mesh.stop(n, signal);
 
   async function ctl(n: Node, args: string[], allowFail = false): Promise<{ stdout: string; stderr: string; code: number }> {
     return lab.exec(n.host, knit.bin('knitctl'), args, { env: { NODE_EXTRA_CA_CERTS: undefined, KNIT_ETCD_ENDPOINTS: undefined }, allowFail });
@@ -77,12 +50,7 @@ describe('knitd on the mesh (no etcd)', function () {
     });
   }
 
-  async function makeNode(name: string, i: number): Promise<Node> {
-    const addr = `${NET}.${i}`;
-    const host = await lab.host(name, sw, { address: `${addr}/24` });
-    const d = fs.mkdtempSync(path.join(tmp, `${name}-`));
-    return { name, addr, host, runDir: path.join(d, 'run'), stateDir: path.join(d, 'state'), sockDir: path.join(d, 'cni'), dataDir: path.join(d, 'ipam'), log: [], pods: [] };
-  }
+  const makeNode = (name: string, i: number): Promise<Node> => mesh.make(name, i, { pods: [] as Node['pods'] });
 
   async function addPod(n: Node): Promise<void> {
     const id = `${n.name}-p${n.pods.length}`;
@@ -103,27 +71,21 @@ describe('knitd on the mesh (no etcd)', function () {
 
   const knitRoutes = async (n: Node): Promise<string[]> => (await lab.ipJson(n.host, ['route', 'show', 'proto', '107'])).map((r: any) => r.dst).sort();
   const waitLease = (n: Node, ms = 40_000): Promise<void> => eventually(() => hasLease(n), ms, `${n.name} lease.json (knitd log: ${n.log.join('').split('\n').slice(-15).join('\n')})`);
-  const alive = (n: Node): boolean => !!n.knitd && n.knitd.exitCode === null && n.knitd.signalCode === null;
+  const alive = (n: Node): boolean => mesh.alive(n);
 
   before(async function () {
     requireRoot(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-overlay']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-mesh-'));
-    pwFile = path.join(tmp, 'mesh-password');
-    fs.writeFileSync(pwFile, 'correct horse battery staple\n', { mode: 0o600 });
-    sw = await lab.switch();
-    for (let i = 1; i <= 5; i++) nodes.push(await makeNode(`h${i}`, i));
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-overlay'], NET, 'knit-mesh-');
+    ({ knit, lab, tmp, sw } = mesh);
+    nodes = await mesh.add(5, () => ({ pods: [] as Node['pods'] }));
   });
 
   after(async () => {
-    for (const n of nodes) n.knitd?.kill('SIGKILL');
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') for (const n of nodes) console.log(`--- knitd ${n.name} log\n${n.log.join('').split('\n').slice(-25).join('\n')}`);
+    mesh.printLogsIfFailed(this.currentTest?.state);
   });
 
   it('knitd refuses --datastore mesh without a password, naming the flag', async () => {
@@ -276,5 +238,54 @@ describe('knitd on the mesh (no etcd)', function () {
     for (const n of nodes.slice(0, 6)) await eventually(async () => !(await knitRoutes(n)).includes(sub), 10_000, `${n.name} drops ${sub}`);
     for (const n of nodes.slice(0, 6)) await eventually(async () => !(await statusPeers(n)).peers.some((p: any) => p.name === 'h7'), 10_000, `${n.name} forgets h7`);
     assert.equal((await statusPeers(nodes[0]!)).need, 4);
+  });
+});
+
+// knitd's topology flags reach the mesh node (docs/mesh.md "Topology"): five members with
+// --mesh-full-size 2 --mesh-fanout 1 form a sparse mesh, exactly the connections the topology
+// gives those values (either end's choice, plus each member's --peers), fewer than the 10 of a
+// full mesh (what the defaults give 5 members, first suite); every member still in `status peers`.
+describe('knitd on the mesh with --mesh-full-size 2 --mesh-fanout 1: a sparse mesh', function () {
+  this.timeout(180_000);
+  let mesh: MeshHosts;
+
+  before(async function () {
+    requireRoot(this);
+    mesh = await MeshHosts.open(['knitd', 'knitctl'], '192.168.67', 'knit-mesh-sparse-');
+    await mesh.add(5);
+  });
+
+  after(async () => {
+    await mesh?.cleanup();
+  });
+
+  afterEach(function () {
+    mesh.printLogsIfFailed(this.currentTest?.state);
+  });
+
+  it('each member keeps only the connections the topology gives it; all five in status peers', async () => {
+    const { nodes } = mesh;
+    mesh.startAll(nodes, { extra: ['--mesh-full-size', '2', '--mesh-fanout', '1'] });
+    await mesh.sockets();
+    const names = nodes.map((n) => n.name);
+    // startAll tells each member h1 (--peers): those connections are kept whatever the topology says.
+    const expected = (a: string): string[] => names.filter((b) => b !== a && (wanted(a, b, names, 1, 2) || a === 'h1' || b === 'h1')).sort();
+    const edges = new Set(names.flatMap((a) => expected(a).map((b) => [a, b].sort().join('-'))));
+    assert.ok(edges.size < 10, `the topology of 5 with these values is a full mesh: ${[...edges].join(' ')}`);
+    const established = async (n: MeshHost): Promise<string[]> => {
+      const r = await mesh.ctl(n, ['status', 'connections', '--json']);
+      return r.code ? [] : (JSON.parse(r.stdout).connections as Array<{ state: string; name?: string }>).filter((c) => c.state === 'established').map((c) => c.name!).sort();
+    };
+    for (const n of nodes) {
+      // Connections dialed while the members were still being learnt close after their first 5 s.
+      await eventually(async () => JSON.stringify(await established(n)) === JSON.stringify(expected(n.name)), 60_000, `${n.name}: connections ${expected(n.name).join(', ')}`)
+        .catch(async (e: Error) => { throw new Error(`${e.message}; has ${(await established(n)).join(', ')}`); });
+    }
+    for (const n of nodes) {
+      const s = JSON.parse((await mesh.ctl(n, ['status', 'peers', '--json'])).stdout);
+      assert.deepEqual(s.peers.map((p: { name: string }) => p.name), names, n.name);
+      assert.ok(s.peers.every((p: { live: boolean }) => p.live), `${n.name}: ${JSON.stringify(s.peers)}`);
+    }
+    console.log(`      ${edges.size} connections among 5 members (a full mesh: 10): ${[...edges].sort().join(' ')}`);
   });
 });

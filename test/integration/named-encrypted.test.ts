@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Host, type Netns } from '../lab/lab';
 import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import { probeEsp } from '../../pkg/agent/backend/esp';
 import { conflistFile } from '../../pkg/network/conflist';
@@ -133,6 +134,52 @@ describe('encrypted named network on a kernel without ESP: refused with code 101
     assert.equal(del.code, 0, `${del.stdout} ${del.stderr}`);
   });
 
+  it('-o cipher: refused without -o encrypted or with an unknown name (knitctl names the option, the value and what is valid)', async () => {
+    const bad = await ctl('network', 'create', '-d', 'overlay', '-o', 'encrypted', '-o', 'cipher=aes-cbc', 'bad1');
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /invalid -o cipher "aes-cbc": one of aes-gcm, chacha20-poly1305/);
+    const plainCipher = await ctl('network', 'create', '-d', 'overlay', '-o', 'cipher=chacha20-poly1305', 'bad2');
+    assert.notEqual(plainCipher.code, 0);
+    assert.match(plainCipher.stderr, /invalid -o cipher "chacha20-poly1305": only with -o encrypted/);
+    const br = await ctl('network', 'create', '-d', 'bridge', '-o', 'encrypted', '-o', 'cipher=aes-gcm', 'bad3');
+    assert.notEqual(br.code, 0);
+    assert.match(br.stderr, /invalid -o encrypted "true": only for --driver overlay/);
+    const ls = JSON.parse((await ctl('network', 'ls', '--json')).stdout).map((n: { name: string }) => n.name);
+    assert.ok(!ls.some((n: string) => n.startsWith('bad')), `a refused network was stored: ${ls}`);
+  });
+
+  it('a chacha20-poly1305 network beside the AES-GCM one: inspect shows the cipher; knitd refuses it too; ADD answers 101 naming the ChaCha20 pieces, leaving nothing', async () => {
+    const r = await ctl('network', 'create', '-d', 'overlay', '-o', 'encrypted', '-o', 'cipher=chacha20-poly1305', '--subnet', '10.77.2.0/24', 'cha');
+    assert.equal(r.code, 0, r.stderr);
+    const [d] = JSON.parse((await ctl('network', 'inspect', 'cha')).stdout);
+    assert.equal(d.Options.encrypted, 'true');
+    assert.equal(d.Options.cipher, 'chacha20-poly1305', JSON.stringify(d.Options));
+    await eventually(() => fs.existsSync(path.join(confDir, conflistFile('cha'))), 30_000, `the conflist (knitd log: ${log.join('').slice(-1500)})`);
+    const cl = JSON.parse(fs.readFileSync(path.join(confDir, conflistFile('cha')), 'utf8'));
+    assert.equal(cl.plugins[0].encrypted, true);
+    assert.equal(cl.plugins[0].cipher, 'chacha20-poly1305');
+    await eventually(() => /refusing on this node \(code 101\): encrypted network cha \(chacha20-poly1305\) needs kernel features this node lacks: .*chacha20/.test(log.join('')), 30_000, `the refusal in the log: ${log.join('').slice(-1500)}`);
+    const vni = d.Options['com.docker.network.driver.overlay.vxlanid_list'];
+    const links = (await lab.ipJson(h, ['link', 'show'])).map((l: any) => l.ifname);
+    assert.ok(!links.includes(`knv${vni}`) && !links.includes(`knb${vni}`), `devices of the chacha network exist: ${links.join(' ')}`);
+    assert.ok(links.some((l: string) => /^knv\d+$/.test(l)), `the plain network's device is missing: ${links.join(' ')}`);
+    assert.equal((await lab.ip(h, ['xfrm', 'policy', 'list'])).trim(), '', 'xfrm policies on a node that cannot encrypt');
+
+    const pod = await lab.pod('p3');
+    const hostLinks = async (): Promise<string[]> => (await lab.ipJson(h, ['link', 'show'])).map((l: any) => l.ifname).sort();
+    const before = await hostLinks();
+    const add = await plugin('cha', 'ADD', 'c3', pod);
+    assert.equal(add.json?.code, 101, `${add.stdout} ${add.stderr}`);
+    assert.match(add.json.msg, /^encrypted network cha \(VNI \d+, chacha20-poly1305\) needs kernel features this node lacks: .*rfc7539esp\(chacha20,poly1305\).*refusing to send it in plain text/);
+    assert.ok(!/rfc4106/.test(add.json.msg), `the AES-GCM pieces named for a ChaCha network: ${add.json.msg}`);
+    assert.equal((await plugin('cha', 'STATUS', 'c3')).json?.code, 101);
+    assert.deepEqual((await lab.ipJson(pod, ['link', 'show'])).map((l: any) => l.ifname), ['lo'], 'ADD left a link in the pod');
+    assert.deepEqual(await keys(`${PREFIX}/endpoints/cha/`), [], 'an endpoint record');
+    assert.deepEqual(await keys(`${PREFIX}/ipam/cha/`), [], 'an IP reservation');
+    assert.deepEqual(await hostLinks(), before, 'ADD left a link on the node');
+    assert.equal((await plugin('cha', 'DEL', 'c3', pod)).code, 0, 'DEL of what never was');
+  });
+
   it('the plain network on the same node works beside it', async () => {
     const pod = await lab.pod('p2');
     const add = await plugin('plain', 'ADD', 'c2', pod);
@@ -153,38 +200,30 @@ describe('encrypted named network on the mesh, kernel without ESP: refused with 
   let lab: Lab;
   let knit: KnitBuild;
   let tmp: string;
+  let mesh: MeshHosts | undefined;
+  let m1: MeshHost;
   let h: Host;
-  let knitd: ChildProcess | undefined;
-  const log: string[] = [];
   let confDir: string;
   let runDir: string;
+  let stateDir: string;
 
   before(async function () {
     requireRoot(this);
-    lab = new Lab();
-    const sw = await lab.switch();
-    h = await lab.host('m1', sw, { address: '192.168.66.1/24' });
+    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], '192.168.66', 'knit-named-enc-mesh-');
+    ({ lab, knit, tmp } = mesh);
+    m1 = await mesh.make('m1', 1);
+    h = m1.host;
     if (!probeEsp(h.path).length) {
       console.log('      skipped: this kernel has ESP and rfc4106(gcm(aes)): the refusal cannot be shown here (the kernel lane tests the encrypted datapath)');
       this.skip();
     }
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge']);
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-named-enc-mesh-'));
-    confDir = path.join(tmp, 'net.d');
-    runDir = path.join(tmp, 'run');
-    const pw = path.join(tmp, 'pw');
-    fs.writeFileSync(pw, 'mesh secret\n', { mode: 0o600 });
-    knitd = spawn('ip', ['netns', 'exec', h.name, knit.bin('knitd'), '--cni-socket-dir', path.join(tmp, 'sock'), '--datastore', 'mesh', '--mesh-password-file', pw,
-      '--node-name', 'm1', '--iface', 'eth0', '--run-dir', runDir, '--state-dir', path.join(tmp, 'state'), '--cni-conf-dir', confDir, '--resync-interval', '5'],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    knitd.stderr!.on('data', (d: Buffer) => log.push(d.toString()));
-    await eventually(() => fs.existsSync(path.join(runDir, 'mesh.sock')), 20_000, `the control socket (knitd log: ${log.join('')})`);
+    ({ confDir, runDir, stateDir } = m1);
+    mesh.start(m1, []);
+    await eventually(() => fs.existsSync(path.join(runDir, 'mesh.sock')), 20_000, `the control socket (knitd log: ${m1.log.join('')})`);
   });
 
   after(async () => {
-    knitd?.kill('SIGKILL');
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await mesh?.cleanup();
   });
 
   const ctl = (...args: string[]) => lab.exec(h, knit.bin('knitctl'), [...args, '--run-dir', runDir], { env: { NODE_EXTRA_CA_CERTS: undefined, KNIT_ETCD_ENDPOINTS: undefined }, allowFail: true });
@@ -205,16 +244,16 @@ describe('encrypted named network on the mesh, kernel without ESP: refused with 
     }
     const [d] = JSON.parse((await ctl('network', 'inspect', 'sec')).stdout);
     assert.equal(d.Options.encrypted, 'true', JSON.stringify(d.Options));
-    await eventually(() => fs.existsSync(path.join(confDir, conflistFile('sec'))) && fs.existsSync(path.join(confDir, conflistFile('plain'))), 20_000, `conflists (knitd log: ${log.join('')})`);
+    await eventually(() => fs.existsSync(path.join(confDir, conflistFile('sec'))) && fs.existsSync(path.join(confDir, conflistFile('plain'))), 20_000, `conflists (knitd log: ${m1.log.join('')})`);
     const cl = JSON.parse(fs.readFileSync(path.join(confDir, conflistFile('sec')), 'utf8')).plugins[0];
     assert.equal(cl.encrypted, true);
     assert.equal(cl.datastore, 'mesh');
-    await eventually(() => /refusing on this node \(code 101\): encrypted network sec needs kernel features this node lacks/.test(log.join('')), 20_000, `the refusal in the log: ${log.join('')}`);
+    await eventually(() => /refusing on this node \(code 101\): encrypted network sec needs kernel features this node lacks/.test(m1.log.join('')), 20_000, `the refusal in the log: ${m1.log.join('')}`);
     const plainVni = JSON.parse(fs.readFileSync(path.join(confDir, conflistFile('plain')), 'utf8')).plugins[0].vni as number;
     await eventually(async () => (await lab.ipJson(h, ['link', 'show'])).some((l: any) => l.ifname === `knv${plainVni}`), 20_000, 'the plain network\'s VXLAN device');
     const links = (await lab.ipJson(h, ['link', 'show'])).map((l: any) => l.ifname);
     assert.ok(!links.includes(`knv${cl.vni}`) && !links.includes(`knb${cl.vni}`), `devices of the encrypted network exist: ${links.join(' ')}`);
-    const state = JSON.parse(fs.readFileSync(path.join(tmp, 'state', 'mesh', 'state.json'), 'utf8'));
+    const state = JSON.parse(fs.readFileSync(path.join(stateDir, 'mesh', 'state.json'), 'utf8'));
     const own = (state.records as Array<{ rec: { k: string; name: string; enc?: unknown } }>).find((w) => w.rec.k === 'node' && w.rec.name === 'm1');
     assert.ok(own, 'the node\'s own record in the saved mesh state');
     assert.equal(own.rec.enc, undefined, 'a node that cannot decrypt publishes no key');

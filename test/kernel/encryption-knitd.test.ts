@@ -6,7 +6,8 @@
 // nodes, an encrypted named overlay network (-o encrypted) beside a plain one: pods ping on both,
 // the encrypted one's VXLAN crosses the underlay only as ESP (the named networks' own SAs, port
 // 4798, MTU 1410), the plain one's as clear VXLAN on 4789, and a rotation re-keys the named
-// networks' SAs while a ping runs, losing nothing. Last, the same two hosts with mesh-mode knitds
+// networks' SAs while a ping runs, losing nothing; a chacha20-poly1305 network beside them (-o
+// cipher) gets its own port 4797 and SAs, rfc7539esp(chacha20,poly1305) only. Last, the same two hosts with mesh-mode knitds
 // (no etcd): an encrypted named network keyed from the peers' mesh records, ESP only on the wire.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,7 +22,7 @@ import { knitBinDir, requireExecutable } from './lane';
 import { buildNetwork } from '../../pkg/network/spec';
 import { conflistFile } from '../../pkg/network/conflist';
 import { controlCall } from '../../pkg/mesh/control';
-import { NAMED_NETWORKS_ESP } from '../../pkg/agent/backend/esp';
+import { NAMED_NETWORKS_ESP, NAMED_NETWORKS_ESP_BY_CIPHER } from '../../pkg/agent/backend/esp';
 import { iperf, startCapture, UPLINK } from './encryption-lab';
 
 interface Node { name: string; host: Host; runDir: string; stateDir: string; knitd?: ChildProcess; log: string[]; pod?: Netns; ip?: string }
@@ -231,6 +232,61 @@ describe('knitd with an encrypted pod network (kernel lane)', function () {
     assert.ok(m, p.stdout + p.stderr);
     assert.equal(m[2], m[1], `packets lost across the rotation: ${p.stdout.split('\n').slice(-4).join(' ')}`);
     assert.ok(await lab.ping(b.pod!, ips.sec!.k1!, 2), 'encrypted network after the rotation: pod b -> pod a');
+  });
+
+  it('a chacha20-poly1305 named network beside the AES-GCM one: its own port 4797 and SAs, only rfc7539esp(chacha20,poly1305) carrying its pods\' pings', async () => {
+    const [a, b] = nodes as [Node, Node];
+    const cha = buildNetwork({ name: 'cha', driver: 'overlay', subnets: ['10.222.0.0/24'], opts: ['encrypted', 'cipher=chacha20-poly1305', 'vni=4245', 'isolation=false'], internal: true }, [], new Date(), 'c'.repeat(64));
+    etcd.ctl(['put', `/knit/networks/${cha.name}`, JSON.stringify(cha)]);
+    const chaD = NAMED_NETWORKS_ESP_BY_CIPHER['chacha20-poly1305'];
+    const conf = (n: Node): string => path.join(n.runDir, 'net.d', conflistFile('cha'));
+    const dev = async (n: Node, name: string): Promise<any> => (await lab.ipJson(n.host, ['-d', 'link', 'show'])).find((l: any) => l.ifname === name);
+    for (const n of nodes) {
+      await eventually(async () => fs.existsSync(conf(n)) && !!(await dev(n, 'knv4245')), 60_000, `${n.name}: conflist and device (log: ${n.log.join('').slice(-800)})`);
+      const v = await dev(n, 'knv4245');
+      assert.equal(v.linkinfo.info_data.port, 4797, 'the ChaCha networks\' own port');
+      assert.equal(v.mtu, 1410);
+      assert.equal((await dev(n, 'knv4242')).linkinfo.info_data.port, 4798, 'the AES-GCM network keeps 4798');
+      const pol = (await lab.ip(n.host, ['xfrm', 'policy', 'list'])).split(/^(?=src )/m);
+      assert.ok(pol.some((p) => /dport 4797/.test(p) && /dir out action block/.test(p)), `no block policy for 4797 on ${n.name}:\n${pol.join('')}`);
+    }
+    const ips: Record<string, string> = {};
+    for (const n of nodes) {
+      const cl = JSON.parse(fs.readFileSync(conf(n), 'utf8'));
+      assert.equal(cl.plugins[0].cipher, 'chacha20-poly1305');
+      const r = await lab.runPlugin(n.host, bin('knit-l2overlay'), {
+        command: 'ADD', containerId: `${n.name}-cha`, netns: n.pod!.path, ifName: 'eth4', path: [knitBinDir()],
+        conf: { cniVersion: cl.cniVersion, name: cl.name, ...cl.plugins[0] },
+        env: { KNIT_CNI_SOCKET_DIR: path.join(tmp, `${n.name}-sock`), KNIT_LOG_LEVEL: 'warn' },
+        timeoutMs: 120_000,
+      });
+      assert.equal(r.code, 0, `ADD on cha at ${n.name}: ${r.stdout} ${r.stderr}`);
+      ips[n.name] = r.json.ips[0].address.split('/')[0];
+    }
+    // The states of a domain (by reqid), each with its algorithm and packet count (ip -s).
+    const states = async (n: Node, base: number): Promise<Array<{ text: string; packets: number }>> =>
+      (await lab.ip(n.host, ['-s', 'xfrm', 'state', 'list'])).split(/^(?=src )/m)
+        .filter((t) => { const m = /reqid (\d+)/.exec(t); return !!m && (Number(m[1]) & 0xffff0000) >>> 0 === base; })
+        .map((text) => ({ text, packets: Number(/(\d+)\(packets\)/.exec(text)?.[1] ?? 0) }));
+    for (const n of nodes) await eventually(async () => (await states(n, chaD.reqidBase)).length >= 2, 45_000, `${n.name}: the ChaCha domain's SAs (log: ${n.log.join('').slice(-800)})`);
+    const before = Object.fromEntries(await Promise.all(nodes.map(async (n) => [n.name, (await states(n, chaD.reqidBase)).reduce((x, s) => x + s.packets, 0)] as const)));
+    const cap = startCapture(sw, [4789, 4797, 4798, 4799]);
+    assert.ok(await lab.ping(a.pod!, ips.k2!, 3), 'chacha network: pod a -> pod b');
+    assert.ok(await lab.ping(b.pod!, ips.k1!, 2), 'chacha network: pod b -> pod a');
+    const full = await lab.exec(a.pod!, 'ping', ['-c', '1', '-W', '5', '-M', 'do', '-s', String(1410 - 28), ips.k2!], { allowFail: true });
+    assert.equal(full.code, 0, `a DF ping of the full MTU 1410: ${full.stdout} ${full.stderr}`);
+    const c = cap.stop();
+    assert.ok(c.esp > 0 && c.clearVxlan === 0, `chacha network: ${JSON.stringify(c)}`);
+    for (const n of nodes) {
+      const cs = await states(n, chaD.reqidBase);
+      for (const st of cs) assert.match(st.text, /aead rfc7539esp\(chacha20,poly1305\)/, `${n.name}: a ChaCha-domain SA with another algorithm:\n${st.text}`);
+      const after = cs.reduce((x, s) => x + s.packets, 0);
+      assert.ok(after > before[n.name]!, `${n.name}: the ChaCha SAs carried nothing (${before[n.name]} -> ${after} packets)`);
+      // The AES-GCM network's SAs are untouched: their own domain, their own algorithm.
+      const aes = await states(n, NAMED_NETWORKS_ESP.reqidBase);
+      assert.ok(aes.length >= 2 && aes.every((st) => /aead rfc4106\(gcm\(aes\)\)/.test(st.text)), `${n.name}: the AES-GCM named SAs:\n${aes.map((x) => x.text).join('')}`);
+    }
+    console.log(`      chacha20-poly1305 named network: ${c.esp} ESP frames, ${c.clearVxlan} clear VXLAN on the underlay during the pings`);
   });
 
   it('on the mesh (no etcd): the peers\' keys travel in the mesh records; an encrypted network\'s pods ping, only ESP on the underlay', async () => {

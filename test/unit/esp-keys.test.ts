@@ -8,10 +8,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { get as backendFactory } from '../../pkg/agent/backend';
 import {
-  ESP_CIPHERS, ESP_KEY_BYTES, NODE_KEY_FILE, directionalSa, isKnitReqid, isPublicKey, loadNodeKey, newNodeKey, pairSecret, parseGeneration, reqidFor,
+  DEFAULT_ESP_CIPHER, ESP_CIPHERS, ESP_KEY_BYTES, NODE_KEY_FILE, directionalSa, isKnitReqid, isPublicKey, loadNodeKey, newNodeKey, pairSecret, parseGeneration, reqidFor,
 } from '../../pkg/agent/backend/esp-keys';
 import { decodePolicy, decodeState, XFRM_MSG_NEWPOLICY, XFRM_MSG_NEWSA, XFRM_POLICY_OUT } from '../../pkg/netlink/xfrm';
-import { NAMED_NETWORKS_ESP, POD_NETWORK_ESP } from '../../pkg/agent/backend/esp';
+import { NAMED_NETWORKS_ESP, NAMED_NETWORKS_ESP_BY_CIPHER, POD_NETWORK_ESP } from '../../pkg/agent/backend/esp';
+import { ENCRYPTED_VXLAN_PORT, VXLAN_PORT } from '../../pkg/network/datapath';
+import { CIPHERS, DEFAULT_CIPHER } from '../../pkg/network/spec';
+import { ENCRYPTED_VXLAN_PORT as POD_ENCRYPTED_PORT } from '../../pkg/agent/backend/vxlan';
 
 describe('encrypted overlay keys', () => {
   const a = newNodeKey();
@@ -55,6 +58,35 @@ describe('encrypted overlay keys', () => {
     assert.ok(isKnitReqid(r, NAMED_NETWORKS_ESP.reqidBase) && !isKnitReqid(r));
     assert.ok(!isKnitReqid(reqidFor(3), NAMED_NETWORKS_ESP.reqidBase));
     assert.notEqual(NAMED_NETWORKS_ESP.priority, POD_NETWORK_ESP.priority + 1, 'block priorities differ too');
+  });
+
+  it('named networks: one domain per cipher, each with its own port, priorities, reqids and SAs; AES-GCM\'s is the one of before', () => {
+    const aes = NAMED_NETWORKS_ESP_BY_CIPHER['aes-gcm'];
+    const cha = NAMED_NETWORKS_ESP_BY_CIPHER['chacha20-poly1305'];
+    assert.deepEqual(Object.keys(NAMED_NETWORKS_ESP_BY_CIPHER).sort(), Object.keys(ESP_CIPHERS).sort(), 'a domain for every cipher knit knows');
+    assert.deepEqual([...CIPHERS].sort(), Object.keys(ESP_CIPHERS).sort(), '-o cipher takes exactly the ciphers the datapath has');
+    assert.equal(DEFAULT_CIPHER, DEFAULT_ESP_CIPHER);
+    assert.deepEqual({ label: aes.label, priority: aes.priority, reqidBase: aes.reqidBase }, NAMED_NETWORKS_ESP);
+    assert.equal(aes.port, ENCRYPTED_VXLAN_PORT);
+    assert.equal(aes.port, 4798);
+    // No two of knit's datapaths share a port, a policy priority (each uses p and p + 1) or a reqid base.
+    const all = [{ ...POD_NETWORK_ESP, port: POD_ENCRYPTED_PORT }, aes, cha];
+    const ports = [VXLAN_PORT, ...all.map((d) => d.port)];
+    assert.equal(new Set(ports).size, ports.length, `ports ${ports}`);
+    const prios = all.flatMap((d) => [d.priority, d.priority + 1]);
+    assert.equal(new Set(prios).size, prios.length, `priorities ${prios}`);
+    assert.equal(new Set(all.map((d) => d.reqidBase)).size, all.length);
+    for (const d of all) for (const o of all) if (d !== o) assert.ok(!isKnitReqid(reqidFor(7, d.reqidBase), o.reqidBase), `${d.label} reqid owned by ${o.label}`);
+    assert.equal(new Set(all.map((d) => d.label)).size, all.length);
+    // Both ends of a pair derive the same ChaCha SA, another than AES-GCM's of the same pair and generation.
+    const sa = pairSecret(a, b.publicKey);
+    const c1 = directionalSa(sa, 2, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'chacha20-poly1305', cha.label);
+    const c2 = directionalSa(pairSecret(b, a.publicKey), 2, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'chacha20-poly1305', cha.label);
+    const a1 = directionalSa(sa, 2, '192.0.2.1', a.publicKey, '192.0.2.2', b.publicKey, 'aes-gcm', aes.label);
+    assert.equal(c1.spi, c2.spi);
+    assert.deepEqual(c1.key, c2.key);
+    assert.equal(c1.key.length, 36);
+    assert.notEqual(c1.spi, a1.spi);
   });
 
   it('cipher chacha20-poly1305: a 36-byte key (256-bit key + salt), another SPI and key than AES-GCM; AES-GCM\'s SA is the one of before ciphers were a choice', () => {

@@ -22,7 +22,7 @@ function rejects(extra: Record<string, unknown>, ...fragments: string[]): void {
 describe('knit-l2overlay config', () => {
   it('fills the defaults', () => {
     assert.deepEqual(parseL2Conf(conf()), {
-      network: 'web', vni: 4096, bridge: 'knb4096', runDir: '/run/knit', internal: false, isolation: true, encrypted: false, macFromAddress: false,
+      network: 'web', vni: 4096, bridge: 'knb4096', runDir: '/run/knit', internal: false, isolation: true, encrypted: false, cipher: 'aes-gcm', macFromAddress: false,
       etcd: { endpoints: ['http://10.0.0.1:2379'], prefix: '/knit', timeoutMs: 5000 }, nodeName: 'n1',
     });
   });
@@ -32,6 +32,10 @@ describe('knit-l2overlay config', () => {
     assert.equal(c.encrypted, true);
     assert.equal(c.macFromAddress, true);
     rejects({ encrypted: 'yes' }, 'invalid encrypted "yes"', 'true or false');
+    assert.equal(c.cipher, 'aes-gcm');
+    assert.equal(parseL2Conf(conf({ encrypted: true, cipher: 'chacha20-poly1305' })).cipher, 'chacha20-poly1305');
+    rejects({ encrypted: true, cipher: 'des' }, 'invalid cipher "des"', 'one of aes-gcm, chacha20-poly1305');
+    rejects({ cipher: 'chacha20-poly1305' }, 'invalid cipher "chacha20-poly1305"', 'only with "encrypted": true');
     assert.equal(c.vni, 16777215);
     assert.equal(c.bridge, 'knb16777215');
     assert.equal(c.runDir, '/run/knit-test');

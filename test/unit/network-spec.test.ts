@@ -1,7 +1,7 @@
 // Named networks from Docker's flags (pkg/network/spec.ts): the seeds' example verbatim, defaults,
 // and every bad flag named with its value and what is valid.
 import assert from 'node:assert/strict';
-import { buildNetwork, splitParent, type CreateRequest, type Network } from '../../pkg/network/spec';
+import { buildNetwork, cipherOf, splitParent, type CreateRequest, type Network } from '../../pkg/network/spec';
 import { inspect, lsRows } from '../../pkg/network/inspect';
 import { renderConflist } from '../../pkg/network/conflist';
 
@@ -78,6 +78,10 @@ describe('named network spec (Docker flags)', () => {
     rejects({ opts: ['encrypted=true'] }, '-o encrypted', 'only for --driver overlay');
     rejects({ driver: 'macvlan', opts: ['parent=eth0', 'encrypted'] }, '-o encrypted', 'only for --driver overlay');
     rejects({ driver: 'overlay', opts: ['encrypted=yes'] }, '-o encrypted', '"yes"', 'true or false');
+    rejects({ driver: 'overlay', opts: ['encrypted', 'cipher=aes-cbc'] }, '-o cipher', '"aes-cbc"', 'one of aes-gcm, chacha20-poly1305');
+    rejects({ driver: 'overlay', opts: ['cipher=chacha20-poly1305'] }, '-o cipher', '"chacha20-poly1305"', 'only with -o encrypted');
+    rejects({ driver: 'overlay', opts: ['encrypted=false', 'cipher=aes-gcm'] }, '-o cipher', 'only with -o encrypted');
+    rejects({ driver: 'bridge', opts: ['cipher=aes-gcm'] }, '-o cipher', '"aes-gcm"', 'only for --driver overlay');
     rejects({ driver: 'overlay', opts: ['vni=0'] }, '-o vni', '1 to 16777215');
     rejects({ driver: 'bridge', opts: ['vni=10'] }, '-o vni', 'only for --driver overlay');
     rejects({ driver: 'macvlan' }, '-o parent', 'required for --driver macvlan');
@@ -103,6 +107,28 @@ describe('named network spec (Docker flags)', () => {
     const plain = build({ driver: 'overlay', opts: ['encrypted=false'] });
     assert.equal(plain.options.encrypted, undefined);
     assert.equal(inspect(plain, []).Options.encrypted, undefined);
+  });
+
+  it('-o cipher picks the ESP cipher: stored, in inspect and the conflist; absent: aes-gcm, as before', () => {
+    const ctx = { nodeName: 'n1', etcd: { endpoints: ['http://10.0.0.1:2379'], prefix: '/knit', timeoutMs: 5000 }, runDir: '/run/knit' };
+    // Either order: the cipher is checked against -o encrypted after all options are read.
+    for (const opts of [['encrypted', 'cipher=chacha20-poly1305'], ['cipher=chacha20-poly1305', 'encrypted=true']]) {
+      const n = build({ driver: 'overlay', opts });
+      assert.equal(n.options.cipher, 'chacha20-poly1305');
+      assert.equal(cipherOf(n), 'chacha20-poly1305');
+      assert.deepEqual(inspect(n, []).Options, { 'com.docker.network.driver.overlay.vxlanid_list': '4096', encrypted: 'true', cipher: 'chacha20-poly1305' });
+      const main = (renderConflist(n, ctx).plugins as any[])[0];
+      assert.equal(main.encrypted, true);
+      assert.equal(main.cipher, 'chacha20-poly1305', 'knit-l2overlay probes the kernel for this cipher');
+    }
+    const aes = build({ driver: 'overlay', opts: ['encrypted'] });
+    assert.equal(aes.options.cipher, undefined, 'stored as before ciphers were a choice');
+    assert.equal(cipherOf(aes), 'aes-gcm');
+    assert.equal(inspect(aes, []).Options.cipher, undefined);
+    assert.equal((renderConflist(aes, ctx).plugins as any[])[0].cipher, undefined);
+    assert.equal(build({ driver: 'overlay', opts: ['encrypted', 'cipher=aes-gcm'] }).options.cipher, 'aes-gcm');
+    assert.equal(cipherOf(build({ driver: 'overlay' })), null);
+    assert.equal(cipherOf(build({ driver: 'bridge' })), null);
   });
 
   it('splits a Docker macvlan parent into master and VLAN', () => {

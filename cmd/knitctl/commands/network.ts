@@ -37,7 +37,7 @@ export function commands(ctx: Ctx): CommandModule[] {
           gateway: many('IP: the gateway of the subnet that contains it (default: its first address)'),
           'ip-range': many('CIDR inside a subnet: containers get addresses only from here'),
           'aux-address': many('NAME=IP: an address of a subnet never handed out'),
-          opt: { ...many('KEY=VALUE: mtu, vni, parent (macvlan), macvlan_mode, isolation, dns; encrypted (overlay: ESP between nodes, Docker\'s --opt encrypted)'), alias: 'o' },
+          opt: { ...many('KEY=VALUE: mtu, vni, parent (macvlan), macvlan_mode, isolation, dns; encrypted (overlay: ESP between nodes, Docker\'s --opt encrypted), cipher (with encrypted: aes-gcm or chacha20-poly1305)'), alias: 'o' },
           label: many('KEY=VALUE metadata'),
           internal: { type: 'boolean', describe: 'no egress through the node (no masquerade, no default route)' },
           ipv6: { type: 'boolean', describe: 'allow IPv6 subnets' },
@@ -45,6 +45,7 @@ export function commands(ctx: Ctx): CommandModule[] {
         },
         builder: (y) => y.example('knitctl network create -d overlay --subnet 192.168.0.0/16 --gateway 192.168.0.100 --ip-range 192.168.1.0/24 --aux-address my-router=192.168.1.5 myoverlaynet', 'Docker\'s documented example')
           .example('knitctl network create -d overlay -o encrypted secure', 'VXLAN between nodes in ESP (docs/encryption.md)')
+          .example('knitctl network create -d overlay -o encrypted -o cipher=chacha20-poly1305 secure2', 'the same with ChaCha20-Poly1305 (nodes without AES instructions)')
           .example('knitctl network create -d macvlan --subnet 172.16.86.0/24 --gateway 172.16.86.1 -o parent=eth0.50 macnet50', 'VLAN 50 on eth0'),
         run: (a, c) => {
           // What needs no other network is checked before any etcd request.

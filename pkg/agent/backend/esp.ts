@@ -19,6 +19,7 @@ import {
 import {
   DEFAULT_ESP_CIPHER, ESP_CIPHERS, ESP_ICV_BITS, KNIT_REQID_BASE, directionalSa, isKnitReqid, isPublicKey, pairSecret, reqidFor, type EspCipherName, type NodeKey,
 } from './esp-keys';
+import { CHACHA_VXLAN_PORT, ENCRYPTED_VXLAN_PORT } from '../../network/datapath';
 
 export const KNIT_XFRM_PRIORITY = 0x6b6e;
 export const KNIT_XFRM_BLOCK_PRIORITY = 0x6b6f;
@@ -37,6 +38,18 @@ export interface EspDomain {
 }
 export const POD_NETWORK_ESP: EspDomain = { label: '', priority: KNIT_XFRM_PRIORITY, reqidBase: KNIT_REQID_BASE };
 export const NAMED_NETWORKS_ESP: EspDomain = { label: 'named', priority: 0x6b70, reqidBase: 0x6b700000 };
+/** A named networks' ESP domain and the VXLAN port its policies select. */
+export interface NamedEspDomain extends EspDomain { port: number }
+/**
+ * Encrypted named networks, one domain per cipher (the network's -o cipher): networks of both
+ * ciphers coexist on a node, each cipher's VXLAN on its own port under its own policies and SAs;
+ * both ends agree because the cipher is part of the network every node sees. AES-GCM's is the
+ * domain of before ciphers were a choice (its SAs, SPIs and port unchanged).
+ */
+export const NAMED_NETWORKS_ESP_BY_CIPHER: Readonly<Record<EspCipherName, NamedEspDomain>> = {
+  'aes-gcm': { ...NAMED_NETWORKS_ESP, port: ENCRYPTED_VXLAN_PORT },
+  'chacha20-poly1305': { label: 'named-chacha', priority: 0x6b72, reqidBase: 0x6b720000, port: CHACHA_VXLAN_PORT },
+};
 /** How long an inbound SA no longer wanted is kept when nothing shows the peer has moved on. */
 export const DEFAULT_RETIRE_GRACE_MS = 60_000;
 

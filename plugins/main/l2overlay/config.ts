@@ -8,6 +8,7 @@ import type { Context } from '../../../pkg/cni/skel';
 import type { NetConf } from '../../../pkg/cni/types';
 import { DEFAULT_RUN_DIR } from '../../../pkg/agent/lease-file';
 import { espUnavailable, probeEsp } from '../../../pkg/agent/backend/esp';
+import { DEFAULT_ESP_CIPHER, ESP_CIPHERS, isEspCipher, type EspCipherName } from '../../../pkg/agent/backend/esp-keys';
 import { parseEtcdConn, type EtcdConnConfig } from '../../../pkg/ipam/etcd-config';
 import { overlayBridgeName } from '../../../pkg/network/conflist';
 import { nodeFilePath, readNodeFile, type NetworkNodeFile } from '../../../pkg/network/node-file';
@@ -26,6 +27,8 @@ export interface L2Conf {
   encrypted: boolean;
   /** The container's MAC derived from its first IPv4 address (knitd renders true; D-mac): passed on to knit-bridge. */
   macFromAddress: boolean;
+  /** Its ESP cipher (-o cipher; the conflist's "cipher", absent: aes-gcm): the one knitd's datapath for it uses. */
+  cipher: EspCipherName;
   /** The IPAM's etcd and node name: where this node's endpoints are recorded; etcd absent on the mesh (`"datastore": "mesh"`: through knitd). */
   etcd?: EtcdConnConfig;
   nodeName: string;
@@ -50,22 +53,27 @@ export function parseL2Conf(conf: NetConf): L2Conf {
   }
   const nodeName = ipam.nodeName;
   if (typeof nodeName !== 'string' || !nodeName) throw invalidConfig('ipam.nodeName', nodeName, 'the node\'s name, as knitd renders it');
+  const encrypted = bool('encrypted', conf.encrypted);
+  const cipher = conf.cipher ?? DEFAULT_ESP_CIPHER;
+  if (!isEspCipher(cipher)) throw invalidConfig('cipher', conf.cipher, `one of ${Object.keys(ESP_CIPHERS).join(', ')} (absent: ${DEFAULT_ESP_CIPHER})`);
+  if (conf.cipher !== undefined && !encrypted) throw invalidConfig('cipher', conf.cipher, 'only with "encrypted": true (knitd renders both for -o encrypted -o cipher=...)');
   return {
     network: conf.name, vni, bridge: overlayBridgeName(vni), runDir, internal: bool('internal', conf.internal),
-    isolation: bool('isolation', conf.isolation, true), encrypted: bool('encrypted', conf.encrypted),
+    isolation: bool('isolation', conf.isolation, true), encrypted, cipher,
     macFromAddress: bool('macFromAddress', conf.macFromAddress), ...(typeof mtu === 'number' ? { mtu } : {}),
     ...(mesh ? {} : { etcd: parseEtcdConn(ipam.etcd) }), nodeName,
   };
 }
 
 /**
- * An encrypted network on a kernel without ESP/AES-GCM: code 101 naming the missing features,
- * before anything is made (knitd made no devices for it either: never plain text).
+ * An encrypted network on a kernel without ESP or its cipher (AES-GCM, or ChaCha20-Poly1305 with
+ * -o cipher): code 101 naming the missing features, before anything is made (knitd made no
+ * devices for it either: never plain text).
  */
 export function requireEsp(cfg: L2Conf): void {
   if (!cfg.encrypted) return;
-  const missing = probeEsp(null);
-  if (missing.length) throw espUnavailable(missing, `encrypted network ${cfg.network} (VNI ${cfg.vni})`);
+  const missing = probeEsp(null, cfg.cipher);
+  if (missing.length) throw espUnavailable(missing, `encrypted network ${cfg.network} (VNI ${cfg.vni}${cfg.cipher === DEFAULT_ESP_CIPHER ? '' : `, ${cfg.cipher}`})`);
 }
 
 /** What knitd published for this node; code 11 while it has not (knitd starting or absent). */
