@@ -1,6 +1,6 @@
 // A container's MAC derived from its IPv4 address (Docker's 02:42:<address>, OVN's 0a:58:<address>):
 // an address handed to a new container comes with the MAC the old one had, so a neighbour cache
-// anywhere on the segment that still maps the address is right at once (design.md, D-mac).
+// anywhere on the segment that still maps the address is right at once (design.md, D28).
 import { parseCIDR, parseIP } from './ip';
 
 /**

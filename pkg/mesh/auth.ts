@@ -7,7 +7,7 @@
 // from both nonces, with a per-direction sequence number, so a connection cannot be hijacked or
 // its frames replayed or reordered. The mesh is authenticated, not encrypted (docs/mesh.md).
 // The hello also carries the range of protocol versions the sender speaks (docs/mesh.md
-// "Upgrades", design D-meshver): `proto` its lowest, `max` its highest (absent: proto, a knitd
+// "Upgrades", design D29): `proto` its lowest, `max` its highest (absent: proto, a knitd
 // from before ranges), and its features; a connection uses the highest version both speak.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 

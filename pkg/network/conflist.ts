@@ -4,7 +4,7 @@
 // IPv4 subnets are alternatives of one range set (a container gets one IPv4 address, from the
 // first subnet with room, as Docker does), IPv6 subnets another; --ip-range bounds the dynamic
 // range, --aux-address entries are excluded. portmap is chained for `-p`. Containers on overlay and
-// bridge networks get a MAC derived from their IPv4 address (`macFromAddress`, design.md D-mac).
+// bridge networks get a MAC derived from their IPv4 address (`macFromAddress`, design.md D28).
 import { addToIP, formatIP, lastOf, networkOf, parseCIDR, parseIP, compareIP, type IPAddr } from '../ip/ip';
 import type { EtcdConnConfig } from '../ipam/etcd-config';
 import { networkDomain, resolverOn, splitParent, type Network, type SubnetSpec } from './spec';

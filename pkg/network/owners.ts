@@ -1,6 +1,6 @@
 // Who owns each FDB entry (a MAC) and neighbour entry (an address) of an overlay network on this
 // node, when several endpoint records claim the same one. With MACs derived from addresses
-// (design.md, D-mac), an address reused on another node comes with the same MAC, and the record
+// (design.md, D28), an address reused on another node comes with the same MAC, and the record
 // of the new container and the removal of the old one's reach a node in either order (a watch
 // replay, a partition healing): removing "the old endpoint's entries" would remove the new one's.
 // So entries are never removed per endpoint: each one is resolved from the records that still

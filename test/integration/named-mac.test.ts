@@ -1,4 +1,4 @@
-// MACs derived from addresses on a named overlay network (design.md D-mac), knitd on two lab hosts
+// MACs derived from addresses on a named overlay network (design.md D28), knitd on two lab hosts
 // on etcd. An address freed and handed to a new container on another host comes with the MAC the
 // old container had, so a peer whose neighbour cache still maps the address reaches the new one
 // at once (with a random MAC it sends to a MAC nobody has). And knitd keeps its FDB/neighbour

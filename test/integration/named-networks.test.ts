@@ -259,7 +259,7 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
     const ipL1 = await add(nodes[0]!, 'local', 'l1', l1);
     const ipL2 = await add(nodes[0]!, 'local', 'l2', l2);
     assert.ok(await lab.ping(l1, ipL2, 1), 'bridge network: l1 -> l2');
-    assert.equal((await lab.ipJson(l1, ['link', 'show', 'eth0']))[0].address, macFromAddress([ipL1]), 'bridge network: the MAC derived from the address (D-mac)');
+    assert.equal((await lab.ipJson(l1, ['link', 'show', 'eth0']))[0].address, macFromAddress([ipL1]), 'bridge network: the MAC derived from the address (D28)');
     const m1 = await lab.pod('m1');
     const ipM1 = await add(nodes[1]!, 'pub', 'm1', m1);
     assert.match(ipM1, /^192\.168\.70\.(1[2-8]\d|19[01])$/, `${ipM1} in 192.168.70.128/26`);

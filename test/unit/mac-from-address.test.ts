@@ -1,4 +1,4 @@
-// A container's MAC derived from its IPv4 address (D-mac): the derivation, which conflists ask for
+// A container's MAC derived from its IPv4 address (D28): the derivation, which conflists ask for
 // it, and the rule knitd uses when two endpoint records claim one MAC or address (the newest
 // remote one, a local one above all), in every order the records can arrive.
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// Mixed versions on the mesh (docs/mesh.md "Upgrades", design D-meshver): real MeshNode instances
+// Mixed versions on the mesh (docs/mesh.md "Upgrades", design D29): real MeshNode instances
 // over TCP on 127.0.0.1, some acting as an older knitd (a narrower protocol range, features left
 // out), and raw peers that complete the real handshake and then send what a later knitd would (a
 // record kind, a message type, a request op this code does not know) or what a knitd from before

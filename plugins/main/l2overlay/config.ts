@@ -25,7 +25,7 @@ export interface L2Conf {
   mtu?: number;
   /** The network is encrypted (-o encrypted): ESP between nodes, or no ADD at all (code 101). */
   encrypted: boolean;
-  /** The container's MAC derived from its first IPv4 address (knitd renders true; D-mac): passed on to knit-bridge. */
+  /** The container's MAC derived from its first IPv4 address (knitd renders true; D28): passed on to knit-bridge. */
   macFromAddress: boolean;
   /** Its ESP cipher (-o cipher; the conflist's "cipher", absent: aes-gcm): the one knitd's datapath for it uses. */
   cipher: EspCipherName;

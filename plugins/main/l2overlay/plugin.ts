@@ -65,7 +65,7 @@ async function withStore<T>(cfg: L2Conf, fn: (s: EndpointStore) => Promise<T>): 
 
 /**
  * The bridge may have learnt the container's MAC on the VXLAN port while it belonged to a container
- * on another node (a MAC derived from a reused address, D-mac): until that entry aged out (300 s)
+ * on another node (a MAC derived from a reused address, D28): until that entry aged out (300 s)
  * the bridge would send the new container's frames away. Removed, the bridge floods until it
  * learns the new port. Not fatal: the entry ages out anyway.
  */
