@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns, type PluginOutput } from '../lab/lab';
 import { eventually, type KnitBuild } from '../lab/cni';
-import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
+import { KnitdHosts, type KnitdHost } from '../lab/knitd-hosts';
 import { controlCall } from '../../pkg/mesh/control';
 import { conflistFile } from '../../pkg/network/conflist';
 import type { Endpoint } from '../../pkg/network/store';
@@ -23,14 +23,14 @@ const NET = '192.168.63';
 const CLIENT = path.join(__dirname, '..', 'lab', 'dns-client.cjs');
 const DIST = path.join(__dirname, '..', '..', 'dist', 'bin');
 
-type Node = MeshHost;
+type Node = KnitdHost;
 
 describe('named networks on the mesh (no etcd)', function () {
   this.timeout(120_000);
   let knit: KnitBuild;
   let lab: Lab;
   let tmp: string;
-  let mesh: MeshHosts;
+  let mesh: KnitdHosts;
   let nodes: Node[] = [];
 
   const ctl = (n: Node, args: string[]): Promise<{ stdout: string; stderr: string; code: number }> => mesh.ctl(n, args);
@@ -43,7 +43,7 @@ describe('named networks on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], NET, 'knit-meshnet-');
+    mesh = await KnitdHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], NET, 'knit-meshnet-');
     ({ knit, lab, tmp } = mesh);
     nodes = await mesh.add(3);
   });

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns, type PluginOutput, type Switch } from '../lab/lab';
 import { eventually, type KnitBuild } from '../lab/cni';
-import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
+import { KnitdHosts, type KnitdHost } from '../lab/knitd-hosts';
 import { prng } from '../lab/prng';
 import { controlCall } from '../../pkg/mesh/control';
 import { conflistFile } from '../../pkg/network/conflist';
@@ -31,7 +31,7 @@ const HEAL_MS = 5000;
 const NAMED = 'part';
 
 type Kind = 'pod' | 'named';
-type Node = MeshHost;
+type Node = KnitdHost;
 interface Pod { id: string; node: Node; kind: Kind; ns: Netns; ip: string; round: number }
 
 describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5 lab hosts, no etcd)', function () {
@@ -40,7 +40,7 @@ describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5
   let lab: Lab;
   let sw: Switch;
   let tmp: string;
-  let mesh: MeshHosts;
+  let mesh: KnitdHosts;
   let nodes: Node[] = [];
   let podSeq = 0;
 
@@ -142,7 +142,7 @@ describe('the mesh: seeded 3/2 partition rounds with pods added on both sides (5
 
   before(async function () {
     requireRoot(this);
-    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-overlay', 'knit-l2overlay'], NET, 'knit-meshpart-');
+    mesh = await KnitdHosts.open(['knitd', 'knitctl', 'knit-overlay', 'knit-l2overlay'], NET, 'knit-meshpart-');
     ({ knit, lab, tmp, sw } = mesh);
     await lab.ip(sw, ['link', 'add', 'br1', 'type', 'bridge']);
     await lab.ip(sw, ['link', 'set', 'br1', 'up']);

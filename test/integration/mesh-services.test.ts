@@ -11,21 +11,21 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns } from '../lab/lab';
 import { eventually, type KnitBuild } from '../lab/cni';
-import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
+import { KnitdHosts, type KnitdHost } from '../lab/knitd-hosts';
 import { conflistFile } from '../../pkg/network/conflist';
 import { SERVICES_TABLE } from '../../pkg/service/lb';
 
 const NET = '192.168.64';
 const CLIENT = path.join(__dirname, '..', 'lab', 'dns-client.cjs');
 
-type Node = MeshHost;
+type Node = KnitdHost;
 
 describe('services and ipam ls|gc on the mesh (no etcd)', function () {
   this.timeout(180_000);
   let knit: KnitBuild;
   let lab: Lab;
   let tmp: string;
-  let mesh: MeshHosts;
+  let mesh: KnitdHosts;
   let nodes: Node[] = [];
   const servers: ChildProcess[] = [];
   const pods: Record<string, { ns: Netns; ip: string; node: Node; id: string }> = {};
@@ -77,7 +77,7 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], NET, 'knit-meshsvc-');
+    mesh = await KnitdHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], NET, 'knit-meshsvc-');
     ({ knit, lab, tmp } = mesh);
     nodes = await mesh.add(3);
     mesh.startAll();

@@ -11,14 +11,14 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 import { Lab, requireRoot, type Netns, type PluginOutput, type Switch } from '../lab/lab';
 import { eventually, type KnitBuild } from '../lab/cni';
-import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
+import { KnitdHosts, type KnitdHost } from '../lab/knitd-hosts';
 import { wanted } from '../../pkg/mesh/topology';
 
 const TTL = 8;
 const NET = '192.168.61';
 const SEED = Number(process.env.KNIT_MESH_SEED ?? 1515);
 
-type Node = MeshHost & { pods: Array<{ ns: Netns; ip: string; id: string }> };
+type Node = KnitdHost & { pods: Array<{ ns: Netns; ip: string; id: string }> };
 
 describe('knitd on the mesh (no etcd)', function () {
   this.timeout(300_000);
@@ -26,7 +26,7 @@ describe('knitd on the mesh (no etcd)', function () {
   let lab: Lab;
   let sw: Switch;
   let tmp: string;
-  let mesh: MeshHosts;
+  let mesh: KnitdHosts;
   let nodes: Node[] = [];
 
   const lease = (n: Node): any => JSON.parse(fs.readFileSync(path.join(n.runDir, 'lease.json'), 'utf8'));
@@ -75,7 +75,7 @@ describe('knitd on the mesh (no etcd)', function () {
 
   before(async function () {
     requireRoot(this);
-    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-overlay'], NET, 'knit-mesh-');
+    mesh = await KnitdHosts.open(['knitd', 'knitctl', 'knit-overlay'], NET, 'knit-mesh-');
     ({ knit, lab, tmp, sw } = mesh);
     nodes = await mesh.add(5, () => ({ pods: [] as Node['pods'] }));
   });
@@ -247,11 +247,11 @@ describe('knitd on the mesh (no etcd)', function () {
 // full mesh (what the defaults give 5 members, first suite); every member still in `status peers`.
 describe('knitd on the mesh with --mesh-full-size 2 --mesh-fanout 1: a sparse mesh', function () {
   this.timeout(180_000);
-  let mesh: MeshHosts;
+  let mesh: KnitdHosts;
 
   before(async function () {
     requireRoot(this);
-    mesh = await MeshHosts.open(['knitd', 'knitctl'], '192.168.67', 'knit-mesh-sparse-');
+    mesh = await KnitdHosts.open(['knitd', 'knitctl'], '192.168.67', 'knit-mesh-sparse-');
     await mesh.add(5);
   });
 
@@ -272,7 +272,7 @@ describe('knitd on the mesh with --mesh-full-size 2 --mesh-fanout 1: a sparse me
     const expected = (a: string): string[] => names.filter((b) => b !== a && (wanted(a, b, names, 1, 2) || a === 'h1' || b === 'h1')).sort();
     const edges = new Set(names.flatMap((a) => expected(a).map((b) => [a, b].sort().join('-'))));
     assert.ok(edges.size < 10, `the topology of 5 with these values is a full mesh: ${[...edges].join(' ')}`);
-    const established = async (n: MeshHost): Promise<string[]> => {
+    const established = async (n: KnitdHost): Promise<string[]> => {
       const r = await mesh.ctl(n, ['status', 'connections', '--json']);
       return r.code ? [] : (JSON.parse(r.stdout).connections as Array<{ state: string; name?: string }>).filter((c) => c.state === 'established').map((c) => c.name!).sort();
     };

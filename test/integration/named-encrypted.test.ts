@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Host, type Netns } from '../lab/lab';
 import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
-import { MeshHosts, type MeshHost } from '../lab/mesh-hosts';
+import { KnitdHosts, type KnitdHost } from '../lab/knitd-hosts';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import { probeEsp } from '../../pkg/agent/backend/esp';
 import { conflistFile } from '../../pkg/network/conflist';
@@ -200,8 +200,8 @@ describe('encrypted named network on the mesh, kernel without ESP: refused with 
   let lab: Lab;
   let knit: KnitBuild;
   let tmp: string;
-  let mesh: MeshHosts | undefined;
-  let m1: MeshHost;
+  let mesh: KnitdHosts | undefined;
+  let m1: KnitdHost;
   let h: Host;
   let confDir: string;
   let runDir: string;
@@ -209,7 +209,7 @@ describe('encrypted named network on the mesh, kernel without ESP: refused with 
 
   before(async function () {
     requireRoot(this);
-    mesh = await MeshHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], '192.168.66', 'knit-named-enc-mesh-');
+    mesh = await KnitdHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge'], '192.168.66', 'knit-named-enc-mesh-');
     ({ lab, knit, tmp } = mesh);
     m1 = await mesh.make('m1', 1);
     h = m1.host;

@@ -6,18 +6,17 @@
 // put and delete arrive in, on the incremental and the full pass, and never shadows a local
 // container with a remote entry.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
-import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
+import { requireRoot, type Lab, type Netns, type PluginOutput } from '../lab/lab';
+import { eventually, type KnitBuild } from '../lab/cni';
+import { KnitdHosts, type KnitdHost } from '../lab/knitd-hosts';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import { conflistFile } from '../../pkg/network/conflist';
 import { macFromAddress } from '../../pkg/ip/mac';
 import type { Endpoint } from '../../pkg/network/store';
 
-interface Node { name: string; host: Host; runDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
+type Node = KnitdHost;
 
 const PREFIX = '/knm';
 const NET = 'macnet';
@@ -26,26 +25,12 @@ describe('named overlay network: MACs derived from addresses, duplicate MACs in 
   this.timeout(300_000);
   let knit: KnitBuild;
   let lab: Lab;
-  let sw: Switch;
+  let hosts: KnitdHosts;
   let etcd: EtcdCluster;
   let tmp: string;
   let endpoint: string;
   let vni: number;
-  const nodes: Node[] = [];
-
-  async function makeNode(name: string, addr: string): Promise<Node> {
-    const host = await lab.host(name, sw, { address: `${addr}/24` });
-    const d = fs.mkdtempSync(path.join(tmp, `${name}-`));
-    return { name, host, runDir: path.join(d, 'run'), confDir: path.join(d, 'net.d'), log: [] };
-  }
-
-  function startKnitd(n: Node): void {
-    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', path.join(n.runDir, 'cni'), '--etcd-endpoints', endpoint,
-      '--etcd-prefix', PREFIX, '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', path.join(n.runDir, '..', 'state'),
-      '--cni-conf-dir', n.confDir, '--lease-ttl', '10', '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
-    n.knitd = proc;
-  }
+  let nodes: Node[] = [];
 
   const h1 = (): Node => nodes[0]!;
   const h2 = (): Node => nodes[1]!;
@@ -105,15 +90,13 @@ describe('named overlay network: MACs derived from addresses, duplicate MACs in 
   before(async function () {
     requireRoot(this);
     requireEtcd(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge', 'knit-etcd-ipam']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-mac-'));
-    sw = await lab.switch();
-    const etcdHost = await lab.host('etcd', sw, { address: '192.168.70.100/24' });
+    hosts = await KnitdHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge', 'knit-etcd-ipam'], '192.168.70', 'knit-mac-');
+    ({ knit, lab, tmp } = hosts);
+    const etcdHost = await lab.host('etcd', hosts.sw, { address: '192.168.70.100/24' });
     etcd = await EtcdCluster.start({ netns: etcdHost, host: '192.168.70.100' });
     endpoint = etcd.endpoints[0]!;
-    nodes.push(await makeNode('h1', '192.168.70.1'), await makeNode('h2', '192.168.70.2'));
-    for (const n of nodes) startKnitd(n);
+    nodes = await hosts.add(2);
+    for (const n of nodes) hosts.startOnEtcd(n, endpoint, PREFIX, { ttlSec: 10 });
     for (const n of nodes) await eventually(() => fs.existsSync(path.join(n.runDir, 'networks', 'node.json')), 30_000, `${n.name} node.json (log: ${n.log.join('')})`);
     const r = await lab.exec(h1().host, knit.bin('knitctl'), ['--etcd-endpoints', endpoint, '--etcd-prefix', PREFIX, 'network', 'create', '-d', 'overlay', '--subnet', '10.241.0.0/24', NET],
       { allowFail: true, env: { NODE_EXTRA_CA_CERTS: undefined } });
@@ -124,14 +107,13 @@ describe('named overlay network: MACs derived from addresses, duplicate MACs in 
   });
 
   after(async () => {
-    for (const n of nodes) n.knitd?.kill('SIGKILL');
+    hosts?.killAll();
     await etcd?.stop();
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await hosts?.cleanup();
   });
 
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') for (const n of nodes) console.log(`--- knitd ${n.name} log\n${n.log.join('').split('\n').slice(-40).join('\n')}`);
+    hosts.printLogsIfFailed(this.currentTest?.state, 40);
   });
 
   it('the rendered conflist asks for it; the MAC is 02:6b + the address in the result, the interface and the record; CHECK agrees', async () => {

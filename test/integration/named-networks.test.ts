@@ -5,19 +5,18 @@
 // DEL; a container on two networks reaches both; networks are separate L2 segments; rm removes
 // everything on every node, also on a node that was down meanwhile.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Lab, requireRoot, type Host, type Netns, type PluginOutput, type Switch } from '../lab/lab';
-import { buildKnit, eventually, REF_CNI_DIR, type KnitBuild } from '../lab/cni';
+import { requireRoot, type Lab, type Netns, type PluginOutput } from '../lab/lab';
+import { eventually, REF_CNI_DIR, type KnitBuild } from '../lab/cni';
+import { KnitdHosts, type KnitdHost } from '../lab/knitd-hosts';
 import { buildCnitool } from '../e2e/libcni';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import type { CreateRequest, Network } from '../../pkg/network/spec';
 import { conflistFile } from '../../pkg/network/conflist';
 import { macFromAddress } from '../../pkg/ip/mac';
 
-interface Node { name: string; host: Host; runDir: string; stateDir: string; confDir: string; knitd?: ChildProcess; log: string[] }
+type Node = KnitdHost;
 
 const PREFIX = '/knn';
 
@@ -25,36 +24,15 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
   this.timeout(300_000);
   let knit: KnitBuild;
   let lab: Lab;
-  let sw: Switch;
+  let hosts: KnitdHosts;
   let etcd: EtcdCluster;
   let tmp: string;
   let endpoint: string;
-  const nodes: Node[] = [];
+  let nodes: Node[] = [];
   const created: Network[] = [];
 
-  async function makeNode(name: string, addr: string): Promise<Node> {
-    const host = await lab.host(name, sw, { address: `${addr}/24` });
-    await lab.ip(host, ['route', 'add', 'default', 'via', '192.168.70.254']);
-    const d = fs.mkdtempSync(path.join(tmp, `${name}-`));
-    return { name, host, runDir: path.join(d, 'run'), stateDir: path.join(d, 'state'), confDir: path.join(d, 'net.d'), log: [] };
-  }
-
-  function startKnitd(n: Node): void {
-    n.log = [];
-    const proc = spawn('ip', ['netns', 'exec', n.host.name, knit.bin('knitd'), '--cni-socket-dir', path.join(n.runDir, 'cni'), '--etcd-endpoints', endpoint,
-      '--etcd-prefix', PREFIX, '--node-name', n.name, '--iface', 'eth0', '--run-dir', n.runDir, '--state-dir', n.stateDir, '--cni-conf-dir', n.confDir,
-      '--lease-ttl', '10', '--resync-interval', '5', '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    proc.stderr!.on('data', (d: Buffer) => n.log.push(d.toString()));
-    n.knitd = proc;
-  }
-
-  async function stopKnitd(n: Node): Promise<void> {
-    const p = n.knitd;
-    if (!p || p.exitCode !== null) return;
-    const done = new Promise((r) => p.once('exit', r));
-    p.kill('SIGTERM');
-    await done;
-  }
+  const startKnitd = (n: Node): void => hosts.startOnEtcd(n, endpoint, PREFIX, { ttlSec: 10 });
+  const stopKnitd = (n: Node): Promise<void> => hosts.stop(n);
 
   async function knitctl(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     return lab.exec(nodes[0]!.host, knit.bin('knitctl'), ['--etcd-endpoints', endpoint, '--etcd-prefix', PREFIX, ...args], { allowFail: true, env: { NODE_EXTRA_CA_CERTS: undefined } });
@@ -114,27 +92,25 @@ describe('named networks across hosts (knitd on etcd, knit-l2overlay)', function
   before(async function () {
     requireRoot(this);
     requireEtcd(this);
-    knit = await buildKnit(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge', 'knit-macvlan', 'knit-etcd-ipam']);
-    lab = new Lab();
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'knit-named-'));
-    sw = await lab.switch();
-    const etcdHost = await lab.host('etcd', sw, { address: '192.168.70.100/24' });
+    hosts = await KnitdHosts.open(['knitd', 'knitctl', 'knit-l2overlay', 'knit-bridge', 'knit-macvlan', 'knit-etcd-ipam'], '192.168.70', 'knit-named-');
+    ({ knit, lab, tmp } = hosts);
+    const etcdHost = await lab.host('etcd', hosts.sw, { address: '192.168.70.100/24' });
     etcd = await EtcdCluster.start({ netns: etcdHost, host: '192.168.70.100' });
     endpoint = etcd.endpoints[0]!;
-    nodes.push(await makeNode('h1', '192.168.70.1'), await makeNode('h2', '192.168.70.2'));
+    nodes = await hosts.add(2);
+    for (const n of nodes) await lab.ip(n.host, ['route', 'add', 'default', 'via', '192.168.70.254']);
     for (const n of nodes) startKnitd(n);
     for (const n of nodes) await eventually(() => fs.existsSync(path.join(n.runDir, 'networks', 'node.json')), 30_000, `${n.name} node.json (log: ${n.log.join('')})`);
   });
 
   after(async () => {
-    for (const n of nodes) n.knitd?.kill('SIGKILL');
+    hosts?.killAll();
     await etcd?.stop();
-    await lab?.cleanup();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await hosts?.cleanup();
   });
 
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') for (const n of nodes) console.log(`--- knitd ${n.name} log\n${n.log.join('').split('\n').slice(-40).join('\n')}`);
+    hosts.printLogsIfFailed(this.currentTest?.state, 40);
   });
 
   const pods: Record<string, { ns: Netns; ip: string }> = {};
