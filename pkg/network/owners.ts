@@ -13,7 +13,9 @@
 //     container took the address or MAC over from the older one.
 import type { Endpoint } from './store';
 
-type Claims = Map<string, Map<string, Endpoint>>;
+/** Per entry, its one claiming record (the usual case: no Map per entry), or all of them by record key. */
+type Claim = { key: string; e: Endpoint } | Map<string, Endpoint>;
+type Claims = Map<string, Claim>;
 
 export class EntryOwners {
   private readonly byMac: Claims = new Map();
@@ -50,9 +52,10 @@ export class EntryOwners {
     return o && o.node !== this.localNode ? o.mac.toLowerCase() : undefined;
   }
 
-  private owner(claims: Map<string, Endpoint> | undefined): Endpoint | undefined {
+  private owner(claims: Claim | undefined): Endpoint | undefined {
+    if (!claims || !(claims instanceof Map)) return claims?.e;
     let best: [string, Endpoint] | undefined;
-    for (const c of claims ?? []) if (!best || this.beats(c, best)) best = c;
+    for (const c of claims) if (!best || this.beats(c, best)) best = c;
     return best?.[1];
   }
 
@@ -70,14 +73,19 @@ const macKey = (network: string, mac: string): string => `${network}\0${mac.toLo
 const ipKey = (network: string, ip: string): string => `${network}\0${ip}`;
 
 function claim(m: Claims, k: string, key: string, e: Endpoint): void {
-  let c = m.get(k);
-  if (!c) m.set(k, (c = new Map()));
-  c.set(key, e);
+  const c = m.get(k);
+  if (!c || (!(c instanceof Map) && c.key === key)) m.set(k, { key, e });
+  else if (c instanceof Map) c.set(key, e);
+  else m.set(k, new Map([[c.key, c.e], [key, e]]));
 }
 
 function drop(m: Claims, k: string, key: string): void {
   const c = m.get(k);
   if (!c) return;
+  if (!(c instanceof Map)) {
+    if (c.key === key) m.delete(k);
+    return;
+  }
   c.delete(key);
-  if (!c.size) m.delete(k);
+  if (c.size === 1) { const [[only, e]] = c; m.set(k, { key: only, e }); } else if (!c.size) m.delete(k);
 }
