@@ -16,6 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab } from '../../test/lab/lab';
 import { EtcdCluster } from '../../test/lab/etcd';
+import { arg, q, sleep } from './script';
 
 const ROOT = path.resolve(__dirname, '../..');
 const PREFIX = '/benchdns';
@@ -24,12 +25,6 @@ const SUBNET = '10.250.0.0/16';
 const GW = '10.250.0.1';
 const DNSMASQ_ADDR = '10.250.0.53';
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1]! : dflt;
-}
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const q = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]! : NaN; };
 
 interface Load { sent: number; answered: number; lost: number; failed: number; ms: number[] }
 interface Result {

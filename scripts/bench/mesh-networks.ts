@@ -8,26 +8,14 @@
 // One event loop carries every node: the figures include their contention (an upper bound).
 import { MeshIpam } from '../../pkg/mesh/ipam';
 import { MeshNetworks } from '../../pkg/mesh/networks';
-import { MeshNode } from '../../pkg/mesh/node';
+import { arg, q, until } from './script';
+import { fullMesh } from './mesh-nodes';
 
-const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const q = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!; };
-async function until(fn: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) { if (Date.now() > end) throw new Error(`timed out: ${what}`); await sleep(1); }
-}
 
 async function main(): Promise<void> {
   const n = Number(arg('nodes', '5'));
   const samples = Number(arg('samples', '30'));
-  const nodes: MeshNode[] = [];
-  for (let i = 0; i < n; i++) {
-    const m = new MeshNode({ name: `b${i}`, secret: Buffer.from('bench'), listen: { host: '127.0.0.1', port: 0 }, peers: i ? [`127.0.0.1:${nodes[0]!.listenPort}`] : [], stateDir: null, ttlSec: 30 });
-    await m.start();
-    nodes.push(m);
-  }
-  await until(() => nodes.every((m) => m.connected().length === n - 1), 30_000, 'full mesh');
+  const nodes = await fullMesh(n);
   const nets = nodes.map((m) => new MeshNetworks(m));
   const r = { create: [] as number[], seen: [] as number[], endpoint: [] as number[], first: [] as number[], next: [] as number[] };
   for (let s = 0; s < samples; s++) {
@@ -35,12 +23,12 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const net = await nets[k]!.create({ name: `n${s}`, driver: 'overlay', subnets: [`10.${100 + Math.floor(s / 200)}.${s % 200}.0/24`] });
     r.create.push(performance.now() - t0);
-    await until(() => nodes.every((m) => m.state.nets.get(net.name)?.net?.id === net.id), 10_000, 'seen');
+    await until(() => nodes.every((m) => m.state.nets.get(net.name)?.net?.id === net.id), 10_000, 'seen', 1);
     r.seen.push(performance.now() - t0);
     const owner = nodes[(k + 1) % n]!;
     const t1 = performance.now();
     new MeshNetworks(owner).putEndpoint({ network: net.name, containerId: `c${s}`, ifName: 'eth0', node: owner.state.self, nodeIp: '192.0.2.1', mac: '02:00:00:00:00:01', ips: ['10.0.0.2/24'], created: new Date().toISOString() });
-    await until(() => nodes.every((m) => m.state.endpoints(Date.now()).some((e) => e.containerId === `c${s}`)), 10_000, 'endpoint');
+    await until(() => nodes.every((m) => m.state.endpoints(Date.now()).some((e) => e.containerId === `c${s}`)), 10_000, 'endpoint', 1);
     r.endpoint.push(performance.now() - t1);
     const ipam = new MeshIpam(owner, null);
     const t2 = performance.now();

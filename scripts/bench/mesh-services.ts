@@ -8,29 +8,17 @@
 // One event loop carries every node: the figures include their contention (an upper bound).
 import { MeshIpam } from '../../pkg/mesh/ipam';
 import { MeshNetworks } from '../../pkg/mesh/networks';
-import { MeshNode } from '../../pkg/mesh/node';
 import { MeshServices } from '../../pkg/mesh/services';
+import { arg, q, until } from './script';
+import { fullMesh } from './mesh-nodes';
 
-const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const q = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!; };
-async function until(fn: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) { if (Date.now() > end) throw new Error(`timed out: ${what}`); await sleep(1); }
-}
 
 async function main(): Promise<void> {
   const n = Number(arg('nodes', '5'));
   const samples = Number(arg('samples', '30'));
-  const nodes: MeshNode[] = [];
-  for (let i = 0; i < n; i++) {
-    const m = new MeshNode({ name: `b${i}`, secret: Buffer.from('bench'), listen: { host: '127.0.0.1', port: 0 }, peers: i ? [`127.0.0.1:${nodes[0]!.listenPort}`] : [], stateDir: null, ttlSec: 30 });
-    await m.start();
-    nodes.push(m);
-  }
-  await until(() => nodes.every((m) => m.connected().length === n - 1), 30_000, 'full mesh');
+  const nodes = await fullMesh(n);
   await new MeshNetworks(nodes[0]!).create({ name: 'app', driver: 'overlay', subnets: ['10.200.0.0/16'] });
-  await until(() => nodes.every((m) => !!m.state.nets.get('app')?.net), 10_000, 'network everywhere');
+  await until(() => nodes.every((m) => !!m.state.nets.get('app')?.net), 10_000, 'network everywhere', 1);
   const ipams = nodes.map((m) => new MeshIpam(m, null));
   const svcs = nodes.map((m, i) => new MeshServices(m, ipams[i]!));
   const r = { create: [] as number[], seen: [] as number[], rm: [] as number[] };
@@ -39,11 +27,11 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const svc = await svcs[k]!.create({ name: `s${s}`, network: 'app', ports: ['tcp:80'] });
     r.create.push(performance.now() - t0);
-    await until(() => nodes.every((m) => m.state.services().some((x) => x.id === svc.id)), 10_000, 'seen');
+    await until(() => nodes.every((m) => m.state.services().some((x) => x.id === svc.id)), 10_000, 'seen', 1);
     r.seen.push(performance.now() - t0);
     const t1 = performance.now();
     await svcs[(k + 1) % n]!.remove('app', svc.name);
-    await until(() => nodes.every((m) => !m.state.services().some((x) => x.id === svc.id)) && !ipams[k]!.attachments('app').some((a) => a.owner.ifName === 'vip'), 10_000, 'rm');
+    await until(() => nodes.every((m) => !m.state.services().some((x) => x.id === svc.id)) && !ipams[k]!.attachments('app').some((a) => a.owner.ifName === 'vip'), 10_000, 'rm', 1);
     r.rm.push(performance.now() - t1);
   }
   for (const m of nodes) m.stop();

@@ -33,19 +33,13 @@ import type { LeaseEvent, Watch } from '../../pkg/datastore/datastore';
 import { EtcdWatch, type WatchEvent } from '../../pkg/etcd/watch';
 import { NetworkStore, type Endpoint } from '../../pkg/network/store';
 import { EtcdCluster, freePorts, haveEtcd } from '../../test/lab/etcd';
+import { arg, q, sleep, until } from './script';
 
 const ROOT = path.resolve(__dirname, '../..');
-const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const q = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!; };
 const abs = (): number => performance.timeOrigin + performance.now();
 const SECRET = Buffer.from('bench');
 const subnetOf = (i: number): string => `10.${64 + (i >> 8)}.${i & 0xff}.0/24`;
 
-async function until(fn: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) { if (Date.now() > end) throw new Error(`timed out: ${what}`); await sleep(2); }
-}
 
 class Worker {
   private readonly proc: ChildProcess;

@@ -13,14 +13,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab } from '../../test/lab/lab';
 import { EtcdCluster } from '../../test/lab/etcd';
+import { arg, q, sleep } from './script';
 
 const ROOT = path.resolve(__dirname, '../..');
 const PREFIX = '/bench';
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1]! : dflt;
-}
 
 interface Row {
   hosts: number; endpoints: number; startMs: number; epP50: number; epP99: number; epMax: number;
@@ -28,8 +25,6 @@ interface Row {
   resyncSec: number; epMs: number[];
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const q = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!; };
 
 async function inner(): Promise<void> {
   const { EtcdClient } = await import('../../pkg/etcd/client');

@@ -14,9 +14,9 @@ import { Lab } from '../../test/lab/lab';
 import { get as backendFactory } from '../../pkg/agent/backend';
 import { iperf, leaseOf, pairTopology, startBackend, UPLINK, type Pair } from '../../test/kernel/encryption-lab';
 import type { Netns } from '../../test/lab/lab';
+import { arg } from './script';
 
 const ROOT = path.resolve(__dirname, '../..');
-const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
 const MARK = '##overlay-esp ';
 
 interface Run { gbps: number; busy: number; retransmits: number }

@@ -17,9 +17,9 @@ import { EtcdCluster } from '../../test/lab/etcd';
 import { conflistFile } from '../../pkg/network/conflist';
 import { startKnitd, type BenchKnitd } from './knitd';
 import { cleanEnv } from './runner';
+import { arg } from './script';
 
 const ROOT = path.resolve(__dirname, '../..');
-const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
 
 interface Side { host: Host; pod: Netns; subnet: string; podIp: string; backend?: Backend }
 

@@ -12,18 +12,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab } from '../../test/lab/lab';
 import { EtcdCluster } from '../../test/lab/etcd';
+import { arg, q, sleep } from './script';
 
 const ROOT = path.resolve(__dirname, '../..');
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1]! : dflt;
-}
 
 interface Row { nodes: number; startMs: number; newP50: number; newP99: number; newMax: number; rssMiB: number; hwmMiB: number; cpuS: number }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const q = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!; };
 
 /** Inside the host netns: seed, start knitd, measure. */
 async function inner(): Promise<void> {

@@ -16,8 +16,8 @@ import { EtcdAllocator, EtcdKeys } from '../../pkg/ipam/etcd-allocator';
 import { parseEtcdIpamConfig } from '../../pkg/ipam/etcd-config';
 import { podGcPass, StaleTracker } from '../../pkg/ipam/pod-gc';
 import { kubeClient, listPods } from '../../pkg/kube';
+import { arg } from './script';
 
-const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
 const NODES = 8;
 
 interface Row { n: number; listMs: number; firstMs: number; secondMs: number; released: number; kept: number }

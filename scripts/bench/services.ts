@@ -12,8 +12,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab } from '../../test/lab/lab';
 import { applyTable, renderChanges, renderTable, type LbService } from '../../pkg/service/lb';
+import { arg } from './script';
 
-const arg = (name: string, dflt: string): string => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1]! : dflt; };
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
 
 interface Row { services: number; backends: number; renderMs: number; firstMs: number; changeMs: number; wholeChangeMs: number; bytes: number }
