@@ -21,19 +21,12 @@ import { MeshNode, NoQuorumError } from '../../pkg/mesh/node';
 import { checkRecord, MeshState, OPAQUE_LIMITS, RecordError } from '../../pkg/mesh/state';
 import { meshStatus, protocolLine } from '../../pkg/mesh/status';
 import type { Logger } from '../../pkg/cni/log';
+import { eventually } from '../lab/mesh-members';
 
 const SECRET = Buffer.from('s3cret-compat');
 /** The last commit before protocol ranges: its pkg/mesh is the real version-1 knitd's mesh. */
 const PREVIOUS_RELEASE = '73dc0e1f124a0f7ce2390e5bf17e1975e0f6b9d9';
 const REPO = path.join(__dirname, '..', '..');
-
-async function eventually(fn: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!fn()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** A logger that keeps its lines (level and text). */
 function recorder(): Logger & { lines: Array<[string, string]> } {

@@ -14,16 +14,9 @@ import { MeshNode, NoQuorumError } from '../../pkg/mesh/node';
 import { SpecError } from '../../pkg/network/spec';
 import type { Endpoint } from '../../pkg/network/store';
 import { prng } from '../lab/prng';
+import { eventually, MeshSplit } from '../lab/mesh-members';
 
 const SECRET = Buffer.from('s3cret');
-
-async function eventually(fn: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!fn()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const net = (id: string, name: string, subnets: string[], vni?: number): Claim => ({ kind: 'net', net: { id, name, subnets, ...(vni !== undefined ? { vni } : {}) } });
 
@@ -115,20 +108,14 @@ describe('mesh: named networks', function () {
     const seed = Number(process.env.KNIT_MESH_SEED ?? 2121);
     const rnd = prng(seed); // the rounds replay exactly from the seed
     const names = ['w0', 'w1', 'w2', 'w3', 'w4'];
-    let side = new Map<string, number>(names.map((n) => [n, 0]));
-    const ns: MeshNode[] = [];
-    for (const [i, name] of names.entries()) ns.push(await node(name, i ? [ns[0]!] : [], { reachable: (peer) => side.get(peer) === side.get(name) }));
+    const mesh = await MeshSplit.open(names, node);
+    const ns = mesh.ns;
     const ms = ns.map((n) => new MeshNetworks(n, 0));
-    const full = (): Promise<void> => eventually(() => ns.every((n) => n.connected().length === 4), 15_000, 'full mesh');
-    await full();
     let created = 0;
     let minorityRefused = 0;
     let conflictRefused = 0;
     for (let r = 0; r < rounds; r++) {
-      const order = [...names].sort(() => rnd() - 0.5);
-      side = new Map(order.map((n, i) => [n, i < 3 ? 0 : 1]));
-      for (const n of ns) n.recheck();
-      await eventually(() => ns.every((n) => n.connected().length === (side.get(n.state.self) === 0 ? 2 : 1)), 10_000, `round ${r}: partitioned`);
+      await mesh.split(rnd, `round ${r}`);
       // Every node tries a network that collides with the others' by name, subnet or VNI.
       const reqs = ms.map((_, i) => {
         const k = Math.floor(rnd() * 3);
@@ -138,18 +125,16 @@ describe('mesh: named networks', function () {
         try { return { i, net: await m.create(reqs[i]!) }; } catch (e) { return { i, e: e as Error }; }
       }));
       for (const x of results) {
-        const minority = side.get(names[x.i]!) === 1;
+        const minority = mesh.minority(names[x.i]!);
         if (minority) { assert.ok(x.e instanceof NoQuorumError, `round ${r}: minority ${names[x.i]} created ${x.net?.name ?? ''}: ${x.e?.message}`); minorityRefused++; }
         else if (x.net) created++;
         else { assert.ok(x.e instanceof SpecError || x.e instanceof NoQuorumError, String(x.e)); conflictRefused++; }
       }
-      side = new Map(names.map((n) => [n, 0]));
-      for (const n of ns) n.recheck();
-      await full();
+      await mesh.heal();
       // Healed: the former minority tries again; it gets its network only if nothing conflicts.
       await eventually(() => ns.every((n) => n.state.networks().length === ns[0]!.state.networks().length), 5000, `round ${r}: synced`);
       for (const x of results) {
-        if (side.get(names[x.i]!) === undefined || x.net || !(x.e instanceof NoQuorumError)) continue;
+        if (x.net || !(x.e instanceof NoQuorumError)) continue;
         try { await ms[x.i]!.create(reqs[x.i]!); created++; } catch (e) { assert.ok(e instanceof SpecError, String(e)); conflictRefused++; }
       }
       // Every node, once healed, holds the same networks and no two of them conflict.

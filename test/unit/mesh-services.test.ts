@@ -10,16 +10,9 @@ import { MeshNode, NoQuorumError } from '../../pkg/mesh/node';
 import { MeshServices } from '../../pkg/mesh/services';
 import { SpecError } from '../../pkg/network/spec';
 import { prng } from '../lab/prng';
+import { eventually, MeshSplit } from '../lab/mesh-members';
 
 const SECRET = Buffer.from('s3cret');
-
-async function eventually(fn: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!fn()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const vip = (id: string, name: string, ip: string, netId = 'N'): Claim => ({ kind: 'vip', svc: { id, netId, network: 'app', name, vip: ip } });
 
@@ -111,11 +104,8 @@ describe('mesh: services', function () {
     const seed = Number(process.env.KNIT_MESH_SEED ?? 1515);
     const rnd = prng(seed); // the rounds replay exactly from the seed
     const names = ['v0', 'v1', 'v2', 'v3', 'v4'];
-    let side = new Map<string, number>(names.map((n) => [n, 0]));
-    const ns: MeshNode[] = [];
-    for (const [i, name] of names.entries()) ns.push(await node(name, i ? [ns[0]!] : [], { reachable: (peer) => side.get(peer) === side.get(name) }));
-    const full = (): Promise<void> => eventually(() => ns.every((n) => n.connected().length === 4), 15_000, 'full mesh');
-    await full();
+    const mesh = await MeshSplit.open(names, node);
+    const ns = mesh.ns;
     await new MeshNetworks(ns[0]!).create({ name: 'app', driver: 'overlay', subnets: ['10.20.0.0/16'], ipRanges: ['10.20.0.0/24'] });
     await eventually(() => ns.every((n) => !!n.state.nets.get('app')?.net), 5000, 'app everywhere');
     const ss = ns.map((n) => new MeshServices(n, new MeshIpam(n, null), 0));
@@ -124,10 +114,7 @@ describe('mesh: services', function () {
     let conflictRefused = 0;
     let removed = 0;
     for (let r = 0; r < rounds; r++) {
-      const order = [...names].sort(() => rnd() - 0.5);
-      side = new Map(order.map((n, i) => [n, i < 3 ? 0 : 1]));
-      for (const n of ns) n.recheck();
-      await eventually(() => ns.every((n) => n.connected().length === (side.get(n.state.self) === 0 ? 2 : 1)), 10_000, `round ${r}: partitioned`);
+      await mesh.split(rnd, `round ${r}`);
       // Every node creates a service colliding with another's by name, by VIP (outside the ip-range: no block decides it), or both.
       const reqs = ss.map((_, i) => {
         const k = Math.floor(rnd() * 3);
@@ -137,13 +124,11 @@ describe('mesh: services', function () {
         try { return { i, svc: await m.create(reqs[i]!) }; } catch (e) { return { i, e: e as Error }; }
       }));
       for (const x of results) {
-        if (side.get(names[x.i]!) === 1) { assert.ok(x.e instanceof NoQuorumError, `round ${r}: minority ${names[x.i]} created ${x.svc?.name ?? ''}: ${x.e?.message}`); minorityRefused++; }
+        if (mesh.minority(names[x.i]!)) { assert.ok(x.e instanceof NoQuorumError, `round ${r}: minority ${names[x.i]} created ${x.svc?.name ?? ''}: ${x.e?.message}`); minorityRefused++; }
         else if (x.svc) created++;
         else { assert.ok(x.e instanceof SpecError || x.e instanceof NoQuorumError, String(x.e)); conflictRefused++; }
       }
-      side = new Map(names.map((n) => [n, 0]));
-      for (const n of ns) n.recheck();
-      await full();
+      await mesh.heal();
       for (const x of results) {
         if (x.svc || !(x.e instanceof NoQuorumError)) continue;
         try { await ss[x.i]!.create(reqs[x.i]!); created++; } catch (e) { assert.ok(e instanceof SpecError, String(e)); conflictRefused++; }

@@ -16,17 +16,10 @@ import { MeshIpam } from '../../pkg/mesh/ipam';
 import { MeshNetworks } from '../../pkg/mesh/networks';
 import { MeshNode } from '../../pkg/mesh/node';
 import { SpecError } from '../../pkg/network/spec';
+import { eventually } from '../lab/mesh-members';
 
 const SECRET = 's3cret-stranded';
 const CHILD = path.join(__dirname, '..', 'lab', 'mesh-dying-claimer.ts');
-
-async function eventually(fn: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!fn()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const netClaim = (id: string, name: string, subnet: string): Claim => ({ kind: 'net', net: { id, name, subnets: [subnet] } });
 const none = (): boolean => false;

@@ -15,16 +15,9 @@ import { applyDelta, checkDelta, checkRecord, deltaOf, RecordError, type NodeRec
 import type { LeaseEvent } from '../../pkg/datastore/datastore';
 import { overlayFlags } from '../../cmd/knitd/overlay';
 import { prng } from '../lab/prng';
+import { eventually, MeshSplit } from '../lab/mesh-members';
 
 const SECRET = Buffer.from('s3cret');
-
-async function eventually(fn: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!fn()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('mesh', function () {
   this.timeout(30_000);
@@ -219,20 +212,14 @@ describe('mesh', function () {
     const seed = Number(process.env.KNIT_MESH_SEED ?? 1515);
     const rnd = prng(seed); // the rounds replay exactly from the seed
     const names = ['p0', 'p1', 'p2', 'p3', 'p4'];
-    let side = new Map<string, number>(names.map((n) => [n, 0]));
-    const ns: MeshNode[] = [];
-    for (const [i, name] of names.entries()) ns.push(await node(name, i ? [ns[0]!] : [], { reachable: (peer) => side.get(peer) === side.get(name) }));
-    const full = (): Promise<void> => eventually(() => ns.every((n) => n.connected().length === 4), 15_000, 'full mesh');
-    await full();
+    const mesh = await MeshSplit.open(names, node);
+    const ns = mesh.ns;
     const pool = Array.from({ length: 6 }, (_, i) => `10.9.${i}.0/24`);
     const holders = new Map<string, Set<string>>();
     let minorityRefused = 0;
     let granted = 0;
     for (let r = 0; r < rounds; r++) {
-      const order = [...names].sort(() => rnd() - 0.5);
-      side = new Map(order.map((n, i) => [n, i < 3 ? 0 : 1]));
-      for (const n of ns) n.recheck();
-      await eventually(() => ns.every((n) => n.connected().length === (side.get(n.state.self) === 0 ? 2 : 1)), 10_000, `round ${r}: partitioned`);
+      await mesh.split(rnd, `round ${r}`);
       // Claims on both sides at once, colliding on purpose.
       const results = await Promise.all(ns.map(async (n) => {
         if (rnd() < 0.3) return null;
@@ -241,7 +228,7 @@ describe('mesh', function () {
       }));
       for (const x of results) {
         if (!x) continue;
-        const minority = side.get(x.n.state.self) === 1;
+        const minority = mesh.minority(x.n.state.self);
         if (minority) {
           assert.ok(x.e instanceof NoQuorumError || (x.r && !x.r.ok), `round ${r}: minority ${x.n.state.self} got ${x.subnet}`);
           minorityRefused++;
@@ -255,9 +242,7 @@ describe('mesh', function () {
         if (x.r?.ok) for (const [s, h] of holders) if (s !== x.subnet) h.delete(x.n.state.self);
       }
       for (const [s, h] of holders) assert.ok(h.size <= 1, `round ${r}: ${s} held by ${[...h].join(' and ')} (seed ${seed})`);
-      side = new Map(names.map((n) => [n, 0]));
-      for (const n of ns) n.recheck();
-      await full();
+      await mesh.heal();
       // After healing, every node's view: no subnet published by two nodes.
       await eventually(() => ns.every((n) => {
         const pub = [...n.state.nodes.values()].filter((x) => x.lease).map((x) => x.lease!.subnet);
