@@ -6,7 +6,7 @@
 // DEL (its netns gone) is reclaimed by `knitctl ipam gc` on its host: address, endpoint and
 // backend gone; `service rm` removes the maps everywhere and frees the VIP.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, requireRoot, type Netns } from '../lab/lab';
@@ -14,6 +14,7 @@ import { eventually, type KnitBuild } from '../lab/cni';
 import { KnitdHosts, type KnitdHost } from '../lab/knitd-hosts';
 import { conflistFile } from '../../pkg/network/conflist';
 import { SERVICES_TABLE } from '../../pkg/service/lb';
+import { connectEach, serveAnswer } from '../lab/answer';
 
 const NET = '192.168.64';
 const CLIENT = path.join(__dirname, '..', 'lab', 'dns-client.cjs');
@@ -49,23 +50,11 @@ describe('services and ipam ls|gc on the mesh (no etcd)', function () {
     return command === 'ADD' ? String(r.json.ips[0].address).split('/')[0]! : '';
   }
 
-  /** A TCP server on :80 in the pod answering its own name. */
   async function serve(pod: Netns, answer: string): Promise<void> {
-    const p = spawn('ip', ['netns', 'exec', pod.name, process.execPath, '-e', `require('net').createServer((s) => s.end(${JSON.stringify(answer)} + '\\n')).listen(80, () => console.log('up'))`],
-      { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    servers.push(p);
-    await new Promise<void>((resolve, reject) => { p.stdout!.once('data', () => resolve()); p.once('exit', (c) => reject(new Error(`server ${answer} exited ${c}`))); });
+    servers.push(await serveAnswer(pod, answer));
   }
 
-  /** `count` connections from the pod to addr:port, one after the other: what each read ('' when refused). */
-  async function connect(pod: Netns, addr: string, port: number, count: number): Promise<string[]> {
-    const script = `const net = require('net'); (async () => { const out = []; for (let i = 0; i < ${count}; i++) {
-      out.push(await new Promise((res) => { let b = ''; const s = net.connect(${port}, ${JSON.stringify(addr)});
-        s.setTimeout(3000, () => { s.destroy(); res(''); }); s.on('data', (d) => (b += d)); s.on('end', () => res(b.trim())); s.on('error', () => res('')); })); }
-      console.log(JSON.stringify(out)); })();`;
-    const r = await lab.exec(pod, process.execPath, ['-e', script], { env: { NODE_EXTRA_CA_CERTS: undefined }, timeoutMs: 60_000 });
-    return JSON.parse(r.stdout) as string[];
-  }
+  const connect = (pod: Netns, addr: string, port: number, count: number): Promise<string[]> => connectEach(lab, pod, addr, port, count);
 
   /** The backends in the nft map of service app/`name` on a node (null: no such map). */
   const mapOf = async (n: Node, name: string): Promise<string[] | null> => {

@@ -13,6 +13,7 @@ import { buildKnit, eventually, type KnitBuild } from '../lab/cni';
 import { EtcdCluster, requireEtcd } from '../lab/etcd';
 import { conflistFile } from '../../pkg/network/conflist';
 import { SERVICES_TABLE, renderChanges, renderTable, type LbService } from '../../pkg/service/lb';
+import { connectEach, serveAnswer } from '../lab/answer';
 
 /** An nft -j listing as comparable lines: no handles, set elements sorted (the kernel's order is its own). */
 function normalize(items: any[]): string[] {
@@ -88,26 +89,11 @@ describe('service VIPs across hosts (knitd nftables load balancer)', function ()
     return command === 'ADD' ? String(r.json.ips[0].address).split('/')[0]! : '';
   }
 
-  /** Servers in the pod answering its own name: TCP :80 and UDP :5353 (node: always here; busybox nc's -e is not). */
   async function serve(pod: Netns, answer: string): Promise<void> {
-    const a = JSON.stringify(answer);
-    const p = spawn('ip', ['netns', 'exec', pod.name, process.execPath, '-e',
-      `require('net').createServer((s) => s.end(${a} + '\\n')).listen(80, () => {
-        const u = require('dgram').createSocket('udp4'); u.on('message', (m, r) => u.send(${a}, r.port, r.address)); u.bind(5353, () => console.log('up')); })`],
-      { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
-    servers.push(p);
-    await new Promise<void>((resolve, reject) => { p.stdout!.once('data', () => resolve()); p.once('exit', (c) => reject(new Error(`server ${answer} exited ${c}`))); });
+    servers.push(await serveAnswer(pod, answer, { udp: true }));
   }
 
-  /** `count` connections, one after the other, from the pod to addr:port: what each one read ('' when refused). */
-  async function connect(pod: Netns, addr: string, port: number, count: number): Promise<string[]> {
-    const script = `const net = require('net'); (async () => { const out = []; for (let i = 0; i < ${count}; i++) {
-      out.push(await new Promise((res) => { let b = ''; const s = net.connect(${port}, ${JSON.stringify(addr)});
-        s.setTimeout(3000, () => { s.destroy(); res(''); }); s.on('data', (d) => (b += d)); s.on('end', () => res(b.trim())); s.on('error', () => res('')); })); }
-      console.log(JSON.stringify(out)); })();`;
-    const r = await lab.exec(pod, process.execPath, ['-e', script], { env: { NODE_EXTRA_CA_CERTS: undefined }, timeoutMs: 60_000 });
-    return JSON.parse(r.stdout) as string[];
-  }
+  const connect = (pod: Netns, addr: string, port: number, count: number): Promise<string[]> => connectEach(lab, pod, addr, port, count);
 
   /** `count` UDP queries to addr:port, each from a new socket (a new flow): the answers ('' on timeout). */
   async function query(pod: Netns, addr: string, port: number, count: number): Promise<string[]> {
